@@ -1,0 +1,12 @@
+//! tandem keeps two directory trees identical: push, pull or bidirectional.
+//!
+//! One run: open two [`endpoint::Endpoint`]s, scan both trees, load the client-side
+//! [`baseline`], [`reconcile::reconcile`] them into a [`plan::Plan`] (pure: no IO),
+//! check [`reconcile::safety`], execute the plan action by action (temp file, verify,
+//! re-check the target, rename), then commit the new baseline from what succeeded.
+//! Every step is reported as an [`output::Event`].
+
+pub mod path;
+pub mod plan;
+pub mod reconcile;
+pub mod tree;

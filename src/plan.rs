@@ -1,0 +1,287 @@
+//! `Plan`: what reconciliation decided, as actions that each carry the state they expect to
+//! replace (so the executor can refuse to overwrite what changed since the scan).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::path::RelPath;
+use crate::tree::{Entry, Tree};
+
+/// One of the two replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Side {
+    /// The `-d` directory.
+    Local,
+    /// The `-r` side.
+    Remote,
+}
+
+impl Side {
+    /// The other replica.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Local => Side::Remote,
+            Side::Remote => Side::Local,
+        }
+    }
+
+    /// `local` or `remote`, as in JSON events.
+    pub fn word(self) -> &'static str {
+        match self {
+            Side::Local => "local",
+            Side::Remote => "remote",
+        }
+    }
+}
+
+/// The status words of async's per-file lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// Transferred or created.
+    Synchronized,
+    /// Skipped (source changed while read, or excluded from this run).
+    Skipped,
+    /// Deleted.
+    Deleted,
+    /// Duplicate content reused at the destination.
+    Dedup,
+    /// Already identical on both sides.
+    Exists,
+    /// Renamed or moved, or only attributes changed.
+    Moved,
+    /// Left unresolved.
+    Conflict,
+}
+
+impl Status {
+    /// The word printed on status lines and in JSON, e.g. `SYNCHRONIZED(del)`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Synchronized => "SYNCHRONIZED",
+            Status::Skipped => "SYNCHRONIZED(skp)",
+            Status::Deleted => "SYNCHRONIZED(del)",
+            Status::Dedup => "SYNCHRONIZED(ddp)",
+            Status::Exists => "SYNCHRONIZED(exs)",
+            Status::Moved => "SYNCHRONIZED(mov)",
+            Status::Conflict => "CONFLICT",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+/// What to do at one path on one side.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Bring the other side's non-directory entry at `from` here (file contents, symlink or
+    /// special file), with its metadata.
+    Copy {
+        /// Path of the source on the other side (differs from the target for conflict copies).
+        from: RelPath,
+        /// The source as scanned; the sender re-checks it before and after reading.
+        source: Entry,
+    },
+    /// Create a directory with the source's metadata.
+    Mkdir {
+        /// The directory on the other side.
+        source: Entry,
+    },
+    /// Remove the entry (a directory is empty by the time this runs).
+    Delete,
+    /// Rename the entry within this side, then apply `source`'s metadata if given.
+    Rename {
+        /// New path on the same side.
+        to: RelPath,
+        /// Metadata to apply after the rename (a detected move of a file whose mode changed).
+        source: Option<Entry>,
+    },
+    /// Change mode, owner or mtime to the source's.
+    SetMeta {
+        /// The entry whose metadata is copied.
+        source: Entry,
+    },
+}
+
+/// The order in which kinds of action run, so each finds what it needs in place:
+/// conflict copies out of the way, then non-directory deletions, directories created
+/// parent first, moves, directories removed child first, contents, metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Keep-both renames of conflict losers.
+    ConflictRename,
+    /// Deleting files, symlinks and special files.
+    DeleteLeaf,
+    /// Creating directories, parents first.
+    Mkdir,
+    /// Replaying detected moves.
+    Move,
+    /// Removing directories, children first.
+    DeleteDir,
+    /// Writing files, symlinks and special files.
+    Copy,
+    /// Attribute changes.
+    Meta,
+}
+
+/// One step of the plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    /// Where the change is made.
+    pub side: Side,
+    /// The path changed (the old path for renames).
+    pub path: RelPath,
+    /// The change.
+    pub op: Op,
+    /// What `path` on `side` must still be just before the change (`None`: absent).
+    pub expect: Option<Entry>,
+    /// Status word reported when it succeeds.
+    pub status: Status,
+    /// Why, for `-v`.
+    pub reason: String,
+    /// True for keep-both conflict renames (run before everything else).
+    pub conflict_copy: bool,
+}
+
+impl Action {
+    /// When this action runs relative to the others.
+    pub fn phase(&self) -> Phase {
+        match &self.op {
+            Op::Rename { .. } if self.conflict_copy => Phase::ConflictRename,
+            Op::Rename { .. } => Phase::Move,
+            Op::Delete if self.expect.as_ref().is_some_and(Entry::is_dir) => Phase::DeleteDir,
+            Op::Delete => Phase::DeleteLeaf,
+            Op::Mkdir { .. } => Phase::Mkdir,
+            Op::Copy { .. } => Phase::Copy,
+            Op::SetMeta { .. } => Phase::Meta,
+        }
+    }
+
+    /// The entry this action leaves at its target path, if it succeeds as planned.
+    pub fn result(&self) -> Option<&Entry> {
+        match &self.op {
+            Op::Copy { source, .. } | Op::Mkdir { source } | Op::SetMeta { source } => Some(source),
+            Op::Rename { source, .. } => source.as_ref().or(self.expect.as_ref()),
+            Op::Delete => None,
+        }
+    }
+
+    /// The path this action leaves its result at (the new name for renames).
+    pub fn target(&self) -> &RelPath {
+        match &self.op {
+            Op::Rename { to, .. } => to,
+            _ => &self.path,
+        }
+    }
+
+    /// Bytes to move for this action (file contents only).
+    pub fn bytes(&self) -> u64 {
+        match &self.op {
+            Op::Copy { source, .. } if source.is_file() => source.size,
+            _ => 0,
+        }
+    }
+}
+
+/// How a conflict was settled, if it was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Resolution {
+    /// Left untouched on both sides.
+    Unresolved,
+    /// The named side's version was propagated (by `-f`).
+    Favored(Side),
+    /// Both kept: the loser was renamed to this path on both sides.
+    KeptBoth {
+        /// The side whose version keeps the original name.
+        winner: Side,
+        /// The new name of the other version.
+        loser_path: RelPath,
+    },
+}
+
+/// Both sides changed one path differently.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The path (the top of the conflicting subtree).
+    pub path: RelPath,
+    /// What each side did, in words.
+    pub reason: String,
+    /// What the policy made of it.
+    pub resolution: Resolution,
+}
+
+/// The output of reconciliation: actions in execution order, conflicts, and paths found
+/// already identical.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Actions in the order they must run.
+    pub actions: Vec<Action>,
+    /// Every conflict, resolved or not.
+    pub conflicts: Vec<Conflict>,
+    /// Paths changed on both sides to the same state, or found identical on a first run.
+    pub identical: Vec<RelPath>,
+}
+
+impl Plan {
+    /// True when nothing is to be done and nothing conflicts.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty() && self.conflicts.is_empty()
+    }
+
+    /// Conflicts the policy did not settle.
+    pub fn unresolved(&self) -> impl Iterator<Item = &Conflict> {
+        self.conflicts
+            .iter()
+            .filter(|c| c.resolution == Resolution::Unresolved)
+    }
+
+    /// Puts the actions in execution order: by phase, tree order within a phase, and
+    /// children before parents for directory removal.
+    pub fn sort(&mut self) {
+        self.actions.sort_by(|a, b| {
+            a.phase().cmp(&b.phase()).then_with(|| {
+                if a.phase() == Phase::DeleteDir || a.phase() == Phase::Meta {
+                    b.path.cmp(&a.path)
+                } else {
+                    a.path.cmp(&b.path)
+                }
+            })
+        });
+    }
+
+    /// Deletions planned on one side.
+    pub fn deletions(&self, side: Side) -> usize {
+        self.actions
+            .iter()
+            .filter(|a| a.side == side && a.op == Op::Delete)
+            .count()
+    }
+}
+
+/// Updates one side's tree as `action` changed it; `result` is the entry now at the target
+/// (the executor's re-stat after the change, or the plan's own prediction).
+pub fn apply_to(tree: &mut Tree, action: &Action, result: Option<Entry>) {
+    match &action.op {
+        Op::Delete => tree.remove_subtree(&action.path),
+        Op::Rename { to, .. } => {
+            let moved: Vec<(RelPath, Entry)> = tree
+                .descendants(&action.path)
+                .map(|(p, e)| (p.rebase(&action.path, to), e.clone()))
+                .collect();
+            tree.remove_subtree(&action.path);
+            tree.entries.extend(moved);
+            if let Some(e) = result {
+                tree.insert(to.clone(), e);
+            }
+        }
+        Op::Copy { .. } | Op::Mkdir { .. } | Op::SetMeta { .. } => {
+            if let Some(e) = result {
+                tree.insert(action.path.clone(), e);
+            }
+        }
+    }
+}

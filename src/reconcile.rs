@@ -1,0 +1,453 @@
+//! Reconciliation: baseline + two trees + policy in, [`Plan`] out. Pure: no IO, no async.
+//!
+//! Bidi is three-way per path: a side "changed" a path when its state differs from the
+//! baseline. Where both sides hold a directory (or one deleted a directory the other still
+//! has) we descend and decide per child; anywhere else the subtree is decided as a whole:
+//! one side changed → propagate it; both changed alike → record agreement; one deleted and
+//! the other modified → the modification wins; otherwise a conflict for the policy.
+//! Push and pull make the far side equal to the near one, path by path.
+
+pub mod moves;
+pub mod policy;
+pub mod safety;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashSet};
+
+use crate::path::RelPath;
+use crate::plan::{Action, Conflict, Op, Plan, Resolution, Side, Status};
+use crate::tree::{same_state, Entry, Tree};
+
+pub use policy::{Direction, Favor, Policy};
+
+/// Decides what to do to make `local` and `remote` agree, given the last agreed state.
+pub fn reconcile(base: &Tree, local: &Tree, remote: &Tree, policy: &Policy) -> Plan {
+    let paths: Vec<RelPath> = base
+        .entries
+        .keys()
+        .chain(local.entries.keys())
+        .chain(remote.entries.keys())
+        .chain(local.problems.keys())
+        .chain(remote.problems.keys())
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut r = Reconciler {
+        base,
+        local,
+        remote,
+        policy,
+        paths: &paths,
+        plan: Plan::default(),
+        deleted: HashSet::new(),
+    };
+    r.walk(0, paths.len());
+    let mut plan = r.plan;
+    moves::detect(&mut plan);
+    plan.sort();
+    plan
+}
+
+/// Files whose content hash reconciliation will need, per side (`[local, remote]`): those
+/// whose digest is unknown and whose size matches the baseline's, the other side's, or (for
+/// new files, as move candidates) any baseline file's. Everything else is decided by
+/// metadata alone, so an unchanged tree is never re-hashed.
+pub fn digests_needed(base: &Tree, local: &Tree, remote: &Tree) -> [Vec<RelPath>; 2] {
+    let base_sizes: HashSet<u64> = base
+        .entries
+        .values()
+        .filter(|e| e.is_file())
+        .map(|e| e.size)
+        .collect();
+    let need = |tree: &Tree, other: &Tree| -> Vec<RelPath> {
+        tree.entries
+            .iter()
+            .filter(|(_, e)| e.is_file() && e.digest.is_none())
+            .filter(|(p, e)| {
+                let same_size = |x: Option<&Entry>| x.is_some_and(|x| x.is_file() && x.size == e.size);
+                let in_base = base.get(p);
+                same_size(in_base)
+                    || same_size(other.get(p))
+                    || (!in_base.is_some_and(Entry::is_file) && base_sizes.contains(&e.size))
+            })
+            .map(|(p, _)| p.clone())
+            .collect()
+    };
+    [need(local, remote), need(remote, local)]
+}
+
+/// The baseline after a run: every path whose two sides now agree is recorded as agreed
+/// (or dropped if absent on both); every other path, and everything at or below a
+/// `pending` path (unresolved conflicts, failed actions), keeps its old baseline entry, so
+/// it is still seen as pending next time.
+pub fn next_baseline(old: &Tree, local: &Tree, remote: &Tree, pending: &[RelPath], everything: bool) -> Tree {
+    let mut next = Tree::default();
+    let paths: BTreeSet<&RelPath> = old
+        .entries
+        .keys()
+        .chain(local.entries.keys())
+        .chain(remote.entries.keys())
+        .collect();
+    for p in paths {
+        let (l, r) = (local.get(p), remote.get(p));
+        let unknown = local.has_problem_at_or_above(p)
+            || remote.has_problem_at_or_above(p)
+            || pending.iter().any(|q| p.starts_with(q));
+        let agreed = !unknown && same_state(l, r, everything);
+        let keep = if agreed { l } else { old.get(p) };
+        if let Some(e) = keep {
+            let mut e = e.clone();
+            // Stamps are per side; the baseline holds the agreed state only.
+            e.stamp = Default::default();
+            next.insert(p.clone(), e);
+        }
+    }
+    next
+}
+
+struct Reconciler<'a> {
+    base: &'a Tree,
+    local: &'a Tree,
+    remote: &'a Tree,
+    policy: &'a Policy,
+    paths: &'a [RelPath],
+    plan: Plan,
+    deleted: HashSet<(Side, RelPath)>,
+}
+
+impl<'a> Reconciler<'a> {
+    fn tree(&self, side: Side) -> &'a Tree {
+        match side {
+            Side::Local => self.local,
+            Side::Remote => self.remote,
+        }
+    }
+
+    fn at(&self, side: Side, p: &RelPath) -> Option<&'a Entry> {
+        self.tree(side).get(p)
+    }
+
+    fn subtree_end(&self, i: usize, end: usize) -> usize {
+        let p = &self.paths[i];
+        let mut j = i + 1;
+        while j < end && self.paths[j].starts_with(p) {
+            j += 1;
+        }
+        j
+    }
+
+    fn problem(&self, p: &RelPath) -> bool {
+        self.local.problems.contains_key(p) || self.remote.problems.contains_key(p)
+    }
+
+    fn changed(&self, side: Side, p: &RelPath) -> bool {
+        !same_state(self.base.get(p), self.at(side, p), self.policy.everything)
+    }
+
+    fn same(&self, p: &RelPath) -> bool {
+        same_state(
+            self.at(Side::Local, p),
+            self.at(Side::Remote, p),
+            self.policy.everything,
+        )
+    }
+
+    fn walk(&mut self, start: usize, end: usize) {
+        let mut i = start;
+        while i < end {
+            let p = &self.paths[i];
+            let sub_end = self.subtree_end(i, end);
+            if self.problem(p) {
+                // Unreadable on one side: deciding anything here could delete what we
+                // simply failed to see. The scanner has already reported it.
+                i = sub_end;
+                continue;
+            }
+            match self.policy.direction {
+                Direction::Push => {
+                    self.converge(p, Side::Local, p, "replica of local");
+                    i += 1;
+                }
+                Direction::Pull => {
+                    self.converge(p, Side::Remote, p, "replica of remote");
+                    i += 1;
+                }
+                Direction::Bidi => {
+                    let base_dir = self.base.get(p).is_some_and(Entry::is_dir);
+                    let dirlike = |e: Option<&Entry>| e.map_or(base_dir, Entry::is_dir);
+                    let (l, r) = (self.at(Side::Local, p), self.at(Side::Remote, p));
+                    if dirlike(l) && dirlike(r) && (l.is_some() || r.is_some()) {
+                        self.walk(i + 1, sub_end);
+                        self.finish_dir(p, i + 1, sub_end);
+                    } else {
+                        self.decide_subtree(i, sub_end);
+                    }
+                    i = sub_end;
+                }
+            }
+        }
+    }
+
+    /// A directory present on both sides, or deleted on one: its children are decided; now
+    /// the directory itself.
+    fn finish_dir(&mut self, p: &RelPath, child_start: usize, child_end: usize) {
+        let (l, r) = (self.at(Side::Local, p), self.at(Side::Remote, p));
+        match (l, r) {
+            (Some(l), Some(r)) => {
+                if l.same_state(r, self.policy.everything) {
+                    if self.changed(Side::Local, p) && self.changed(Side::Remote, p) {
+                        self.plan.identical.push(p.clone());
+                    }
+                } else {
+                    self.meta_divergence(child_start - 1, l, r);
+                }
+            }
+            (None, Some(_)) => self.deleted_dir(p, Side::Local, child_start, child_end),
+            (Some(_), None) => self.deleted_dir(p, Side::Remote, child_start, child_end),
+            (None, None) => {}
+        }
+    }
+
+    /// `gone` deleted directory `p`; the other side still has it. Whatever survives inside
+    /// on the other side (modified or new there) keeps the directory; otherwise delete it.
+    fn deleted_dir(&mut self, p: &RelPath, gone: Side, child_start: usize, child_end: usize) {
+        let keeper = gone.other();
+        let survives = self.paths[child_start..child_end].iter().any(|q| {
+            self.problem(q)
+                || (self.at(keeper, q).is_some() && !self.deleted.contains(&(keeper, q.clone())))
+        });
+        let kept = self.at(keeper, p).expect("keeper has the directory");
+        if survives || self.changed(keeper, p) {
+            let reason = format!("deleted on {}, but contents changed on {}", gone.word(), keeper.word());
+            self.create(gone, p, kept, p, &reason);
+        } else {
+            let reason = format!("deleted on {}", gone.word());
+            self.delete(keeper, p, kept, &reason);
+        }
+    }
+
+    /// Both sides have the same content at `p` but different metadata.
+    fn meta_divergence(&mut self, i: usize, l: &Entry, r: &Entry) {
+        let p = &self.paths[i];
+        let (lc, rc) = (self.changed(Side::Local, p), self.changed(Side::Remote, p));
+        if lc && !rc {
+            self.set_meta(Side::Remote, p, r, l, "attributes changed on local");
+        } else if rc && !lc {
+            self.set_meta(Side::Local, p, l, r, "attributes changed on remote");
+        } else if self.policy.everything {
+            // -e: attribute differences are real conflicts; -f can settle them.
+            let winner = self.favored(i, i + 1);
+            let reason = "attributes changed on both sides".to_string();
+            match winner {
+                Some(w) => {
+                    let (from, to) = (self.at(w, p).unwrap(), self.at(w.other(), p).unwrap());
+                    self.set_meta(w.other(), p, to, from, &reason);
+                    self.conflict(p, reason, Resolution::Favored(w));
+                }
+                None => self.conflict(p, reason, Resolution::Unresolved),
+            }
+        }
+        // Without -e, filesync ignores conflicting protections: leave both as they are.
+    }
+
+    fn decide_subtree(&mut self, i: usize, end: usize) {
+        let range = &self.paths[i..end];
+        let p = &self.paths[i];
+        if range.iter().any(|q| self.problem(q)) {
+            return;
+        }
+        let lc = range.iter().any(|q| self.changed(Side::Local, q));
+        let rc = range.iter().any(|q| self.changed(Side::Remote, q));
+        let all_same = range.iter().all(|q| self.same(q));
+        if all_same {
+            if lc && rc {
+                for q in range {
+                    if self.at(Side::Local, q).is_some() {
+                        self.plan.identical.push(q.clone());
+                    }
+                }
+            }
+            return;
+        }
+        let (l, r) = (self.at(Side::Local, p), self.at(Side::Remote, p));
+        if lc && !rc {
+            self.propagate(Side::Local, i, end, "changed on local");
+        } else if rc && !lc {
+            self.propagate(Side::Remote, i, end, "changed on remote");
+        } else if l.is_none() {
+            self.propagate(Side::Remote, i, end, "deleted on local, modified on remote: modification wins");
+        } else if r.is_none() {
+            self.propagate(Side::Local, i, end, "deleted on remote, modified on local: modification wins");
+        } else if end == i + 1 || range[1..].iter().all(|q| self.same(q)) {
+            let (l, r) = (l.unwrap(), r.unwrap());
+            if l.same_content(r) {
+                self.meta_divergence(i, l, r);
+            } else {
+                self.content_conflict(i, end);
+            }
+        } else {
+            self.content_conflict(i, end);
+        }
+    }
+
+    fn describe(&self, side: Side, p: &RelPath) -> String {
+        let (b, x) = (self.base.get(p), self.at(side, p));
+        let what = match (b, x) {
+            (None, Some(x)) => format!("created {}", x.kind.word()),
+            (Some(b), Some(x)) if b.kind != x.kind => format!("changed to {}", x.kind.word()),
+            (Some(_), Some(x)) if x.is_dir() => "changed contents".to_string(),
+            (_, Some(_)) => "modified".to_string(),
+            (_, None) => "deleted".to_string(),
+        };
+        format!("{} {}", side.word(), what)
+    }
+
+    fn content_conflict(&mut self, i: usize, end: usize) {
+        let p = &self.paths[i];
+        let reason = format!(
+            "{}; {}",
+            self.describe(Side::Local, p),
+            self.describe(Side::Remote, p)
+        );
+        let winner = self.favored(i, end);
+        if self.policy.keep_both {
+            let winner = winner.or_else(|| self.newer(i, end)).unwrap_or(Side::Local);
+            let loser = winner.other();
+            if let Ok(loser_path) = p.with_suffix(self.policy.conflict_suffix(loser)) {
+                self.keep_both(i, end, winner, &loser_path, &reason);
+                self.conflict(p, reason, Resolution::KeptBoth { winner, loser_path });
+                return;
+            }
+        }
+        match winner {
+            Some(w) => {
+                let why = format!("conflict ({reason}), favoring {}", w.word());
+                self.propagate(w, i, end, &why);
+                self.conflict(p, reason, Resolution::Favored(w));
+            }
+            None => self.conflict(p, reason, Resolution::Unresolved),
+        }
+    }
+
+    /// The winner by `-f`, if one is set and decisive.
+    fn favored(&self, i: usize, end: usize) -> Option<Side> {
+        match self.policy.favor? {
+            Favor::Side(s) => Some(s),
+            Favor::New => self.newer(i, end),
+            Favor::Old => self.newer(i, end).map(Side::other),
+        }
+    }
+
+    /// The side whose subtree holds the newest modification time; `None` on a tie.
+    fn newer(&self, i: usize, end: usize) -> Option<Side> {
+        let newest = |side: Side| {
+            self.paths[i..end]
+                .iter()
+                .filter_map(|q| self.at(side, q).map(|e| e.mtime_ns))
+                .max()
+        };
+        let (l, r) = (newest(Side::Local), newest(Side::Remote));
+        match l.cmp(&r) {
+            std::cmp::Ordering::Greater => Some(Side::Local),
+            std::cmp::Ordering::Less => Some(Side::Remote),
+            std::cmp::Ordering::Equal => None,
+        }
+    }
+
+    /// Keep-both: rename the loser's version on its side, put the winner's version in its
+    /// place, and copy the renamed loser to the winner's side.
+    fn keep_both(&mut self, i: usize, end: usize, winner: Side, loser_path: &RelPath, reason: &str) {
+        let loser = winner.other();
+        let p = &self.paths[i];
+        let why = format!("conflict ({reason}): both kept");
+        let loser_top = self.at(loser, p).cloned();
+        self.plan.actions.push(Action {
+            side: loser,
+            path: p.clone(),
+            op: Op::Rename { to: loser_path.clone(), source: None },
+            expect: loser_top,
+            status: Status::Moved,
+            reason: why.clone(),
+            conflict_copy: true,
+        });
+        for q in &self.paths[i..end] {
+            if let Some(w) = self.at(winner, q) {
+                self.create(loser, q, w, q, &why);
+            }
+            if let Some(l) = self.at(loser, q) {
+                let renamed = q.rebase(p, loser_path);
+                self.create(winner, &renamed, l, &renamed, &why);
+            }
+        }
+    }
+
+    fn conflict(&mut self, p: &RelPath, reason: String, resolution: Resolution) {
+        self.plan.conflicts.push(Conflict { path: p.clone(), reason, resolution });
+    }
+
+    /// Makes `from`'s other side equal to `from` for every path in the range.
+    fn propagate(&mut self, from: Side, i: usize, end: usize, reason: &str) {
+        for k in i..end {
+            let q = &self.paths[k];
+            self.converge(q, from, q, reason);
+        }
+    }
+
+    /// Makes path `q` on `from.other()` equal to `src` on `from`.
+    fn converge(&mut self, q: &RelPath, from: Side, src: &RelPath, reason: &str) {
+        let to = from.other();
+        let (s, t) = (self.at(from, src), self.at(to, q));
+        if same_state(s, t, self.policy.everything) {
+            return;
+        }
+        match (s, t) {
+            (None, None) => {}
+            (None, Some(t)) => self.delete(to, q, t, reason),
+            (Some(s), None) => self.create(to, q, s, src, reason),
+            (Some(s), Some(t)) => {
+                if (s.is_dir() && t.is_dir()) || (!s.is_dir() && !t.is_dir() && s.same_content(t)) {
+                    self.set_meta(to, q, t, s, reason);
+                } else if !s.is_dir() && !t.is_dir() {
+                    self.push_action(to, q, Op::Copy { from: src.clone(), source: s.clone() }, Some(t), Status::Synchronized, reason);
+                } else {
+                    // A type change between directory and non-directory: remove, then create.
+                    self.delete(to, q, t, reason);
+                    self.create(to, q, s, src, reason);
+                }
+            }
+        }
+    }
+
+    fn create(&mut self, to: Side, q: &RelPath, s: &Entry, from: &RelPath, reason: &str) {
+        let op = if s.is_dir() {
+            Op::Mkdir { source: s.clone() }
+        } else {
+            Op::Copy { from: from.clone(), source: s.clone() }
+        };
+        self.push_action(to, q, op, None, Status::Synchronized, reason);
+    }
+
+    fn delete(&mut self, side: Side, q: &RelPath, t: &Entry, reason: &str) {
+        self.deleted.insert((side, q.clone()));
+        self.push_action(side, q, Op::Delete, Some(t), Status::Deleted, reason);
+    }
+
+    fn set_meta(&mut self, side: Side, q: &RelPath, t: &Entry, s: &Entry, reason: &str) {
+        self.push_action(side, q, Op::SetMeta { source: s.clone() }, Some(t), Status::Moved, reason);
+    }
+
+    fn push_action(&mut self, side: Side, q: &RelPath, op: Op, expect: Option<&Entry>, status: Status, reason: &str) {
+        self.plan.actions.push(Action {
+            side,
+            path: q.clone(),
+            op,
+            expect: expect.cloned(),
+            status,
+            reason: reason.to_string(),
+            conflict_copy: false,
+        });
+    }
+}

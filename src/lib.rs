@@ -6,7 +6,20 @@
 //! re-check the target, rename), then commit the new baseline from what succeeded.
 //! Every step is reported as an [`output::Event`].
 
+pub mod baseline;
+#[cfg(feature = "client")]
+pub mod cli;
+pub mod endpoint;
+pub mod error;
+pub mod exit;
+pub mod fsops;
+pub mod hash_cache;
+pub mod output;
 pub mod path;
 pub mod plan;
 pub mod reconcile;
+pub mod rules;
+pub mod scan;
+pub mod session;
+pub mod sync;
 pub mod tree;

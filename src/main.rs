@@ -1,1 +1,5 @@
-fn main() {}
+//! `tandem`: the client.
+
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(tandem::cli::main())
+}

@@ -245,7 +245,10 @@ mod tests {
         let bytes = rmp_serde::to_vec(&odd).unwrap();
         let back: RelPath = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(back, odd);
-        assert_eq!(back.escaped(), "dir/new\\x0aline/\\xff\\xfe-latin1-\\xe9/tab\\x09here");
+        assert_eq!(
+            back.escaped(),
+            "dir/new\\x0aline/\\xff\\xfe-latin1-\\xe9/tab\\x09here"
+        );
     }
 
     #[test]

@@ -67,7 +67,8 @@ pub fn digests_needed(base: &Tree, local: &Tree, remote: &Tree) -> [Vec<RelPath>
             .iter()
             .filter(|(_, e)| e.is_file() && e.digest.is_none())
             .filter(|(p, e)| {
-                let same_size = |x: Option<&Entry>| x.is_some_and(|x| x.is_file() && x.size == e.size);
+                let same_size =
+                    |x: Option<&Entry>| x.is_some_and(|x| x.is_file() && x.size == e.size);
                 let in_base = base.get(p);
                 same_size(in_base)
                     || same_size(other.get(p))
@@ -83,7 +84,13 @@ pub fn digests_needed(base: &Tree, local: &Tree, remote: &Tree) -> [Vec<RelPath>
 /// (or dropped if absent on both); every other path, and everything at or below a
 /// `pending` path (unresolved conflicts, failed actions), keeps its old baseline entry, so
 /// it is still seen as pending next time.
-pub fn next_baseline(old: &Tree, local: &Tree, remote: &Tree, pending: &[RelPath], everything: bool) -> Tree {
+pub fn next_baseline(
+    old: &Tree,
+    local: &Tree,
+    remote: &Tree,
+    pending: &[RelPath],
+    everything: bool,
+) -> Tree {
     let mut next = Tree::default();
     let paths: BTreeSet<&RelPath> = old
         .entries
@@ -221,7 +228,11 @@ impl<'a> Reconciler<'a> {
         });
         let kept = self.at(keeper, p).expect("keeper has the directory");
         if survives || self.changed(keeper, p) {
-            let reason = format!("deleted on {}, but contents changed on {}", gone.word(), keeper.word());
+            let reason = format!(
+                "deleted on {}, but contents changed on {}",
+                gone.word(),
+                keeper.word()
+            );
             self.create(gone, p, kept, p, &reason);
         } else {
             let reason = format!("deleted on {}", gone.word());
@@ -278,9 +289,19 @@ impl<'a> Reconciler<'a> {
         } else if rc && !lc {
             self.propagate(Side::Remote, i, end, "changed on remote");
         } else if l.is_none() {
-            self.propagate(Side::Remote, i, end, "deleted on local, modified on remote: modification wins");
+            self.propagate(
+                Side::Remote,
+                i,
+                end,
+                "deleted on local, modified on remote: modification wins",
+            );
         } else if r.is_none() {
-            self.propagate(Side::Local, i, end, "deleted on remote, modified on local: modification wins");
+            self.propagate(
+                Side::Local,
+                i,
+                end,
+                "deleted on remote, modified on local: modification wins",
+            );
         } else if end == i + 1 || range[1..].iter().all(|q| self.same(q)) {
             let (l, r) = (l.unwrap(), r.unwrap());
             if l.same_content(r) {
@@ -359,7 +380,14 @@ impl<'a> Reconciler<'a> {
 
     /// Keep-both: rename the loser's version on its side, put the winner's version in its
     /// place, and copy the renamed loser to the winner's side.
-    fn keep_both(&mut self, i: usize, end: usize, winner: Side, loser_path: &RelPath, reason: &str) {
+    fn keep_both(
+        &mut self,
+        i: usize,
+        end: usize,
+        winner: Side,
+        loser_path: &RelPath,
+        reason: &str,
+    ) {
         let loser = winner.other();
         let p = &self.paths[i];
         let why = format!("conflict ({reason}): both kept");
@@ -367,7 +395,10 @@ impl<'a> Reconciler<'a> {
         self.plan.actions.push(Action {
             side: loser,
             path: p.clone(),
-            op: Op::Rename { to: loser_path.clone(), source: None },
+            op: Op::Rename {
+                to: loser_path.clone(),
+                source: None,
+            },
             expect: loser_top,
             status: Status::Moved,
             reason: why.clone(),
@@ -385,7 +416,11 @@ impl<'a> Reconciler<'a> {
     }
 
     fn conflict(&mut self, p: &RelPath, reason: String, resolution: Resolution) {
-        self.plan.conflicts.push(Conflict { path: p.clone(), reason, resolution });
+        self.plan.conflicts.push(Conflict {
+            path: p.clone(),
+            reason,
+            resolution,
+        });
     }
 
     /// Makes `from`'s other side equal to `from` for every path in the range.
@@ -411,7 +446,17 @@ impl<'a> Reconciler<'a> {
                 if (s.is_dir() && t.is_dir()) || (!s.is_dir() && !t.is_dir() && s.same_content(t)) {
                     self.set_meta(to, q, t, s, reason);
                 } else if !s.is_dir() && !t.is_dir() {
-                    self.push_action(to, q, Op::Copy { from: src.clone(), source: s.clone() }, Some(t), Status::Synchronized, reason);
+                    self.push_action(
+                        to,
+                        q,
+                        Op::Copy {
+                            from: src.clone(),
+                            source: s.clone(),
+                        },
+                        Some(t),
+                        Status::Synchronized,
+                        reason,
+                    );
                 } else {
                     // A type change between directory and non-directory: remove, then create.
                     self.delete(to, q, t, reason);
@@ -425,7 +470,10 @@ impl<'a> Reconciler<'a> {
         let op = if s.is_dir() {
             Op::Mkdir { source: s.clone() }
         } else {
-            Op::Copy { from: from.clone(), source: s.clone() }
+            Op::Copy {
+                from: from.clone(),
+                source: s.clone(),
+            }
         };
         self.push_action(to, q, op, None, Status::Synchronized, reason);
     }
@@ -436,10 +484,25 @@ impl<'a> Reconciler<'a> {
     }
 
     fn set_meta(&mut self, side: Side, q: &RelPath, t: &Entry, s: &Entry, reason: &str) {
-        self.push_action(side, q, Op::SetMeta { source: s.clone() }, Some(t), Status::Moved, reason);
+        self.push_action(
+            side,
+            q,
+            Op::SetMeta { source: s.clone() },
+            Some(t),
+            Status::Moved,
+            reason,
+        );
     }
 
-    fn push_action(&mut self, side: Side, q: &RelPath, op: Op, expect: Option<&Entry>, status: Status, reason: &str) {
+    fn push_action(
+        &mut self,
+        side: Side,
+        q: &RelPath,
+        op: Op,
+        expect: Option<&Entry>,
+        status: Status,
+        reason: &str,
+    ) {
         self.plan.actions.push(Action {
             side,
             path: q.clone(),

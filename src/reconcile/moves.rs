@@ -26,7 +26,8 @@ pub fn detect(plan: &mut Plan) {
             .collect();
         let mut deleted: HashMap<(Digest, u64), Vec<usize>> = HashMap::new();
         for (i, a) in plan.actions.iter().enumerate() {
-            if a.side != side || a.op != Op::Delete || a.conflict_copy || replaced.contains(&a.path) {
+            if a.side != side || a.op != Op::Delete || a.conflict_copy || replaced.contains(&a.path)
+            {
                 continue;
             }
             if let Some(e) = a.expect.as_ref().filter(|e| e.is_file()) {
@@ -40,12 +41,21 @@ pub fn detect(plan: &mut Plan) {
         }
         let mut pairs = Vec::new();
         for (i, a) in plan.actions.iter().enumerate() {
-            let Op::Copy { from, source } = &a.op else { continue };
-            if a.side != side || a.expect.is_some() || from != &a.path || !source.is_file() || replaced.contains(&a.path) {
+            let Op::Copy { from, source } = &a.op else {
+                continue;
+            };
+            if a.side != side
+                || a.expect.is_some()
+                || from != &a.path
+                || !source.is_file()
+                || replaced.contains(&a.path)
+            {
                 continue;
             }
             let Some(d) = source.digest else { continue };
-            let Some(candidates) = deleted.get_mut(&(d, source.size)) else { continue };
+            let Some(candidates) = deleted.get_mut(&(d, source.size)) else {
+                continue;
+            };
             // Never move a file into or out of its own subtree.
             let fits = |&&k: &&usize| {
                 let from = &plan.actions[k].path;
@@ -57,11 +67,16 @@ pub fn detect(plan: &mut Plan) {
         }
         let mut drop = Vec::new();
         for (del, copy) in pairs {
-            let Op::Copy { source, .. } = plan.actions[copy].op.clone() else { unreachable!() };
+            let Op::Copy { source, .. } = plan.actions[copy].op.clone() else {
+                unreachable!()
+            };
             let to = plan.actions[copy].path.clone();
             let d = &mut plan.actions[del];
             d.reason = format!("moved to '{to}' on {}", side.other().word());
-            d.op = Op::Rename { to, source: Some(source) };
+            d.op = Op::Rename {
+                to,
+                source: Some(source),
+            };
             d.status = Status::Moved;
             drop.push(copy);
         }

@@ -79,7 +79,12 @@ const MASS_DELETE_PERCENT: usize = 25;
 
 /// Lists what needs confirmation: `sizes` are the entry counts per side (`[local, remote]`),
 /// `root_changed` whether each root's identity differs from the baseline's.
-pub fn check(plan: &Plan, sizes: [usize; 2], root_changed: [bool; 2], limit: Option<DeleteLimit>) -> Vec<Concern> {
+pub fn check(
+    plan: &Plan,
+    sizes: [usize; 2],
+    root_changed: [bool; 2],
+    limit: Option<DeleteLimit>,
+) -> Vec<Concern> {
     let mut out = Vec::new();
     for (k, side) in [Side::Local, Side::Remote].into_iter().enumerate() {
         let count = plan.deletions(side);

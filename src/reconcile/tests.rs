@@ -28,7 +28,16 @@ fn fmode(content: &str, mode: u32) -> Entry {
     file_m(content, 1000, mode)
 }
 fn other(kind: EntryKind, mode: u32) -> Entry {
-    Entry { kind, size: 0, mtime_ns: 1000, mode, uid: 1000, gid: 1000, stamp: Stamp::default(), digest: None }
+    Entry {
+        kind,
+        size: 0,
+        mtime_ns: 1000,
+        mode,
+        uid: 1000,
+        gid: 1000,
+        stamp: Stamp::default(),
+        digest: None,
+    }
 }
 fn d() -> Entry {
     other(EntryKind::Dir, 0o755)
@@ -37,13 +46,22 @@ fn dmode(mode: u32) -> Entry {
     other(EntryKind::Dir, mode)
 }
 fn dt(mtime: i64) -> Entry {
-    Entry { mtime_ns: mtime, ..d() }
+    Entry {
+        mtime_ns: mtime,
+        ..d()
+    }
 }
 fn l(target: &str) -> Entry {
     other(EntryKind::Symlink(target.as_bytes().to_vec()), 0o777)
 }
 fn fifo() -> Entry {
-    other(EntryKind::Special { format: 0o010000, rdev: 0 }, 0o644)
+    other(
+        EntryKind::Special {
+            format: 0o010000,
+            rdev: 0,
+        },
+        0o644,
+    )
 }
 fn owned(mut e: Entry, uid: u32) -> Entry {
     e.uid = uid;
@@ -53,7 +71,10 @@ fn p(s: &str) -> RelPath {
     RelPath::new(s.as_bytes().to_vec()).unwrap()
 }
 fn t(entries: &[(&str, Entry)]) -> Tree {
-    Tree { entries: entries.iter().map(|(k, e)| (p(k), e.clone())).collect(), problems: Default::default() }
+    Tree {
+        entries: entries.iter().map(|(k, e)| (p(k), e.clone())).collect(),
+        problems: Default::default(),
+    }
 }
 fn with_problem(mut tree: Tree, at: &str) -> Tree {
     tree.problems.insert(p(at), "permission denied".into());
@@ -121,9 +142,14 @@ fn simulate(plan: &Plan, local: &Tree, remote: &Tree) -> (Tree, Tree) {
             Side::Remote => &mut r,
         };
         let result = match &a.op {
-            Op::SetMeta { source } | Op::Rename { source: Some(source), .. } => {
+            Op::SetMeta { source }
+            | Op::Rename {
+                source: Some(source),
+                ..
+            } => {
                 let mut e = a.expect.clone().unwrap();
-                (e.mode, e.mtime_ns, e.uid, e.gid) = (source.mode, source.mtime_ns, source.uid, source.gid);
+                (e.mode, e.mtime_ns, e.uid, e.gid) =
+                    (source.mode, source.mtime_ns, source.uid, source.gid);
                 Some(e)
             }
             _ => a.result().cloned(),
@@ -134,7 +160,14 @@ fn simulate(plan: &Plan, local: &Tree, remote: &Tree) -> (Tree, Tree) {
 }
 
 /// Reconciling again after a successful run must find nothing left to do.
-fn assert_converges(name: &str, base: &Tree, local: &Tree, remote: &Tree, policy: &Policy, plan: &Plan) {
+fn assert_converges(
+    name: &str,
+    base: &Tree,
+    local: &Tree,
+    remote: &Tree,
+    policy: &Policy,
+    plan: &Plan,
+) {
     let (l2, r2) = simulate(plan, local, remote);
     let pending: Vec<RelPath> = plan.unresolved().map(|c| c.path.clone()).collect();
     let b2 = next_baseline(base, &l2, &r2, &pending, policy.everything);
@@ -189,19 +222,41 @@ fn run_case(c: &Case) {
             policy.favor = c.favor;
             policy.keep_both = c.keep_both;
             policy.everything = c.everything;
-            let (local, remote) = if mirrored { (&c.remote, &c.local) } else { (&c.local, &c.remote) };
+            let (local, remote) = if mirrored {
+                (&c.remote, &c.local)
+            } else {
+                (&c.local, &c.remote)
+            };
             if mirrored {
                 policy = policy.mirrored();
             }
-            let name = format!("{} [{dir:?}{}]", c.name, if mirrored { ", mirrored" } else { "" });
+            let name = format!(
+                "{} [{dir:?}{}]",
+                c.name,
+                if mirrored { ", mirrored" } else { "" }
+            );
             let plan = reconcile(&c.base, local, remote, &policy);
-            let fix = |s: &&str| if mirrored { mirror_text(s) } else { s.to_string() };
+            let fix = |s: &&str| {
+                if mirrored {
+                    mirror_text(s)
+                } else {
+                    s.to_string()
+                }
+            };
             let got = sorted(plan.actions.iter().map(describe));
             assert_eq!(got, sorted(c.actions.iter().map(fix)), "{name}: actions");
             let got = sorted(plan.conflicts.iter().map(describe_conflict));
-            assert_eq!(got, sorted(c.conflicts.iter().map(fix)), "{name}: conflicts");
+            assert_eq!(
+                got,
+                sorted(c.conflicts.iter().map(fix)),
+                "{name}: conflicts"
+            );
             let got = sorted(plan.identical.iter().map(|p| p.to_string()));
-            assert_eq!(got, sorted(c.identical.iter().map(|s| s.to_string())), "{name}: identical");
+            assert_eq!(
+                got,
+                sorted(c.identical.iter().map(|s| s.to_string())),
+                "{name}: identical"
+            );
             assert_converges(&name, &c.base, local, remote, &policy, &plan);
         }
     }
@@ -210,90 +265,666 @@ fn run_case(c: &Case) {
 fn cases() -> Vec<Case> {
     vec![
         // ---- push (mirrored: pull) ----
-        Case { name: "push copies a new file", dirs: PUSH, local: t(&[("a", f("1"))]), actions: &["R cp a"], ..Default::default() },
-        Case { name: "push overwrites a modified remote file", dirs: PUSH, base: t(&[("a", f("1"))]), local: t(&[("a", f("1"))]), remote: t(&[("a", f("2"))]), actions: &["R cp a"], ..Default::default() },
-        Case { name: "push sends a local modification", dirs: PUSH, base: t(&[("a", f("1"))]), local: t(&[("a", f("2"))]), remote: t(&[("a", f("1"))]), actions: &["R cp a"], ..Default::default() },
-        Case { name: "push deletes what only the remote has", dirs: PUSH, remote: t(&[("a", f("1"))]), actions: &["R rm a"], ..Default::default() },
-        Case { name: "push propagates a local deletion", dirs: PUSH, base: t(&[("a", f("1"))]), remote: t(&[("a", f("1"))]), actions: &["R rm a"], ..Default::default() },
-        Case { name: "push creates nested directories parent first", dirs: PUSH, local: t(&[("d", d()), ("d/x", f("x")), ("d/y", d()), ("d/y/z", f("z"))]), actions: &["R mkdir d", "R cp d/x", "R mkdir d/y", "R cp d/y/z"], ..Default::default() },
-        Case { name: "push leaves identical trees alone", dirs: PUSH, local: t(&[("a", f("1")), ("d", d())]), remote: t(&[("a", f("1")), ("d", d())]), ..Default::default() },
-        Case { name: "push replaces a file with a directory", dirs: PUSH, local: t(&[("a", d()), ("a/x", f("x"))]), remote: t(&[("a", f("1"))]), actions: &["R rm a", "R mkdir a", "R cp a/x"], ..Default::default() },
-        Case { name: "push replaces a directory with a file", dirs: PUSH, local: t(&[("a", f("1"))]), remote: t(&[("a", d()), ("a/x", f("x"))]), actions: &["R rm a/x", "R rm a", "R cp a"], ..Default::default() },
-        Case { name: "push creates a symlink", dirs: PUSH, local: t(&[("s", l("target"))]), actions: &["R cp s"], ..Default::default() },
-        Case { name: "push retargets a symlink", dirs: PUSH, local: t(&[("s", l("new"))]), remote: t(&[("s", l("old"))]), actions: &["R cp s"], ..Default::default() },
-        Case { name: "push replaces a file by a symlink", dirs: PUSH, local: t(&[("s", l("x"))]), remote: t(&[("s", f("1"))]), actions: &["R cp s"], ..Default::default() },
-        Case { name: "push fixes a mode difference only", dirs: PUSH, local: t(&[("a", fmode("1", 0o755))]), remote: t(&[("a", fmode("1", 0o644))]), actions: &["R meta a"], ..Default::default() },
-        Case { name: "push fixes an mtime difference only", dirs: PUSH, local: t(&[("a", ft("1", 2000))]), remote: t(&[("a", ft("1", 1000))]), actions: &["R meta a"], ..Default::default() },
-        Case { name: "push deletes a whole remote tree", dirs: PUSH, remote: t(&[("d", d()), ("d/x", f("x")), ("d/y", f("y"))]), actions: &["R rm d/x", "R rm d/y", "R rm d"], ..Default::default() },
-        Case { name: "push replays a rename as a move", dirs: PUSH, base: t(&[("a", f("1"))]), local: t(&[("b", f("1"))]), remote: t(&[("a", f("1"))]), actions: &["R mv a b"], ..Default::default() },
-        Case { name: "push ignores conflicts: the near side wins", dirs: PUSH, base: t(&[("a", f("1"))]), local: t(&[("a", f("2"))]), remote: t(&[("a", f("3"))]), actions: &["R cp a"], ..Default::default() },
-        Case { name: "push fixes a directory mode", dirs: PUSH, local: t(&[("d", dmode(0o700))]), remote: t(&[("d", dmode(0o755))]), actions: &["R meta d"], ..Default::default() },
-        Case { name: "push with both sides empty does nothing", dirs: PUSH, ..Default::default() },
-        Case { name: "push ignores owner differences without -e", dirs: PUSH, local: t(&[("a", owned(f("1"), 1))]), remote: t(&[("a", owned(f("1"), 2))]), ..Default::default() },
-        Case { name: "push with -e fixes owner differences", dirs: PUSH, everything: true, local: t(&[("a", owned(f("1"), 1))]), remote: t(&[("a", owned(f("1"), 2))]), actions: &["R meta a"], ..Default::default() },
-        Case { name: "push creates a special file", dirs: PUSH, local: t(&[("p", fifo())]), actions: &["R cp p"], ..Default::default() },
-        Case { name: "push does not touch what the remote cannot read", dirs: PUSH, remote: with_problem(t(&[("d", d()), ("d/x", f("x"))]), "d"), ..Default::default() },
+        Case {
+            name: "push copies a new file",
+            dirs: PUSH,
+            local: t(&[("a", f("1"))]),
+            actions: &["R cp a"],
+            ..Default::default()
+        },
+        Case {
+            name: "push overwrites a modified remote file",
+            dirs: PUSH,
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", f("1"))]),
+            remote: t(&[("a", f("2"))]),
+            actions: &["R cp a"],
+            ..Default::default()
+        },
+        Case {
+            name: "push sends a local modification",
+            dirs: PUSH,
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", f("2"))]),
+            remote: t(&[("a", f("1"))]),
+            actions: &["R cp a"],
+            ..Default::default()
+        },
+        Case {
+            name: "push deletes what only the remote has",
+            dirs: PUSH,
+            remote: t(&[("a", f("1"))]),
+            actions: &["R rm a"],
+            ..Default::default()
+        },
+        Case {
+            name: "push propagates a local deletion",
+            dirs: PUSH,
+            base: t(&[("a", f("1"))]),
+            remote: t(&[("a", f("1"))]),
+            actions: &["R rm a"],
+            ..Default::default()
+        },
+        Case {
+            name: "push creates nested directories parent first",
+            dirs: PUSH,
+            local: t(&[("d", d()), ("d/x", f("x")), ("d/y", d()), ("d/y/z", f("z"))]),
+            actions: &["R mkdir d", "R cp d/x", "R mkdir d/y", "R cp d/y/z"],
+            ..Default::default()
+        },
+        Case {
+            name: "push leaves identical trees alone",
+            dirs: PUSH,
+            local: t(&[("a", f("1")), ("d", d())]),
+            remote: t(&[("a", f("1")), ("d", d())]),
+            ..Default::default()
+        },
+        Case {
+            name: "push replaces a file with a directory",
+            dirs: PUSH,
+            local: t(&[("a", d()), ("a/x", f("x"))]),
+            remote: t(&[("a", f("1"))]),
+            actions: &["R rm a", "R mkdir a", "R cp a/x"],
+            ..Default::default()
+        },
+        Case {
+            name: "push replaces a directory with a file",
+            dirs: PUSH,
+            local: t(&[("a", f("1"))]),
+            remote: t(&[("a", d()), ("a/x", f("x"))]),
+            actions: &["R rm a/x", "R rm a", "R cp a"],
+            ..Default::default()
+        },
+        Case {
+            name: "push creates a symlink",
+            dirs: PUSH,
+            local: t(&[("s", l("target"))]),
+            actions: &["R cp s"],
+            ..Default::default()
+        },
+        Case {
+            name: "push retargets a symlink",
+            dirs: PUSH,
+            local: t(&[("s", l("new"))]),
+            remote: t(&[("s", l("old"))]),
+            actions: &["R cp s"],
+            ..Default::default()
+        },
+        Case {
+            name: "push replaces a file by a symlink",
+            dirs: PUSH,
+            local: t(&[("s", l("x"))]),
+            remote: t(&[("s", f("1"))]),
+            actions: &["R cp s"],
+            ..Default::default()
+        },
+        Case {
+            name: "push fixes a mode difference only",
+            dirs: PUSH,
+            local: t(&[("a", fmode("1", 0o755))]),
+            remote: t(&[("a", fmode("1", 0o644))]),
+            actions: &["R meta a"],
+            ..Default::default()
+        },
+        Case {
+            name: "push fixes an mtime difference only",
+            dirs: PUSH,
+            local: t(&[("a", ft("1", 2000))]),
+            remote: t(&[("a", ft("1", 1000))]),
+            actions: &["R meta a"],
+            ..Default::default()
+        },
+        Case {
+            name: "push deletes a whole remote tree",
+            dirs: PUSH,
+            remote: t(&[("d", d()), ("d/x", f("x")), ("d/y", f("y"))]),
+            actions: &["R rm d/x", "R rm d/y", "R rm d"],
+            ..Default::default()
+        },
+        Case {
+            name: "push replays a rename as a move",
+            dirs: PUSH,
+            base: t(&[("a", f("1"))]),
+            local: t(&[("b", f("1"))]),
+            remote: t(&[("a", f("1"))]),
+            actions: &["R mv a b"],
+            ..Default::default()
+        },
+        Case {
+            name: "push ignores conflicts: the near side wins",
+            dirs: PUSH,
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", f("2"))]),
+            remote: t(&[("a", f("3"))]),
+            actions: &["R cp a"],
+            ..Default::default()
+        },
+        Case {
+            name: "push fixes a directory mode",
+            dirs: PUSH,
+            local: t(&[("d", dmode(0o700))]),
+            remote: t(&[("d", dmode(0o755))]),
+            actions: &["R meta d"],
+            ..Default::default()
+        },
+        Case {
+            name: "push with both sides empty does nothing",
+            dirs: PUSH,
+            ..Default::default()
+        },
+        Case {
+            name: "push ignores owner differences without -e",
+            dirs: PUSH,
+            local: t(&[("a", owned(f("1"), 1))]),
+            remote: t(&[("a", owned(f("1"), 2))]),
+            ..Default::default()
+        },
+        Case {
+            name: "push with -e fixes owner differences",
+            dirs: PUSH,
+            everything: true,
+            local: t(&[("a", owned(f("1"), 1))]),
+            remote: t(&[("a", owned(f("1"), 2))]),
+            actions: &["R meta a"],
+            ..Default::default()
+        },
+        Case {
+            name: "push creates a special file",
+            dirs: PUSH,
+            local: t(&[("p", fifo())]),
+            actions: &["R cp p"],
+            ..Default::default()
+        },
+        Case {
+            name: "push does not touch what the remote cannot read",
+            dirs: PUSH,
+            remote: with_problem(t(&[("d", d()), ("d/x", f("x"))]), "d"),
+            ..Default::default()
+        },
         // ---- bidi ----
-        Case { name: "unchanged on both sides does nothing", dirs: ALL, base: t(&[("a", f("1"))]), local: t(&[("a", f("1"))]), remote: t(&[("a", f("1"))]), ..Default::default() },
-        Case { name: "new local file goes to the remote", dirs: ALL, local: t(&[("a", f("1"))]), actions: &["R cp a"], ..Default::default() },
-        Case { name: "local modification propagates", dirs: ALL, base: t(&[("a", f("1"))]), local: t(&[("a", f("2"))]), remote: t(&[("a", f("1"))]), actions: &["R cp a"], ..Default::default() },
-        Case { name: "local deletion propagates", dirs: ALL, base: t(&[("a", f("1"))]), remote: t(&[("a", f("1"))]), actions: &["R rm a"], ..Default::default() },
-        Case { name: "deleted on both sides is agreement", base: t(&[("a", f("1"))]), ..Default::default() },
-        Case { name: "modified alike on both sides is agreement", base: t(&[("a", f("1"))]), local: t(&[("a", f("2"))]), remote: t(&[("a", f("2"))]), identical: &["a"], ..Default::default() },
-        Case { name: "modified differently is a conflict left alone", base: t(&[("a", f("1"))]), local: t(&[("a", f("2"))]), remote: t(&[("a", f("3"))]), conflicts: &["a unresolved"], ..Default::default() },
-        Case { name: "conflict with -f src takes local", favor: Some(Favor::Side(Side::Local)), base: t(&[("a", f("1"))]), local: t(&[("a", f("2"))]), remote: t(&[("a", f("3"))]), actions: &["R cp a"], conflicts: &["a favor L"], ..Default::default() },
-        Case { name: "conflict with -f dst takes remote", favor: Some(Favor::Side(Side::Remote)), base: t(&[("a", f("1"))]), local: t(&[("a", f("2"))]), remote: t(&[("a", f("3"))]), actions: &["L cp a"], conflicts: &["a favor R"], ..Default::default() },
-        Case { name: "conflict with -f new takes the newer", favor: Some(Favor::New), base: t(&[("a", f("1"))]), local: t(&[("a", ft("2", 3000))]), remote: t(&[("a", ft("3", 2000))]), actions: &["R cp a"], conflicts: &["a favor L"], ..Default::default() },
-        Case { name: "conflict with -f old takes the older", favor: Some(Favor::Old), base: t(&[("a", f("1"))]), local: t(&[("a", ft("2", 3000))]), remote: t(&[("a", ft("3", 2000))]), actions: &["L cp a"], conflicts: &["a favor R"], ..Default::default() },
-        Case { name: "conflict with -f new and equal mtimes stays unresolved", favor: Some(Favor::New), base: t(&[("a", f("1"))]), local: t(&[("a", ft("2", 3000))]), remote: t(&[("a", ft("3", 3000))]), conflicts: &["a unresolved"], ..Default::default() },
-        Case { name: "keep-both renames the older remote version", keep_both: true, base: t(&[("a", f("1"))]), local: t(&[("a", ft("2", 3000))]), remote: t(&[("a", ft("3", 2000))]), actions: &["R mv a a.conflict-remote", "R cp a", "L cp a.conflict-remote"], conflicts: &["a both L"], ..Default::default() },
-        Case { name: "keep-both with -f dst keeps the remote name", keep_both: true, favor: Some(Favor::Side(Side::Remote)), base: t(&[("a", f("1"))]), local: t(&[("a", ft("2", 3000))]), remote: t(&[("a", ft("3", 2000))]), actions: &["L mv a a.conflict-local", "L cp a", "R cp a.conflict-local"], conflicts: &["a both R"], ..Default::default() },
-        Case { name: "modification beats deletion", base: t(&[("a", f("1"))]), remote: t(&[("a", f("2"))]), actions: &["L cp a"], ..Default::default() },
-        Case { name: "modification beats deletion even with -f", favor: Some(Favor::Side(Side::Local)), base: t(&[("a", f("1"))]), remote: t(&[("a", f("2"))]), actions: &["L cp a"], ..Default::default() },
-        Case { name: "first run copies one-sided files both ways", local: t(&[("a", f("1"))]), remote: t(&[("b", f("2"))]), actions: &["R cp a", "L cp b"], ..Default::default() },
-        Case { name: "first run records identical files", local: t(&[("a", f("1"))]), remote: t(&[("a", f("1"))]), identical: &["a"], ..Default::default() },
-        Case { name: "first run conflicts on different files", local: t(&[("a", f("1"))]), remote: t(&[("a", f("2"))]), conflicts: &["a unresolved"], ..Default::default() },
-        Case { name: "first run merges directories", local: t(&[("d", d()), ("d/x", f("x"))]), remote: t(&[("d", d()), ("d/y", f("y"))]), actions: &["R cp d/x", "L cp d/y"], identical: &["d"], ..Default::default() },
-        Case { name: "first run creates an empty directory", local: t(&[("d", d())]), actions: &["R mkdir d"], ..Default::default() },
-        Case { name: "directory deleted with unchanged contents", base: t(&[("d", d()), ("d/x", f("x")), ("d/y", f("y"))]), remote: t(&[("d", d()), ("d/x", f("x")), ("d/y", f("y"))]), actions: &["R rm d/x", "R rm d/y", "R rm d"], ..Default::default() },
-        Case { name: "directory deleted but a file inside modified", base: t(&[("d", d()), ("d/x", f("1")), ("d/y", f("y"))]), remote: t(&[("d", d()), ("d/x", f("2")), ("d/y", f("y"))]), actions: &["L mkdir d", "L cp d/x", "R rm d/y"], ..Default::default() },
-        Case { name: "directory deleted but a file added inside", base: t(&[("d", d()), ("d/x", f("x"))]), remote: t(&[("d", d()), ("d/x", f("x")), ("d/n", f("n"))]), actions: &["L mkdir d", "L cp d/n", "R rm d/x"], ..Default::default() },
-        Case { name: "directory deleted but its mode changed keeps it", base: t(&[("d", d())]), remote: t(&[("d", dmode(0o700))]), actions: &["L mkdir d"], ..Default::default() },
-        Case { name: "nested directory deleted under a kept parent", base: t(&[("d", d()), ("d/e", d()), ("d/e/x", f("x"))]), local: t(&[("d", d())]), remote: t(&[("d", d()), ("d/e", d()), ("d/e/x", f("x"))]), actions: &["R rm d/e/x", "R rm d/e"], ..Default::default() },
-        Case { name: "file becomes a directory on one side", base: t(&[("a", f("1"))]), local: t(&[("a", d()), ("a/x", f("x"))]), remote: t(&[("a", f("1"))]), actions: &["R rm a", "R mkdir a", "R cp a/x"], ..Default::default() },
-        Case { name: "directory becomes a file on one side", base: t(&[("a", d()), ("a/x", f("x"))]), local: t(&[("a", f("1"))]), remote: t(&[("a", d()), ("a/x", f("x"))]), actions: &["R rm a/x", "R rm a", "R cp a"], ..Default::default() },
-        Case { name: "type change against modified contents is a conflict", base: t(&[("a", d()), ("a/x", f("1"))]), local: t(&[("a", f("1"))]), remote: t(&[("a", d()), ("a/x", f("2"))]), conflicts: &["a unresolved"], ..Default::default() },
-        Case { name: "type change conflict settled by -f src", favor: Some(Favor::Side(Side::Local)), base: t(&[("a", d()), ("a/x", f("1"))]), local: t(&[("a", f("1"))]), remote: t(&[("a", d()), ("a/x", f("2"))]), actions: &["R rm a/x", "R rm a", "R cp a"], conflicts: &["a favor L"], ..Default::default() },
-        Case { name: "same type change on both sides is agreement", base: t(&[("a", f("1"))]), local: t(&[("a", d())]), remote: t(&[("a", d())]), identical: &["a"], ..Default::default() },
-        Case { name: "file against symlink on first run is a conflict", local: t(&[("a", f("1"))]), remote: t(&[("a", l("x"))]), conflicts: &["a unresolved"], ..Default::default() },
-        Case { name: "symlink retargeted on one side", base: t(&[("s", l("x"))]), local: t(&[("s", l("y"))]), remote: t(&[("s", l("x"))]), actions: &["R cp s"], ..Default::default() },
-        Case { name: "symlinks retargeted differently conflict", base: t(&[("s", l("x"))]), local: t(&[("s", l("y"))]), remote: t(&[("s", l("z"))]), conflicts: &["s unresolved"], ..Default::default() },
-        Case { name: "rename replayed as a move", base: t(&[("a", f("1"))]), local: t(&[("b", f("1"))]), remote: t(&[("a", f("1"))]), actions: &["R mv a b"], ..Default::default() },
-        Case { name: "move into a new directory", base: t(&[("a", f("1"))]), local: t(&[("d", d()), ("d/a", f("1"))]), remote: t(&[("a", f("1"))]), actions: &["R mkdir d", "R mv a d/a"], ..Default::default() },
-        Case { name: "rename plus edit is delete plus copy", base: t(&[("a", f("1"))]), local: t(&[("b", f("2"))]), remote: t(&[("a", f("1"))]), actions: &["R rm a", "R cp b"], ..Default::default() },
-        Case { name: "directory rename moves each file", base: t(&[("d", d()), ("d/x", f("x")), ("d/y", f("y"))]), local: t(&[("e", d()), ("e/x", f("x")), ("e/y", f("y"))]), remote: t(&[("d", d()), ("d/x", f("x")), ("d/y", f("y"))]), actions: &["R mkdir e", "R mv d/x e/x", "R mv d/y e/y", "R rm d"], ..Default::default() },
-        Case { name: "case-only rename is a move", base: t(&[("Readme", f("1"))]), local: t(&[("README", f("1"))]), remote: t(&[("Readme", f("1"))]), actions: &["R mv Readme README"], ..Default::default() },
-        Case { name: "NFC and NFD names are distinct entries, both kept", local: t(&[("caf\u{e9}", f("1"))]), remote: t(&[("cafe\u{301}", f("2"))]), actions: &["R cp caf\u{e9}", "L cp cafe\u{301}"], ..Default::default() },
-        Case { name: "two identical files deleted and two created pair once each", base: t(&[("a", f("1")), ("b", f("1"))]), local: t(&[("c", f("1")), ("e", f("1"))]), remote: t(&[("a", f("1")), ("b", f("1"))]), actions: &["R mv a e", "R mv b c"], ..Default::default() },
-        Case { name: "mode change on one side", base: t(&[("a", fmode("1", 0o644))]), local: t(&[("a", fmode("1", 0o755))]), remote: t(&[("a", fmode("1", 0o644))]), actions: &["R meta a"], ..Default::default() },
-        Case { name: "modes changed differently are ignored without -e", base: t(&[("a", fmode("1", 0o644))]), local: t(&[("a", fmode("1", 0o755))]), remote: t(&[("a", fmode("1", 0o600))]), ..Default::default() },
-        Case { name: "modes changed differently conflict with -e", everything: true, base: t(&[("a", fmode("1", 0o644))]), local: t(&[("a", fmode("1", 0o755))]), remote: t(&[("a", fmode("1", 0o600))]), conflicts: &["a unresolved"], ..Default::default() },
-        Case { name: "mode conflict with -e settled by -f src", everything: true, favor: Some(Favor::Side(Side::Local)), base: t(&[("a", fmode("1", 0o644))]), local: t(&[("a", fmode("1", 0o755))]), remote: t(&[("a", fmode("1", 0o600))]), actions: &["R meta a"], conflicts: &["a favor L"], ..Default::default() },
-        Case { name: "touched file sends only its mtime", base: t(&[("a", ft("1", 1000))]), local: t(&[("a", ft("1", 2000))]), remote: t(&[("a", ft("1", 1000))]), actions: &["R meta a"], ..Default::default() },
-        Case { name: "directory mode changed on one side", base: t(&[("d", d())]), local: t(&[("d", d())]), remote: t(&[("d", dmode(0o700))]), actions: &["L meta d"], ..Default::default() },
-        Case { name: "new remote tree is created locally", remote: t(&[("d", d()), ("d/e", d()), ("d/e/f", f("f"))]), actions: &["L mkdir d", "L mkdir d/e", "L cp d/e/f"], ..Default::default() },
-        Case { name: "same file deleted on both sides inside a kept dir", base: t(&[("d", d()), ("d/x", f("x"))]), local: t(&[("d", d())]), remote: t(&[("d", d())]), ..Default::default() },
-        Case { name: "conflict inside a common directory", base: t(&[("d", d()), ("d/x", f("1"))]), local: t(&[("d", d()), ("d/x", f("2"))]), remote: t(&[("d", d()), ("d/x", f("3"))]), conflicts: &["d/x unresolved"], ..Default::default() },
-        Case { name: "keep-both of a directory against a file", keep_both: true, local: t(&[("a", dt(5000)), ("a/x", ft("1", 5000))]), remote: t(&[("a", ft("2", 2000))]), actions: &["R mv a a.conflict-remote", "R mkdir a", "R cp a/x", "L cp a.conflict-remote"], conflicts: &["a both L"], ..Default::default() },
-        Case { name: "new special file", local: t(&[("p", fifo())]), actions: &["R cp p"], ..Default::default() },
-        Case { name: "unreadable local directory deletes nothing remote", base: t(&[("d", d()), ("d/x", f("x"))]), local: with_problem(t(&[("d", d())]), "d"), remote: t(&[("d", d()), ("d/x", f("x"))]), ..Default::default() },
-        Case { name: "unreadable file is not taken as deleted", base: t(&[("a", f("1"))]), local: with_problem(t(&[]), "a"), remote: t(&[("a", f("1"))]), ..Default::default() },
-        Case { name: "local edits and remote edits in different files both propagate", base: t(&[("a", f("1")), ("b", f("1"))]), local: t(&[("a", f("2")), ("b", f("1"))]), remote: t(&[("a", f("1")), ("b", f("3"))]), actions: &["R cp a", "L cp b"], ..Default::default() },
-        Case { name: "owner change is ignored without -e", base: t(&[("a", f("1"))]), local: t(&[("a", owned(f("1"), 7))]), remote: t(&[("a", f("1"))]), ..Default::default() },
-        Case { name: "owner change propagates with -e", everything: true, base: t(&[("a", f("1"))]), local: t(&[("a", owned(f("1"), 7))]), remote: t(&[("a", f("1"))]), actions: &["R meta a"], ..Default::default() },
-        Case { name: "deleted directory whose files were all deleted remotely too", base: t(&[("d", d()), ("d/x", f("x"))]), remote: t(&[("d", d())]), actions: &["R rm d"], ..Default::default() },
-        Case { name: "created on both sides with the same content and new dirs", local: t(&[("d", d()), ("d/x", f("1"))]), remote: t(&[("d", d()), ("d/x", f("1"))]), identical: &["d", "d/x"], ..Default::default() },
-        Case { name: "symlink to outside is copied as a link", local: t(&[("s", l("/etc/passwd"))]), actions: &["R cp s"], ..Default::default() },
+        Case {
+            name: "unchanged on both sides does nothing",
+            dirs: ALL,
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", f("1"))]),
+            remote: t(&[("a", f("1"))]),
+            ..Default::default()
+        },
+        Case {
+            name: "new local file goes to the remote",
+            dirs: ALL,
+            local: t(&[("a", f("1"))]),
+            actions: &["R cp a"],
+            ..Default::default()
+        },
+        Case {
+            name: "local modification propagates",
+            dirs: ALL,
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", f("2"))]),
+            remote: t(&[("a", f("1"))]),
+            actions: &["R cp a"],
+            ..Default::default()
+        },
+        Case {
+            name: "local deletion propagates",
+            dirs: ALL,
+            base: t(&[("a", f("1"))]),
+            remote: t(&[("a", f("1"))]),
+            actions: &["R rm a"],
+            ..Default::default()
+        },
+        Case {
+            name: "deleted on both sides is agreement",
+            base: t(&[("a", f("1"))]),
+            ..Default::default()
+        },
+        Case {
+            name: "modified alike on both sides is agreement",
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", f("2"))]),
+            remote: t(&[("a", f("2"))]),
+            identical: &["a"],
+            ..Default::default()
+        },
+        Case {
+            name: "modified differently is a conflict left alone",
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", f("2"))]),
+            remote: t(&[("a", f("3"))]),
+            conflicts: &["a unresolved"],
+            ..Default::default()
+        },
+        Case {
+            name: "conflict with -f src takes local",
+            favor: Some(Favor::Side(Side::Local)),
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", f("2"))]),
+            remote: t(&[("a", f("3"))]),
+            actions: &["R cp a"],
+            conflicts: &["a favor L"],
+            ..Default::default()
+        },
+        Case {
+            name: "conflict with -f dst takes remote",
+            favor: Some(Favor::Side(Side::Remote)),
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", f("2"))]),
+            remote: t(&[("a", f("3"))]),
+            actions: &["L cp a"],
+            conflicts: &["a favor R"],
+            ..Default::default()
+        },
+        Case {
+            name: "conflict with -f new takes the newer",
+            favor: Some(Favor::New),
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", ft("2", 3000))]),
+            remote: t(&[("a", ft("3", 2000))]),
+            actions: &["R cp a"],
+            conflicts: &["a favor L"],
+            ..Default::default()
+        },
+        Case {
+            name: "conflict with -f old takes the older",
+            favor: Some(Favor::Old),
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", ft("2", 3000))]),
+            remote: t(&[("a", ft("3", 2000))]),
+            actions: &["L cp a"],
+            conflicts: &["a favor R"],
+            ..Default::default()
+        },
+        Case {
+            name: "conflict with -f new and equal mtimes stays unresolved",
+            favor: Some(Favor::New),
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", ft("2", 3000))]),
+            remote: t(&[("a", ft("3", 3000))]),
+            conflicts: &["a unresolved"],
+            ..Default::default()
+        },
+        Case {
+            name: "keep-both renames the older remote version",
+            keep_both: true,
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", ft("2", 3000))]),
+            remote: t(&[("a", ft("3", 2000))]),
+            actions: &[
+                "R mv a a.conflict-remote",
+                "R cp a",
+                "L cp a.conflict-remote",
+            ],
+            conflicts: &["a both L"],
+            ..Default::default()
+        },
+        Case {
+            name: "keep-both with -f dst keeps the remote name",
+            keep_both: true,
+            favor: Some(Favor::Side(Side::Remote)),
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", ft("2", 3000))]),
+            remote: t(&[("a", ft("3", 2000))]),
+            actions: &["L mv a a.conflict-local", "L cp a", "R cp a.conflict-local"],
+            conflicts: &["a both R"],
+            ..Default::default()
+        },
+        Case {
+            name: "modification beats deletion",
+            base: t(&[("a", f("1"))]),
+            remote: t(&[("a", f("2"))]),
+            actions: &["L cp a"],
+            ..Default::default()
+        },
+        Case {
+            name: "modification beats deletion even with -f",
+            favor: Some(Favor::Side(Side::Local)),
+            base: t(&[("a", f("1"))]),
+            remote: t(&[("a", f("2"))]),
+            actions: &["L cp a"],
+            ..Default::default()
+        },
+        Case {
+            name: "first run copies one-sided files both ways",
+            local: t(&[("a", f("1"))]),
+            remote: t(&[("b", f("2"))]),
+            actions: &["R cp a", "L cp b"],
+            ..Default::default()
+        },
+        Case {
+            name: "first run records identical files",
+            local: t(&[("a", f("1"))]),
+            remote: t(&[("a", f("1"))]),
+            identical: &["a"],
+            ..Default::default()
+        },
+        Case {
+            name: "first run conflicts on different files",
+            local: t(&[("a", f("1"))]),
+            remote: t(&[("a", f("2"))]),
+            conflicts: &["a unresolved"],
+            ..Default::default()
+        },
+        Case {
+            name: "first run merges directories",
+            local: t(&[("d", d()), ("d/x", f("x"))]),
+            remote: t(&[("d", d()), ("d/y", f("y"))]),
+            actions: &["R cp d/x", "L cp d/y"],
+            identical: &["d"],
+            ..Default::default()
+        },
+        Case {
+            name: "first run creates an empty directory",
+            local: t(&[("d", d())]),
+            actions: &["R mkdir d"],
+            ..Default::default()
+        },
+        Case {
+            name: "directory deleted with unchanged contents",
+            base: t(&[("d", d()), ("d/x", f("x")), ("d/y", f("y"))]),
+            remote: t(&[("d", d()), ("d/x", f("x")), ("d/y", f("y"))]),
+            actions: &["R rm d/x", "R rm d/y", "R rm d"],
+            ..Default::default()
+        },
+        Case {
+            name: "directory deleted but a file inside modified",
+            base: t(&[("d", d()), ("d/x", f("1")), ("d/y", f("y"))]),
+            remote: t(&[("d", d()), ("d/x", f("2")), ("d/y", f("y"))]),
+            actions: &["L mkdir d", "L cp d/x", "R rm d/y"],
+            ..Default::default()
+        },
+        Case {
+            name: "directory deleted but a file added inside",
+            base: t(&[("d", d()), ("d/x", f("x"))]),
+            remote: t(&[("d", d()), ("d/x", f("x")), ("d/n", f("n"))]),
+            actions: &["L mkdir d", "L cp d/n", "R rm d/x"],
+            ..Default::default()
+        },
+        Case {
+            name: "directory deleted but its mode changed keeps it",
+            base: t(&[("d", d())]),
+            remote: t(&[("d", dmode(0o700))]),
+            actions: &["L mkdir d"],
+            ..Default::default()
+        },
+        Case {
+            name: "nested directory deleted under a kept parent",
+            base: t(&[("d", d()), ("d/e", d()), ("d/e/x", f("x"))]),
+            local: t(&[("d", d())]),
+            remote: t(&[("d", d()), ("d/e", d()), ("d/e/x", f("x"))]),
+            actions: &["R rm d/e/x", "R rm d/e"],
+            ..Default::default()
+        },
+        Case {
+            name: "file becomes a directory on one side",
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", d()), ("a/x", f("x"))]),
+            remote: t(&[("a", f("1"))]),
+            actions: &["R rm a", "R mkdir a", "R cp a/x"],
+            ..Default::default()
+        },
+        Case {
+            name: "directory becomes a file on one side",
+            base: t(&[("a", d()), ("a/x", f("x"))]),
+            local: t(&[("a", f("1"))]),
+            remote: t(&[("a", d()), ("a/x", f("x"))]),
+            actions: &["R rm a/x", "R rm a", "R cp a"],
+            ..Default::default()
+        },
+        Case {
+            name: "type change against modified contents is a conflict",
+            base: t(&[("a", d()), ("a/x", f("1"))]),
+            local: t(&[("a", f("1"))]),
+            remote: t(&[("a", d()), ("a/x", f("2"))]),
+            conflicts: &["a unresolved"],
+            ..Default::default()
+        },
+        Case {
+            name: "type change conflict settled by -f src",
+            favor: Some(Favor::Side(Side::Local)),
+            base: t(&[("a", d()), ("a/x", f("1"))]),
+            local: t(&[("a", f("1"))]),
+            remote: t(&[("a", d()), ("a/x", f("2"))]),
+            actions: &["R rm a/x", "R rm a", "R cp a"],
+            conflicts: &["a favor L"],
+            ..Default::default()
+        },
+        Case {
+            name: "same type change on both sides is agreement",
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", d())]),
+            remote: t(&[("a", d())]),
+            identical: &["a"],
+            ..Default::default()
+        },
+        Case {
+            name: "file against symlink on first run is a conflict",
+            local: t(&[("a", f("1"))]),
+            remote: t(&[("a", l("x"))]),
+            conflicts: &["a unresolved"],
+            ..Default::default()
+        },
+        Case {
+            name: "symlink retargeted on one side",
+            base: t(&[("s", l("x"))]),
+            local: t(&[("s", l("y"))]),
+            remote: t(&[("s", l("x"))]),
+            actions: &["R cp s"],
+            ..Default::default()
+        },
+        Case {
+            name: "symlinks retargeted differently conflict",
+            base: t(&[("s", l("x"))]),
+            local: t(&[("s", l("y"))]),
+            remote: t(&[("s", l("z"))]),
+            conflicts: &["s unresolved"],
+            ..Default::default()
+        },
+        Case {
+            name: "rename replayed as a move",
+            base: t(&[("a", f("1"))]),
+            local: t(&[("b", f("1"))]),
+            remote: t(&[("a", f("1"))]),
+            actions: &["R mv a b"],
+            ..Default::default()
+        },
+        Case {
+            name: "move into a new directory",
+            base: t(&[("a", f("1"))]),
+            local: t(&[("d", d()), ("d/a", f("1"))]),
+            remote: t(&[("a", f("1"))]),
+            actions: &["R mkdir d", "R mv a d/a"],
+            ..Default::default()
+        },
+        Case {
+            name: "rename plus edit is delete plus copy",
+            base: t(&[("a", f("1"))]),
+            local: t(&[("b", f("2"))]),
+            remote: t(&[("a", f("1"))]),
+            actions: &["R rm a", "R cp b"],
+            ..Default::default()
+        },
+        Case {
+            name: "directory rename moves each file",
+            base: t(&[("d", d()), ("d/x", f("x")), ("d/y", f("y"))]),
+            local: t(&[("e", d()), ("e/x", f("x")), ("e/y", f("y"))]),
+            remote: t(&[("d", d()), ("d/x", f("x")), ("d/y", f("y"))]),
+            actions: &["R mkdir e", "R mv d/x e/x", "R mv d/y e/y", "R rm d"],
+            ..Default::default()
+        },
+        Case {
+            name: "case-only rename is a move",
+            base: t(&[("Readme", f("1"))]),
+            local: t(&[("README", f("1"))]),
+            remote: t(&[("Readme", f("1"))]),
+            actions: &["R mv Readme README"],
+            ..Default::default()
+        },
+        Case {
+            name: "NFC and NFD names are distinct entries, both kept",
+            local: t(&[("caf\u{e9}", f("1"))]),
+            remote: t(&[("cafe\u{301}", f("2"))]),
+            actions: &["R cp caf\u{e9}", "L cp cafe\u{301}"],
+            ..Default::default()
+        },
+        Case {
+            name: "two identical files deleted and two created pair once each",
+            base: t(&[("a", f("1")), ("b", f("1"))]),
+            local: t(&[("c", f("1")), ("e", f("1"))]),
+            remote: t(&[("a", f("1")), ("b", f("1"))]),
+            actions: &["R mv a e", "R mv b c"],
+            ..Default::default()
+        },
+        Case {
+            name: "mode change on one side",
+            base: t(&[("a", fmode("1", 0o644))]),
+            local: t(&[("a", fmode("1", 0o755))]),
+            remote: t(&[("a", fmode("1", 0o644))]),
+            actions: &["R meta a"],
+            ..Default::default()
+        },
+        Case {
+            name: "modes changed differently are ignored without -e",
+            base: t(&[("a", fmode("1", 0o644))]),
+            local: t(&[("a", fmode("1", 0o755))]),
+            remote: t(&[("a", fmode("1", 0o600))]),
+            ..Default::default()
+        },
+        Case {
+            name: "modes changed differently conflict with -e",
+            everything: true,
+            base: t(&[("a", fmode("1", 0o644))]),
+            local: t(&[("a", fmode("1", 0o755))]),
+            remote: t(&[("a", fmode("1", 0o600))]),
+            conflicts: &["a unresolved"],
+            ..Default::default()
+        },
+        Case {
+            name: "mode conflict with -e settled by -f src",
+            everything: true,
+            favor: Some(Favor::Side(Side::Local)),
+            base: t(&[("a", fmode("1", 0o644))]),
+            local: t(&[("a", fmode("1", 0o755))]),
+            remote: t(&[("a", fmode("1", 0o600))]),
+            actions: &["R meta a"],
+            conflicts: &["a favor L"],
+            ..Default::default()
+        },
+        Case {
+            name: "touched file sends only its mtime",
+            base: t(&[("a", ft("1", 1000))]),
+            local: t(&[("a", ft("1", 2000))]),
+            remote: t(&[("a", ft("1", 1000))]),
+            actions: &["R meta a"],
+            ..Default::default()
+        },
+        Case {
+            name: "directory mode changed on one side",
+            base: t(&[("d", d())]),
+            local: t(&[("d", d())]),
+            remote: t(&[("d", dmode(0o700))]),
+            actions: &["L meta d"],
+            ..Default::default()
+        },
+        Case {
+            name: "new remote tree is created locally",
+            remote: t(&[("d", d()), ("d/e", d()), ("d/e/f", f("f"))]),
+            actions: &["L mkdir d", "L mkdir d/e", "L cp d/e/f"],
+            ..Default::default()
+        },
+        Case {
+            name: "same file deleted on both sides inside a kept dir",
+            base: t(&[("d", d()), ("d/x", f("x"))]),
+            local: t(&[("d", d())]),
+            remote: t(&[("d", d())]),
+            ..Default::default()
+        },
+        Case {
+            name: "conflict inside a common directory",
+            base: t(&[("d", d()), ("d/x", f("1"))]),
+            local: t(&[("d", d()), ("d/x", f("2"))]),
+            remote: t(&[("d", d()), ("d/x", f("3"))]),
+            conflicts: &["d/x unresolved"],
+            ..Default::default()
+        },
+        Case {
+            name: "keep-both of a directory against a file",
+            keep_both: true,
+            local: t(&[("a", dt(5000)), ("a/x", ft("1", 5000))]),
+            remote: t(&[("a", ft("2", 2000))]),
+            actions: &[
+                "R mv a a.conflict-remote",
+                "R mkdir a",
+                "R cp a/x",
+                "L cp a.conflict-remote",
+            ],
+            conflicts: &["a both L"],
+            ..Default::default()
+        },
+        Case {
+            name: "new special file",
+            local: t(&[("p", fifo())]),
+            actions: &["R cp p"],
+            ..Default::default()
+        },
+        Case {
+            name: "unreadable local directory deletes nothing remote",
+            base: t(&[("d", d()), ("d/x", f("x"))]),
+            local: with_problem(t(&[("d", d())]), "d"),
+            remote: t(&[("d", d()), ("d/x", f("x"))]),
+            ..Default::default()
+        },
+        Case {
+            name: "unreadable file is not taken as deleted",
+            base: t(&[("a", f("1"))]),
+            local: with_problem(t(&[]), "a"),
+            remote: t(&[("a", f("1"))]),
+            ..Default::default()
+        },
+        Case {
+            name: "local edits and remote edits in different files both propagate",
+            base: t(&[("a", f("1")), ("b", f("1"))]),
+            local: t(&[("a", f("2")), ("b", f("1"))]),
+            remote: t(&[("a", f("1")), ("b", f("3"))]),
+            actions: &["R cp a", "L cp b"],
+            ..Default::default()
+        },
+        Case {
+            name: "owner change is ignored without -e",
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", owned(f("1"), 7))]),
+            remote: t(&[("a", f("1"))]),
+            ..Default::default()
+        },
+        Case {
+            name: "owner change propagates with -e",
+            everything: true,
+            base: t(&[("a", f("1"))]),
+            local: t(&[("a", owned(f("1"), 7))]),
+            remote: t(&[("a", f("1"))]),
+            actions: &["R meta a"],
+            ..Default::default()
+        },
+        Case {
+            name: "deleted directory whose files were all deleted remotely too",
+            base: t(&[("d", d()), ("d/x", f("x"))]),
+            remote: t(&[("d", d())]),
+            actions: &["R rm d"],
+            ..Default::default()
+        },
+        Case {
+            name: "created on both sides with the same content and new dirs",
+            local: t(&[("d", d()), ("d/x", f("1"))]),
+            remote: t(&[("d", d()), ("d/x", f("1"))]),
+            identical: &["d", "d/x"],
+            ..Default::default()
+        },
+        Case {
+            name: "symlink to outside is copied as a link",
+            local: t(&[("s", l("/etc/passwd"))]),
+            actions: &["R cp s"],
+            ..Default::default()
+        },
     ]
 }
 
@@ -310,16 +941,37 @@ fn table() {
 fn replacing_a_directory_orders_removal_before_creation() {
     let local = t(&[("a", f("1")), ("b", d()), ("b/c", f("c"))]);
     let remote = t(&[("a", d()), ("a/x", d()), ("a/x/y", f("y")), ("b", f("2"))]);
-    let plan = reconcile(&Tree::default(), &local, &remote, &Policy::new(Direction::Push));
+    let plan = reconcile(
+        &Tree::default(),
+        &local,
+        &remote,
+        &Policy::new(Direction::Push),
+    );
     let got: Vec<String> = plan.actions.iter().map(describe).collect();
-    assert_eq!(got, ["R rm a/x/y", "R rm b", "R mkdir b", "R rm a/x", "R rm a", "R cp a", "R cp b/c"]);
+    assert_eq!(
+        got,
+        [
+            "R rm a/x/y",
+            "R rm b",
+            "R mkdir b",
+            "R rm a/x",
+            "R rm a",
+            "R cp a",
+            "R cp b/c"
+        ]
+    );
 }
 
 #[test]
 fn actions_carry_the_scanned_target_as_precondition() {
     let base = t(&[("a", f("1"))]);
     let remote = t(&[("a", ft("1", 1000))]);
-    let plan = reconcile(&base, &t(&[("a", f("2"))]), &remote, &Policy::new(Direction::Bidi));
+    let plan = reconcile(
+        &base,
+        &t(&[("a", f("2"))]),
+        &remote,
+        &Policy::new(Direction::Bidi),
+    );
     assert_eq!(plan.actions[0].expect.as_ref(), remote.get(&p("a")));
 }
 
@@ -330,7 +982,11 @@ fn digests_requested_only_where_metadata_is_ambiguous() {
     let mut other_size = f("longer content");
     other_size.digest = None;
     let base = t(&[("a", f("same")), ("b", f("same"))]);
-    let local = t(&[("a", unknown.clone()), ("b", other_size.clone()), ("new", other_size.clone())]);
+    let local = t(&[
+        ("a", unknown.clone()),
+        ("b", other_size.clone()),
+        ("new", other_size.clone()),
+    ]);
     let remote = t(&[("a", f("same")), ("b", f("same"))]);
     let [l, r] = digests_needed(&base, &local, &remote);
     assert_eq!(l, vec![p("a")]);
@@ -344,7 +1000,13 @@ fn digests_requested_only_where_metadata_is_ambiguous() {
 #[test]
 fn baseline_keeps_old_state_where_sides_disagree() {
     let old = t(&[("a", f("1"))]);
-    let next = next_baseline(&old, &t(&[("a", f("2")), ("b", f("b"))]), &t(&[("a", f("3")), ("b", f("b"))]), &[], false);
+    let next = next_baseline(
+        &old,
+        &t(&[("a", f("2")), ("b", f("b"))]),
+        &t(&[("a", f("3")), ("b", f("b"))]),
+        &[],
+        false,
+    );
     assert_eq!(next.get(&p("a")), old.get(&p("a")));
     assert!(next.get(&p("b")).is_some());
 }
@@ -368,7 +1030,9 @@ fn arb_tree() -> impl Strategy<Value = Tree> {
         let mut tree = Tree::default();
         for (name, e) in UNIVERSE.iter().zip(entries) {
             let path = p(name);
-            let parent_ok = path.parent().is_none_or(|pp| tree.get(&pp).is_some_and(Entry::is_dir));
+            let parent_ok = path
+                .parent()
+                .is_none_or(|pp| tree.get(&pp).is_some_and(Entry::is_dir));
             if let (Some(e), true) = (e, parent_ok) {
                 tree.insert(path, e);
             }
@@ -380,17 +1044,32 @@ fn arb_tree() -> impl Strategy<Value = Tree> {
 fn arb_policy() -> impl Strategy<Value = Policy> {
     (
         prop::sample::select(vec![Direction::Push, Direction::Pull, Direction::Bidi]),
-        prop::sample::select(vec![None, Some(Favor::Side(Side::Local)), Some(Favor::Side(Side::Remote)), Some(Favor::New), Some(Favor::Old)]),
+        prop::sample::select(vec![
+            None,
+            Some(Favor::Side(Side::Local)),
+            Some(Favor::Side(Side::Remote)),
+            Some(Favor::New),
+            Some(Favor::Old),
+        ]),
         any::<bool>(),
         any::<bool>(),
     )
-        .prop_map(|(direction, favor, keep_both, everything)| Policy { favor, keep_both, everything, ..Policy::new(direction) })
+        .prop_map(|(direction, favor, keep_both, everything)| Policy {
+            favor,
+            keep_both,
+            everything,
+            ..Policy::new(direction)
+        })
 }
 
 fn mirror_plan(plan: &Plan) -> (Vec<String>, Vec<String>) {
     (
         sorted(plan.actions.iter().map(|a| mirror_text(&describe(a)))),
-        sorted(plan.conflicts.iter().map(|c| mirror_text(&describe_conflict(c)))),
+        sorted(
+            plan.conflicts
+                .iter()
+                .map(|c| mirror_text(&describe_conflict(c))),
+        ),
     )
 }
 

@@ -1,0 +1,505 @@
+//! The command line: clap definitions as typed (`Args`), validated into a [`Job`].
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::baseline::Baseline;
+use crate::error::{Error, Result};
+use crate::exit::ExitStatus;
+use crate::output::{human::Human, json::Json, Event, Reporter};
+use crate::plan::Side;
+use crate::reconcile::safety::{Concern, DeleteLimit};
+use crate::reconcile::{Direction, Favor, Policy};
+use crate::rules::FilterSpec;
+use crate::session::{default_name, state_dir, validate_name, Session};
+use crate::sync::{run, Job, RemoteSpec};
+
+/// `-K`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DirectionArg {
+    /// The remote becomes a replica of the local directory.
+    Push,
+    /// The local directory becomes a replica of the remote.
+    Pull,
+    /// Two-way: changes on either side propagate; conflicts are reported.
+    Bidi,
+}
+
+/// `-f`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FavorArg {
+    /// The local (-d) version wins.
+    #[value(alias = "local")]
+    Src,
+    /// The remote (-r) version wins.
+    #[value(alias = "remote")]
+    Dst,
+    /// The version with the older modification time wins.
+    Old,
+    /// The version with the newer modification time wins.
+    New,
+}
+
+/// `--format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Status lines for people.
+    Human,
+    /// One JSON object per line on stdout.
+    Json,
+}
+
+/// tandem keeps two directory trees identical: push, pull or bidirectional.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tandem",
+    version,
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true,
+    after_help = "Exit status is an OR of: 1 resolvable conflicts (dry run), 2 unresolved conflicts, 4 named files missing, \
+8 permission problems, 16 state or rules file problems, 32 invalid arguments, 64 a root cannot be reached, 128 other errors."
+)]
+pub struct Args {
+    /// Session name; keys the baseline and the lock (default: derived from the two roots).
+    #[arg(short = 'N', long = "name", value_name = "NAME")]
+    pub name: Option<String>,
+    /// The local directory.
+    #[arg(short = 'd', long = "dir", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The other side: [USER@]HOST:PATH, or a local directory.
+    #[arg(short = 'r', long = "remote-dir", value_name = "[USER@]HOST:PATH")]
+    pub remote: Option<String>,
+    /// Remote user name (may contain '@').
+    #[arg(long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// Remote host.
+    #[arg(long = "host", value_name = "HOST")]
+    pub host: Option<String>,
+    /// Remote SSH port.
+    #[arg(short = 'P', long = "port", value_name = "PORT")]
+    pub port: Option<u16>,
+    /// push, pull or bidi.
+    #[arg(short = 'K', long = "direction", value_enum, value_name = "DIRECTION")]
+    pub direction: Option<DirectionArg>,
+    /// Conflict policy in bidi: src (local), dst (remote), old or new.
+    #[arg(short = 'f', long = "favor", value_enum, value_name = "WHICH")]
+    pub favor: Option<FavorArg>,
+    /// On conflict keep both versions; the loser is renamed NAME.conflict-HOST-TIME.
+    #[arg(long = "keep-both")]
+    pub keep_both: bool,
+    /// Decide and print the plan as shell commands; change nothing.
+    #[arg(short = 'n', long = "dry-run")]
+    pub dry_run: bool,
+    /// No per-file lines.
+    #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Say why for every file.
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Skip the safety prompts (mass deletion, changed root).
+    #[arg(short = 'y', long = "yes")]
+    pub yes: bool,
+    /// Owner and mode differences also count as differences and conflicts.
+    #[arg(short = 'e', long = "everything")]
+    pub everything: bool,
+    /// Accepted for filesync compatibility; mtimes are always preserved.
+    #[arg(short = 'm', long = "preserve-mtime")]
+    pub preserve_mtime: bool,
+    /// Stop at the first read or write error.
+    #[arg(long = "halt-on-error")]
+    pub halt_on_error: bool,
+    /// Leave out paths matching this gitignore-style pattern (repeatable).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Keep paths matching this pattern even if excluded (repeatable).
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// Read exclude patterns from a file (one per line, '!' to include).
+    #[arg(long = "exclude-from", value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
+    /// Refuse a run that would delete more than N entries, or P% of a side.
+    #[arg(long = "max-delete", value_name = "N|P%")]
+    pub max_delete: Option<String>,
+    /// Output format.
+    #[arg(
+        long = "format",
+        value_enum,
+        default_value = "human",
+        value_name = "FORMAT"
+    )]
+    pub format: Format,
+    /// Maintenance commands.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Session maintenance.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the sessions that have a baseline.
+    Sessions,
+    /// Show what a session's baseline holds.
+    Status {
+        /// The session.
+        #[arg(short = 'N', long = "name", value_name = "NAME")]
+        name: String,
+    },
+    /// Delete a session's baseline, so the next run starts over.
+    Forget {
+        /// The session.
+        #[arg(short = 'N', long = "name", value_name = "NAME")]
+        name: String,
+    },
+}
+
+/// Parses `-r` (plus `--user`, `--host`, `-P`) into a [`RemoteSpec`].
+pub fn parse_remote(
+    value: Option<&str>,
+    user: Option<&str>,
+    host: Option<&str>,
+    port: Option<u16>,
+) -> Result<RemoteSpec> {
+    let ssh = |user: Option<&str>, host: &str, path: &str| -> Result<RemoteSpec> {
+        if host.is_empty() {
+            return Err(Error::Usage("empty host name in -r/--host".into()));
+        }
+        Ok(RemoteSpec::Ssh {
+            user: user.map(str::to_string),
+            host: host.to_string(),
+            port,
+            path: if path.is_empty() {
+                ".".into()
+            } else {
+                path.to_string()
+            },
+        })
+    };
+    if let Some(h) = host {
+        return ssh(user, h, value.unwrap_or(""));
+    }
+    let value = value.ok_or_else(|| {
+        Error::Usage("missing -r/--remote-dir: give [USER@]HOST:PATH or a local directory".into())
+    })?;
+    if value.is_empty() {
+        return Err(Error::Usage("empty -r/--remote-dir".into()));
+    }
+    let (u, rest) = match value.split_once('@') {
+        Some((u, rest)) if !u.contains('/') && !u.contains(':') => (Some(u), rest),
+        _ => (None, value),
+    };
+    let user = user.or(u);
+    if let Some(v6) = rest.strip_prefix('[') {
+        let (h, path) = v6.split_once("]:").ok_or_else(|| {
+            Error::Usage(format!(
+                "bad -r '{value}': write an IPv6 host as [ADDR]:PATH"
+            ))
+        })?;
+        return ssh(user, h, path);
+    }
+    match rest.split_once(':') {
+        Some((h, path)) if !h.contains('/') => ssh(user, h, path),
+        _ if u.is_some() => Err(Error::Usage(format!(
+            "bad -r '{value}': a user needs a host, as USER@HOST:PATH"
+        ))),
+        _ => {
+            if port.is_some() || user.is_some() {
+                return Err(Error::Usage("--user and -P need a remote host".into()));
+            }
+            Ok(RemoteSpec::Local(absolute(PathBuf::from(value))))
+        }
+    }
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}
+
+fn parse_max_delete(s: &str) -> Result<DeleteLimit> {
+    let bad = || {
+        Error::Usage(format!(
+            "bad --max-delete '{s}': give a count (100) or a percentage (10%)"
+        ))
+    };
+    match s.strip_suffix('%') {
+        Some(p) => p
+            .parse::<u32>()
+            .ok()
+            .filter(|p| *p <= 100)
+            .map(DeleteLimit::Percent)
+            .ok_or_else(bad),
+        None => s.parse::<u64>().map(DeleteLimit::Count).map_err(|_| bad()),
+    }
+}
+
+fn conflict_suffix() -> String {
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let digits: String = now.chars().filter(char::is_ascii_digit).collect();
+    let (day, time) = digits.split_at(8.min(digits.len()));
+    format!(".conflict-{host}-{day}-{time}")
+}
+
+/// Validates parsed arguments into a job; returns notices to show (ignored options).
+pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
+    let mut notes = Vec::new();
+    let dir = args.dir.clone().ok_or_else(|| {
+        Error::Usage("missing -d/--dir: the local directory to synchronize".into())
+    })?;
+    let direction = match args.direction {
+        Some(DirectionArg::Push) => Direction::Push,
+        Some(DirectionArg::Pull) => Direction::Pull,
+        Some(DirectionArg::Bidi) => Direction::Bidi,
+        None => {
+            return Err(Error::Usage(
+                "missing -K/--direction: push, pull or bidi".into(),
+            ))
+        }
+    };
+    let remote = parse_remote(
+        args.remote.as_deref(),
+        args.user.as_deref(),
+        args.host.as_deref(),
+        args.port,
+    )?;
+    let local_dir = absolute(dir);
+    let name = match &args.name {
+        Some(n) => {
+            validate_name(n)?;
+            n.clone()
+        }
+        None => default_name(&local_dir, &remote.display()),
+    };
+    let favor = args.favor.map(|f| match f {
+        FavorArg::Src => Favor::Side(Side::Local),
+        FavorArg::Dst => Favor::Side(Side::Remote),
+        FavorArg::Old => Favor::Old,
+        FavorArg::New => Favor::New,
+    });
+    if direction != Direction::Bidi && (favor.is_some() || args.keep_both) {
+        notes.push(
+            "-f and --keep-both only apply to -K bidi; with push/pull the near side always wins"
+                .to_string(),
+        );
+    }
+    let mut filter = FilterSpec {
+        exclude: args.exclude.clone(),
+        include: args.include.clone(),
+    };
+    for f in &args.exclude_from {
+        filter.read_exclude_file(f)?;
+    }
+    filter.build()?;
+    let suffix = conflict_suffix();
+    let policy = Policy {
+        direction,
+        favor,
+        keep_both: args.keep_both,
+        everything: args.everything,
+        local_conflict_suffix: suffix.clone(),
+        remote_conflict_suffix: suffix,
+    };
+    let job = Job {
+        local_dir,
+        remote,
+        session: Session::new(name)?,
+        policy,
+        filter,
+        dry_run: args.dry_run,
+        yes: args.yes,
+        halt_on_error: args.halt_on_error,
+        max_delete: args
+            .max_delete
+            .as_deref()
+            .map(parse_max_delete)
+            .transpose()?,
+        preserve_owner: args.everything || rustix::process::geteuid().is_root(),
+    };
+    Ok((job, notes))
+}
+
+/// Asks on the terminal; without one, refuses (cron must pass `-y`).
+fn confirm_on_tty(concerns: &[Concern]) -> bool {
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return false;
+    }
+    let mut err = std::io::stderr();
+    for c in concerns {
+        let _ = writeln!(err, "tandem: warning: {c}");
+    }
+    let _ = write!(err, "Proceed? [y/N] ");
+    let _ = err.flush();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+}
+
+fn maintenance(cmd: &Command) -> Result<()> {
+    let dir = state_dir()?;
+    match cmd {
+        Command::Sessions => {
+            for name in Session::list(&dir) {
+                let b = Baseline::load(&dir.join(format!("{name}.baseline")));
+                match b {
+                    Ok(Some(b)) => println!("{name}\t{}\t{}", b.local_root, b.remote_root),
+                    _ => println!("{name}\t(unreadable baseline)"),
+                }
+            }
+            Ok(())
+        }
+        Command::Status { name } => {
+            let s = Session::new(name.clone())?;
+            match Baseline::load(&s.baseline_path())? {
+                Some(b) => {
+                    println!(
+                        "session:  {name}\nlocal:    {}\nremote:   {}\nentries:  {}\nbaseline: {}",
+                        b.local_root,
+                        b.remote_root,
+                        b.tree.len(),
+                        s.baseline_path().display()
+                    );
+                    Ok(())
+                }
+                None => Err(Error::State(format!(
+                    "no session named '{name}' in '{}' (see 'tandem sessions')",
+                    dir.display()
+                ))),
+            }
+        }
+        Command::Forget { name } => {
+            let s = Session::new(name.clone())?;
+            let _lock = s.lock()?;
+            match std::fs::remove_file(s.baseline_path()) {
+                Ok(()) => {
+                    println!("forgot session '{name}'; the next run starts over");
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::State(format!(
+                    "no session named '{name}' in '{}'",
+                    dir.display()
+                ))),
+                Err(e) => Err(Error::State(format!(
+                    "cannot remove '{}': {e}",
+                    s.baseline_path().display()
+                ))),
+            }
+        }
+    }
+}
+
+/// The client's `main`: parses, runs, returns the exit status.
+pub fn main() -> u8 {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => ExitStatus::USAGE.0,
+            };
+        }
+    };
+    let mut reporter: Box<dyn Reporter> = match args.format {
+        Format::Json => Box::new(Json),
+        Format::Human => Box::new(Human {
+            quiet: args.quiet,
+            verbose: args.verbose,
+        }),
+    };
+    if let Some(cmd) = &args.command {
+        return match maintenance(cmd) {
+            Ok(()) => 0,
+            Err(e) => {
+                reporter.event(&Event::Error {
+                    path: None,
+                    side: None,
+                    message: &e.to_string(),
+                    exit_bit: e.exit_bit().0,
+                });
+                e.exit_bit().0
+            }
+        };
+    }
+    let (job, notes) = match job(&args) {
+        Ok(j) => j,
+        Err(e) => {
+            let message = format!("{e} (see 'tandem --help')");
+            reporter.event(&Event::Error {
+                path: None,
+                side: None,
+                message: &message,
+                exit_bit: e.exit_bit().0,
+            });
+            return e.exit_bit().0;
+        }
+    };
+    for n in &notes {
+        reporter.event(&Event::Notice { message: n });
+    }
+    run(&job, reporter.as_mut(), &mut confirm_on_tty).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_specs() {
+        let ssh = |u: Option<&str>, h: &str, p: &str| RemoteSpec::Ssh {
+            user: u.map(Into::into),
+            host: h.into(),
+            port: None,
+            path: p.into(),
+        };
+        assert_eq!(
+            parse_remote(Some("backup@host:/srv/data"), None, None, None).unwrap(),
+            ssh(Some("backup"), "host", "/srv/data")
+        );
+        assert_eq!(
+            parse_remote(Some("host:data"), None, None, None).unwrap(),
+            ssh(None, "host", "data")
+        );
+        assert_eq!(
+            parse_remote(Some("[::1]:/x"), None, None, None).unwrap(),
+            ssh(None, "::1", "/x")
+        );
+        assert_eq!(
+            parse_remote(Some("/x"), Some("me@corp"), Some("h"), None).unwrap(),
+            ssh(Some("me@corp"), "h", "/x")
+        );
+        assert!(matches!(
+            parse_remote(Some("/tmp/a:b"), None, None, None).unwrap(),
+            RemoteSpec::Local(_)
+        ));
+        assert!(matches!(
+            parse_remote(Some("./dir"), None, None, None).unwrap(),
+            RemoteSpec::Local(_)
+        ));
+        assert!(parse_remote(None, None, None, None).is_err());
+        assert!(parse_remote(Some("[::1"), None, None, None).is_err());
+    }
+
+    #[test]
+    fn max_delete_forms() {
+        assert_eq!(parse_max_delete("10").unwrap(), DeleteLimit::Count(10));
+        assert_eq!(parse_max_delete("5%").unwrap(), DeleteLimit::Percent(5));
+        assert!(parse_max_delete("x").is_err());
+        assert!(parse_max_delete("101%").is_err());
+    }
+}

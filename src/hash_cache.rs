@@ -1,0 +1,75 @@
+//! `HashCache`: content digests remembered by (size, mtime, inode, ctime), kept in the
+//! session state so an unchanged file is never read twice.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::path::RelPath;
+use crate::tree::{Digest, Stamp, Tree};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Cached {
+    size: u64,
+    mtime_ns: i64,
+    stamp: Stamp,
+    digest: Digest,
+}
+
+/// One side's remembered digests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashCache {
+    files: BTreeMap<RelPath, Cached>,
+}
+
+impl HashCache {
+    /// Fills in the digest of every file whose size, mtime, inode and ctime match what was
+    /// cached; returns how many were filled.
+    pub fn fill(&self, tree: &mut Tree) -> usize {
+        let mut n = 0;
+        for (p, e) in tree.entries.iter_mut() {
+            if !e.is_file() || e.digest.is_some() {
+                continue;
+            }
+            if let Some(c) = self.files.get(p) {
+                if c.size == e.size && c.mtime_ns == e.mtime_ns && c.stamp == e.stamp {
+                    e.digest = Some(c.digest);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// A cache of every file in `tree` whose digest is known.
+    pub fn from_tree(tree: &Tree) -> HashCache {
+        let files = tree
+            .entries
+            .iter()
+            .filter(|(_, e)| e.is_file())
+            .filter_map(|(p, e)| {
+                let digest = e.digest?;
+                Some((
+                    p.clone(),
+                    Cached {
+                        size: e.size,
+                        mtime_ns: e.mtime_ns,
+                        stamp: e.stamp,
+                        digest,
+                    },
+                ))
+            })
+            .collect();
+        HashCache { files }
+    }
+
+    /// Number of cached digests.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// True if nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}

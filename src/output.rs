@@ -1,0 +1,126 @@
+//! The engine reports, the printers format: every step is an [`Event`] handed to a
+//! [`Reporter`]. Human lines, JSON lines and the dry-run script are reporters; tests
+//! record events.
+
+pub mod dryrun;
+pub mod human;
+pub mod json;
+
+use serde::Serialize;
+
+use crate::path::RelPath;
+use crate::plan::{Resolution, Side, Status};
+
+/// Totals for the closing summary.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Files, symlinks and special files written.
+    pub files_transferred: u64,
+    /// Entries deleted.
+    pub files_deleted: u64,
+    /// Directories created.
+    pub dirs_created: u64,
+    /// Renames and attribute changes.
+    pub moved: u64,
+    /// Conflicts left unresolved.
+    pub conflicts: u64,
+    /// Conflicts settled by the policy.
+    pub conflicts_resolved: u64,
+    /// Errors reported.
+    pub errors: u64,
+    /// Size of the files brought up to date.
+    pub bytes_total: u64,
+    /// Bytes the client wrote to the connection (0 when both sides are in-process).
+    pub bytes_sent: u64,
+    /// Bytes the client read from the connection.
+    pub bytes_received: u64,
+    /// Wall-clock time of the run.
+    pub elapsed_s: f64,
+    /// The exit status.
+    pub exit: u8,
+    /// True for a dry run (nothing was changed).
+    pub dry_run: bool,
+}
+
+/// Something that happened during a run.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A path was brought up to date (or found identical) on `side`.
+    File {
+        /// The path.
+        path: &'a RelPath,
+        /// What was done.
+        status: Status,
+        /// Where it was done (`None` for agreement found on both sides).
+        side: Option<Side>,
+        /// Bytes of file content moved.
+        bytes: u64,
+        /// Why, for `-v`.
+        reason: &'a str,
+    },
+    /// Both sides changed a path.
+    Conflict {
+        /// The path.
+        path: &'a RelPath,
+        /// What each side did.
+        reason: &'a str,
+        /// What the policy did with it.
+        resolution: &'a Resolution,
+    },
+    /// Something failed.
+    Error {
+        /// The path, when the error is about one.
+        path: Option<&'a RelPath>,
+        /// The side, when known.
+        side: Option<Side>,
+        /// The full message.
+        message: &'a str,
+        /// The exit bit it sets.
+        exit_bit: u8,
+    },
+    /// A dry-run step, as a shell command.
+    Command {
+        /// The path the step is about.
+        path: &'a RelPath,
+        /// The status it would report.
+        status: Status,
+        /// The command line.
+        line: &'a str,
+    },
+    /// A warning or note that is not about one file.
+    Notice {
+        /// The text.
+        message: &'a str,
+    },
+    /// The end of the run.
+    Summary(&'a Summary),
+}
+
+/// Receives events.
+pub trait Reporter {
+    /// Handles one event.
+    fn event(&mut self, event: &Event<'_>);
+}
+
+/// Keeps nothing; for callers that only want the exit status.
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn event(&mut self, _: &Event<'_>) {}
+}
+
+/// Human-readable size: `1.5 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

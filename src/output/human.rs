@@ -1,0 +1,98 @@
+//! Status lines for people: async's words per file on stdout, problems on stderr.
+
+use std::io::Write;
+
+use crate::output::{human_bytes, Event, Reporter};
+use crate::plan::Resolution;
+
+/// Prints per-file lines (unless quiet), conflicts, errors and the summary.
+pub struct Human {
+    /// `-q`: no per-file lines.
+    pub quiet: bool,
+    /// `-v`: say why for every line.
+    pub verbose: bool,
+}
+
+impl Reporter for Human {
+    fn event(&mut self, event: &Event<'_>) {
+        let out = &mut std::io::stdout().lock();
+        // A closed pipe (`tandem ... | head`) must not turn into a panic.
+        let _ = match event {
+            Event::File {
+                path,
+                status,
+                side,
+                reason,
+                ..
+            } => {
+                if self.quiet {
+                    Ok(())
+                } else if self.verbose {
+                    let on = side
+                        .map(|s| format!(" [applied on {}]", s.word()))
+                        .unwrap_or_default();
+                    writeln!(
+                        out,
+                        "/{:<38} {:<18} {reason}{on}",
+                        path.to_string(),
+                        status.word()
+                    )
+                } else {
+                    writeln!(out, "/{:<38} {}", path.to_string(), status.word())
+                }
+            }
+            Event::Conflict {
+                path,
+                reason,
+                resolution,
+            } => {
+                match resolution {
+                    Resolution::Unresolved => writeln!(
+                        out,
+                        "/{:<38} CONFLICT ({reason}): left untouched on both sides",
+                        path.to_string()
+                    ),
+                    Resolution::Favored(side) if !self.quiet => {
+                        writeln!(
+                            out,
+                            "/{:<38} conflict ({reason}): {} version kept",
+                            path.to_string(),
+                            side.word()
+                        )
+                    }
+                    Resolution::KeptBoth { loser_path, .. } if !self.quiet => {
+                        writeln!(out, "/{:<38} conflict ({reason}): both kept, other version as '{loser_path}'", path.to_string())
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Event::Error { message, .. } => writeln!(std::io::stderr(), "tandem: {message}"),
+            Event::Notice { message } => writeln!(std::io::stderr(), "tandem: {message}"),
+            Event::Command { line, .. } => writeln!(out, "{line}"),
+            Event::Summary(s) => {
+                let verb = if s.dry_run { "dry run" } else { "done" };
+                let rate = if s.elapsed_s > 0.0 {
+                    s.bytes_total as f64 / s.elapsed_s
+                } else {
+                    0.0
+                };
+                writeln!(
+                    out,
+                    "{verb}: {} transferred ({}), {} deleted, {} dirs created, {} moved/attributes, {} conflicts{}, {} errors; {} sent, {} received; {:.2}s ({}/s)",
+                    s.files_transferred,
+                    human_bytes(s.bytes_total),
+                    s.files_deleted,
+                    s.dirs_created,
+                    s.moved,
+                    s.conflicts,
+                    if s.conflicts_resolved > 0 { format!(" ({} resolved)", s.conflicts_resolved) } else { String::new() },
+                    s.errors,
+                    human_bytes(s.bytes_sent),
+                    human_bytes(s.bytes_received),
+                    s.elapsed_s,
+                    human_bytes(rate as u64),
+                )
+            }
+        };
+    }
+}

@@ -1,0 +1,66 @@
+//! One JSON object per line on stdout, each with an `"event"` field (SPEC §7).
+
+use std::io::Write;
+
+use serde_json::{json, Value};
+
+use crate::output::{Event, Reporter};
+use crate::plan::Resolution;
+
+/// Writes events as JSON lines.
+pub struct Json;
+
+fn event_value(event: &Event<'_>) -> Value {
+    match event {
+        Event::File {
+            path,
+            status,
+            side,
+            bytes,
+            reason,
+        } => json!({
+            "event": "file", "path": path.escaped(), "status": status.word(),
+            "side": side.map(|s| s.word()), "bytes": bytes, "reason": reason,
+        }),
+        Event::Conflict {
+            path,
+            reason,
+            resolution,
+        } => {
+            let (resolution, kept, renamed_to) = match resolution {
+                Resolution::Unresolved => ("unresolved", None, None),
+                Resolution::Favored(s) => ("favored", Some(s.word()), None),
+                Resolution::KeptBoth { winner, loser_path } => {
+                    ("kept_both", Some(winner.word()), Some(loser_path.escaped()))
+                }
+            };
+            json!({"event": "conflict", "path": path.escaped(), "reason": reason,
+                   "resolution": resolution, "kept": kept, "renamed_to": renamed_to})
+        }
+        Event::Error {
+            path,
+            side,
+            message,
+            exit_bit,
+        } => json!({
+            "event": "error", "path": path.map(|p| p.escaped()), "side": side.map(|s| s.word()),
+            "message": message, "exit_bit": exit_bit,
+        }),
+        Event::Command { path, status, line } => json!({
+            "event": "plan", "path": path.escaped(), "status": status.word(), "command": line,
+        }),
+        Event::Notice { message } => json!({"event": "notice", "message": message}),
+        Event::Summary(s) => {
+            let mut v = serde_json::to_value(s).expect("summary serializes");
+            v["event"] = json!("summary");
+            v
+        }
+    }
+}
+
+impl Reporter for Json {
+    fn event(&mut self, event: &Event<'_>) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", event_value(event));
+    }
+}

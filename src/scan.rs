@@ -1,0 +1,106 @@
+//! The scanner: walks a [`Root`] by directory descriptors (never following symlinks),
+//! applies the filter, and records unreadable paths as problems instead of absences.
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::fsops::{entry_at, Root, TEMP_PREFIX};
+use crate::path::RelPath;
+use crate::rules::Filter;
+use crate::tree::{Digest, Tree};
+
+/// Scans everything below the root.
+pub fn scan(root: &Root, filter: &Filter) -> Tree {
+    let mut tree = Tree::default();
+    let fd = match rustix::fs::openat(
+        root.fd(),
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let top = RelPath::new(b"*".to_vec()).expect("valid");
+            tree.problems
+                .insert(top, format!("cannot read the root directory: {e}"));
+            return tree;
+        }
+    };
+    walk(fd, None, filter, &mut tree);
+    tree
+}
+
+fn walk(dir: OwnedFd, at: Option<&RelPath>, filter: &Filter, tree: &mut Tree) {
+    let problem_path = |tree: &mut Tree, msg: String| {
+        let p = at
+            .cloned()
+            .unwrap_or_else(|| RelPath::new(b"*".to_vec()).expect("valid"));
+        tree.problems.insert(p, msg);
+    };
+    let mut entries = match rustix::fs::Dir::read_from(&dir) {
+        Ok(d) => d,
+        Err(e) => return problem_path(tree, format!("cannot list directory: {e}")),
+    };
+    let mut names = Vec::new();
+    while let Some(item) = entries.read() {
+        match item {
+            Ok(item) => {
+                let name = item.file_name().to_bytes();
+                if name != b"." && name != b".." && !name.starts_with(TEMP_PREFIX) {
+                    names.push(name.to_vec());
+                }
+            }
+            Err(e) => return problem_path(tree, format!("cannot list directory: {e}")),
+        }
+    }
+    names.sort();
+    for name in names {
+        let path = match at {
+            Some(p) => p.join(&name),
+            None => RelPath::from_name(&name),
+        };
+        let Ok(path) = path else { continue };
+        let entry = match entry_at(&dir, &name) {
+            Ok(Some(e)) => e,
+            Ok(None) => continue, // vanished since listing
+            Err(e) => {
+                tree.problems.insert(path, format!("cannot stat: {e}"));
+                continue;
+            }
+        };
+        if filter.excludes(&path, entry.is_dir()) {
+            continue;
+        }
+        let is_dir = entry.is_dir();
+        tree.insert(path.clone(), entry);
+        if is_dir {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            match rustix::fs::openat(&dir, OsStr::from_bytes(&name), flags, Mode::empty()) {
+                Ok(sub) => walk(sub, Some(&path), filter, tree),
+                Err(e) => {
+                    tree.problems
+                        .insert(path, format!("cannot open directory: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// Hashes a file's contents with BLAKE3, streaming.
+pub fn hash_file(root: &Root, path: &RelPath) -> std::io::Result<Digest> {
+    let mut f = root.open_read(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Digest(*hasher.finalize().as_bytes()))
+}

@@ -1,0 +1,475 @@
+//! One run: lock, scan both sides, hash what is ambiguous, reconcile, check safety, execute
+//! the plan action by action, and commit the baseline from what succeeded.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::baseline::Baseline;
+use crate::endpoint::{Endpoint, LocalEndpoint, Scan};
+use crate::error::{Error, Result};
+use crate::exit::ExitStatus;
+use crate::output::{dryrun, Event, Reporter, Summary};
+use crate::path::RelPath;
+use crate::plan::{apply_to, Action, Op, Plan, Resolution, Side, Status};
+use crate::reconcile::safety::{self, Concern, DeleteLimit};
+use crate::reconcile::{digests_needed, next_baseline, reconcile, Policy};
+use crate::rules::FilterSpec;
+use crate::session::Session;
+use crate::tree::{Entry, Tree};
+
+/// Where the second side lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteSpec {
+    /// A directory on this machine.
+    Local(PathBuf),
+    /// A directory on another host, over SSH.
+    Ssh {
+        /// Login name, if given.
+        user: Option<String>,
+        /// Host name or address.
+        host: String,
+        /// Port, if given.
+        port: Option<u16>,
+        /// Path on the host.
+        path: String,
+    },
+}
+
+impl RemoteSpec {
+    /// The root as shown to the user and stored in the baseline.
+    pub fn display(&self) -> String {
+        match self {
+            RemoteSpec::Local(p) => p.display().to_string(),
+            RemoteSpec::Ssh {
+                user, host, path, ..
+            } => {
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                match user {
+                    Some(u) => format!("{u}@{host}:{path}"),
+                    None => format!("{host}:{path}"),
+                }
+            }
+        }
+    }
+}
+
+/// Everything one run needs, validated.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// The `-d` directory.
+    pub local_dir: PathBuf,
+    /// The `-r` side.
+    pub remote: RemoteSpec,
+    /// Session name and state directory.
+    pub session: Session,
+    /// Direction and conflict policy.
+    pub policy: Policy,
+    /// Include/exclude patterns.
+    pub filter: FilterSpec,
+    /// `-n`: decide and print, change nothing.
+    pub dry_run: bool,
+    /// `-y`: skip the safety prompts.
+    pub yes: bool,
+    /// Stop at the first read/write error.
+    pub halt_on_error: bool,
+    /// `--max-delete`.
+    pub max_delete: Option<DeleteLimit>,
+    /// Preserve owner and group (root, or `-e`).
+    pub preserve_owner: bool,
+}
+
+/// Asks the user to confirm the listed concerns; returns true to go ahead.
+pub type Confirm<'a> = &'a mut dyn FnMut(&[Concern]) -> bool;
+
+struct Run<'a> {
+    reporter: &'a mut dyn Reporter,
+    exit: ExitStatus,
+    summary: Summary,
+}
+
+impl Run<'_> {
+    fn error(&mut self, path: Option<&RelPath>, side: Option<Side>, err: &Error) {
+        let bit = err.exit_bit();
+        self.exit |= bit;
+        self.summary.errors += 1;
+        let message = err.to_string();
+        self.reporter.event(&Event::Error {
+            path,
+            side,
+            message: &message,
+            exit_bit: bit.0,
+        });
+    }
+}
+
+/// Runs one sync and returns its exit status; everything else is reported as events.
+pub fn run(job: &Job, reporter: &mut dyn Reporter, confirm: Confirm<'_>) -> ExitStatus {
+    let start = Instant::now();
+    let mut run = Run {
+        reporter,
+        exit: ExitStatus::OK,
+        summary: Summary {
+            dry_run: job.dry_run,
+            ..Default::default()
+        },
+    };
+    if let Err(e) = run_inner(job, &mut run, confirm) {
+        run.error(None, None, &e);
+    }
+    run.summary.elapsed_s = start.elapsed().as_secs_f64();
+    run.summary.exit = run.exit.0;
+    let summary = run.summary.clone();
+    run.reporter.event(&Event::Summary(&summary));
+    run.exit
+}
+
+fn open_endpoints(job: &Job) -> Result<(Box<dyn Endpoint>, Box<dyn Endpoint>)> {
+    let local = LocalEndpoint::open(
+        &job.local_dir,
+        format!("local '{}'", job.local_dir.display()),
+        job.preserve_owner,
+    )?;
+    let remote: Box<dyn Endpoint> = match &job.remote {
+        RemoteSpec::Local(dir) => Box::new(LocalEndpoint::open(dir, format!("remote '{}'", dir.display()), job.preserve_owner)?),
+        RemoteSpec::Ssh { .. } => {
+            return Err(Error::Unreachable(format!(
+                "cannot reach '{}': this build of tandem has no SSH transport yet; give a local directory to -r",
+                job.remote.display()
+            )))
+        }
+    };
+    Ok((Box::new(local), remote))
+}
+
+fn run_inner(job: &Job, run: &mut Run<'_>, confirm: Confirm<'_>) -> Result<()> {
+    let _lock = job.session.lock()?;
+    let baseline_path = job.session.baseline_path();
+    let old = Baseline::load(&baseline_path)?;
+    let (local_root, remote_root) = (job.local_dir.display().to_string(), job.remote.display());
+    if let Some(b) = &old {
+        if b.local_root != local_root || b.remote_root != remote_root {
+            return Err(Error::State(format!(
+                "session '{}' synchronizes '{}' with '{}', not '{}' with '{}'; choose another -N name",
+                job.session.name, b.local_root, b.remote_root, local_root, remote_root
+            )));
+        }
+    }
+    let old = old.unwrap_or_default();
+    let (mut local, mut remote) = open_endpoints(job)?;
+
+    let (ls, rs) = std::thread::scope(|s| {
+        let l = s.spawn(|| local.scan(&job.filter));
+        let r = remote.scan(&job.filter);
+        (l.join().expect("scanner thread"), r)
+    });
+    let (
+        Scan {
+            tree: mut lt,
+            root_id: lid,
+        },
+        Scan {
+            tree: mut rt,
+            root_id: rid,
+        },
+    ) = (ls?, rs?);
+    for (side, tree) in [(Side::Local, &lt), (Side::Remote, &rt)] {
+        for (path, why) in &tree.problems {
+            let place = if side == Side::Local {
+                local.place()
+            } else {
+                remote.place()
+            };
+            let e = Error::io("read", path, place, std::io::Error::other(why.clone()));
+            let err = if why.contains("ermission denied") {
+                Error::io(
+                    "read",
+                    path,
+                    place,
+                    std::io::ErrorKind::PermissionDenied.into(),
+                )
+            } else {
+                e
+            };
+            run.error(Some(path), Some(side), &err);
+        }
+    }
+
+    old.caches[0].fill(&mut lt);
+    old.caches[1].fill(&mut rt);
+    let [need_l, need_r] = digests_needed(&old.tree, &lt, &rt);
+    for (side, ep, tree, need) in [
+        (Side::Local, &mut local, &mut lt, need_l),
+        (Side::Remote, &mut remote, &mut rt, need_r),
+    ] {
+        if need.is_empty() {
+            continue;
+        }
+        for (path, digest) in ep.digests(&need)? {
+            match digest {
+                Ok(d) => {
+                    if let Some(e) = tree.entries.get_mut(&path) {
+                        e.digest = Some(d);
+                    }
+                }
+                Err(why) => {
+                    let err = Error::io(
+                        "hash",
+                        &path,
+                        ep.place(),
+                        std::io::Error::other(why.clone()),
+                    );
+                    run.error(Some(&path), Some(side), &err);
+                    tree.problems.insert(path, why);
+                }
+            }
+        }
+    }
+
+    let plan = reconcile(&old.tree, &lt, &rt, &job.policy);
+    for path in &plan.identical {
+        run.reporter.event(&Event::File {
+            path,
+            status: Status::Exists,
+            side: None,
+            bytes: 0,
+            reason: "identical on both sides",
+        });
+    }
+    for c in &plan.conflicts {
+        run.reporter.event(&Event::Conflict {
+            path: &c.path,
+            reason: &c.reason,
+            resolution: &c.resolution,
+        });
+        if c.resolution == Resolution::Unresolved {
+            run.summary.conflicts += 1;
+            run.exit |= ExitStatus::CONFLICTS;
+        } else {
+            run.summary.conflicts_resolved += 1;
+            if job.dry_run {
+                run.exit |= ExitStatus::RESOLVABLE;
+            }
+        }
+    }
+
+    let root_changed = [
+        old.root_ids[0].is_some_and(|id| id != lid),
+        old.root_ids[1].is_some_and(|id| id != rid),
+    ];
+    let concerns = safety::check(&plan, [lt.len(), rt.len()], root_changed, job.max_delete);
+    if !concerns.is_empty() && !job.dry_run {
+        let hard: Vec<&Concern> = concerns.iter().filter(|c| !c.confirmable()).collect();
+        if !hard.is_empty() {
+            let why: Vec<String> = hard.iter().map(|c| c.to_string()).collect();
+            return Err(Error::Refused(format!(
+                "refusing to run: {}; nothing was changed",
+                why.join("; ")
+            )));
+        }
+        if job.yes {
+            for c in &concerns {
+                run.reporter.event(&Event::Notice {
+                    message: &format!("{c}; going ahead because of -y"),
+                });
+            }
+        } else if !confirm(&concerns) {
+            let why: Vec<String> = concerns.iter().map(|c| c.to_string()).collect();
+            return Err(Error::Refused(format!(
+                "refusing to run: {}; nothing was changed. Check the roots, then run again with -y (or answer yes at the prompt)",
+                why.join("; ")
+            )));
+        }
+    }
+
+    if job.dry_run {
+        for c in &concerns {
+            run.reporter.event(&Event::Notice {
+                message: &format!("{c} (a real run would ask for confirmation)"),
+            });
+        }
+        print_plan(
+            &plan,
+            [&local_root, &remote_root],
+            job.policy.everything,
+            run,
+        );
+        return Ok(());
+    }
+
+    let pending = execute(
+        &plan,
+        job,
+        &mut lt,
+        &mut rt,
+        local.as_mut(),
+        remote.as_mut(),
+        run,
+    );
+    let next = Baseline {
+        local_root,
+        remote_root,
+        root_ids: [Some(lid), Some(rid)],
+        tree: next_baseline(&old.tree, &lt, &rt, &pending, job.policy.everything),
+        caches: [
+            crate::hash_cache::HashCache::from_tree(&lt),
+            crate::hash_cache::HashCache::from_tree(&rt),
+        ],
+    };
+    next.commit(&baseline_path)
+}
+
+fn print_plan(plan: &Plan, roots: [&str; 2], everything: bool, run: &mut Run<'_>) {
+    for a in &plan.actions {
+        for line in dryrun::commands(a, roots, everything) {
+            run.reporter.event(&Event::Command {
+                path: &a.path,
+                status: a.status,
+                line: &line,
+            });
+        }
+        count(&mut run.summary, a);
+    }
+    for c in plan.unresolved() {
+        let line = format!(
+            "# conflict, left untouched: {} ({})",
+            dryrun::shell_quote(c.path.as_bytes()),
+            c.reason
+        );
+        run.reporter.event(&Event::Command {
+            path: &c.path,
+            status: Status::Conflict,
+            line: &line,
+        });
+    }
+}
+
+fn count(s: &mut Summary, a: &Action) {
+    match &a.op {
+        Op::Copy { source, .. } => {
+            s.files_transferred += 1;
+            if source.is_file() {
+                s.bytes_total += source.size;
+            }
+        }
+        Op::Delete => s.files_deleted += 1,
+        Op::Mkdir { .. } => s.dirs_created += 1,
+        Op::Rename { .. } | Op::SetMeta { .. } => s.moved += 1,
+    }
+}
+
+/// Runs the plan in order; returns the paths whose actions did not complete.
+fn execute(
+    plan: &Plan,
+    job: &Job,
+    lt: &mut Tree,
+    rt: &mut Tree,
+    local: &mut dyn Endpoint,
+    remote: &mut dyn Endpoint,
+    run: &mut Run<'_>,
+) -> Vec<RelPath> {
+    let mut pending: Vec<RelPath> = plan.unresolved().map(|c| c.path.clone()).collect();
+    let mut halted = false;
+    for a in &plan.actions {
+        if halted {
+            pending.push(a.path.clone());
+            continue;
+        }
+        let (dst_tree, src_tree) = if a.side == Side::Local {
+            (&mut *lt, &mut *rt)
+        } else {
+            (&mut *rt, &mut *lt)
+        };
+        match perform(a, src_tree, local, remote) {
+            Ok(entry) => {
+                if let (Op::Copy { from, .. }, Some(written)) = (&a.op, &entry) {
+                    // The transfer hashed the source: remember it, so both sides agree.
+                    if let Some(src) = src_tree.entries.get_mut(from) {
+                        if src.is_file() && written.digest.is_some() {
+                            src.digest = written.digest;
+                        }
+                    }
+                }
+                apply_to(dst_tree, a, entry);
+                count(&mut run.summary, a);
+                run.reporter.event(&Event::File {
+                    path: a.target(),
+                    status: a.status,
+                    side: Some(a.side),
+                    bytes: a.bytes(),
+                    reason: &a.reason,
+                });
+            }
+            Err(Error::SourceChanged { path, place }) => {
+                pending.push(a.path.clone());
+                let message = format!("'{path}' on {place} changed while it was being read; skipped, it will be sent next run");
+                run.reporter.event(&Event::File {
+                    path: &a.path,
+                    status: Status::Skipped,
+                    side: Some(a.side),
+                    bytes: 0,
+                    reason: &message,
+                });
+            }
+            Err(e) => {
+                pending.push(a.path.clone());
+                pending.push(a.target().clone());
+                if let Error::Changed { .. } = e {
+                    run.summary.conflicts += 1;
+                    let reason = e.to_string();
+                    run.reporter.event(&Event::Conflict {
+                        path: &a.path,
+                        reason: &reason,
+                        resolution: &Resolution::Unresolved,
+                    });
+                    run.exit |= ExitStatus::CONFLICTS;
+                } else {
+                    run.error(Some(&a.path), Some(a.side), &e);
+                    if job.halt_on_error {
+                        halted = true;
+                        run.reporter.event(&Event::Notice {
+                            message: "stopping at the first error (--halt-on-error)",
+                        });
+                    }
+                }
+            }
+        }
+    }
+    pending
+}
+
+/// Carries out one action. A copy's source is checked against the source tree as updated
+/// by earlier actions (a keep-both rename changes the loser's ctime before it is copied).
+fn perform<'e>(
+    a: &Action,
+    src_tree: &Tree,
+    local: &'e mut dyn Endpoint,
+    remote: &'e mut dyn Endpoint,
+) -> Result<Option<Entry>> {
+    let (dst, src) = match a.side {
+        Side::Local => (local, remote),
+        Side::Remote => (remote, local),
+    };
+    let expect = a.expect.as_ref();
+    let expected = || {
+        expect
+            .ok_or_else(|| Error::Protocol(format!("plan for '{}' lacks its precondition", a.path)))
+    };
+    match &a.op {
+        Op::Copy { from, source } if source.is_file() => {
+            let current = src_tree.get(from).filter(|e| e.is_file()).unwrap_or(source);
+            let mut s = src.open_source(from, current)?;
+            dst.write_file(&a.path, expect, source, &mut *s).map(Some)
+        }
+        Op::Copy { source, .. } => dst.make_node(&a.path, expect, source).map(Some),
+        Op::Mkdir { source } => dst.mkdir(&a.path, source).map(Some),
+        Op::Delete => dst.delete(&a.path, expected()?).map(|()| None),
+        Op::Rename { to, source } => dst
+            .rename(&a.path, to, expected()?, source.as_ref())
+            .map(Some),
+        Op::SetMeta { source } => dst.set_meta(&a.path, expected()?, source).map(Some),
+    }
+}

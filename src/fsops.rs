@@ -21,13 +21,17 @@ use crate::tree::{Entry, EntryKind, Stamp};
 /// Prefix of our temporary files; the scanner never reports names that start with it.
 pub const TEMP_PREFIX: &[u8] = b".tandem-tmp.";
 
-/// Device and inode of a root directory, to notice when it is no longer the same directory.
+/// Device, inode and birth time of a root directory, to notice when it is no longer the
+/// same directory. The birth time catches a directory recreated at the same path that
+/// reused the old inode number (common right after `rm -rf`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RootId {
     /// Device number.
     pub dev: u64,
     /// Inode number.
     pub ino: u64,
+    /// Birth time in nanoseconds, where the filesystem records one.
+    pub btime_ns: Option<i64>,
 }
 
 /// An open root directory; all operations are relative to it.
@@ -126,12 +130,18 @@ impl Root {
             Mode::empty(),
         )?;
         let st = rustix::fs::fstat(&fd)?;
+        let btime_ns =
+            rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::BTIME)
+                .ok()
+                .filter(|x| x.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0)
+                .map(|x| ts_ns(x.stx_btime.tv_sec, x.stx_btime.tv_nsec as u64));
         Ok(Root {
             path: path.to_path_buf(),
             fd,
             id: RootId {
                 dev: st.st_dev,
                 ino: st.st_ino,
+                btime_ns,
             },
             last_parent: Mutex::new(None),
         })
@@ -167,7 +177,7 @@ impl Root {
         let mut cache = self.last_parent.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((p, fd)) = cache.as_ref() {
             if *p == parent {
-                return Ok(fd.try_clone()?);
+                return fd.try_clone();
             }
         }
         let mut fd: Option<OwnedFd> = None;
@@ -415,7 +425,7 @@ pub enum CommitError {
     Io(io::Error),
 }
 
-/// Opens a root path relative to the current directory, for messages about missing roots.
+/// Says why `path` cannot be opened as a root: missing, or not a directory.
 pub fn describe_missing(path: &Path) -> String {
     match rustix::fs::statat(CWD, path, AtFlags::empty()) {
         Ok(_) => format!("'{}' is not a directory", path.display()),

@@ -248,6 +248,24 @@ impl<'a> Reconciler<'a> {
             self.set_meta(Side::Remote, p, r, l, "attributes changed on local");
         } else if rc && !lc {
             self.set_meta(Side::Local, p, l, r, "attributes changed on remote");
+        } else if !self.policy.everything && l.is_file() && l.mtime_ns != r.mtime_ns {
+            // Same content, touched on both sides: keep the newer mtime on both.
+            let (older, newer) = if l.mtime_ns < r.mtime_ns {
+                (Side::Local, r)
+            } else {
+                (Side::Remote, l)
+            };
+            let mut target = self.at(older, p).unwrap().clone();
+            let current = target.clone();
+            target.mtime_ns = newer.mtime_ns;
+            self.push_action(
+                older,
+                p,
+                Op::SetMeta { source: target },
+                Some(&current),
+                Status::Exists,
+                "identical contents; newer modification time kept",
+            );
         } else if self.policy.everything {
             // -e: attribute differences are real conflicts; -f can settle them.
             let winner = self.favored(i, i + 1);
@@ -283,34 +301,24 @@ impl<'a> Reconciler<'a> {
             }
             return;
         }
-        let (l, r) = (self.at(Side::Local, p), self.at(Side::Remote, p));
-        if lc && !rc {
-            self.propagate(Side::Local, i, end, "changed on local");
-        } else if rc && !lc {
-            self.propagate(Side::Remote, i, end, "changed on remote");
-        } else if l.is_none() {
-            self.propagate(
+        let rest_same = range[1..].iter().all(|q| self.same(q));
+        match (self.at(Side::Local, p), self.at(Side::Remote, p)) {
+            _ if lc && !rc => self.propagate(Side::Local, i, end, "changed on local"),
+            _ if rc && !lc => self.propagate(Side::Remote, i, end, "changed on remote"),
+            (None, _) => self.propagate(
                 Side::Remote,
                 i,
                 end,
                 "deleted on local, modified on remote: modification wins",
-            );
-        } else if r.is_none() {
-            self.propagate(
+            ),
+            (_, None) => self.propagate(
                 Side::Local,
                 i,
                 end,
                 "deleted on remote, modified on local: modification wins",
-            );
-        } else if end == i + 1 || range[1..].iter().all(|q| self.same(q)) {
-            let (l, r) = (l.unwrap(), r.unwrap());
-            if l.same_content(r) {
-                self.meta_divergence(i, l, r);
-            } else {
-                self.content_conflict(i, end);
-            }
-        } else {
-            self.content_conflict(i, end);
+            ),
+            (Some(l), Some(r)) if rest_same && l.same_content(r) => self.meta_divergence(i, l, r),
+            _ => self.content_conflict(i, end),
         }
     }
 

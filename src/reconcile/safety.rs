@@ -111,3 +111,83 @@ pub fn check(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Action, Op, Status};
+    use crate::tree::{Entry, EntryKind, Stamp};
+
+    fn deletes(side: Side, n: usize) -> Plan {
+        let e = Entry {
+            kind: EntryKind::File,
+            size: 1,
+            mtime_ns: 0,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            stamp: Stamp::default(),
+            digest: None,
+        };
+        let actions = (0..n)
+            .map(|i| Action {
+                side,
+                path: crate::path::RelPath::new(format!("f{i}").into_bytes()).unwrap(),
+                op: Op::Delete,
+                expect: Some(e.clone()),
+                status: Status::Deleted,
+                reason: String::new(),
+                conflict_copy: false,
+            })
+            .collect();
+        Plan {
+            actions,
+            ..Plan::default()
+        }
+    }
+
+    #[test]
+    fn thresholds() {
+        assert!(
+            check(&deletes(Side::Remote, 51), [0, 100], [false; 2], None).contains(
+                &Concern::MassDeletion {
+                    side: Side::Remote,
+                    count: 51,
+                    total: 100
+                }
+            )
+        );
+        assert!(
+            check(&deletes(Side::Remote, 50), [0, 100], [false; 2], None)
+                .iter()
+                .all(|c| !matches!(c, Concern::MassDeletion { .. }))
+        );
+        assert!(
+            check(&deletes(Side::Remote, 60), [0, 1000], [false; 2], None)
+                .iter()
+                .all(|c| !matches!(c, Concern::MassDeletion { .. }))
+        );
+        assert!(
+            check(&deletes(Side::Local, 1), [1, 0], [false; 2], None).is_empty(),
+            "a small deletion needs no confirmation"
+        );
+        assert_eq!(
+            check(&Plan::default(), [0, 0], [false, true], None),
+            vec![Concern::RootChanged { side: Side::Remote }]
+        );
+        let over = check(
+            &deletes(Side::Local, 3),
+            [10, 10],
+            [false; 2],
+            Some(DeleteLimit::Count(2)),
+        );
+        assert!(!over[0].confirmable());
+        assert!(check(
+            &deletes(Side::Local, 3),
+            [10, 10],
+            [false; 2],
+            Some(DeleteLimit::Percent(30))
+        )
+        .is_empty());
+    }
+}

@@ -1,1 +1,9 @@
+//! One integration-test binary: the real `tandem` on temp trees, whole trees compared.
 
+mod util;
+
+mod cli;
+mod engine;
+mod local;
+mod man;
+mod safety;

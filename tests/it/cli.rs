@@ -1,0 +1,125 @@
+//! Argument handling: help, version, bad and contradictory options.
+
+use crate::util::*;
+
+#[test]
+fn help_and_version_exit_0() {
+    let f = fixture();
+    let r = f.run(&["--help"]);
+    assert_eq!(r.code, 0);
+    for flag in [
+        "--dir",
+        "--remote-dir",
+        "--direction",
+        "--favor",
+        "--keep-both",
+        "--dry-run",
+        "--format",
+        "--exclude",
+        "--halt-on-error",
+    ] {
+        assert!(r.stdout.contains(flag), "help lacks {flag}");
+    }
+    let r = f.run(&["--version"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.starts_with("tandem "), "{r:?}");
+}
+
+#[test]
+fn bad_arguments_are_exit_32_with_a_message() {
+    let f = fixture();
+    let (a, b) = (f.a.to_str().unwrap(), f.b.to_str().unwrap());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--no-such-option"], "--no-such-option"),
+        (vec!["-d", a, "-r", b], "-K"),
+        (vec!["-d", a, "-r", b, "-K", "sideways"], "sideways"),
+        (vec!["-r", b, "-K", "push"], "-d"),
+        (vec!["-d", a, "-K", "push"], "-r"),
+        (
+            vec!["-d", a, "-r", b, "-K", "bidi", "-q", "-v"],
+            "--verbose",
+        ),
+        (
+            vec!["-d", a, "-r", b, "-K", "bidi", "-f", "sometimes"],
+            "sometimes",
+        ),
+        (
+            vec!["-d", a, "-r", b, "-K", "bidi", "-N", "../escape"],
+            "session name",
+        ),
+        (
+            vec!["-d", a, "-r", b, "-K", "bidi", "--max-delete", "lots"],
+            "--max-delete",
+        ),
+        (
+            vec![
+                "-d",
+                a,
+                "-r",
+                b,
+                "-K",
+                "bidi",
+                "--exclude-from",
+                "/nonexistent/list",
+            ],
+            "/nonexistent/list",
+        ),
+        (vec!["-d", a, "-r", "[::1", "-K", "bidi"], "IPv6"),
+        (
+            vec!["-d", a, "-r", b, "-K", "bidi", "--format", "xml"],
+            "xml",
+        ),
+    ];
+    for (args, needle) in cases {
+        let r = f.run(&args);
+        assert_eq!(r.code, 32, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(needle),
+            "{args:?} should mention {needle}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn policy_options_outside_bidi_are_noted_not_silently_dropped() {
+    let f = fixture();
+    let r = f.sync("push", &["-f", "new"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("only apply to -K bidi"), "{r:?}");
+}
+
+#[test]
+fn sessions_status_and_forget() {
+    let f = fixture();
+    write(f.a.join("x"), "1");
+    assert_eq!(f.sync("push", &["-N", "backup"]).code, 0);
+    let r = f.run(&["sessions"]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout.contains("backup") && r.stdout.contains(f.a.to_str().unwrap()),
+        "{r:?}"
+    );
+    let r = f.run(&["status", "-N", "backup"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("entries:  1"), "{r:?}");
+    assert_eq!(f.run(&["forget", "-N", "backup"]).code, 0);
+    assert_eq!(f.run(&["status", "-N", "backup"]).code, 16);
+    assert_eq!(f.run(&["forget", "-N", "backup"]).code, 16);
+}
+
+#[test]
+fn default_session_name_differs_per_root_pair() {
+    let f = fixture();
+    write(f.a.join("x"), "1");
+    assert_eq!(f.sync("push", &[]).code, 0);
+    let other = f.tmp.path().join("c");
+    std::fs::create_dir(&other).unwrap();
+    let mut c = f.command();
+    c.arg("-d")
+        .arg(&f.a)
+        .arg("-r")
+        .arg(&other)
+        .args(["-K", "push"]);
+    assert_eq!(output(c.output().unwrap()).code, 0);
+    assert_eq!(f.run(&["sessions"]).lines().len(), 2);
+}

@@ -1,0 +1,315 @@
+//! The engine's safety rails, driven through the library: preconditions checked just before
+//! each change, torn sources, failed verification, and a run killed mid-way.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tandem::endpoint::{Endpoint, LocalEndpoint, Source};
+use tandem::error::Error;
+use tandem::output::{Event, Reporter};
+use tandem::path::RelPath;
+use tandem::reconcile::{Direction, Policy};
+use tandem::session::Session;
+use tandem::sync::{run, Job, RemoteSpec};
+use tandem::tree::Digest;
+
+use crate::util::*;
+
+fn job(f: &Fixture, direction: Direction) -> Job {
+    Job {
+        local_dir: f.a.clone(),
+        remote: RemoteSpec::Local(f.b.clone()),
+        session: Session {
+            name: "engine".into(),
+            dir: f.state.clone(),
+        },
+        policy: Policy::new(direction),
+        filter: Default::default(),
+        dry_run: false,
+        yes: true,
+        halt_on_error: false,
+        max_delete: None,
+        preserve_owner: false,
+    }
+}
+
+/// A reporter that runs `hook` when the first file action completes, i.e. after the scan and
+/// plan, while the rest of the plan is still to run.
+struct AfterFirstAction<F: FnMut()> {
+    hook: Option<F>,
+    conflicts: Vec<String>,
+}
+
+impl<F: FnMut()> Reporter for AfterFirstAction<F> {
+    fn event(&mut self, event: &Event<'_>) {
+        match event {
+            Event::File { side: Some(_), .. } => {
+                if let Some(mut h) = self.hook.take() {
+                    h();
+                }
+            }
+            Event::Conflict { path, .. } => self.conflicts.push(path.to_string()),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn target_edited_between_scan_and_apply_survives_as_a_conflict() {
+    let f = fixture();
+    for name in ["a", "b", "c1", "c2"] {
+        write(f.a.join(name), "v1");
+    }
+    assert_eq!(
+        run(
+            &job(&f, Direction::Bidi),
+            &mut tandem::output::Silent,
+            &mut |_| true
+        )
+        .0,
+        0
+    );
+    // Local edits a and b and deletes c1 and c2. The plan: rm c1, rm c2, cp a, cp b.
+    write(f.a.join("a"), "v2 local");
+    write(f.a.join("b"), "v2 local");
+    std::fs::remove_file(f.a.join("c1")).unwrap();
+    std::fs::remove_file(f.a.join("c2")).unwrap();
+    // Right after the first action (rm c1), someone edits the remote b and c2.
+    let (rb, rc) = (f.b.join("b"), f.b.join("c2"));
+    let mut reporter = AfterFirstAction {
+        hook: Some(|| {
+            write(&rb, "remote edit made during the run");
+            write(&rc, "remote edit made during the run, too");
+        }),
+        conflicts: vec![],
+    };
+    let status = run(&job(&f, Direction::Bidi), &mut reporter, &mut |_| true);
+    assert_eq!(status.0 & 2, 2, "a changed target is a conflict");
+    assert!(!f.b.join("c1").exists());
+    assert_eq!(read(f.b.join("a")), "v2 local");
+    assert_eq!(
+        read(f.b.join("b")),
+        "remote edit made during the run",
+        "overwritten"
+    );
+    assert_eq!(
+        read(f.b.join("c2")),
+        "remote edit made during the run, too",
+        "deleted"
+    );
+    assert_eq!(reporter.conflicts, ["c2", "b"]);
+    // The next run sees both sides changed: a conflict, still nothing lost.
+    let again = run(
+        &job(&f, Direction::Bidi),
+        &mut tandem::output::Silent,
+        &mut |_| true,
+    );
+    assert_eq!(again.0 & 2, 2);
+    assert_eq!(read(f.b.join("b")), "remote edit made during the run");
+    assert_eq!(read(f.a.join("b")), "v2 local");
+    assert_eq!(read(f.b.join("c2")), "remote edit made during the run, too");
+}
+
+fn endpoint(dir: &Path) -> LocalEndpoint {
+    LocalEndpoint::open(dir, format!("test '{}'", dir.display()), false).unwrap()
+}
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s.as_bytes().to_vec()).unwrap()
+}
+
+#[test]
+fn a_source_written_while_read_is_not_committed() {
+    let f = fixture();
+    write(f.a.join("growing.log"), &"line\n".repeat(100_000));
+    let mut src = endpoint(&f.a);
+    let mut dst = endpoint(&f.b);
+    let tree = src.scan(&Default::default()).unwrap().tree;
+    let entry = tree.get(&p("growing.log")).unwrap().clone();
+    let path = f.a.join("growing.log");
+    let mut s = src.open_source(&p("growing.log"), &entry).unwrap();
+    let mut first = vec![0u8; 1000];
+    s.read_exact(&mut first).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at_end(b"appended\n");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(matches!(s.finish(), Err(Error::SourceChanged { .. })));
+    drop(s);
+    // Through the writer too: nothing lands at the target, no temp file is left.
+    let entry_now = src
+        .scan(&Default::default())
+        .unwrap()
+        .tree
+        .get(&p("growing.log"))
+        .unwrap()
+        .clone();
+    let mut s = src.open_source(&p("growing.log"), &entry_now).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at_end(b"more\n");
+    let r = dst.write_file(&p("growing.log"), None, &entry_now, &mut *s);
+    assert!(matches!(r, Err(Error::SourceChanged { .. })), "{r:?}");
+    assert!(names(&f.b).is_empty(), "{:?}", names(&f.b));
+}
+
+trait AppendExt {
+    fn write_all_at_end(self, data: &[u8]);
+}
+
+impl AppendExt for std::fs::File {
+    fn write_all_at_end(mut self, data: &[u8]) {
+        use std::io::Write;
+        self.write_all(data).unwrap();
+    }
+}
+
+/// A source whose bytes do not match the digest it claims.
+struct Liar(std::io::Cursor<Vec<u8>>);
+
+impl Read for Liar {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Source for Liar {
+    fn finish(&mut self) -> tandem::error::Result<Digest> {
+        Ok(Digest::of(b"something else"))
+    }
+}
+
+#[test]
+fn data_failing_hash_verification_is_never_renamed_into_place() {
+    let f = fixture();
+    write(f.b.join("precious"), "original");
+    let mut dst = endpoint(&f.b);
+    let tree = dst.scan(&Default::default()).unwrap().tree;
+    let old = tree.get(&p("precious")).unwrap().clone();
+    let mut liar = Liar(std::io::Cursor::new(b"corrupted".to_vec()));
+    let r = dst.write_file(&p("precious"), Some(&old), &old, &mut liar);
+    assert!(
+        matches!(r, Err(Error::Protocol(ref m)) if m.contains("does not match")),
+        "{r:?}"
+    );
+    assert_eq!(read(f.b.join("precious")), "original");
+    assert_eq!(names(&f.b), ["precious"], "temp file left behind");
+}
+
+#[test]
+fn writes_never_follow_a_symlink_out_of_the_root() {
+    let f = fixture();
+    let outside = f.tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, f.b.join("sub")).unwrap();
+    let mut dst = endpoint(&f.b);
+    let mut src = endpoint(&f.a);
+    write(f.a.join("sub/x"), "escape attempt");
+    let e = src
+        .scan(&Default::default())
+        .unwrap()
+        .tree
+        .get(&p("sub/x"))
+        .unwrap()
+        .clone();
+    let dir_entry = src
+        .scan(&Default::default())
+        .unwrap()
+        .tree
+        .get(&p("sub"))
+        .unwrap()
+        .clone();
+    let mut s = src.open_source(&p("sub/x"), &e).unwrap();
+    assert!(dst.write_file(&p("sub/x"), None, &e, &mut *s).is_err());
+    drop(s);
+    let _unused = src
+        .scan(&Default::default())
+        .unwrap()
+        .tree
+        .get(&p("sub"))
+        .unwrap()
+        .clone();
+    assert!(dst.mkdir(&p("sub/y"), &dir_entry).is_err());
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "wrote outside the root"
+    );
+}
+
+#[test]
+fn a_run_killed_mid_way_loses_nothing_and_the_next_run_converges() {
+    let f = fixture();
+    for d in 0..40 {
+        for i in 0..100 {
+            write(
+                f.a.join(format!("d{d:02}/f{i:03}")),
+                &format!("{d}-{i}-").repeat(500),
+            );
+        }
+    }
+    assert_eq!(
+        f.sync("bidi", &["-N", "killed"]).code,
+        0,
+        "the baseline exists before the kill"
+    );
+    // Change every file so the next run has a lot to do, then kill it mid-way.
+    for d in 0..40 {
+        for i in 0..100 {
+            write(
+                f.a.join(format!("d{d:02}/f{i:03}")),
+                &format!("v2-{d}-{i}-").repeat(500),
+            );
+        }
+    }
+    let mut c = f.command();
+    c.arg("-d")
+        .arg(&f.a)
+        .arg("-r")
+        .arg(&f.b)
+        .args(["-K", "bidi", "-N", "killed", "-q"]);
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let updated = |dir: &Path| {
+        std::fs::read_to_string(dir.join("d00/f000")).is_ok_and(|s| s.starts_with("v2"))
+    };
+    while !updated(&f.b) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let was_running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        was_running,
+        "the run finished before it could be killed; make the workload larger"
+    );
+    // Every remote file is a whole old or a whole new version, never torn.
+    let mut new_seen = 0;
+    for d in 0..40 {
+        for i in 0..100 {
+            let got = read(f.b.join(format!("d{d:02}/f{i:03}")));
+            let (old, new) = (
+                format!("{d}-{i}-").repeat(500),
+                format!("v2-{d}-{i}-").repeat(500),
+            );
+            assert!(got == old || got == new, "torn file d{d:02}/f{i:03}");
+            new_seen += usize::from(got == new);
+        }
+    }
+    assert!(new_seen < 4000, "nothing was left to do after the kill");
+    let r = f.sync("bidi", &["-N", "killed"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&f.a, &f.b);
+    assert_eq!(
+        f.sync("bidi", &["-N", "killed"]).stdout.lines().count(),
+        1,
+        "third run has nothing to do"
+    );
+}

@@ -1,0 +1,240 @@
+//! Exit bits, clear errors, and the safety checks.
+
+use std::fs::TryLockError;
+
+use crate::util::*;
+
+#[test]
+fn missing_local_or_remote_root_is_exit_64() {
+    let f = fixture();
+    let mut c = f.command();
+    c.args(["-d", "/nonexistent/tandem-root", "-r"])
+        .arg(&f.b)
+        .args(["-K", "push"]);
+    let r = output(c.output().unwrap());
+    assert_eq!(r.code, 64, "{r:?}");
+    assert!(
+        r.stderr.contains("/nonexistent/tandem-root") && r.stderr.contains("does not exist"),
+        "{r:?}"
+    );
+    let mut c = f.command();
+    c.arg("-d")
+        .arg(&f.a)
+        .args(["-r", "/nonexistent/other", "-K", "bidi"]);
+    let r = output(c.output().unwrap());
+    assert_eq!(r.code, 64, "{r:?}");
+    assert!(r.stderr.contains("remote '/nonexistent/other'"), "{r:?}");
+}
+
+#[test]
+fn a_file_as_root_is_exit_64() {
+    let f = fixture();
+    write(f.tmp.path().join("plain"), "x");
+    let mut c = f.command();
+    c.arg("-d")
+        .arg(&f.a)
+        .arg("-r")
+        .arg(f.tmp.path().join("plain"))
+        .args(["-K", "push"]);
+    let r = output(c.output().unwrap());
+    assert_eq!(r.code, 64, "{r:?}");
+    assert!(r.stderr.contains("not a directory"), "{r:?}");
+}
+
+#[test]
+fn locked_session_is_exit_16_and_a_killed_holder_frees_it() {
+    let f = fixture();
+    std::fs::create_dir_all(&f.state).unwrap();
+    let lock = std::fs::File::create(f.state.join("held.lock")).unwrap();
+    assert!(!matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
+    let r = f.sync("push", &["-N", "held"]);
+    assert_eq!(r.code, 16, "{r:?}");
+    assert!(r.stderr.contains("in use by another tandem run"), "{r:?}");
+    drop(lock);
+    assert_eq!(f.sync("push", &["-N", "held"]).code, 0);
+}
+
+#[test]
+fn corrupt_baseline_is_exit_16_and_changes_nothing() {
+    let f = fixture();
+    write(f.a.join("x"), "1");
+    assert_eq!(f.sync("bidi", &["-N", "s"]).code, 0);
+    let path = f.state.join("s.baseline");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes.truncate(n - 3);
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::remove_file(f.a.join("x")).unwrap();
+    let r = f.sync("bidi", &["-N", "s"]);
+    assert_eq!(r.code, 16, "{r:?}");
+    assert!(
+        r.stderr.contains("s.baseline") && r.stderr.contains("forget"),
+        "{r:?}"
+    );
+    assert!(
+        f.b.join("x").exists(),
+        "nothing deleted on a corrupt baseline"
+    );
+    // forget starts over: with no baseline, the deletion is not propagated.
+    assert_eq!(f.run(&["forget", "-N", "s"]).code, 0);
+    assert_eq!(f.sync("bidi", &["-N", "s"]).code, 0);
+    assert!(f.a.join("x").exists() && f.b.join("x").exists());
+}
+
+#[test]
+fn session_bound_to_other_roots_is_exit_16() {
+    let f = fixture();
+    assert_eq!(f.sync("push", &["-N", "mine"]).code, 0);
+    let other = f.tmp.path().join("c");
+    std::fs::create_dir(&other).unwrap();
+    let mut c = f.command();
+    c.arg("-d")
+        .arg(&f.a)
+        .arg("-r")
+        .arg(&other)
+        .args(["-K", "push", "-N", "mine"]);
+    let r = output(c.output().unwrap());
+    assert_eq!(r.code, 16, "{r:?}");
+}
+
+fn many_files(f: &Fixture, n: usize) {
+    for i in 0..n {
+        write(f.a.join(format!("f{i:03}")), "x");
+    }
+    assert_eq!(f.sync("bidi", &[]).code, 0);
+}
+
+#[test]
+fn mass_deletion_is_refused_without_a_tty_unless_yes() {
+    let f = fixture();
+    many_files(&f, 80);
+    for i in 0..70 {
+        std::fs::remove_file(f.a.join(format!("f{i:03}"))).unwrap();
+    }
+    let r = f.sync("bidi", &[]);
+    assert_eq!(r.code, 128, "{r:?}");
+    assert!(
+        r.stderr.contains("would delete 70 of 80") && r.stderr.contains("-y"),
+        "{r:?}"
+    );
+    assert_eq!(names(&f.b).len(), 80, "nothing deleted");
+    let r = f.sync("bidi", &["-y"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(names(&f.b).len(), 10);
+}
+
+#[test]
+fn max_delete_refuses_even_with_yes() {
+    let f = fixture();
+    many_files(&f, 10);
+    for i in 0..3 {
+        std::fs::remove_file(f.a.join(format!("f{i:03}"))).unwrap();
+    }
+    let r = f.sync("bidi", &["-y", "--max-delete", "2"]);
+    assert_eq!(r.code, 128, "{r:?}");
+    assert!(r.stderr.contains("--max-delete 2"), "{r:?}");
+    assert_eq!(names(&f.b).len(), 10);
+    assert_eq!(f.sync("bidi", &["--max-delete", "30%"]).code, 0);
+    assert_eq!(names(&f.b).len(), 7);
+}
+
+#[test]
+fn root_recreated_at_the_same_path_is_refused_however_small_the_tree() {
+    let f = fixture();
+    write(f.b.join("data"), "d");
+    assert_eq!(f.sync("bidi", &[]).code, 0);
+    // The remote "disk" is swapped for an empty directory at the same path.
+    std::fs::remove_dir_all(&f.b).unwrap();
+    std::fs::create_dir(&f.b).unwrap();
+    let r = f.sync("bidi", &[]);
+    assert_eq!(r.code, 128, "{r:?}");
+    assert!(r.stderr.contains("device/inode changed"), "{r:?}");
+    assert!(f.a.join("data").exists(), "local data deleted");
+}
+
+#[test]
+fn replaced_root_directory_is_refused() {
+    let f = fixture();
+    write(f.b.join("data"), "d");
+    write(f.b.join("more"), "m");
+    assert_eq!(f.sync("bidi", &[]).code, 0);
+    // Another directory (another disk) is put in place of the remote root.
+    let other = f.tmp.path().join("other");
+    write(other.join("data"), "d");
+    std::fs::remove_dir_all(&f.b).unwrap();
+    std::fs::rename(&other, &f.b).unwrap();
+    let r = f.sync("bidi", &[]);
+    assert_eq!(r.code, 128, "{r:?}");
+    assert!(r.stderr.contains("device/inode changed"), "{r:?}");
+    assert!(f.a.join("more").exists(), "local data deleted");
+    assert_eq!(f.sync("bidi", &["-y"]).code, 0);
+}
+
+/// Runs as an unprivileged user so permissions bite (tests run as root in CI).
+fn as_nobody(f: &Fixture, extra: &[&str]) -> Run {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let mut c = if root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_tandem"),
+        ]);
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+    };
+    c.env("FILESYNC", &f.state)
+        .stdin(std::process::Stdio::null());
+    c.arg("-d").arg(&f.a).arg("-r").arg(&f.b).args(extra);
+    output(c.output().unwrap())
+}
+
+fn open_up(f: &Fixture) {
+    use std::os::unix::fs::PermissionsExt;
+    for p in [f.tmp.path(), &f.a, &f.b] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::create_dir_all(&f.state).unwrap();
+    std::fs::set_permissions(&f.state, std::fs::Permissions::from_mode(0o777)).unwrap();
+}
+
+#[test]
+fn unreadable_file_sets_bit_8_and_the_rest_continues() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    write(f.a.join("a-ok"), "fine");
+    write(f.a.join("b-secret"), "no");
+    write(f.a.join("c-ok"), "fine too");
+    std::fs::set_permissions(f.a.join("b-secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    open_up(&f);
+    let r = as_nobody(&f, &["-K", "push"]);
+    assert_eq!(r.code & 8, 8, "{r:?}");
+    assert!(
+        r.stderr.contains("b-secret") && r.stderr.contains("ermission denied"),
+        "{r:?}"
+    );
+    assert_eq!(names(&f.b), ["a-ok", "c-ok"]);
+    let r = as_nobody(&f, &["-K", "push", "--halt-on-error"]);
+    assert_eq!(r.code & 8, 8, "{r:?}");
+}
+
+#[test]
+fn unreadable_directory_is_not_taken_as_deleted() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    write(f.a.join("d/inner"), "x");
+    open_up(&f);
+    assert_eq!(as_nobody(&f, &["-K", "bidi"]).code, 0);
+    // The remote copy becomes unreadable: its contents must not look deleted.
+    std::fs::set_permissions(f.b.join("d"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let r = as_nobody(&f, &["-K", "bidi"]);
+    std::fs::set_permissions(f.b.join("d"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(r.code & 8, 8, "{r:?}");
+    assert!(
+        f.a.join("d/inner").exists(),
+        "deleted locally because the remote could not be read"
+    );
+}

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::baseline::Baseline;
+use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::output::{human::Human, json::Json, Event, Reporter};
@@ -14,7 +15,7 @@ use crate::reconcile::safety::{Concern, DeleteLimit};
 use crate::reconcile::{Direction, Favor, Policy};
 use crate::rules::FilterSpec;
 use crate::session::{default_name, state_dir, validate_name, Session};
-use crate::sync::{run, Job, RemoteSpec};
+use crate::sync::{run, Job, LocalTransport, RemoteSpec};
 
 /// `-K`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -122,6 +123,19 @@ pub struct Args {
     /// Refuse a run that would delete more than N entries, or P% of a side.
     #[arg(long = "max-delete", value_name = "N|P%")]
     pub max_delete: Option<String>,
+    /// Data compression on the wire: zstd, zstd:LEVEL or none.
+    #[arg(
+        long = "compress",
+        value_name = "zstd[:LEVEL]|none",
+        default_value = "zstd"
+    )]
+    pub compress: String,
+    /// Most files in flight at once.
+    #[arg(long = "pending-max", value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub pending_max: u64,
+    /// Path of the tandem-agent program to run for the other side.
+    #[arg(long = "agent-path", value_name = "PATH")]
+    pub agent_path: Option<PathBuf>,
     /// Output format.
     #[arg(
         long = "format",
@@ -328,6 +342,11 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
             .map(parse_max_delete)
             .transpose()?,
         preserve_owner: args.everything || rustix::process::geteuid().is_root(),
+        transport: LocalTransport::Pipe {
+            agent: args.agent_path.clone(),
+        },
+        compression: Compression::parse(&args.compress).map_err(Error::Usage)?,
+        pending_max: args.pending_max as usize,
     };
     Ok((job, notes))
 }

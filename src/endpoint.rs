@@ -1,22 +1,30 @@
 //! `Endpoint`: everything the engine asks of one side. `LocalEndpoint` does the disk work;
-//! a remote endpoint speaks the protocol to an agent that serves a `LocalEndpoint`, so both
-//! behave the same. Blocking, one caller at a time; any `Err` from `scan` or `digests`
-//! fails the run, an `Err` from an action fails only that action.
+//! `RemoteEndpoint` speaks the protocol to an agent that serves a `LocalEndpoint`, so both
+//! behave the same. Blocking, one caller at a time; an `Err` from a method fails the run,
+//! while per-file failures come back as per-file results.
+//!
+//! Files move in the shape of Mutagen's stage/supply: the receiver hands out signatures of
+//! its old versions, the sender streams [`Chunk`]s (begin, delta ops, end with the
+//! BLAKE3 of the whole file), and the receiver reports each file's outcome when it is
+//! committed — so many files can be in flight at once.
 
 pub mod local;
+pub mod remote;
 
-use std::io::Read;
+use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::delta::DeltaOp;
+use crate::error::{Result, WireError};
 use crate::fsops::RootId;
 use crate::path::RelPath;
 use crate::rules::FilterSpec;
 use crate::tree::{Digest, Entry, Tree};
 
 pub use local::LocalEndpoint;
+pub use remote::RemoteEndpoint;
 
 /// One side's scan result.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Scan {
     /// Everything below the root (digests unknown unless cached).
     pub tree: Tree,
@@ -24,13 +32,76 @@ pub struct Scan {
     pub root_id: RootId,
 }
 
-/// A file's contents on their way out of an endpoint. `finish` is called after the last
-/// read: it re-checks that the source did not change while it was read and returns the
-/// BLAKE3 of what was read.
-pub trait Source: Read {
-    /// Confirms the source is unchanged and returns the digest of the bytes read.
-    fn finish(&mut self) -> Result<Digest>;
+/// One file the sender must send.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendRequest {
+    /// Transfer id, unique within a run.
+    pub id: u64,
+    /// The source path on the sender.
+    pub path: RelPath,
+    /// What the source must still be (re-checked before and after reading).
+    pub expect: Entry,
+    /// Where the receiver writes it.
+    pub target: RelPath,
+    /// What the target must still be when it is replaced.
+    pub target_expect: Option<Entry>,
+    /// The receiver's signature of its old version; `None` sends the file whole.
+    pub signature: Option<serde_bytes::ByteBuf>,
 }
+
+/// A piece of a file on its way from sender to receiver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Chunk {
+    /// A file starts.
+    Begin {
+        /// Transfer id.
+        id: u64,
+        /// Target path on the receiver.
+        path: RelPath,
+        /// What the target must still be.
+        expect: Option<Entry>,
+        /// The source entry: size, mode, mtime to apply.
+        meta: Entry,
+        /// True if `Copy` ops refer to the receiver's old version.
+        delta: bool,
+    },
+    /// The next ops of the file.
+    Data {
+        /// Transfer id.
+        id: u64,
+        /// Ops in order.
+        ops: Vec<DeltaOp>,
+    },
+    /// The file is complete; the receiver checks the BLAKE3 and commits.
+    End {
+        /// Transfer id.
+        id: u64,
+        /// BLAKE3 of the whole file as the sender read it.
+        digest: Digest,
+    },
+    /// The sender could not send the file (changed while read, unreadable).
+    Abort {
+        /// Transfer id.
+        id: u64,
+        /// Why.
+        error: WireError,
+    },
+}
+
+impl Chunk {
+    /// The transfer id.
+    pub fn id(&self) -> u64 {
+        match self {
+            Chunk::Begin { id, .. }
+            | Chunk::Data { id, .. }
+            | Chunk::End { id, .. }
+            | Chunk::Abort { id, .. } => *id,
+        }
+    }
+}
+
+/// Outcome of one received file: the new entry, or why it was not written.
+pub type Received = (u64, Result<Entry>);
 
 /// One side of a sync.
 pub trait Endpoint: Send {
@@ -40,21 +111,18 @@ pub trait Endpoint: Send {
     fn scan(&mut self, filter: &FilterSpec) -> Result<Scan>;
     /// Hashes files; a file that cannot be read gets an error message instead of a digest.
     fn digests(&mut self, paths: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>>;
-    /// Opens a file to send, checking it is still the scanned `expect`.
-    fn open_source<'a>(
-        &'a mut self,
-        path: &RelPath,
-        expect: &Entry,
-    ) -> Result<Box<dyn Source + 'a>>;
-    /// Writes `src` to a temp file next to `path`, verifies it, applies `meta`, and renames
-    /// it over `path` only if `path` is still `expect`. Returns the new entry.
-    fn write_file(
+    /// Signatures of old versions about to be replaced, in order.
+    fn signatures(&mut self, files: &[(RelPath, Entry)]) -> Result<Vec<Result<Vec<u8>, String>>>;
+    /// Streams the requested files into `sink`, chunk by chunk.
+    fn send(
         &mut self,
-        path: &RelPath,
-        expect: Option<&Entry>,
-        meta: &Entry,
-        src: &mut dyn Source,
-    ) -> Result<Entry>;
+        files: &[SendRequest],
+        sink: &mut dyn FnMut(Chunk) -> Result<()>,
+    ) -> Result<()>;
+    /// Takes the next chunk of an incoming file.
+    fn receive(&mut self, chunk: Chunk) -> Result<()>;
+    /// Outcomes of files received since the last call; with `wait`, of every file begun.
+    fn received(&mut self, wait: bool) -> Result<Vec<Received>>;
     /// Creates a symlink or special file like `source` at `path` (replacing `expect`).
     fn make_node(
         &mut self,
@@ -76,4 +144,8 @@ pub trait Endpoint: Send {
     ) -> Result<Entry>;
     /// Applies `source`'s mode, mtime (and owner where allowed) if `path` is still `expect`.
     fn set_meta(&mut self, path: &RelPath, expect: &Entry, source: &Entry) -> Result<Entry>;
+    /// Bytes written to and read from the connection so far (0 for in-process sides).
+    fn wire_bytes(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }

@@ -47,9 +47,17 @@ pub enum Error {
         /// Which side.
         place: String,
     },
-    /// A peer or file violated the protocol or the data failed verification.
+    /// A peer or file violated the protocol.
     #[error("{0}")]
     Protocol(String),
+    /// Rebuilt data did not match the sender's BLAKE3; nothing was committed.
+    #[error("'{path}' on {place}: received data does not match the sender's hash; not committed")]
+    Verify {
+        /// The path.
+        path: String,
+        /// Which side.
+        place: String,
+    },
     /// The user or a safety check stopped the run.
     #[error("{0}")]
     Refused(String),
@@ -84,10 +92,136 @@ impl Error {
             Error::Usage(_) => ExitStatus::USAGE,
             Error::Changed { .. } => ExitStatus::CONFLICTS,
             Error::SourceChanged { .. } => ExitStatus::OK,
-            Error::Protocol(_) | Error::Refused(_) => ExitStatus::OTHER,
+            Error::Protocol(_) | Error::Refused(_) | Error::Verify { .. } => ExitStatus::OTHER,
         }
     }
 }
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An [`Error`] as it crosses the wire: enough to rebuild the same message and exit bit.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum WireError {
+    /// `Error::Io`, with the OS error number when there was one.
+    Io {
+        /// What was tried.
+        op: String,
+        /// The path, escaped.
+        path: String,
+        /// Which side.
+        place: String,
+        /// errno, if any.
+        errno: Option<i32>,
+        /// The OS message.
+        message: String,
+    },
+    /// `Error::Changed`.
+    Changed {
+        /// The path.
+        path: String,
+        /// Which side.
+        place: String,
+    },
+    /// `Error::Verify`.
+    Verify {
+        /// The path.
+        path: String,
+        /// Which side.
+        place: String,
+    },
+    /// `Error::SourceChanged`.
+    SourceChanged {
+        /// The path.
+        path: String,
+        /// Which side.
+        place: String,
+    },
+    /// Any other error: its message and exit bit.
+    Other {
+        /// The message.
+        message: String,
+        /// The exit bit.
+        bit: u8,
+    },
+}
+
+impl From<&Error> for WireError {
+    fn from(e: &Error) -> WireError {
+        match e {
+            Error::Io {
+                op,
+                path,
+                place,
+                source,
+            } => WireError::Io {
+                op: op.to_string(),
+                path: path.clone(),
+                place: place.clone(),
+                errno: source.raw_os_error(),
+                message: source.to_string(),
+            },
+            Error::Changed { path, place } => WireError::Changed {
+                path: path.clone(),
+                place: place.clone(),
+            },
+            Error::SourceChanged { path, place } => WireError::SourceChanged {
+                path: path.clone(),
+                place: place.clone(),
+            },
+            Error::Verify { path, place } => WireError::Verify {
+                path: path.clone(),
+                place: place.clone(),
+            },
+            other => WireError::Other {
+                message: other.to_string(),
+                bit: other.exit_bit().0,
+            },
+        }
+    }
+}
+
+impl From<WireError> for Error {
+    fn from(w: WireError) -> Error {
+        match w {
+            WireError::Io {
+                op,
+                path,
+                place,
+                errno,
+                message,
+            } => {
+                let source = match errno {
+                    Some(n) => io::Error::from_raw_os_error(n),
+                    None => io::Error::other(message),
+                };
+                // `op` is one of our own words; keep it readable without leaking memory.
+                let op: &'static str = match op.as_str() {
+                    "read" => "read",
+                    "write" => "write",
+                    "open" => "open",
+                    "stat" => "stat",
+                    "delete" => "delete",
+                    "rename" => "rename",
+                    "hash" => "hash",
+                    _ => "change",
+                };
+                Error::Io {
+                    op,
+                    path,
+                    place,
+                    source,
+                }
+            }
+            WireError::Changed { path, place } => Error::Changed { path, place },
+            WireError::SourceChanged { path, place } => Error::SourceChanged { path, place },
+            WireError::Verify { path, place } => Error::Verify { path, place },
+            WireError::Other { message, bit } => match ExitStatus(bit) {
+                ExitStatus::STATE => Error::State(message),
+                ExitStatus::USAGE => Error::Usage(message),
+                ExitStatus::UNREACHABLE => Error::Unreachable(message),
+                _ => Error::Protocol(message),
+            },
+        }
+    }
+}

@@ -6,9 +6,12 @@
 //! re-check the target, rename), then commit the new baseline from what succeeded.
 //! Every step is reported as an [`output::Event`].
 
+pub mod agent;
 pub mod baseline;
 #[cfg(feature = "client")]
 pub mod cli;
+pub mod compress;
+pub mod delta;
 pub mod endpoint;
 pub mod error;
 pub mod exit;
@@ -17,9 +20,11 @@ pub mod hash_cache;
 pub mod output;
 pub mod path;
 pub mod plan;
+pub mod protocol;
 pub mod reconcile;
 pub mod rules;
 pub mod scan;
 pub mod session;
 pub mod sync;
+pub mod transport;
 pub mod tree;

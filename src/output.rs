@@ -30,6 +30,10 @@ pub struct Summary {
     pub errors: u64,
     /// Size of the files brought up to date.
     pub bytes_total: u64,
+    /// File bytes sent as literal data.
+    pub bytes_literal: u64,
+    /// File bytes rebuilt from the receiver's old version instead of being sent.
+    pub bytes_saved_by_delta: u64,
     /// Bytes the client wrote to the connection (0 when both sides are in-process).
     pub bytes_sent: u64,
     /// Bytes the client read from the connection.

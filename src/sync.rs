@@ -1,11 +1,16 @@
 //! One run: lock, scan both sides, hash what is ambiguous, reconcile, check safety, execute
 //! the plan action by action, and commit the baseline from what succeeded.
 
+pub mod transfer;
+
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::agent::{self, AgentOptions};
 use crate::baseline::Baseline;
-use crate::endpoint::{Endpoint, LocalEndpoint, Scan};
+use crate::compress::Compression;
+use crate::endpoint::{Endpoint, LocalEndpoint, RemoteEndpoint, Scan};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::output::{dryrun, Event, Reporter, Summary};
@@ -16,6 +21,21 @@ use crate::reconcile::{digests_needed, next_baseline, reconcile, Policy};
 use crate::rules::FilterSpec;
 use crate::session::Session;
 use crate::tree::{Entry, Tree};
+use transfer::{Stats, Watch};
+
+/// How a `-r` directory on this machine is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalTransport {
+    /// `tandem-agent` as a child process over a pipe (the default; same protocol as SSH).
+    Pipe {
+        /// `--agent-path`, if given.
+        agent: Option<PathBuf>,
+    },
+    /// The agent in a thread over a socket pair (tests).
+    Thread,
+    /// No agent: both sides in this process (tests, comparisons).
+    InProcess,
+}
 
 /// Where the second side lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +100,12 @@ pub struct Job {
     pub max_delete: Option<DeleteLimit>,
     /// Preserve owner and group (root, or `-e`).
     pub preserve_owner: bool,
+    /// How a local `-r` directory is served.
+    pub transport: LocalTransport,
+    /// `--compress`.
+    pub compression: Compression,
+    /// `--pending-max`: files in flight at once.
+    pub pending_max: usize,
 }
 
 /// Asks the user to confirm the listed concerns; returns true to go ahead.
@@ -108,6 +134,16 @@ impl Run<'_> {
 
 /// Runs one sync and returns its exit status; everything else is reported as events.
 pub fn run(job: &Job, reporter: &mut dyn Reporter, confirm: Confirm<'_>) -> ExitStatus {
+    run_watched(job, reporter, confirm, &mut transfer::NoWatch)
+}
+
+/// [`run`], with transfers reported to `watch` (progress bars).
+pub fn run_watched(
+    job: &Job,
+    reporter: &mut dyn Reporter,
+    confirm: Confirm<'_>,
+    watch: &mut dyn Watch,
+) -> ExitStatus {
     let start = Instant::now();
     let mut run = Run {
         reporter,
@@ -117,7 +153,7 @@ pub fn run(job: &Job, reporter: &mut dyn Reporter, confirm: Confirm<'_>) -> Exit
             ..Default::default()
         },
     };
-    if let Err(e) = run_inner(job, &mut run, confirm) {
+    if let Err(e) = run_inner(job, &mut run, confirm, watch) {
         run.error(None, None, &e);
     }
     run.summary.elapsed_s = start.elapsed().as_secs_f64();
@@ -134,7 +170,20 @@ fn open_endpoints(job: &Job) -> Result<(Box<dyn Endpoint>, Box<dyn Endpoint>)> {
         job.preserve_owner,
     )?;
     let remote: Box<dyn Endpoint> = match &job.remote {
-        RemoteSpec::Local(dir) => Box::new(LocalEndpoint::open(dir, format!("remote '{}'", dir.display()), job.preserve_owner)?),
+        RemoteSpec::Local(dir) => {
+            let label = format!("remote '{}'", dir.display());
+            match &job.transport {
+                LocalTransport::InProcess => Box::new(LocalEndpoint::open(dir, label, job.preserve_owner)?),
+                LocalTransport::Pipe { agent } => {
+                    let agent = crate::transport::pipe::find_agent(agent.as_deref())?;
+                    Box::new(crate::transport::pipe::connect(&agent, dir, &label, job.preserve_owner, job.compression)?)
+                }
+                LocalTransport::Thread => {
+                    let opts = AgentOptions { root: dir.clone(), label: label.clone(), owner: job.preserve_owner, compression: job.compression };
+                    Box::new(agent_thread(opts, job.compression)?)
+                }
+            }
+        }
         RemoteSpec::Ssh { .. } => {
             return Err(Error::Unreachable(format!(
                 "cannot reach '{}': this build of tandem has no SSH transport yet; give a local directory to -r",
@@ -145,7 +194,29 @@ fn open_endpoints(job: &Job) -> Result<(Box<dyn Endpoint>, Box<dyn Endpoint>)> {
     Ok((Box::new(local), remote))
 }
 
-fn run_inner(job: &Job, run: &mut Run<'_>, confirm: Confirm<'_>) -> Result<()> {
+/// Serves an agent in a thread over a socket pair: the protocol without a process.
+pub fn agent_thread(opts: AgentOptions, compression: Compression) -> Result<RemoteEndpoint> {
+    let label = opts.label.clone();
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| Error::Unreachable(format!("socketpair: {e}")))?;
+    let theirs_w = theirs
+        .try_clone()
+        .map_err(|e| Error::Unreachable(format!("socketpair: {e}")))?;
+    std::thread::spawn(move || {
+        let _ = agent::serve(theirs, theirs_w, &opts);
+    });
+    let ours_w = ours
+        .try_clone()
+        .map_err(|e| Error::Unreachable(format!("socketpair: {e}")))?;
+    RemoteEndpoint::new(ours, ours_w, label, compression, None)
+}
+
+fn run_inner(
+    job: &Job,
+    run: &mut Run<'_>,
+    confirm: Confirm<'_>,
+    watch: &mut dyn Watch,
+) -> Result<()> {
     let _lock = job.session.lock()?;
     let baseline_path = job.session.baseline_path();
     let old = Baseline::load(&baseline_path)?;
@@ -308,7 +379,12 @@ fn run_inner(job: &Job, run: &mut Run<'_>, confirm: Confirm<'_>) -> Result<()> {
         local.as_mut(),
         remote.as_mut(),
         run,
+        watch,
     );
+    let (ls, lr) = local.wire_bytes();
+    let (rs, rr) = remote.wire_bytes();
+    run.summary.bytes_sent = ls + rs;
+    run.summary.bytes_received = lr + rr;
     let next = Baseline {
         local_root,
         remote_root,
@@ -361,7 +437,14 @@ fn count(s: &mut Summary, a: &Action) {
     }
 }
 
-/// Runs the plan in order; returns the paths whose actions did not complete.
+fn is_file_copy(a: &Action) -> bool {
+    matches!(&a.op, Op::Copy { source, .. } if source.is_file())
+}
+
+/// Runs the plan in order; returns the paths whose actions did not complete. File
+/// contents all move together, pipelined, when the first file copy comes up (every
+/// copy is in one phase, after the directories they need exist).
+#[allow(clippy::too_many_arguments)]
 fn execute(
     plan: &Plan,
     job: &Job,
@@ -370,20 +453,56 @@ fn execute(
     local: &mut dyn Endpoint,
     remote: &mut dyn Endpoint,
     run: &mut Run<'_>,
+    watch: &mut dyn Watch,
 ) -> Vec<RelPath> {
     let mut pending: Vec<RelPath> = plan.unresolved().map(|c| c.path.clone()).collect();
     let mut halted = false;
-    for a in &plan.actions {
+    let file_copies: Vec<usize> = (0..plan.actions.len())
+        .filter(|&i| is_file_copy(&plan.actions[i]))
+        .collect();
+    let mut copied: Option<HashMap<usize, Result<Entry>>> = None;
+    for (i, a) in plan.actions.iter().enumerate() {
         if halted {
             pending.push(a.path.clone());
             continue;
         }
+        let result = if is_file_copy(a) {
+            if copied.is_none() {
+                let mut stats = Stats::default();
+                let outcome = transfer::copy_files(
+                    &plan.actions,
+                    &file_copies,
+                    local,
+                    remote,
+                    [&*lt, &*rt],
+                    job.pending_max,
+                    &mut stats,
+                    watch,
+                );
+                run.summary.bytes_literal = stats.literal;
+                run.summary.bytes_saved_by_delta = stats.matched;
+                match outcome {
+                    Ok(results) => copied = Some(results.into_iter().collect()),
+                    Err(e) => {
+                        run.error(None, None, &e);
+                        halted = true;
+                        pending.push(a.path.clone());
+                        continue;
+                    }
+                }
+            }
+            let done = copied.as_mut().and_then(|c| c.remove(&i));
+            done.unwrap_or_else(|| Err(Error::Protocol(format!("no outcome for '{}'", a.path))))
+                .map(Some)
+        } else {
+            perform(a, local, remote)
+        };
         let (dst_tree, src_tree) = if a.side == Side::Local {
             (&mut *lt, &mut *rt)
         } else {
             (&mut *rt, &mut *lt)
         };
-        match perform(a, src_tree, local, remote) {
+        match result {
             Ok(entry) => {
                 if let (Op::Copy { from, .. }, Some(written)) = (&a.op, &entry) {
                     // The transfer hashed the source: remember it, so both sides agree.
@@ -441,17 +560,15 @@ fn execute(
     pending
 }
 
-/// Carries out one action. A copy's source is checked against the source tree as updated
-/// by earlier actions (a keep-both rename changes the loser's ctime before it is copied).
+/// Carries out one action other than a file copy.
 fn perform<'e>(
     a: &Action,
-    src_tree: &Tree,
     local: &'e mut dyn Endpoint,
     remote: &'e mut dyn Endpoint,
 ) -> Result<Option<Entry>> {
-    let (dst, src) = match a.side {
-        Side::Local => (local, remote),
-        Side::Remote => (remote, local),
+    let dst = match a.side {
+        Side::Local => local,
+        Side::Remote => remote,
     };
     let expect = a.expect.as_ref();
     let expected = || {
@@ -459,11 +576,6 @@ fn perform<'e>(
             .ok_or_else(|| Error::Protocol(format!("plan for '{}' lacks its precondition", a.path)))
     };
     match &a.op {
-        Op::Copy { from, source } if source.is_file() => {
-            let current = src_tree.get(from).filter(|e| e.is_file()).unwrap_or(source);
-            let mut s = src.open_source(from, current)?;
-            dst.write_file(&a.path, expect, source, &mut *s).map(Some)
-        }
         Op::Copy { source, .. } => dst.make_node(&a.path, expect, source).map(Some),
         Op::Mkdir { source } => dst.mkdir(&a.path, source).map(Some),
         Op::Delete => dst.delete(&a.path, expected()?).map(|()| None),

@@ -1,25 +1,42 @@
 //! `LocalEndpoint`: an [`Endpoint`] on this machine's disk, confined to its root.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::endpoint::{Endpoint, Scan, Source};
-use crate::error::{Error, Result};
+use crate::delta::{self, Basis, DeltaOp, LITERAL_CHUNK, WINDOW};
+use crate::endpoint::{Chunk, Endpoint, Received, Scan, SendRequest};
+use crate::error::{Error, Result, WireError};
 use crate::fsops::{still_expected, CommitError, Root};
 use crate::path::RelPath;
 use crate::rules::FilterSpec;
 use crate::scan::{hash_file, scan};
 use crate::tree::{Digest, Entry};
 
-/// Chunk size for copying file contents.
-const CHUNK: usize = 256 * 1024;
-
 /// A root directory on this machine.
 pub struct LocalEndpoint {
     root: Root,
     place: String,
     owner: bool,
+    incoming: HashMap<u64, Incoming>,
+    done: Vec<Received>,
+}
+
+/// A file being received: its temp file, the old version for `Copy` ops, and a running hash.
+struct Incoming {
+    path: RelPath,
+    expect: Option<Entry>,
+    meta: Entry,
+    dir: OwnedFd,
+    tmp: Vec<u8>,
+    file: File,
+    basis: Option<(File, u64)>,
+    hasher: blake3::Hasher,
+    written: u64,
+    failed: Option<Error>,
 }
 
 impl LocalEndpoint {
@@ -31,7 +48,13 @@ impl LocalEndpoint {
                 "{place}: {what} ({e}); create it or check the path"
             ))
         })?;
-        Ok(LocalEndpoint { root, place, owner })
+        Ok(LocalEndpoint {
+            root,
+            place,
+            owner,
+            incoming: HashMap::new(),
+            done: Vec::new(),
+        })
     }
 
     fn io(&self, op: &'static str, path: &RelPath, e: io::Error) -> Error {
@@ -71,7 +94,7 @@ impl LocalEndpoint {
 
     fn commit(
         &self,
-        dir: &std::os::fd::OwnedFd,
+        dir: &OwnedFd,
         tmp: &[u8],
         path: &RelPath,
         expect: Option<&Entry>,
@@ -87,39 +110,313 @@ impl LocalEndpoint {
             }
         }
     }
-}
 
-struct LocalSource<'a> {
-    file: File,
-    hasher: blake3::Hasher,
-    ep: &'a LocalEndpoint,
-    path: RelPath,
-    expect: Entry,
-}
+    /// Opens a source file, checking it is still the scanned one.
+    fn open_source(&self, path: &RelPath, expect: &Entry) -> Result<File> {
+        let source_changed = || Error::SourceChanged {
+            path: path.to_string(),
+            place: self.place.clone(),
+        };
+        let now = self
+            .root
+            .entry(path)
+            .map_err(|e| self.io("stat", path, e))?;
+        if !still_expected(now.as_ref(), Some(expect)) {
+            return Err(source_changed());
+        }
+        self.root
+            .open_read(path)
+            .map_err(|e| self.io("read", path, e))
+    }
 
-impl Read for LocalSource<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
+    /// Streams one file: whole, or as a delta against the receiver's signature.
+    fn send_one(&self, req: &SendRequest, sink: &mut dyn FnMut(Chunk) -> Result<()>) -> Result<()> {
+        let id = req.id;
+        let abort = |e: &Error| Chunk::Abort {
+            id,
+            error: WireError::from(e),
+        };
+        let basis = match req
+            .signature
+            .as_ref()
+            .map(|s| Basis::parse(s.to_vec()))
+            .transpose()
+        {
+            Ok(b) => b,
+            Err(why) => {
+                return sink(abort(&Error::Protocol(format!(
+                    "signature for '{}': {why}",
+                    req.target
+                ))))
+            }
+        };
+        let mut file = match self.open_source(&req.path, &req.expect) {
+            Ok(f) => f,
+            Err(e) => return sink(abort(&e)),
+        };
+        sink(Chunk::Begin {
+            id,
+            path: req.target.clone(),
+            expect: req.target_expect.clone(),
+            meta: req.expect.clone(),
+            delta: basis.is_some(),
+        })?;
+        let index = basis.as_ref().map(Basis::index);
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![
+            0u8;
+            if index.is_some() {
+                WINDOW
+            } else {
+                4 * LITERAL_CHUNK
+            }
+        ];
+        loop {
+            let n = match delta::read_full(&mut file, &mut buf) {
+                Ok(n) => n,
+                Err(e) => return sink(abort(&self.io("read", &req.path, e))),
+            };
+            if n == 0 {
+                break;
+            }
+            let window = &buf[..n];
+            hasher.update(window);
+            let mut ops = Vec::new();
+            match &index {
+                Some(index) => {
+                    if let Err(why) = delta::diff_window(index, window, &mut ops) {
+                        return sink(abort(&Error::Protocol(format!("'{}': {why}", req.path))));
+                    }
+                }
+                None => delta::literal_ops(window, &mut ops),
+            }
+            // Keep each message around a megabyte of literal data.
+            let mut batch = Vec::new();
+            let mut size = 0;
+            for op in ops {
+                size += match &op {
+                    DeltaOp::Literal(b) => b.len(),
+                    DeltaOp::Copy { .. } => 16,
+                };
+                batch.push(op);
+                if size >= 4 * LITERAL_CHUNK {
+                    sink(Chunk::Data {
+                        id,
+                        ops: std::mem::take(&mut batch),
+                    })?;
+                    size = 0;
+                }
+            }
+            if !batch.is_empty() {
+                sink(Chunk::Data { id, ops: batch })?;
+            }
+            if n < buf.len() {
+                break;
+            }
+        }
+        // Re-stat after reading: a file written to while we read it would arrive torn.
+        match self.root.entry(&req.path) {
+            Ok(now) if still_expected(now.as_ref(), Some(&req.expect)) => sink(Chunk::End {
+                id,
+                digest: Digest(*hasher.finalize().as_bytes()),
+            }),
+            Ok(_) => sink(abort(&Error::SourceChanged {
+                path: req.path.to_string(),
+                place: self.place.clone(),
+            })),
+            Err(e) => sink(abort(&self.io("stat", &req.path, e))),
+        }
+    }
+
+    fn begin(
+        &mut self,
+        id: u64,
+        path: RelPath,
+        expect: Option<Entry>,
+        meta: Entry,
+        delta: bool,
+    ) -> Result<()> {
+        if self.incoming.contains_key(&id) {
+            return Err(Error::Protocol(format!("transfer id {id} begun twice")));
+        }
+        if let Err(e) = self.check(&path, expect.as_ref()) {
+            self.done.push((id, Err(e)));
+            return Ok(());
+        }
+        let basis = if delta {
+            let Some(old) = expect.as_ref().filter(|e| e.is_file()) else {
+                self.done.push((
+                    id,
+                    Err(Error::Protocol(format!(
+                        "delta for '{path}' without an old version"
+                    ))),
+                ));
+                return Ok(());
+            };
+            match self.root.open_read(&path) {
+                Ok(f) => Some((f, old.size)),
+                Err(e) => {
+                    self.done.push((id, Err(self.io("read", &path, e))));
+                    return Ok(());
+                }
+            }
+        } else {
+            None
+        };
+        let (dir, tmp, file) = match self.root.create_temp(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.done
+                    .push((id, Err(self.io("create a temporary file for", &path, e))));
+                return Ok(());
+            }
+        };
+        let hasher = blake3::Hasher::new();
+        self.incoming.insert(
+            id,
+            Incoming {
+                path,
+                expect,
+                meta,
+                dir,
+                tmp,
+                file,
+                basis,
+                hasher,
+                written: 0,
+                failed: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn data(&mut self, id: u64, ops: Vec<DeltaOp>) -> Result<()> {
+        let place = self.place.clone();
+        let Some(inc) = self.incoming.get_mut(&id) else {
+            // Already failed at begin: its outcome is recorded, the rest is dropped.
+            return if self.done.iter().any(|(d, _)| *d == id) {
+                Ok(())
+            } else {
+                Err(unknown(id))
+            };
+        };
+        if inc.failed.is_some() {
+            return Ok(());
+        }
+        if let Err(e) = inc.apply(ops) {
+            inc.failed = Some(match e {
+                ApplyError::Io(op, e) => Error::io(op, &inc.path, &place, e),
+                ApplyError::Peer(why) => {
+                    Error::Protocol(format!("'{}' on {place}: {why}; not committed", inc.path))
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, id: u64, digest: Option<Digest>, abort: Option<Error>) -> Result<()> {
+        let Some(mut inc) = self.incoming.remove(&id) else {
+            if self.done.iter().any(|(d, _)| *d == id) {
+                return Ok(()); // failed at begin; its outcome is recorded
+            }
+            return match abort {
+                Some(e) => {
+                    self.done.push((id, Err(e))); // aborted before it began
+                    Ok(())
+                }
+                None => Err(unknown(id)),
+            };
+        };
+        let outcome = match (abort, inc.failed.take(), digest) {
+            (Some(e), _, _) | (None, Some(e), _) => Err(e),
+            (None, None, Some(sent)) => self.commit_incoming(&inc, sent),
+            (None, None, None) => Err(Error::Protocol(format!(
+                "transfer {id} ended without a digest"
+            ))),
+        };
+        if outcome.is_err() {
+            Root::remove_name(&inc.dir, &inc.tmp);
+        }
+        self.done.push((id, outcome));
+        Ok(())
+    }
+
+    /// Verifies a complete temp file against the sender's digest and renames it into place.
+    fn commit_incoming(&self, inc: &Incoming, sent: Digest) -> Result<Entry> {
+        let got = Digest(*inc.hasher.finalize().as_bytes());
+        if got != sent || inc.written != inc.meta.size {
+            return Err(Error::Verify {
+                path: inc.path.to_string(),
+                place: self.place.clone(),
+            });
+        }
+        Root::set_meta_fd(&inc.file, &inc.meta, self.owner)
+            .map_err(|e| self.io("set attributes of", &inc.path, e))?;
+        // Durable before it replaces anything: a crash must not leave an empty file that a
+        // later run would take for a modification.
+        inc.file
+            .sync_data()
+            .map_err(|e| self.io("flush", &inc.path, e))?;
+        self.commit(&inc.dir, &inc.tmp, &inc.path, inc.expect.as_ref())?;
+        self.entry_now(&inc.path, Some(got))
     }
 }
 
-impl Source for LocalSource<'_> {
-    fn finish(&mut self) -> Result<Digest> {
-        // Re-stat after reading: a file written to while we read it would arrive torn.
-        let now = self
-            .ep
-            .root
-            .entry(&self.path)
-            .map_err(|e| self.ep.io("stat", &self.path, e))?;
-        if !still_expected(now.as_ref(), Some(&self.expect)) {
-            return Err(Error::SourceChanged {
-                path: self.path.to_string(),
-                place: self.ep.place.clone(),
-            });
+fn unknown(id: u64) -> Error {
+    Error::Protocol(format!("chunk for unknown transfer id {id}"))
+}
+
+enum ApplyError {
+    Io(&'static str, io::Error),
+    Peer(String),
+}
+
+impl Incoming {
+    /// Writes the ops to the temp file, hashing what is written.
+    fn apply(&mut self, ops: Vec<DeltaOp>) -> Result<(), ApplyError> {
+        let mut buf = Vec::new();
+        for op in ops {
+            let len = op.len();
+            if self.written + len > self.meta.size {
+                return Err(ApplyError::Peer(format!(
+                    "sender sent more than the announced {} bytes",
+                    self.meta.size
+                )));
+            }
+            match op {
+                DeltaOp::Literal(data) => {
+                    self.file
+                        .write_all(&data)
+                        .map_err(|e| ApplyError::Io("write", e))?;
+                    self.hasher.update(&data);
+                }
+                DeltaOp::Copy { offset, len } => {
+                    let Some((basis, size)) = &self.basis else {
+                        return Err(ApplyError::Peer("copy op without an old version".into()));
+                    };
+                    if offset.checked_add(len).is_none_or(|end| end > *size) {
+                        return Err(ApplyError::Peer(format!(
+                            "copy of {len} bytes at {offset} is outside the old version"
+                        )));
+                    }
+                    let mut done = 0;
+                    while done < len {
+                        let n = (len - done).min(LITERAL_CHUNK as u64) as usize;
+                        buf.resize(n, 0);
+                        basis
+                            .read_exact_at(&mut buf, offset + done)
+                            .map_err(|e| ApplyError::Io("read the old version of", e))?;
+                        self.file
+                            .write_all(&buf)
+                            .map_err(|e| ApplyError::Io("write", e))?;
+                        self.hasher.update(&buf);
+                        done += n as u64;
+                    }
+                }
+            }
+            self.written += len;
         }
-        Ok(Digest(*self.hasher.finalize().as_bytes()))
+        Ok(())
     }
 }
 
@@ -153,88 +450,43 @@ impl Endpoint for LocalEndpoint {
             .collect())
     }
 
-    fn open_source<'a>(
-        &'a mut self,
-        path: &RelPath,
-        expect: &Entry,
-    ) -> Result<Box<dyn Source + 'a>> {
-        let now = self
-            .root
-            .entry(path)
-            .map_err(|e| self.io("stat", path, e))?;
-        if !still_expected(now.as_ref(), Some(expect)) {
-            return Err(Error::SourceChanged {
-                path: path.to_string(),
-                place: self.place.clone(),
-            });
-        }
-        let file = self
-            .root
-            .open_read(path)
-            .map_err(|e| self.io("open", path, e))?;
-        Ok(Box::new(LocalSource {
-            file,
-            hasher: blake3::Hasher::new(),
-            ep: self,
-            path: path.clone(),
-            expect: expect.clone(),
-        }))
+    fn signatures(&mut self, files: &[(RelPath, Entry)]) -> Result<Vec<Result<Vec<u8>, String>>> {
+        Ok(files
+            .iter()
+            .map(|(path, expect)| {
+                let mut f = self.open_source(path, expect).map_err(|e| e.to_string())?;
+                delta::signature(&mut f, expect.size)
+                    .map_err(|e| format!("cannot read '{path}': {e}"))
+            })
+            .collect())
     }
 
-    fn write_file(
+    fn send(
         &mut self,
-        path: &RelPath,
-        expect: Option<&Entry>,
-        meta: &Entry,
-        src: &mut dyn Source,
-    ) -> Result<Entry> {
-        // Fail early (before moving any data) if the target already changed.
-        self.check(path, expect)?;
-        let (dir, tmp, mut file) = self
-            .root
-            .create_temp(path)
-            .map_err(|e| self.io("create a temporary file for", path, e))?;
-        let written = (|| -> Result<Digest> {
-            let mut hasher = blake3::Hasher::new();
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = match src.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        return Err(Error::io("read the source of", path, "the sending side", e))
-                    }
-                };
-                file.write_all(&buf[..n])
-                    .map_err(|e| self.io("write", path, e))?;
-                hasher.update(&buf[..n]);
-            }
-            let sent = src.finish()?;
-            let got = Digest(*hasher.finalize().as_bytes());
-            if got != sent {
-                return Err(Error::Protocol(format!(
-                    "'{path}' on {}: received data does not match the sender's hash ({} != {}); not committed",
-                    self.place,
-                    got.short(),
-                    sent.short()
-                )));
-            }
-            Root::set_meta_fd(&file, meta, self.owner)
-                .map_err(|e| self.io("set attributes of", path, e))?;
-            file.sync_data().map_err(|e| self.io("flush", path, e))?;
-            Ok(got)
-        })();
-        let digest = match written {
-            Ok(d) => d,
-            Err(e) => {
-                Root::remove_name(&dir, &tmp);
-                return Err(e);
-            }
-        };
-        drop(file);
-        self.commit(&dir, &tmp, path, expect)?;
-        self.entry_now(path, Some(digest))
+        files: &[SendRequest],
+        sink: &mut dyn FnMut(Chunk) -> Result<()>,
+    ) -> Result<()> {
+        files.iter().try_for_each(|req| self.send_one(req, sink))
+    }
+
+    fn receive(&mut self, chunk: Chunk) -> Result<()> {
+        match chunk {
+            Chunk::Begin {
+                id,
+                path,
+                expect,
+                meta,
+                delta,
+            } => self.begin(id, path, expect, meta, delta),
+            Chunk::Data { id, ops } => self.data(id, ops),
+            Chunk::End { id, digest } => self.end(id, Some(digest), None),
+            Chunk::Abort { id, error } => self.end(id, None, Some(error.into())),
+        }
+    }
+
+    fn received(&mut self, _wait: bool) -> Result<Vec<Received>> {
+        // Files complete as their `End` arrives: nothing is ever pending here.
+        Ok(std::mem::take(&mut self.done))
     }
 
     fn make_node(

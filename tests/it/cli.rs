@@ -114,7 +114,7 @@ fn default_session_name_differs_per_root_pair() {
     assert_eq!(f.sync("push", &[]).code, 0);
     let other = f.tmp.path().join("c");
     std::fs::create_dir(&other).unwrap();
-    let mut c = f.command();
+    let mut c = f.sync_command();
     c.arg("-d")
         .arg(&f.a)
         .arg("-r")
@@ -122,4 +122,28 @@ fn default_session_name_differs_per_root_pair() {
         .args(["-K", "push"]);
     assert_eq!(output(c.output().unwrap()).code, 0);
     assert_eq!(f.run(&["sessions"]).lines().len(), 2);
+}
+
+#[test]
+fn the_agent_under_test_is_current() {
+    let agent = agent_path();
+    let client = std::path::Path::new(env!("CARGO_BIN_EXE_tandem"));
+    let age = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    assert!(
+        agent.is_file(),
+        "{} is missing: run scripts/test.sh (it builds the agent first)",
+        agent.display()
+    );
+    assert!(
+        age(&agent) >= age(client).map(|t| t - std::time::Duration::from_secs(600)),
+        "tandem-agent is older than tandem: run scripts/test.sh"
+    );
+    let out = std::process::Command::new(&agent)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("tandem-agent "),
+        "{out:?}"
+    );
 }

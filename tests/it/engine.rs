@@ -1,17 +1,16 @@
 //! The engine's safety rails, driven through the library: preconditions checked just before
 //! each change, torn sources, failed verification, and a run killed mid-way.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tandem::endpoint::{Endpoint, LocalEndpoint, Source};
+use tandem::endpoint::{Chunk, Endpoint, LocalEndpoint, SendRequest};
 use tandem::error::Error;
 use tandem::output::{Event, Reporter};
 use tandem::path::RelPath;
 use tandem::reconcile::{Direction, Policy};
 use tandem::session::Session;
-use tandem::sync::{run, Job, RemoteSpec};
+use tandem::sync::{run, Job, LocalTransport, RemoteSpec};
 use tandem::tree::Digest;
 
 use crate::util::*;
@@ -31,6 +30,11 @@ fn job(f: &Fixture, direction: Direction) -> Job {
         halt_on_error: false,
         max_delete: None,
         preserve_owner: false,
+        transport: LocalTransport::Pipe {
+            agent: Some(agent_path()),
+        },
+        compression: Default::default(),
+        pending_max: 2000,
     }
 }
 
@@ -119,84 +123,94 @@ fn p(s: &str) -> RelPath {
     RelPath::new(s.as_bytes().to_vec()).unwrap()
 }
 
-#[test]
-fn a_source_written_while_read_is_not_committed() {
-    let f = fixture();
-    write(f.a.join("growing.log"), &"line\n".repeat(100_000));
-    let mut src = endpoint(&f.a);
-    let mut dst = endpoint(&f.b);
-    let tree = src.scan(&Default::default()).unwrap().tree;
-    let entry = tree.get(&p("growing.log")).unwrap().clone();
-    let path = f.a.join("growing.log");
-    let mut s = src.open_source(&p("growing.log"), &entry).unwrap();
-    let mut first = vec![0u8; 1000];
-    s.read_exact(&mut first).unwrap();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap()
-        .write_all_at_end(b"appended\n");
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).unwrap();
-    assert!(matches!(s.finish(), Err(Error::SourceChanged { .. })));
-    drop(s);
-    // Through the writer too: nothing lands at the target, no temp file is left.
-    let entry_now = src
+fn request(ep: &mut LocalEndpoint, path: &str) -> SendRequest {
+    let e = ep
         .scan(&Default::default())
         .unwrap()
         .tree
-        .get(&p("growing.log"))
+        .get(&p(path))
         .unwrap()
         .clone();
-    let mut s = src.open_source(&p("growing.log"), &entry_now).unwrap();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap()
-        .write_all_at_end(b"more\n");
-    let r = dst.write_file(&p("growing.log"), None, &entry_now, &mut *s);
-    assert!(matches!(r, Err(Error::SourceChanged { .. })), "{r:?}");
-    assert!(names(&f.b).is_empty(), "{:?}", names(&f.b));
-}
-
-trait AppendExt {
-    fn write_all_at_end(self, data: &[u8]);
-}
-
-impl AppendExt for std::fs::File {
-    fn write_all_at_end(mut self, data: &[u8]) {
-        use std::io::Write;
-        self.write_all(data).unwrap();
+    SendRequest {
+        id: 1,
+        path: p(path),
+        expect: e,
+        target: p(path),
+        target_expect: None,
+        signature: None,
     }
 }
 
-/// A source whose bytes do not match the digest it claims.
-struct Liar(std::io::Cursor<Vec<u8>>);
-
-impl Read for Liar {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl Source for Liar {
-    fn finish(&mut self) -> tandem::error::Result<Digest> {
-        Ok(Digest::of(b"something else"))
-    }
+#[test]
+fn a_source_written_while_read_is_not_committed() {
+    let f = fixture();
+    write(f.a.join("growing.log"), &"line\n".repeat(500_000));
+    let mut src = endpoint(&f.a);
+    let mut dst = endpoint(&f.b);
+    let req = request(&mut src, "growing.log");
+    let path = f.a.join("growing.log");
+    let mut appended = false;
+    let mut last = None;
+    src.send(std::slice::from_ref(&req), &mut |chunk| {
+        // Someone appends to the file while it is being read.
+        if matches!(chunk, Chunk::Data { .. }) && !appended {
+            appended = true;
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            std::io::Write::write_all(&mut file, b"appended\n").unwrap();
+        }
+        last = Some(chunk.clone());
+        dst.receive(chunk)
+    })
+    .unwrap();
+    assert!(
+        matches!(last, Some(Chunk::Abort { .. })),
+        "the sender did not notice: {last:?}"
+    );
+    let done = dst.received(true).unwrap();
+    assert!(
+        matches!(done[..], [(1, Err(Error::SourceChanged { .. }))]),
+        "{done:?}"
+    );
+    assert!(
+        names(&f.b).is_empty(),
+        "something was committed or left behind: {:?}",
+        names(&f.b)
+    );
 }
 
 #[test]
 fn data_failing_hash_verification_is_never_renamed_into_place() {
     let f = fixture();
+    write(f.a.join("precious"), "new version");
     write(f.b.join("precious"), "original");
+    let mut src = endpoint(&f.a);
     let mut dst = endpoint(&f.b);
-    let tree = dst.scan(&Default::default()).unwrap().tree;
-    let old = tree.get(&p("precious")).unwrap().clone();
-    let mut liar = Liar(std::io::Cursor::new(b"corrupted".to_vec()));
-    let r = dst.write_file(&p("precious"), Some(&old), &old, &mut liar);
+    let mut req = request(&mut src, "precious");
+    req.target_expect = dst
+        .scan(&Default::default())
+        .unwrap()
+        .tree
+        .get(&p("precious"))
+        .cloned();
+    src.send(&[req], &mut |chunk| {
+        // A peer that lies about the hash of what it sent.
+        let chunk = match chunk {
+            Chunk::End { id, .. } => Chunk::End {
+                id,
+                digest: Digest::of(b"something else"),
+            },
+            c => c,
+        };
+        dst.receive(chunk)
+    })
+    .unwrap();
+    let done = dst.received(true).unwrap();
     assert!(
-        matches!(r, Err(Error::Protocol(ref m)) if m.contains("does not match")),
-        "{r:?}"
+        matches!(done[..], [(1, Err(Error::Verify { .. }))]),
+        "{done:?}"
     );
     assert_eq!(read(f.b.join("precious")), "original");
     assert_eq!(names(&f.b), ["precious"], "temp file left behind");
@@ -211,13 +225,7 @@ fn writes_never_follow_a_symlink_out_of_the_root() {
     let mut dst = endpoint(&f.b);
     let mut src = endpoint(&f.a);
     write(f.a.join("sub/x"), "escape attempt");
-    let e = src
-        .scan(&Default::default())
-        .unwrap()
-        .tree
-        .get(&p("sub/x"))
-        .unwrap()
-        .clone();
+    let req = request(&mut src, "sub/x");
     let dir_entry = src
         .scan(&Default::default())
         .unwrap()
@@ -225,16 +233,9 @@ fn writes_never_follow_a_symlink_out_of_the_root() {
         .get(&p("sub"))
         .unwrap()
         .clone();
-    let mut s = src.open_source(&p("sub/x"), &e).unwrap();
-    assert!(dst.write_file(&p("sub/x"), None, &e, &mut *s).is_err());
-    drop(s);
-    let _unused = src
-        .scan(&Default::default())
-        .unwrap()
-        .tree
-        .get(&p("sub"))
-        .unwrap()
-        .clone();
+    src.send(&[req], &mut |c| dst.receive(c)).unwrap();
+    let done = dst.received(true).unwrap();
+    assert!(done[0].1.is_err(), "{done:?}");
     assert!(dst.mkdir(&p("sub/y"), &dir_entry).is_err());
     assert!(
         std::fs::read_dir(&outside).unwrap().next().is_none(),
@@ -267,7 +268,7 @@ fn a_run_killed_mid_way_loses_nothing_and_the_next_run_converges() {
             );
         }
     }
-    let mut c = f.command();
+    let mut c = f.sync_command();
     c.arg("-d")
         .arg(&f.a)
         .arg("-r")

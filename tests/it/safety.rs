@@ -7,7 +7,7 @@ use crate::util::*;
 #[test]
 fn missing_local_or_remote_root_is_exit_64() {
     let f = fixture();
-    let mut c = f.command();
+    let mut c = f.sync_command();
     c.args(["-d", "/nonexistent/tandem-root", "-r"])
         .arg(&f.b)
         .args(["-K", "push"]);
@@ -17,7 +17,7 @@ fn missing_local_or_remote_root_is_exit_64() {
         r.stderr.contains("/nonexistent/tandem-root") && r.stderr.contains("does not exist"),
         "{r:?}"
     );
-    let mut c = f.command();
+    let mut c = f.sync_command();
     c.arg("-d")
         .arg(&f.a)
         .args(["-r", "/nonexistent/other", "-K", "bidi"]);
@@ -30,7 +30,7 @@ fn missing_local_or_remote_root_is_exit_64() {
 fn a_file_as_root_is_exit_64() {
     let f = fixture();
     write(f.tmp.path().join("plain"), "x");
-    let mut c = f.command();
+    let mut c = f.sync_command();
     c.arg("-d")
         .arg(&f.a)
         .arg("-r")
@@ -87,7 +87,7 @@ fn session_bound_to_other_roots_is_exit_16() {
     assert_eq!(f.sync("push", &["-N", "mine"]).code, 0);
     let other = f.tmp.path().join("c");
     std::fs::create_dir(&other).unwrap();
-    let mut c = f.command();
+    let mut c = f.sync_command();
     c.arg("-d")
         .arg(&f.a)
         .arg("-r")

@@ -58,11 +58,23 @@ pub fn output(o: Output) -> Run {
     }
 }
 
+/// The agent binary built beside the client (scripts/test.sh builds it first).
+pub fn agent_path() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_tandem")).with_file_name("tandem-agent")
+}
+
 impl Fixture {
     pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_tandem"));
         c.env("FILESYNC", &self.state)
             .stdin(std::process::Stdio::null());
+        c
+    }
+
+    /// The client with the agent under test, ready for sync arguments.
+    pub fn sync_command(&self) -> Command {
+        let mut c = self.command();
+        c.arg("--agent-path").arg(agent_path());
         c
     }
 

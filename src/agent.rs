@@ -1,0 +1,287 @@
+//! The agent: serves a [`LocalEndpoint`] over a stream. It speaks only when spoken to,
+//! treats every message as untrusted, and stops at the first malformed one.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+
+use crate::compress::Compression;
+use crate::endpoint::{Chunk, Endpoint, LocalEndpoint};
+use crate::error::{Error, WireError};
+use crate::protocol::frame::{read_frame, write_frame, Kind};
+use crate::protocol::handshake::{read_hello, send_hello};
+use crate::protocol::{decode, encode, Request, Response, SCAN_BATCH};
+
+/// How the agent was started.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// The root it serves.
+    pub root: PathBuf,
+    /// How errors name this side, e.g. `remote 'host:/srv'`.
+    pub label: String,
+    /// Preserve owner and group.
+    pub owner: bool,
+    /// Compression of its frames.
+    pub compression: Compression,
+}
+
+impl AgentOptions {
+    /// Parses the agent's command line (`--root DIR [--label TEXT] [--preserve-owner]
+    /// [--compress zstd[:N]|none]`).
+    pub fn parse(args: &[String]) -> Result<AgentOptions, String> {
+        let mut root = None;
+        let mut label = None;
+        let mut owner = false;
+        let mut compression = Compression::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
+            match a.as_str() {
+                "--root" => root = Some(PathBuf::from(value()?)),
+                "--label" => label = Some(value()?),
+                "--preserve-owner" => owner = true,
+                "--die-with-parent" => die_with_parent()?,
+                "--compress" => compression = Compression::parse(&value()?)?,
+                other => return Err(format!("unknown argument '{other}'")),
+            }
+        }
+        let root = root.ok_or("missing --root DIR")?;
+        let label = label.unwrap_or_else(|| format!("remote '{}'", root.display()));
+        Ok(AgentOptions {
+            root,
+            label,
+            owner,
+            compression,
+        })
+    }
+}
+
+struct Out<W: Write> {
+    w: BufWriter<W>,
+    compression: Compression,
+}
+
+impl<W: Write> Out<W> {
+    fn send(&mut self, r: &Response) -> Result<(), Error> {
+        let (kind, payload) = encode(r, self.compression)?;
+        write_frame(&mut self.w, kind, &payload)
+            .map_err(|e| Error::Protocol(format!("cannot write to the client: {e}")))?;
+        Ok(())
+    }
+
+    fn stop(&mut self, error: Error) -> Stopped {
+        self.fatal(&error);
+        Stopped {
+            error,
+            told_client: true,
+        }
+    }
+
+    /// Tells the client why the agent stops: the exit bit, then the message.
+    fn fatal(&mut self, e: &Error) {
+        let mut payload = vec![e.exit_bit().0.max(1)];
+        payload.extend_from_slice(e.to_string().as_bytes());
+        let _ = write_frame(&mut self.w, Kind::Fatal, &payload);
+        let _ = self.w.flush();
+    }
+}
+
+/// Why the agent stopped early.
+#[derive(Debug)]
+pub struct Stopped {
+    /// What went wrong.
+    pub error: Error,
+    /// True if the client was told (in a fatal frame), so it need not be printed.
+    pub told_client: bool,
+}
+
+/// Serves until the client closes the stream.
+pub fn serve(input: impl Read, output: impl Write, opts: &AgentOptions) -> Result<(), Stopped> {
+    let untold = |error| Stopped {
+        error,
+        told_client: false,
+    };
+    let mut input = BufReader::with_capacity(1 << 20, input);
+    let mut out = Out {
+        w: BufWriter::with_capacity(1 << 20, output),
+        compression: opts.compression,
+    };
+    send_hello(&mut out.w)
+        .map_err(|e| untold(Error::Protocol(format!("cannot greet the client: {e}"))))?;
+    read_hello(&mut input).map_err(|e| untold(Error::Protocol(e.to_string())))?;
+    let mut ep =
+        LocalEndpoint::open(&opts.root, opts.label.clone(), opts.owner).map_err(|e| out.stop(e))?;
+    loop {
+        let frame = match read_frame(&mut input) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                return Err(out.stop(Error::Protocol(format!("bad frame from the client: {e}"))))
+            }
+        };
+        let req: Request = decode(frame.0, &frame.1).map_err(|why| {
+            out.stop(Error::Protocol(format!(
+                "rejected a message from the client: {why}"
+            )))
+        })?;
+        handle(&mut ep, req, &mut out).map_err(|e| out.stop(e))?;
+        out.w
+            .flush()
+            .map_err(|e| untold(Error::Protocol(format!("cannot write to the client: {e}"))))?;
+    }
+}
+
+fn wire<T>(r: Result<T, Error>) -> Result<T, WireError> {
+    r.map_err(|e| WireError::from(&e))
+}
+
+/// Runs one request; `Err` only for protocol violations (which end the session).
+fn handle<W: Write>(ep: &mut LocalEndpoint, req: Request, out: &mut Out<W>) -> Result<(), Error> {
+    match req {
+        Request::Scan { filter } => match ep.scan(&filter) {
+            Ok(scan) => {
+                let entries: Vec<_> = scan.tree.entries.into_iter().collect();
+                let mut problems: Vec<_> = scan.tree.problems.into_iter().collect();
+                for part in entries.chunks(SCAN_BATCH) {
+                    out.send(&Response::ScanPart {
+                        entries: part.to_vec(),
+                        problems: std::mem::take(&mut problems),
+                    })?;
+                }
+                if !problems.is_empty() {
+                    out.send(&Response::ScanPart {
+                        entries: vec![],
+                        problems,
+                    })?;
+                }
+                out.send(&Response::ScanDone {
+                    root_id: scan.root_id,
+                })
+            }
+            Err(e) => out.send(&Response::Failed(WireError::from(&e))),
+        },
+        Request::Digests { paths } => {
+            let r = ep.digests(&paths)?;
+            out.send(&Response::Digests(r))
+        }
+        Request::Signatures { files } => {
+            let r = ep.signatures(&files)?;
+            out.send(&Response::Signatures(
+                r.into_iter()
+                    .map(|s| s.map(serde_bytes::ByteBuf::from))
+                    .collect(),
+            ))
+        }
+        Request::Send { files } => {
+            let mut batch: Vec<Chunk> = Vec::new();
+            let mut size = 0usize;
+            let mut failed = None;
+            ep.send(&files, &mut |c| {
+                size += match &c {
+                    Chunk::Data { ops, .. } => ops
+                        .iter()
+                        .map(|o| o.len().min(1 << 20) as usize)
+                        .sum::<usize>()
+                        .max(64),
+                    _ => 200,
+                };
+                batch.push(c);
+                if size >= 1 << 20 {
+                    size = 0;
+                    if let Err(e) = out.send(&Response::Chunks(std::mem::take(&mut batch))) {
+                        failed = Some(e.to_string());
+                        return Err(e);
+                    }
+                }
+                Ok(())
+            })?;
+            if let Some(why) = failed {
+                return Err(Error::Protocol(why));
+            }
+            if !batch.is_empty() {
+                out.send(&Response::Chunks(batch))?;
+            }
+            out.send(&Response::SendDone)
+        }
+        Request::Receive { chunks } => {
+            for c in chunks {
+                ep.receive(c)?;
+            }
+            let done = ep.received(false)?;
+            if done.is_empty() {
+                return Ok(());
+            }
+            out.send(&Response::Received(
+                done.into_iter().map(|(id, r)| (id, wire(r))).collect(),
+            ))
+        }
+        Request::MakeNode {
+            path,
+            expect,
+            source,
+        } => out.send(&Response::Done(wire(
+            ep.make_node(&path, expect.as_ref(), &source).map(Some),
+        ))),
+        Request::Mkdir { path, source } => {
+            out.send(&Response::Done(wire(ep.mkdir(&path, &source).map(Some))))
+        }
+        Request::Delete { path, expect } => out.send(&Response::Done(wire(
+            ep.delete(&path, &expect).map(|()| None),
+        ))),
+        Request::Rename {
+            from,
+            to,
+            expect,
+            meta,
+        } => out.send(&Response::Done(wire(
+            ep.rename(&from, &to, &expect, meta.as_ref()).map(Some),
+        ))),
+        Request::SetMeta {
+            path,
+            expect,
+            source,
+        } => out.send(&Response::Done(wire(
+            ep.set_meta(&path, &expect, &source).map(Some),
+        ))),
+    }
+}
+
+/// Asks the kernel to kill this agent when the client that started it dies, so a killed
+/// run leaves no agent behind still writing into the tree (pipe transport).
+fn die_with_parent() -> Result<(), String> {
+    let parent = rustix::process::getppid();
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| format!("cannot follow the parent process: {e}"))?;
+    // The parent may have died before the request took effect.
+    if rustix::process::getppid() != parent || parent.is_none() {
+        return Err("the client is already gone".into());
+    }
+    Ok(())
+}
+
+/// `tandem-agent`'s main: parses arguments, serves stdin/stdout, returns the exit code.
+pub fn main_with_args(args: &[String]) -> u8 {
+    if args.first().is_some_and(|a| a == "--version" || a == "-V") {
+        println!(
+            "tandem-agent {} (protocol {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::protocol::handshake::PROTOCOL_VERSION
+        );
+        return 0;
+    }
+    let opts = match AgentOptions::parse(args) {
+        Ok(o) => o,
+        Err(why) => {
+            eprintln!("tandem-agent: {why}\nusage: tandem-agent --root DIR [--label TEXT] [--preserve-owner] [--compress zstd[:LEVEL]|none]");
+            return 32;
+        }
+    };
+    match serve(std::io::stdin().lock(), std::io::stdout().lock(), &opts) {
+        Ok(()) => 0,
+        Err(Stopped { error, told_client }) => {
+            if !told_client {
+                eprintln!("tandem-agent: {error}");
+            }
+            error.exit_bit().0.max(1)
+        }
+    }
+}

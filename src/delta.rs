@@ -1,0 +1,281 @@
+//! Rolling-checksum deltas on bounded memory, over fast_rsync.
+//!
+//! fast_rsync works on whole slices, so: the receiver's signature is computed chunk by
+//! chunk (a multiple of the block size, so the concatenation equals the whole-file
+//! signature); the sender diffs its file window by window against the whole basis index
+//! (copy offsets are absolute, so every window's delta applies to the full basis); and the
+//! receiver applies copies with positioned reads from the basis file instead of holding
+//! it. MD4 matches are only hints: the result is always checked with BLAKE3.
+
+use std::io::{self, Read};
+
+use fast_rsync::{IndexedSignature, Signature, SignatureOptions};
+use serde::{Deserialize, Serialize};
+
+/// How much of a file is held in memory at once, on either side.
+pub const WINDOW: usize = 16 << 20;
+/// Bytes per literal op; keeps messages small and pipelined.
+pub const LITERAL_CHUNK: usize = 256 << 10;
+/// MD4 bytes kept per block (the maximum).
+const HASH_SIZE: u32 = 16;
+
+/// One step of rebuilding a file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeltaOp {
+    /// Copy `len` bytes from the receiver's old version at `offset`.
+    Copy {
+        /// Offset in the basis.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// New bytes.
+    Literal(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+impl DeltaOp {
+    /// Bytes this op adds to the output.
+    pub fn len(&self) -> u64 {
+        match self {
+            DeltaOp::Copy { len, .. } => *len,
+            DeltaOp::Literal(b) => b.len() as u64,
+        }
+    }
+
+    /// True for an op that adds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// rsync's block size rule: about √size, a multiple of 8, between 704 B and 128 KiB.
+pub fn block_size(len: u64) -> u32 {
+    let root = (len as f64).sqrt() as u64;
+    (root.div_ceil(8) * 8).clamp(704, 128 << 10) as u32
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The signature of a basis of `len` bytes, computed a window at a time.
+pub fn signature(basis: &mut impl Read, len: u64) -> io::Result<Vec<u8>> {
+    let opts = SignatureOptions {
+        block_size: block_size(len),
+        crypto_hash_size: HASH_SIZE,
+    };
+    let bs = opts.block_size as usize;
+    let mut buf = vec![0u8; (WINDOW / bs).max(1) * bs];
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        let n = read_full(basis, &mut buf)?;
+        if n == 0 && !out.is_empty() {
+            break;
+        }
+        let sig = Signature::calculate(&buf[..n], opts);
+        let bytes = sig.serialized();
+        // Every chunk's signature starts with the same 12-byte header.
+        out.extend_from_slice(if out.is_empty() { bytes } else { &bytes[12..] });
+        if n < buf.len() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// A parsed signature ready to diff against.
+pub struct Basis {
+    sig: Signature,
+}
+
+impl Basis {
+    /// Parses signature bytes from the receiver (untrusted: a bad one is an error).
+    pub fn parse(bytes: Vec<u8>) -> Result<Basis, String> {
+        let sig = Signature::deserialize(bytes).map_err(|_| "malformed signature".to_string())?;
+        Ok(Basis { sig })
+    }
+
+    /// The index fast_rsync diffs against.
+    pub fn index(&self) -> IndexedSignature<'_> {
+        self.sig.index()
+    }
+}
+
+/// Appends the ops that rebuild `window` from the basis behind `index`.
+pub fn diff_window(
+    index: &IndexedSignature<'_>,
+    window: &[u8],
+    ops: &mut Vec<DeltaOp>,
+) -> Result<(), String> {
+    let mut delta = Vec::with_capacity(window.len() / 8 + 64);
+    fast_rsync::diff(index, window, &mut delta).map_err(|e| format!("delta failed: {e}"))?;
+    parse_delta(&delta, ops)
+}
+
+/// Splits literal data into ops of at most [`LITERAL_CHUNK`] bytes.
+pub fn literal_ops(data: &[u8], ops: &mut Vec<DeltaOp>) {
+    for c in data.chunks(LITERAL_CHUNK) {
+        ops.push(DeltaOp::Literal(c.to_vec()));
+    }
+}
+
+const DELTA_MAGIC: u32 = 0x7273_0236;
+
+/// Parses fast_rsync's (librsync's) delta format into ops, merging adjacent copies.
+pub fn parse_delta(mut d: &[u8], ops: &mut Vec<DeltaOp>) -> Result<(), String> {
+    fn take<'a>(d: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+        if d.len() < n {
+            return Err("truncated delta".into());
+        }
+        let (a, b) = d.split_at(n);
+        *d = b;
+        Ok(a)
+    }
+    fn int(d: &mut &[u8], n: usize) -> Result<u64, String> {
+        let mut b = [0u8; 8];
+        b[8 - n..].copy_from_slice(take(d, n)?);
+        Ok(u64::from_be_bytes(b))
+    }
+    if int(&mut d, 4)? as u32 != DELTA_MAGIC {
+        return Err("bad delta magic".into());
+    }
+    let mut literal: Vec<u8> = Vec::new();
+    let flush = |literal: &mut Vec<u8>, ops: &mut Vec<DeltaOp>| {
+        if !literal.is_empty() {
+            literal_ops(literal, ops);
+            literal.clear();
+        }
+    };
+    loop {
+        let cmd = take(&mut d, 1)?[0];
+        match cmd {
+            0 => break,
+            0x01..=0x40 => literal.extend_from_slice(take(&mut d, cmd as usize)?),
+            0x41..=0x44 => {
+                let n = int(&mut d, 1 << (cmd - 0x41))? as usize;
+                literal.extend_from_slice(take(&mut d, n)?);
+            }
+            0x45..=0x54 => {
+                let mode = cmd - 0x45;
+                let offset = int(&mut d, 1 << (mode / 4))?;
+                let len = int(&mut d, 1 << (mode % 4))?;
+                flush(&mut literal, ops);
+                match ops.last_mut() {
+                    Some(DeltaOp::Copy { offset: o, len: l }) if *o + *l == offset => *l += len,
+                    _ => ops.push(DeltaOp::Copy { offset, len }),
+                }
+            }
+            _ => return Err(format!("unknown delta command 0x{cmd:02x}")),
+        }
+    }
+    flush(&mut literal, ops);
+    if d.is_empty() {
+        Ok(())
+    } else {
+        Err("trailing data after delta".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rebuild(basis: &[u8], ops: &[DeltaOp]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for op in ops {
+            match op {
+                DeltaOp::Copy { offset, len } => {
+                    out.extend_from_slice(&basis[*offset as usize..(*offset + *len) as usize])
+                }
+                DeltaOp::Literal(b) => out.extend_from_slice(b),
+            }
+        }
+        out
+    }
+
+    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunked_signature_equals_whole_file_signature() {
+        let data = pseudo_random(WINDOW * 2 + 12345, 7);
+        let whole = Signature::calculate(
+            &data,
+            SignatureOptions {
+                block_size: block_size(data.len() as u64),
+                crypto_hash_size: HASH_SIZE,
+            },
+        );
+        let chunked = signature(&mut &data[..], data.len() as u64).unwrap();
+        assert_eq!(whole.serialized(), &chunked[..]);
+    }
+
+    #[test]
+    fn small_edit_in_a_big_file_sends_little() {
+        let old = pseudo_random(3 << 20, 1);
+        let mut new = old.clone();
+        for i in (0..new.len()).step_by(1 << 20) {
+            new[i..i + 100].copy_from_slice(&[0xAB; 100]);
+        }
+        let sig = signature(&mut &old[..], old.len() as u64).unwrap();
+        let basis = Basis::parse(sig).unwrap();
+        let mut ops = Vec::new();
+        for w in new.chunks(1 << 20) {
+            diff_window(&basis.index(), w, &mut ops).unwrap();
+        }
+        assert_eq!(rebuild(&old, &ops), new);
+        let literal: u64 = ops
+            .iter()
+            .filter(|o| matches!(o, DeltaOp::Literal(_)))
+            .map(DeltaOp::len)
+            .sum();
+        assert!(
+            literal < 64 << 10,
+            "sent {literal} literal bytes for 300 changed"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn delta_round_trips(old in prop::collection::vec(any::<u8>(), 0..5000), edits in prop::collection::vec((any::<usize>(), any::<u8>()), 0..20), extra in prop::collection::vec(any::<u8>(), 0..300)) {
+            let mut new = old.clone();
+            for (i, b) in edits {
+                if !new.is_empty() { let k = i % new.len(); new[k] = b; }
+            }
+            new.extend_from_slice(&extra);
+            let basis = Basis::parse(signature(&mut &old[..], old.len() as u64).unwrap()).unwrap();
+            let mut ops = Vec::new();
+            diff_window(&basis.index(), &new, &mut ops).unwrap();
+            prop_assert_eq!(rebuild(&old, &ops), new);
+        }
+
+        #[test]
+        fn parse_delta_never_panics_on_garbage(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let mut ops = Vec::new();
+            let mut with_magic = DELTA_MAGIC.to_be_bytes().to_vec();
+            with_magic.extend_from_slice(&bytes);
+            let _ = parse_delta(&bytes, &mut ops);
+            let _ = parse_delta(&with_magic, &mut ops);
+        }
+    }
+}

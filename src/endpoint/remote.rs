@@ -1,0 +1,459 @@
+//! `RemoteEndpoint`: the same [`Endpoint`] over a byte stream to an agent.
+//!
+//! Two threads do the IO so neither side can block the other: a writer drains a bounded
+//! queue of frames into the stream, a reader decodes frames from it into a bounded queue.
+//! File chunks are batched into frames of about a megabyte and are not waited for: the
+//! agent reports each file when it is committed, so many files are in flight at once.
+
+use std::collections::HashSet;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::process::Child;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvError, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::compress::Compression;
+use crate::delta::DeltaOp;
+use crate::endpoint::{Chunk, Endpoint, Received, Scan, SendRequest};
+use crate::error::{Error, Result};
+use crate::path::RelPath;
+use crate::protocol::frame::{read_frame, write_frame, Kind};
+use crate::protocol::handshake::{read_hello, send_hello};
+use crate::protocol::{decode, encode, Request, Response, PATH_BATCH};
+use crate::rules::FilterSpec;
+use crate::tree::{Digest, Entry, Tree};
+
+/// Frames queued for the writer (each at most about a megabyte of file data).
+const QUEUE: usize = 32;
+/// Chunk bytes gathered before a `Receive` frame goes out.
+const BATCH_BYTES: usize = 1 << 20;
+
+enum FromAgent {
+    Msg(Response),
+    Log(String),
+    Gone(String, u8),
+}
+
+/// An endpoint served by an agent at the other end of a stream.
+pub struct RemoteEndpoint {
+    place: String,
+    compression: Compression,
+    to_agent: Option<SyncSender<(Kind, Vec<u8>)>>,
+    from_agent: Receiver<FromAgent>,
+    sent: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
+    batch: Vec<Chunk>,
+    batch_bytes: usize,
+    in_flight: HashSet<u64>,
+    outcomes: Vec<Received>,
+    threads: Vec<JoinHandle<()>>,
+    child: Option<Child>,
+    broken: Option<Error>,
+}
+
+fn chunk_bytes(c: &Chunk) -> usize {
+    match c {
+        Chunk::Data { ops, .. } => ops
+            .iter()
+            .map(|o| match o {
+                DeltaOp::Literal(b) => b.len() + 8,
+                DeltaOp::Copy { .. } => 20,
+            })
+            .sum(),
+        _ => 200,
+    }
+}
+
+impl RemoteEndpoint {
+    /// Greets the agent on `reader`/`writer` and starts the IO threads. `child` is the agent
+    /// process, waited for when the endpoint is dropped.
+    pub fn new(
+        reader: impl Read + Send + 'static,
+        writer: impl Write + Send + 'static,
+        place: String,
+        compression: Compression,
+        child: Option<Child>,
+    ) -> Result<RemoteEndpoint> {
+        let mut reader = BufReader::with_capacity(1 << 20, reader);
+        let mut writer = BufWriter::with_capacity(1 << 20, writer);
+        let unreachable = |e: &dyn std::fmt::Display| {
+            Error::Unreachable(format!("cannot start the agent for {place}: {e}"))
+        };
+        read_hello(&mut reader).map_err(|e| unreachable(&e))?;
+        send_hello(&mut writer).map_err(|e| unreachable(&e))?;
+        let (sent, received) = (Arc::new(AtomicU64::new(12)), Arc::new(AtomicU64::new(12)));
+        let (to_agent, queue) = mpsc::sync_channel::<(Kind, Vec<u8>)>(QUEUE);
+        let (deliver, from_agent) = mpsc::sync_channel::<FromAgent>(QUEUE);
+        let counter = sent.clone();
+        let writer_thread = std::thread::spawn(move || {
+            let mut next = queue.recv().ok();
+            while let Some((kind, payload)) = next {
+                let Ok(n) = write_frame(&mut writer, kind, &payload) else {
+                    return;
+                };
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+                next = match queue.try_recv() {
+                    Ok(frame) => Some(frame),
+                    // Flush only when the queue runs dry: batches go out together, and a
+                    // lone request is never held back.
+                    Err(TryRecvError::Empty) => {
+                        if writer.flush().is_err() {
+                            return;
+                        }
+                        queue.recv().ok()
+                    }
+                    Err(TryRecvError::Disconnected) => None,
+                };
+            }
+            let _ = writer.flush();
+        });
+        let counter = received.clone();
+        let reader_thread = std::thread::spawn(move || loop {
+            let msg = match read_frame(&mut reader) {
+                Ok(None) => FromAgent::Gone("the agent closed the connection".into(), 128),
+                Err(e) => FromAgent::Gone(format!("broken connection to the agent: {e}"), 128),
+                Ok(Some((kind, payload))) => {
+                    counter.fetch_add(payload.len() as u64 + 5, Ordering::Relaxed);
+                    match kind {
+                        Kind::Log => FromAgent::Log(String::from_utf8_lossy(&payload).into_owned()),
+                        // A fatal frame is the exit bit, then the message.
+                        Kind::Fatal => match payload.split_first() {
+                            Some((bit, msg)) => {
+                                FromAgent::Gone(String::from_utf8_lossy(msg).into_owned(), *bit)
+                            }
+                            None => FromAgent::Gone("the agent stopped".into(), 128),
+                        },
+                        _ => match decode::<Response>(kind, &payload) {
+                            Ok(r) => FromAgent::Msg(r),
+                            Err(why) => FromAgent::Gone(
+                                format!("the agent sent an invalid message: {why}"),
+                                128,
+                            ),
+                        },
+                    }
+                }
+            };
+            let last = matches!(msg, FromAgent::Gone(..));
+            if deliver.send(msg).is_err() || last {
+                return;
+            }
+        });
+        Ok(RemoteEndpoint {
+            place,
+            compression,
+            to_agent: Some(to_agent),
+            from_agent,
+            sent,
+            received,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            in_flight: HashSet::new(),
+            outcomes: Vec::new(),
+            threads: vec![writer_thread, reader_thread],
+            child,
+            broken: None,
+        })
+    }
+
+    fn lost(&self, why: &str) -> Error {
+        Error::Protocol(format!("{}: {why}", self.place))
+    }
+
+    fn failure(&self) -> Option<Error> {
+        self.broken.as_ref().map(|e| match e {
+            Error::Unreachable(m) => Error::Unreachable(m.clone()),
+            Error::State(m) => Error::State(m.clone()),
+            other => Error::Protocol(other.to_string()),
+        })
+    }
+
+    fn send_msg(&mut self, req: &Request) -> Result<()> {
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        let (kind, payload) = encode(req, self.compression)?;
+        let ok = self
+            .to_agent
+            .as_ref()
+            .is_some_and(|q| q.send((kind, payload)).is_ok());
+        if ok {
+            Ok(())
+        } else {
+            self.broken = Some(self.lost("the connection to the agent is closed"));
+            Err(self.lost("the connection to the agent is closed"))
+        }
+    }
+
+    /// The next response that is not a file outcome (those are collected on the way).
+    fn next(&mut self, block: bool) -> Result<Option<Response>> {
+        loop {
+            if let Some(e) = self.failure() {
+                return Err(e);
+            }
+            let msg = if block {
+                self.from_agent.recv().map_err(|RecvError| ())
+            } else {
+                match self.from_agent.try_recv() {
+                    Ok(m) => Ok(m),
+                    Err(TryRecvError::Empty) => return Ok(None),
+                    Err(TryRecvError::Disconnected) => Err(()),
+                }
+            };
+            match msg {
+                Err(()) => self.broken = Some(self.lost("the agent is gone")),
+                Ok(FromAgent::Gone(why, bit)) => {
+                    let w = crate::error::WireError::Other {
+                        message: why.clone(),
+                        bit,
+                    };
+                    self.broken = Some(match Error::from(w) {
+                        Error::Protocol(_) => self.lost(&why),
+                        e => e,
+                    });
+                }
+                Ok(FromAgent::Log(line)) => eprintln!("tandem: {}: {line}", self.place),
+                Ok(FromAgent::Msg(Response::Received(done))) => {
+                    for (id, r) in done {
+                        if self.in_flight.remove(&id) {
+                            self.outcomes.push((id, r.map_err(Error::from)));
+                        }
+                    }
+                    if !block {
+                        continue;
+                    }
+                    return Ok(None);
+                }
+                Ok(FromAgent::Msg(r)) => return Ok(Some(r)),
+            }
+        }
+    }
+
+    /// Sends a request and waits for its (non-outcome) response.
+    fn call(&mut self, req: &Request) -> Result<Response> {
+        self.flush_batch()?;
+        self.send_msg(req)?;
+        self.reply()
+    }
+
+    fn reply(&mut self) -> Result<Response> {
+        loop {
+            match self.next(true)? {
+                Some(Response::Failed(e)) => return Err(e.into()),
+                Some(r) => return Ok(r),
+                None => continue,
+            }
+        }
+    }
+
+    fn unexpected(&self, what: &str) -> Error {
+        self.lost(&format!("unexpected reply from the agent to {what}"))
+    }
+
+    fn flush_batch(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let chunks = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        self.send_msg(&Request::Receive { chunks })
+    }
+
+    fn done(&mut self, req: &Request) -> Result<Option<Entry>> {
+        match self.call(req)? {
+            Response::Done(r) => r.map_err(Error::from),
+            _ => Err(self.unexpected("a change")),
+        }
+    }
+}
+
+impl Endpoint for RemoteEndpoint {
+    fn place(&self) -> &str {
+        &self.place
+    }
+
+    fn scan(&mut self, filter: &FilterSpec) -> Result<Scan> {
+        self.call(&Request::Scan {
+            filter: filter.clone(),
+        })
+        .and_then(|first| {
+            let mut tree = Tree::default();
+            let mut r = first;
+            loop {
+                match r {
+                    Response::ScanPart { entries, problems } => {
+                        tree.entries.extend(entries);
+                        tree.problems.extend(problems);
+                    }
+                    Response::ScanDone { root_id } => return Ok(Scan { tree, root_id }),
+                    _ => return Err(self.unexpected("scan")),
+                }
+                r = self.reply()?;
+            }
+        })
+    }
+
+    fn digests(&mut self, paths: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>> {
+        let mut out = Vec::with_capacity(paths.len());
+        for batch in paths.chunks(PATH_BATCH) {
+            match self.call(&Request::Digests {
+                paths: batch.to_vec(),
+            })? {
+                Response::Digests(d) if d.len() == batch.len() => out.extend(d),
+                _ => return Err(self.unexpected("digests")),
+            }
+        }
+        Ok(out)
+    }
+
+    fn signatures(&mut self, files: &[(RelPath, Entry)]) -> Result<Vec<Result<Vec<u8>, String>>> {
+        let mut out = Vec::with_capacity(files.len());
+        // Signatures are about 0.02% of a file: a few hundred per frame is safe.
+        for batch in files.chunks(256) {
+            match self.call(&Request::Signatures {
+                files: batch.to_vec(),
+            })? {
+                Response::Signatures(s) if s.len() == batch.len() => {
+                    out.extend(s.into_iter().map(|r| r.map(|b| b.into_vec())))
+                }
+                _ => return Err(self.unexpected("signatures")),
+            }
+        }
+        Ok(out)
+    }
+
+    fn send(
+        &mut self,
+        files: &[SendRequest],
+        sink: &mut dyn FnMut(Chunk) -> Result<()>,
+    ) -> Result<()> {
+        self.flush_batch()?;
+        let wanted: HashSet<u64> = files.iter().map(|f| f.id).collect();
+        let mut requests = 0;
+        for batch in files.chunks(64) {
+            self.send_msg(&Request::Send {
+                files: batch.to_vec(),
+            })?;
+            requests += 1;
+        }
+        while requests > 0 {
+            match self.reply()? {
+                Response::Chunks(chunks) => {
+                    for c in chunks {
+                        if !wanted.contains(&c.id()) {
+                            return Err(self.lost(&format!(
+                                "the agent sent a file that was not asked for (id {})",
+                                c.id()
+                            )));
+                        }
+                        sink(c)?;
+                    }
+                }
+                Response::SendDone => requests -= 1,
+                _ => return Err(self.unexpected("send")),
+            }
+        }
+        Ok(())
+    }
+
+    fn receive(&mut self, chunk: Chunk) -> Result<()> {
+        // An abort can come without a begin (a source that could not even be opened): the
+        // agent reports an outcome for it all the same.
+        if let Chunk::Begin { id, .. } | Chunk::Abort { id, .. } = &chunk {
+            self.in_flight.insert(*id);
+        }
+        self.batch_bytes += chunk_bytes(&chunk);
+        self.batch.push(chunk);
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= 4096 {
+            self.flush_batch()?;
+            // Collect finished files on the way, without waiting.
+            self.next(false)?;
+        }
+        Ok(())
+    }
+
+    fn received(&mut self, wait: bool) -> Result<Vec<Received>> {
+        self.flush_batch()?;
+        self.next(false)?;
+        while wait && !self.in_flight.is_empty() {
+            self.next(true)?;
+        }
+        Ok(std::mem::take(&mut self.outcomes))
+    }
+
+    fn make_node(
+        &mut self,
+        path: &RelPath,
+        expect: Option<&Entry>,
+        source: &Entry,
+    ) -> Result<Entry> {
+        let req = Request::MakeNode {
+            path: path.clone(),
+            expect: expect.cloned(),
+            source: source.clone(),
+        };
+        self.done(&req)?.ok_or_else(|| self.unexpected("make-node"))
+    }
+
+    fn mkdir(&mut self, path: &RelPath, source: &Entry) -> Result<Entry> {
+        let req = Request::Mkdir {
+            path: path.clone(),
+            source: source.clone(),
+        };
+        self.done(&req)?.ok_or_else(|| self.unexpected("mkdir"))
+    }
+
+    fn delete(&mut self, path: &RelPath, expect: &Entry) -> Result<()> {
+        self.done(&Request::Delete {
+            path: path.clone(),
+            expect: expect.clone(),
+        })
+        .map(|_| ())
+    }
+
+    fn rename(
+        &mut self,
+        from: &RelPath,
+        to: &RelPath,
+        expect: &Entry,
+        meta: Option<&Entry>,
+    ) -> Result<Entry> {
+        let req = Request::Rename {
+            from: from.clone(),
+            to: to.clone(),
+            expect: expect.clone(),
+            meta: meta.cloned(),
+        };
+        self.done(&req)?.ok_or_else(|| self.unexpected("rename"))
+    }
+
+    fn set_meta(&mut self, path: &RelPath, expect: &Entry, source: &Entry) -> Result<Entry> {
+        let req = Request::SetMeta {
+            path: path.clone(),
+            expect: expect.clone(),
+            source: source.clone(),
+        };
+        self.done(&req)?.ok_or_else(|| self.unexpected("set-meta"))
+    }
+
+    fn wire_bytes(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for RemoteEndpoint {
+    fn drop(&mut self) {
+        let _ = self.flush_batch();
+        // Closing our end of the queue closes the agent's input: it exits cleanly.
+        self.to_agent = None;
+        if let Some(w) = self.threads.drain(..1).next() {
+            let _ = w.join();
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The wire protocol between the client and the agent: one request/response pair per
+//! [`Endpoint`](crate::endpoint::Endpoint) method, plus streamed file chunks.
+//!
+//! Messages are MessagePack (rmp-serde) in length-prefixed frames, zstd-compressed when it
+//! pays. Everything that arrives is untrusted: frames are bounded, paths are validated as
+//! they are decoded (`RelPath`), and [`Validate`] checks the rest before any disk is touched.
+
+pub mod frame;
+pub mod handshake;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compress::{self, Compression};
+use crate::delta::DeltaOp;
+use crate::endpoint::{Chunk, SendRequest};
+use crate::error::{Error, WireError};
+use crate::fsops::RootId;
+use crate::path::RelPath;
+use crate::rules::FilterSpec;
+use crate::tree::{Digest, Entry, EntryKind};
+use frame::{Kind, MAX_FRAME};
+
+/// Entries per scan message, so a huge tree never needs one huge frame.
+pub const SCAN_BATCH: usize = 20_000;
+/// Paths per digest or signature request.
+pub const PATH_BATCH: usize = 10_000;
+
+/// Client to agent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Scan the tree (answered by `ScanPart`s then `ScanDone`).
+    Scan {
+        /// Patterns to leave out.
+        filter: FilterSpec,
+    },
+    /// Hash these files.
+    Digests {
+        /// Paths to hash.
+        paths: Vec<RelPath>,
+    },
+    /// Signatures of these files (the receiver's old versions).
+    Signatures {
+        /// Paths with the entries they must still be.
+        files: Vec<(RelPath, Entry)>,
+    },
+    /// Send these files as chunks (answered by `Chunks` then `SendDone`).
+    Send {
+        /// What to send.
+        files: Vec<SendRequest>,
+    },
+    /// Chunks of files to write (answered by `Received` when files complete).
+    Receive {
+        /// The chunks, in order.
+        chunks: Vec<Chunk>,
+    },
+    /// Create a symlink or special file.
+    MakeNode {
+        /// Where.
+        path: RelPath,
+        /// What must be there now.
+        expect: Option<Entry>,
+        /// What to create.
+        source: Entry,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Where.
+        path: RelPath,
+        /// Its mode.
+        source: Entry,
+    },
+    /// Delete an entry.
+    Delete {
+        /// What.
+        path: RelPath,
+        /// What it must still be.
+        expect: Entry,
+    },
+    /// Rename within the root.
+    Rename {
+        /// From.
+        from: RelPath,
+        /// To.
+        to: RelPath,
+        /// What `from` must still be.
+        expect: Entry,
+        /// Attributes to apply after.
+        meta: Option<Entry>,
+    },
+    /// Change attributes.
+    SetMeta {
+        /// What.
+        path: RelPath,
+        /// What it must still be.
+        expect: Entry,
+        /// The attributes.
+        source: Entry,
+    },
+}
+
+/// Agent to client.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Response {
+    /// Part of a scan.
+    ScanPart {
+        /// Entries in tree order.
+        entries: Vec<(RelPath, Entry)>,
+        /// Unreadable paths.
+        problems: Vec<(RelPath, String)>,
+    },
+    /// The scan is complete.
+    ScanDone {
+        /// The root's identity.
+        root_id: RootId,
+    },
+    /// Answer to `Digests`.
+    Digests(Vec<(RelPath, Result<Digest, String>)>),
+    /// Answer to `Signatures`, in request order.
+    Signatures(Vec<Result<serde_bytes::ByteBuf, String>>),
+    /// Streamed file chunks.
+    Chunks(Vec<Chunk>),
+    /// Everything asked by `Send` was sent.
+    SendDone,
+    /// Files the agent finished receiving.
+    Received(Vec<(u64, Result<Entry, WireError>)>),
+    /// Answer to a single-path change.
+    Done(Result<Option<Entry>, WireError>),
+    /// The request failed as a whole.
+    Failed(WireError),
+}
+
+/// Checks what serde cannot: sizes and invariants of decoded messages.
+pub trait Validate {
+    /// `Err` with a description if the message must be rejected.
+    fn validate(&self) -> Result<(), String>;
+}
+
+fn entry_ok(e: &Entry) -> Result<(), String> {
+    if let EntryKind::Symlink(t) = &e.kind {
+        if t.is_empty() || t.len() > crate::path::MAX_PATH || t.contains(&0) {
+            return Err("invalid symlink target".into());
+        }
+    }
+    if e.mode > 0o7777 {
+        return Err(format!("invalid mode {:o}", e.mode));
+    }
+    if !e.is_file() && e.size != 0 {
+        return Err("size on a non-file entry".into());
+    }
+    Ok(())
+}
+
+fn chunk_ok(c: &Chunk) -> Result<(), String> {
+    match c {
+        Chunk::Begin { expect, meta, .. } => {
+            entry_ok(meta)?;
+            if !meta.is_file() {
+                return Err("file chunk for a non-file".into());
+            }
+            expect.as_ref().map_or(Ok(()), entry_ok)
+        }
+        Chunk::Data { ops, .. } => {
+            if ops.iter().any(DeltaOp::is_empty) {
+                return Err("empty delta op".into());
+            }
+            Ok(())
+        }
+        Chunk::End { .. } | Chunk::Abort { .. } => Ok(()),
+    }
+}
+
+impl Validate for Request {
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            Request::Scan { .. } | Request::Digests { .. } => Ok(()),
+            Request::Signatures { files } => files.iter().try_for_each(|(_, e)| entry_ok(e)),
+            Request::Send { files } => files.iter().try_for_each(|f| {
+                entry_ok(&f.expect)?;
+                if !f.expect.is_file() {
+                    return Err("send request for a non-file".into());
+                }
+                f.target_expect.as_ref().map_or(Ok(()), entry_ok)
+            }),
+            Request::Receive { chunks } => chunks.iter().try_for_each(chunk_ok),
+            Request::MakeNode { expect, source, .. } => {
+                entry_ok(source)?;
+                if source.is_file() || source.is_dir() {
+                    return Err("make-node for a file or directory".into());
+                }
+                expect.as_ref().map_or(Ok(()), entry_ok)
+            }
+            Request::Mkdir { source, .. } => entry_ok(source),
+            Request::Delete { expect, .. } => entry_ok(expect),
+            Request::Rename { expect, meta, .. } => {
+                entry_ok(expect)?;
+                meta.as_ref().map_or(Ok(()), entry_ok)
+            }
+            Request::SetMeta { expect, source, .. } => {
+                entry_ok(expect).and_then(|_| entry_ok(source))
+            }
+        }
+    }
+}
+
+impl Validate for Response {
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            Response::ScanPart { entries, .. } => entries.iter().try_for_each(|(_, e)| entry_ok(e)),
+            Response::Chunks(chunks) => chunks.iter().try_for_each(chunk_ok),
+            Response::Received(r) => r
+                .iter()
+                .try_for_each(|(_, r)| r.as_ref().map_or(Ok(()), entry_ok)),
+            Response::Done(Ok(Some(e))) => entry_ok(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Encodes a message into a frame's kind and payload.
+pub fn encode<T: Serialize>(msg: &T, how: Compression) -> Result<(Kind, Vec<u8>), Error> {
+    let raw = rmp_serde::to_vec(msg)
+        .map_err(|e| Error::Protocol(format!("cannot encode message: {e}")))?;
+    if raw.len() > MAX_FRAME {
+        return Err(Error::Protocol(format!(
+            "message of {} bytes exceeds the frame limit",
+            raw.len()
+        )));
+    }
+    Ok(match compress::compress(&raw, how) {
+        Some(c) => (Kind::Compressed, c),
+        None => (Kind::Message, raw),
+    })
+}
+
+/// Decodes and validates a message frame.
+pub fn decode<T: for<'de> Deserialize<'de> + Validate>(
+    kind: Kind,
+    payload: &[u8],
+) -> Result<T, String> {
+    let raw;
+    let bytes = match kind {
+        Kind::Message => payload,
+        Kind::Compressed => {
+            raw = compress::decompress(payload, MAX_FRAME)?;
+            &raw[..]
+        }
+        Kind::Log | Kind::Fatal => return Err("not a message frame".into()),
+    };
+    let msg: T = rmp_serde::from_slice(bytes).map_err(|e| format!("malformed message: {e}"))?;
+    msg.validate()?;
+    Ok(msg)
+}

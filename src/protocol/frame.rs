@@ -1,0 +1,98 @@
+//! Frames: `u32` big-endian length (kind byte + payload), a kind byte, the payload.
+//! Lengths are checked before anything is allocated.
+
+use std::io::{self, Read, Write};
+
+/// Largest frame payload accepted, before and after decompression.
+pub const MAX_FRAME: usize = 32 << 20;
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A MessagePack message.
+    Message = 0,
+    /// A zstd-compressed MessagePack message.
+    Compressed = 1,
+    /// A log line from the agent (UTF-8).
+    Log = 2,
+    /// A fatal error from the agent (UTF-8); the agent exits after it.
+    Fatal = 3,
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Option<Kind> {
+        Some(match b {
+            0 => Kind::Message,
+            1 => Kind::Compressed,
+            2 => Kind::Log,
+            3 => Kind::Fatal,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The stream ended in the middle of a frame.
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    /// The length field is out of bounds.
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(u64),
+    /// The kind byte is unknown.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// A zero-length frame (no kind byte).
+    #[error("empty frame")]
+    Empty,
+    /// Reading failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Writes one frame; returns the bytes written.
+pub fn write_frame(w: &mut impl Write, kind: Kind, payload: &[u8]) -> io::Result<usize> {
+    if payload.len() > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "frame too large",
+        ));
+    }
+    let len = (payload.len() + 1) as u32;
+    let mut head = [0u8; 5];
+    head[..4].copy_from_slice(&len.to_be_bytes());
+    head[4] = kind as u8;
+    w.write_all(&head)?;
+    w.write_all(payload)?;
+    Ok(payload.len() + 5)
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream between frames.
+pub fn read_frame(r: &mut impl Read) -> Result<Option<(Kind, Vec<u8>)>, FrameError> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(FrameError::Truncated),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let len = u32::from_be_bytes(len) as u64;
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > MAX_FRAME as u64 + 1 {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut kind = [0u8; 1];
+    r.read_exact(&mut kind).map_err(|_| FrameError::Truncated)?;
+    let kind = Kind::from_byte(kind[0]).ok_or(FrameError::UnknownKind(kind[0]))?;
+    let mut payload = vec![0u8; (len - 1) as usize];
+    r.read_exact(&mut payload)
+        .map_err(|_| FrameError::Truncated)?;
+    Ok(Some((kind, payload)))
+}

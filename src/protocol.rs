@@ -250,3 +250,56 @@ pub fn decode<T: for<'de> Deserialize<'de> + Validate>(
     msg.validate()?;
     Ok(msg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn round_trip(req: &Request) -> Request {
+        let (kind, payload) = encode(req, Compression::default()).unwrap();
+        decode(kind, &payload).unwrap()
+    }
+
+    #[test]
+    fn messages_round_trip_compressed_or_not() {
+        let path = RelPath::new(b"dir/\xffname\n".to_vec()).unwrap();
+        let req = Request::Digests {
+            paths: vec![path.clone(); 1000],
+        };
+        let Request::Digests { paths } = round_trip(&req) else {
+            panic!()
+        };
+        assert_eq!(paths, vec![path; 1000]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 5000, ..ProptestConfig::default() })]
+
+        // The fuzz target: arbitrary bytes through the frame reader and both decoders.
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600), kind in 0u8..2) {
+            let kind = if kind == 0 { Kind::Message } else { Kind::Compressed };
+            let _ = decode::<Request>(kind, &bytes);
+            let _ = decode::<Response>(kind, &bytes);
+            let mut r = &bytes[..];
+            while let Ok(Some(_)) = frame::read_frame(&mut r) {}
+        }
+
+        // Mutations of valid messages: closer to what a fuzzer finds.
+        #[test]
+        fn decoding_mutated_messages_never_panics(flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+            let e = Entry { kind: EntryKind::Symlink(b"target".to_vec()), size: 0, mtime_ns: 1, mode: 0o777, uid: 0, gid: 0, stamp: Default::default(), digest: None };
+            let req = Request::Rename { from: RelPath::new(b"a/b".to_vec()).unwrap(), to: RelPath::new(b"c".to_vec()).unwrap(), expect: e.clone(), meta: Some(e) };
+            let (_, mut payload) = encode(&req, Compression::None).unwrap();
+            for (i, b) in flips {
+                let n = payload.len();
+                payload[i % n] = b;
+            }
+            if let Ok(Request::Rename { from, to, .. }) = decode::<Request>(Kind::Message, &payload) {
+                // Whatever decodes is still a valid relative path.
+                prop_assert!(!from.as_bytes().starts_with(b"/") && !to.as_bytes().contains(&0));
+            }
+        }
+    }
+}

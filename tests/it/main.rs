@@ -6,4 +6,6 @@ mod cli;
 mod engine;
 mod local;
 mod man;
+mod protocol;
 mod safety;
+mod transports;

@@ -1,0 +1,277 @@
+//! The same engine over three transports (in-process, agent thread over a socket pair,
+//! agent child over a pipe) must give the same results; deltas must move little data.
+
+use std::path::Path;
+
+use tandem::endpoint::{Chunk, Endpoint, LocalEndpoint, Received, Scan, SendRequest};
+use tandem::error::{Error, Result};
+use tandem::output::{Event, Reporter};
+use tandem::path::RelPath;
+use tandem::plan::{Action, Op, Side, Status};
+use tandem::reconcile::{Direction, Policy};
+use tandem::rules::FilterSpec;
+use tandem::session::Session;
+use tandem::sync::transfer::{copy_files, NoWatch, Stats};
+use tandem::sync::{run, Job, LocalTransport, RemoteSpec};
+use tandem::tree::{Digest, Entry};
+
+use crate::util::*;
+
+#[derive(Default)]
+struct Record(Vec<String>);
+
+impl Reporter for Record {
+    fn event(&mut self, e: &Event<'_>) {
+        match e {
+            Event::File {
+                path, status, side, ..
+            } => self.0.push(format!("{path} {status} {side:?}")),
+            Event::Conflict {
+                path, resolution, ..
+            } => self.0.push(format!("{path} conflict {resolution:?}")),
+            Event::Error { message, .. } => self.0.push(format!("error {message}")),
+            _ => {}
+        }
+    }
+}
+
+fn job(f: &Fixture, transport: LocalTransport, direction: Direction) -> Job {
+    Job {
+        local_dir: f.a.clone(),
+        remote: RemoteSpec::Local(f.b.clone()),
+        session: Session {
+            name: "t".into(),
+            dir: f.state.clone(),
+        },
+        policy: Policy::new(direction),
+        filter: FilterSpec::default(),
+        dry_run: false,
+        yes: true,
+        halt_on_error: false,
+        max_delete: None,
+        preserve_owner: false,
+        transport,
+        compression: Default::default(),
+        pending_max: 3,
+    }
+}
+
+fn scenario(transport: LocalTransport) -> Vec<String> {
+    let f = fixture();
+    let mut log = Record::default();
+    let mut step = |f: &Fixture, dir| {
+        let status = run(&job(f, transport.clone(), dir), &mut log, &mut |_| true);
+        log.0.push(format!("exit {}", status.0));
+    };
+    for i in 0..20 {
+        write(
+            f.a.join(format!("d{}/f{i}", i % 3)),
+            &format!("file {i} ").repeat(i * 500 + 1),
+        );
+    }
+    std::os::unix::fs::symlink("d0/f0", f.a.join("link")).unwrap();
+    step(&f, Direction::Push);
+    assert_same_tree(&f.a, &f.b);
+    write(f.a.join("d0/f3"), &"changed locally ".repeat(4000));
+    write(f.b.join("d1/f4"), &"changed remotely ".repeat(4000));
+    write(f.a.join("d2/f5"), "both: local");
+    write(f.b.join("d2/f5"), "both: remote!");
+    std::fs::rename(f.a.join("d1/f7"), f.a.join("d0/f7-moved")).unwrap();
+    std::fs::remove_file(f.b.join("d2/f8")).unwrap();
+    step(&f, Direction::Bidi);
+    assert_eq!(read(f.b.join("d0/f3")), "changed locally ".repeat(4000));
+    assert_eq!(read(f.a.join("d1/f4")), "changed remotely ".repeat(4000));
+    std::fs::remove_file(f.b.join("d2/f5")).unwrap();
+    step(&f, Direction::Pull);
+    assert_same_tree(&f.a, &f.b);
+    log.0
+}
+
+#[test]
+fn in_process_thread_and_pipe_transports_behave_the_same() {
+    let in_process = scenario(LocalTransport::InProcess);
+    assert!(in_process.contains(&"exit 2".to_string()), "{in_process:?}");
+    assert!(
+        in_process.iter().any(|l| l.contains("(mov)")),
+        "{in_process:?}"
+    );
+    let thread = scenario(LocalTransport::Thread);
+    let pipe = scenario(LocalTransport::Pipe {
+        agent: Some(agent_path()),
+    });
+    assert_eq!(in_process, thread);
+    assert_eq!(in_process, pipe);
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_small_change_in_a_big_file_moves_a_small_delta() {
+    let f = fixture();
+    let size = 24 << 20;
+    let mut data = pseudo_random(size, 42);
+    std::fs::write(f.a.join("big.bin"), &data).unwrap();
+    assert_eq!(f.sync("push", &[]).code, 0);
+    // Change 1% of the file in scattered 4 KiB blocks.
+    for k in 0..(size / 100 / 4096) {
+        let at = (k * 7919 * 4096) % (size - 4096);
+        data[at..at + 4096].copy_from_slice(&pseudo_random(4096, k as u64 + 1000));
+    }
+    std::fs::write(f.a.join("big.bin"), &data).unwrap();
+    let r = f.sync("push", &["--format", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read(f.b.join("big.bin")).unwrap(), data);
+    let summary = json_events(&r.stdout).pop().unwrap();
+    let sent = summary["bytes_sent"].as_u64().unwrap();
+    let saved = summary["bytes_saved_by_delta"].as_u64().unwrap();
+    assert!(
+        sent < size as u64 / 20,
+        "sent {sent} bytes for a 1% change of {size}: {summary}"
+    );
+    assert!(saved > size as u64 * 9 / 10, "{summary}");
+}
+
+#[test]
+fn incompressible_data_is_sent_without_growing() {
+    let f = fixture();
+    std::fs::write(f.a.join("noise"), pseudo_random(4 << 20, 9)).unwrap();
+    let r = f.sync("push", &["--format", "json"]);
+    let summary = json_events(&r.stdout).pop().unwrap();
+    let sent = summary["bytes_sent"].as_u64().unwrap();
+    assert!(sent < (4 << 20) + (64 << 10), "{summary}");
+    let r = f.sync(
+        "push",
+        &["--format", "json", "--compress", "none", "-N", "other"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+/// A sender whose deltas are corrupted in transit the first time.
+struct Corrupting {
+    inner: LocalEndpoint,
+    corrupted: bool,
+}
+
+impl Endpoint for Corrupting {
+    fn place(&self) -> &str {
+        self.inner.place()
+    }
+    fn scan(&mut self, f: &FilterSpec) -> Result<Scan> {
+        self.inner.scan(f)
+    }
+    fn digests(&mut self, p: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>> {
+        self.inner.digests(p)
+    }
+    fn signatures(&mut self, f: &[(RelPath, Entry)]) -> Result<Vec<Result<Vec<u8>, String>>> {
+        self.inner.signatures(f)
+    }
+    fn send(
+        &mut self,
+        files: &[SendRequest],
+        sink: &mut dyn FnMut(Chunk) -> Result<()>,
+    ) -> Result<()> {
+        let corrupt = !self.corrupted && files.iter().any(|f| f.signature.is_some());
+        self.corrupted |= corrupt;
+        self.inner.send(files, &mut |c| match c {
+            Chunk::Data { id, mut ops } if corrupt => {
+                for op in ops.iter_mut() {
+                    if let tandem::delta::DeltaOp::Literal(b) = op {
+                        b[0] ^= 0xff;
+                    }
+                }
+                sink(Chunk::Data { id, ops })
+            }
+            c => sink(c),
+        })
+    }
+    fn receive(&mut self, c: Chunk) -> Result<()> {
+        self.inner.receive(c)
+    }
+    fn received(&mut self, w: bool) -> Result<Vec<Received>> {
+        self.inner.received(w)
+    }
+    fn make_node(&mut self, p: &RelPath, e: Option<&Entry>, s: &Entry) -> Result<Entry> {
+        self.inner.make_node(p, e, s)
+    }
+    fn mkdir(&mut self, p: &RelPath, s: &Entry) -> Result<Entry> {
+        self.inner.mkdir(p, s)
+    }
+    fn delete(&mut self, p: &RelPath, e: &Entry) -> Result<()> {
+        self.inner.delete(p, e)
+    }
+    fn rename(&mut self, f: &RelPath, t: &RelPath, e: &Entry, m: Option<&Entry>) -> Result<Entry> {
+        self.inner.rename(f, t, e, m)
+    }
+    fn set_meta(&mut self, p: &RelPath, e: &Entry, s: &Entry) -> Result<Entry> {
+        self.inner.set_meta(p, e, s)
+    }
+}
+
+fn open(dir: &Path) -> LocalEndpoint {
+    LocalEndpoint::open(dir, format!("'{}'", dir.display()), false).unwrap()
+}
+
+#[test]
+fn a_delta_that_fails_verification_is_resent_whole_once() {
+    let f = fixture();
+    let old = pseudo_random(1 << 20, 1);
+    let mut new = old.clone();
+    new[5000..9000].copy_from_slice(&pseudo_random(4000, 2));
+    std::fs::write(f.a.join("x"), &new).unwrap();
+    std::fs::write(f.b.join("x"), &old).unwrap();
+    let mut local = Corrupting {
+        inner: open(&f.a),
+        corrupted: false,
+    };
+    let mut remote = open(&f.b);
+    let lt = local.scan(&FilterSpec::default()).unwrap().tree;
+    let rt = remote.scan(&FilterSpec::default()).unwrap().tree;
+    let p = RelPath::new(b"x".to_vec()).unwrap();
+    let action = Action {
+        side: Side::Remote,
+        path: p.clone(),
+        op: Op::Copy {
+            from: p.clone(),
+            source: lt.get(&p).unwrap().clone(),
+        },
+        expect: rt.get(&p).cloned(),
+        status: Status::Synchronized,
+        reason: String::new(),
+        conflict_copy: false,
+    };
+    let mut stats = Stats::default();
+    let out = copy_files(
+        &[action],
+        &[0],
+        &mut local,
+        &mut remote,
+        [&lt, &rt],
+        10,
+        &mut stats,
+        &mut NoWatch,
+    )
+    .unwrap();
+    assert!(local.corrupted, "the test did not corrupt anything");
+    assert!(out[0].1.is_ok(), "{:?}", out[0].1);
+    assert_eq!(stats.resent, 1);
+    assert_eq!(std::fs::read(f.b.join("x")).unwrap(), new);
+    assert!(matches!(
+        Error::Verify {
+            path: String::new(),
+            place: String::new()
+        }
+        .exit_bit()
+        .0,
+        128
+    ));
+}

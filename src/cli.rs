@@ -9,13 +9,14 @@ use crate::baseline::Baseline;
 use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
+use crate::output::progress::Bars;
 use crate::output::{human::Human, json::Json, Event, Reporter};
 use crate::plan::Side;
 use crate::reconcile::safety::{Concern, DeleteLimit};
 use crate::reconcile::{Direction, Favor, Policy};
 use crate::rules::FilterSpec;
 use crate::session::{default_name, state_dir, validate_name, Session};
-use crate::sync::{run, Job, LocalTransport, RemoteSpec};
+use crate::sync::{run, run_watched, Job, LocalTransport, RemoteSpec};
 
 /// `-K`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -434,11 +435,18 @@ pub fn main() -> u8 {
             };
         }
     };
+    // Bars only for a person at a terminal: never in JSON, quiet or dry-run mode.
+    let bars = (args.format == Format::Human
+        && !args.quiet
+        && !args.dry_run
+        && std::io::stderr().is_terminal())
+    .then(Bars::new);
     let mut reporter: Box<dyn Reporter> = match args.format {
         Format::Json => Box::new(Json),
         Format::Human => Box::new(Human {
             quiet: args.quiet,
             verbose: args.verbose,
+            bars: bars.clone(),
         }),
     };
     if let Some(cmd) = &args.command {
@@ -471,7 +479,10 @@ pub fn main() -> u8 {
     for n in &notes {
         reporter.event(&Event::Notice { message: n });
     }
-    run(&job, reporter.as_mut(), &mut confirm_on_tty).0
+    match bars {
+        Some(mut bars) => run_watched(&job, reporter.as_mut(), &mut confirm_on_tty, &mut bars).0,
+        None => run(&job, reporter.as_mut(), &mut confirm_on_tty).0,
+    }
 }
 
 #[cfg(test)]

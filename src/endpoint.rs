@@ -100,6 +100,17 @@ impl Chunk {
     }
 }
 
+/// Bytes over a connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Written to the connection.
+    pub sent: u64,
+    /// Read from the connection.
+    pub received: u64,
+    /// Both ways, before compression.
+    pub raw: u64,
+}
+
 /// Outcome of one received file: the new entry, or why it was not written.
 pub type Received = (u64, Result<Entry>);
 
@@ -144,8 +155,8 @@ pub trait Endpoint: Send {
     ) -> Result<Entry>;
     /// Applies `source`'s mode, mtime (and owner where allowed) if `path` is still `expect`.
     fn set_meta(&mut self, path: &RelPath, expect: &Entry, source: &Entry) -> Result<Entry>;
-    /// Bytes written to and read from the connection so far (0 for in-process sides).
-    fn wire_bytes(&self) -> (u64, u64) {
-        (0, 0)
+    /// Bytes moved over the connection so far (zero for in-process sides).
+    fn traffic(&self) -> Traffic {
+        Traffic::default()
     }
 }

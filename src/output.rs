@@ -5,6 +5,8 @@
 pub mod dryrun;
 pub mod human;
 pub mod json;
+#[cfg(feature = "client")]
+pub mod progress;
 
 use serde::Serialize;
 
@@ -38,6 +40,10 @@ pub struct Summary {
     pub bytes_sent: u64,
     /// Bytes the client read from the connection.
     pub bytes_received: u64,
+    /// Protocol bytes both ways before compression.
+    pub bytes_uncompressed: u64,
+    /// `bytes_uncompressed` over the bytes on the wire (1.0 when nothing was compressed).
+    pub compression_ratio: f64,
     /// Wall-clock time of the run.
     pub elapsed_s: f64,
     /// The exit status.

@@ -3,7 +3,6 @@
 
 pub mod transfer;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -156,6 +155,7 @@ pub fn run_watched(
     if let Err(e) = run_inner(job, &mut run, confirm, watch) {
         run.error(None, None, &e);
     }
+    watch.finish();
     run.summary.elapsed_s = start.elapsed().as_secs_f64();
     run.summary.exit = run.exit.0;
     let summary = run.summary.clone();
@@ -381,10 +381,17 @@ fn run_inner(
         run,
         watch,
     );
-    let (ls, lr) = local.wire_bytes();
-    let (rs, rr) = remote.wire_bytes();
-    run.summary.bytes_sent = ls + rs;
-    run.summary.bytes_received = lr + rr;
+    for t in [local.traffic(), remote.traffic()] {
+        run.summary.bytes_sent += t.sent;
+        run.summary.bytes_received += t.received;
+        run.summary.bytes_uncompressed += t.raw;
+    }
+    let wire = run.summary.bytes_sent + run.summary.bytes_received;
+    run.summary.compression_ratio = if wire > 0 {
+        run.summary.bytes_uncompressed as f64 / wire as f64
+    } else {
+        1.0
+    };
     let next = Baseline {
         local_root,
         remote_root,
@@ -442,8 +449,9 @@ fn is_file_copy(a: &Action) -> bool {
 }
 
 /// Runs the plan in order; returns the paths whose actions did not complete. File
-/// contents all move together, pipelined, when the first file copy comes up (every
-/// copy is in one phase, after the directories they need exist).
+/// contents all move together, pipelined, when the first file copy comes up (every copy
+/// is in one phase, after the directories they need exist); each is reported as soon as
+/// it is committed, and the trees are updated once the transfers are over.
 #[allow(clippy::too_many_arguments)]
 fn execute(
     plan: &Plan,
@@ -457,107 +465,136 @@ fn execute(
 ) -> Vec<RelPath> {
     let mut pending: Vec<RelPath> = plan.unresolved().map(|c| c.path.clone()).collect();
     let mut halted = false;
-    let file_copies: Vec<usize> = (0..plan.actions.len())
-        .filter(|&i| is_file_copy(&plan.actions[i]))
-        .collect();
-    let mut copied: Option<HashMap<usize, Result<Entry>>> = None;
-    for (i, a) in plan.actions.iter().enumerate() {
+    let mut transfers_done = false;
+    for a in &plan.actions {
         if halted {
             pending.push(a.path.clone());
             continue;
         }
-        let result = if is_file_copy(a) {
-            if copied.is_none() {
-                let mut stats = Stats::default();
-                let outcome = transfer::copy_files(
-                    &plan.actions,
-                    &file_copies,
-                    local,
-                    remote,
-                    [&*lt, &*rt],
-                    job.pending_max,
-                    &mut stats,
-                    watch,
-                );
-                run.summary.bytes_literal = stats.literal;
-                run.summary.bytes_saved_by_delta = stats.matched;
-                match outcome {
-                    Ok(results) => copied = Some(results.into_iter().collect()),
-                    Err(e) => {
-                        run.error(None, None, &e);
-                        halted = true;
-                        pending.push(a.path.clone());
-                        continue;
-                    }
+        if is_file_copy(a) {
+            if transfers_done {
+                continue;
+            }
+            transfers_done = true;
+            let copies: Vec<usize> = (0..plan.actions.len())
+                .filter(|&i| is_file_copy(&plan.actions[i]))
+                .collect();
+            let bytes = copies.iter().map(|&k| plan.actions[k].bytes()).sum();
+            watch.start(copies.len() as u64, bytes);
+            let mut stats = Stats::default();
+            let mut results = Vec::with_capacity(copies.len());
+            let outcome = transfer::copy_files(
+                &plan.actions,
+                &copies,
+                local,
+                remote,
+                [&*lt, &*rt],
+                job.pending_max,
+                &mut stats,
+                watch,
+                &mut |i, r| {
+                    let a = &plan.actions[i];
+                    let r = r.map(Some);
+                    halted |= settle(a, &r, job, run, &mut pending);
+                    results.push((i, r));
+                },
+            );
+            run.summary.bytes_literal = stats.literal;
+            run.summary.bytes_saved_by_delta = stats.matched;
+            for (i, r) in results {
+                if let Ok(entry) = r {
+                    record(&plan.actions[i], entry, lt, rt);
                 }
             }
-            let done = copied.as_mut().and_then(|c| c.remove(&i));
-            done.unwrap_or_else(|| Err(Error::Protocol(format!("no outcome for '{}'", a.path))))
-                .map(Some)
-        } else {
-            perform(a, local, remote)
-        };
-        let (dst_tree, src_tree) = if a.side == Side::Local {
-            (&mut *lt, &mut *rt)
-        } else {
-            (&mut *rt, &mut *lt)
-        };
-        match result {
-            Ok(entry) => {
-                if let (Op::Copy { from, .. }, Some(written)) = (&a.op, &entry) {
-                    // The transfer hashed the source: remember it, so both sides agree.
-                    if let Some(src) = src_tree.entries.get_mut(from) {
-                        if src.is_file() && written.digest.is_some() {
-                            src.digest = written.digest;
-                        }
-                    }
-                }
-                apply_to(dst_tree, a, entry);
-                count(&mut run.summary, a);
-                run.reporter.event(&Event::File {
-                    path: a.target(),
-                    status: a.status,
-                    side: Some(a.side),
-                    bytes: a.bytes(),
-                    reason: &a.reason,
-                });
+            if let Err(e) = outcome {
+                run.error(None, None, &e);
+                halted = true;
             }
-            Err(Error::SourceChanged { path, place }) => {
-                pending.push(a.path.clone());
-                let message = format!("'{path}' on {place} changed while it was being read; skipped, it will be sent next run");
-                run.reporter.event(&Event::File {
-                    path: &a.path,
-                    status: Status::Skipped,
-                    side: Some(a.side),
-                    bytes: 0,
-                    reason: &message,
-                });
-            }
-            Err(e) => {
-                pending.push(a.path.clone());
-                pending.push(a.target().clone());
-                if let Error::Changed { .. } = e {
-                    run.summary.conflicts += 1;
-                    let reason = e.to_string();
-                    run.reporter.event(&Event::Conflict {
-                        path: &a.path,
-                        reason: &reason,
-                        resolution: &Resolution::Unresolved,
-                    });
-                    run.exit |= ExitStatus::CONFLICTS;
-                } else {
-                    run.error(Some(&a.path), Some(a.side), &e);
-                    if job.halt_on_error {
-                        halted = true;
-                        run.reporter.event(&Event::Notice {
-                            message: "stopping at the first error (--halt-on-error)",
-                        });
-                    }
-                }
-            }
+            continue;
+        }
+        let r = perform(a, local, remote);
+        halted |= settle(a, &r, job, run, &mut pending);
+        if let Ok(entry) = r {
+            record(a, entry, lt, rt);
         }
     }
     pending
+}
+
+/// Updates the trees with an action that succeeded.
+fn record(a: &Action, entry: Option<Entry>, lt: &mut Tree, rt: &mut Tree) {
+    let (dst_tree, src_tree) = if a.side == Side::Local {
+        (lt, rt)
+    } else {
+        (rt, lt)
+    };
+    if let (Op::Copy { from, .. }, Some(written)) = (&a.op, &entry) {
+        // The transfer hashed the source: remember it, so both sides agree.
+        if let Some(src) = src_tree.entries.get_mut(from) {
+            if src.is_file() && written.digest.is_some() {
+                src.digest = written.digest;
+            }
+        }
+    }
+    apply_to(dst_tree, a, entry);
+}
+
+/// Reports an action's outcome; returns true if the run must stop (`--halt-on-error`).
+fn settle(
+    a: &Action,
+    r: &Result<Option<Entry>>,
+    job: &Job,
+    run: &mut Run<'_>,
+    pending: &mut Vec<RelPath>,
+) -> bool {
+    match r {
+        Ok(_) => {
+            count(&mut run.summary, a);
+            run.reporter.event(&Event::File {
+                path: a.target(),
+                status: a.status,
+                side: Some(a.side),
+                bytes: a.bytes(),
+                reason: &a.reason,
+            });
+            false
+        }
+        Err(Error::SourceChanged { path, place }) => {
+            pending.push(a.path.clone());
+            let message = format!("'{path}' on {place} changed while it was being read; skipped, it will be sent next run");
+            run.reporter.event(&Event::File {
+                path: &a.path,
+                status: Status::Skipped,
+                side: Some(a.side),
+                bytes: 0,
+                reason: &message,
+            });
+            false
+        }
+        Err(e) => {
+            pending.push(a.path.clone());
+            pending.push(a.target().clone());
+            if let Error::Changed { .. } = e {
+                run.summary.conflicts += 1;
+                let reason = e.to_string();
+                run.reporter.event(&Event::Conflict {
+                    path: &a.path,
+                    reason: &reason,
+                    resolution: &Resolution::Unresolved,
+                });
+                run.exit |= ExitStatus::CONFLICTS;
+                false
+            } else {
+                run.error(Some(&a.path), Some(a.side), e);
+                if job.halt_on_error {
+                    run.reporter.event(&Event::Notice {
+                        message: "stopping at the first error (--halt-on-error)",
+                    });
+                }
+                job.halt_on_error
+            }
+        }
+    }
 }
 
 /// Carries out one action other than a file copy.

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 
 use crate::compress::Compression;
 use crate::delta::DeltaOp;
-use crate::endpoint::{Chunk, Endpoint, Received, Scan, SendRequest};
+use crate::endpoint::{Chunk, Endpoint, Received, Scan, SendRequest, Traffic};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
 use crate::protocol::frame::{read_frame, write_frame, Kind};
@@ -43,6 +43,7 @@ pub struct RemoteEndpoint {
     from_agent: Receiver<FromAgent>,
     sent: Arc<AtomicU64>,
     received: Arc<AtomicU64>,
+    raw: Arc<AtomicU64>,
     batch: Vec<Chunk>,
     batch_bytes: usize,
     in_flight: HashSet<u64>,
@@ -50,6 +51,18 @@ pub struct RemoteEndpoint {
     threads: Vec<JoinHandle<()>>,
     child: Option<Child>,
     broken: Option<Error>,
+}
+
+/// A frame's size before compression (header included), for the compression ratio.
+fn raw_size(kind: Kind, payload: &[u8]) -> u64 {
+    let inner = match kind {
+        Kind::Compressed => match zstd::zstd_safe::get_frame_content_size(payload) {
+            Ok(Some(n)) => n as usize,
+            _ => payload.len(),
+        },
+        _ => payload.len(),
+    };
+    inner as u64 + 5
 }
 
 fn chunk_bytes(c: &Chunk) -> usize {
@@ -83,6 +96,8 @@ impl RemoteEndpoint {
         read_hello(&mut reader).map_err(|e| unreachable(&e))?;
         send_hello(&mut writer).map_err(|e| unreachable(&e))?;
         let (sent, received) = (Arc::new(AtomicU64::new(12)), Arc::new(AtomicU64::new(12)));
+        let raw = Arc::new(AtomicU64::new(24));
+        let raw_in = raw.clone();
         let (to_agent, queue) = mpsc::sync_channel::<(Kind, Vec<u8>)>(QUEUE);
         let (deliver, from_agent) = mpsc::sync_channel::<FromAgent>(QUEUE);
         let counter = sent.clone();
@@ -125,7 +140,10 @@ impl RemoteEndpoint {
                             None => FromAgent::Gone("the agent stopped".into(), 128),
                         },
                         _ => match decode::<Response>(kind, &payload) {
-                            Ok(r) => FromAgent::Msg(r),
+                            Ok(r) => {
+                                raw_in.fetch_add(raw_size(kind, &payload), Ordering::Relaxed);
+                                FromAgent::Msg(r)
+                            }
                             Err(why) => FromAgent::Gone(
                                 format!("the agent sent an invalid message: {why}"),
                                 128,
@@ -146,6 +164,7 @@ impl RemoteEndpoint {
             from_agent,
             sent,
             received,
+            raw,
             batch: Vec::new(),
             batch_bytes: 0,
             in_flight: HashSet::new(),
@@ -173,6 +192,8 @@ impl RemoteEndpoint {
             return Err(e);
         }
         let (kind, payload) = encode(req, self.compression)?;
+        self.raw
+            .fetch_add(raw_size(kind, &payload), Ordering::Relaxed);
         let ok = self
             .to_agent
             .as_ref()
@@ -436,11 +457,12 @@ impl Endpoint for RemoteEndpoint {
         self.done(&req)?.ok_or_else(|| self.unexpected("set-meta"))
     }
 
-    fn wire_bytes(&self) -> (u64, u64) {
-        (
-            self.sent.load(Ordering::Relaxed),
-            self.received.load(Ordering::Relaxed),
-        )
+    fn traffic(&self) -> Traffic {
+        Traffic {
+            sent: self.sent.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            raw: self.raw.load(Ordering::Relaxed),
+        }
     }
 }
 

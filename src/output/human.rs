@@ -11,10 +11,23 @@ pub struct Human {
     pub quiet: bool,
     /// `-v`: say why for every line.
     pub verbose: bool,
+    /// Progress bars to print around, on a terminal.
+    #[cfg(feature = "client")]
+    pub bars: Option<crate::output::progress::Bars>,
 }
 
 impl Reporter for Human {
     fn event(&mut self, event: &Event<'_>) {
+        #[cfg(feature = "client")]
+        if let Some(bars) = self.bars.clone() {
+            return bars.print(|| self.print(event));
+        }
+        self.print(event);
+    }
+}
+
+impl Human {
+    fn print(&mut self, event: &Event<'_>) {
         let out = &mut std::io::stdout().lock();
         // A closed pipe (`tandem ... | head`) must not turn into a panic.
         let _ = match event {
@@ -76,22 +89,36 @@ impl Reporter for Human {
                 } else {
                     0.0
                 };
-                writeln!(
+                let resolved = if s.conflicts_resolved > 0 {
+                    format!(" ({} resolved)", s.conflicts_resolved)
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
                     out,
-                    "{verb}: {} transferred ({}), {} deleted, {} dirs created, {} moved/attributes, {} conflicts{}, {} errors; {} sent, {} received; {:.2}s ({}/s)",
+                    "{verb}: {} transferred ({}), {} deleted, {} dirs created, {} moved/attributes, {} conflicts{resolved}, {} errors in {:.2}s ({}/s)",
                     s.files_transferred,
                     human_bytes(s.bytes_total),
                     s.files_deleted,
                     s.dirs_created,
                     s.moved,
                     s.conflicts,
-                    if s.conflicts_resolved > 0 { format!(" ({} resolved)", s.conflicts_resolved) } else { String::new() },
                     s.errors,
-                    human_bytes(s.bytes_sent),
-                    human_bytes(s.bytes_received),
                     s.elapsed_s,
                     human_bytes(rate as u64),
-                )
+                );
+                if s.bytes_sent + s.bytes_received > 0 {
+                    writeln!(
+                        out,
+                        "wire: {} sent, {} received; {} saved by deltas; compression {:.2}x",
+                        human_bytes(s.bytes_sent),
+                        human_bytes(s.bytes_received),
+                        human_bytes(s.bytes_saved_by_delta),
+                        s.compression_ratio
+                    )
+                } else {
+                    Ok(())
+                }
             }
         };
     }

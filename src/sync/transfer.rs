@@ -27,23 +27,26 @@ pub struct Stats {
 
 /// Watches bytes go by (for progress bars).
 pub trait Watch {
+    /// Transfers start: this many files and bytes are planned.
+    fn start(&mut self, _files: u64, _bytes: u64) {}
     /// A file starts (`size` bytes).
-    fn begin(&mut self, path: &str, size: u64);
+    fn begin(&mut self, _path: &str, _size: u64) {}
     /// `bytes` more of the current file are done.
-    fn advance(&mut self, bytes: u64);
+    fn advance(&mut self, _bytes: u64) {}
+    /// The current file is done (or given up).
+    fn end(&mut self) {}
+    /// The run is over: clear the display.
+    fn finish(&mut self) {}
 }
 
 /// Ignores progress.
 pub struct NoWatch;
 
-impl Watch for NoWatch {
-    fn begin(&mut self, _: &str, _: u64) {}
-    fn advance(&mut self, _: u64) {}
-}
+impl Watch for NoWatch {}
 
 /// Copies the files of `actions[i]` for every `i` in `copies` (all `Op::Copy` of regular
-/// files); returns each one's outcome by action index. `Err` means a side failed as a
-/// whole (the connection broke): the caller stops.
+/// files), calling `done` with each one's outcome as soon as it is committed. `Err` means
+/// a side failed as a whole (the connection broke): the caller stops.
 #[allow(clippy::too_many_arguments)]
 pub fn copy_files<'e>(
     actions: &[Action],
@@ -54,8 +57,8 @@ pub fn copy_files<'e>(
     pending_max: usize,
     stats: &mut Stats,
     watch: &mut dyn Watch,
-) -> Result<Vec<(usize, Result<Entry>)>> {
-    let mut results = Vec::with_capacity(copies.len());
+    done: &mut dyn FnMut(usize, Result<Entry>),
+) -> Result<()> {
     for dst_side in [Side::Remote, Side::Local] {
         let (dst, src, src_tree) = match dst_side {
             Side::Remote => (&mut *remote, &mut *local, trees[0]),
@@ -69,16 +72,26 @@ pub fn copy_files<'e>(
         for batch in mine.chunks(pending_max.max(1)) {
             let mut todo: Vec<(usize, bool)> = batch.iter().map(|&i| (i, true)).collect();
             for attempt in 0..2 {
-                let outcomes = transfer(actions, &todo, dst, src, src_tree, stats, watch)?;
                 let mut again = Vec::new();
-                for (i, delta_used, r) in outcomes {
+                let mut settle = |i: usize, delta_used: bool, r: Result<Entry>| {
                     if attempt == 0 && delta_used && matches!(r, Err(Error::Verify { .. })) {
                         stats.resent += 1;
                         again.push((i, false));
                     } else {
-                        results.push((i, r));
+                        done(i, r);
                     }
-                }
+                };
+                transfer(
+                    actions,
+                    &todo,
+                    dst,
+                    src,
+                    src_tree,
+                    &mut stats.literal,
+                    &mut stats.matched,
+                    watch,
+                    &mut settle,
+                )?;
                 if again.is_empty() {
                     break;
                 }
@@ -86,19 +99,23 @@ pub fn copy_files<'e>(
             }
         }
     }
-    Ok(results)
+    Ok(())
 }
 
-/// One pass over a batch: signatures, send, collect. Returns (action, delta used, outcome).
+/// One pass over a batch: signatures, send, and each outcome to `settle(action, delta
+/// used, outcome)` as it arrives.
+#[allow(clippy::too_many_arguments)]
 fn transfer(
     actions: &[Action],
     todo: &[(usize, bool)],
     dst: &mut dyn Endpoint,
     src: &mut dyn Endpoint,
     src_tree: &Tree,
-    stats: &mut Stats,
+    literal: &mut u64,
+    matched: &mut u64,
     watch: &mut dyn Watch,
-) -> Result<Vec<(usize, bool, Result<Entry>)>> {
+    settle: &mut dyn FnMut(usize, bool, Result<Entry>),
+) -> Result<()> {
     let source_of = |i: usize| -> (&crate::path::RelPath, &Entry) {
         let Op::Copy { from, source } = &actions[i].op else {
             unreachable!("copy_files takes copies only")
@@ -151,39 +168,46 @@ fn transfer(
             }
         })
         .collect();
-    let delta_used: HashMap<u64, bool> = requests
+    let mut waiting: HashMap<u64, bool> = requests
         .iter()
         .map(|r| (r.id, r.signature.is_some()))
         .collect();
+    let mut deliver = |outcomes: Vec<(u64, Result<Entry>)>, waiting: &mut HashMap<u64, bool>| {
+        for (id, r) in outcomes {
+            // An outcome for something not asked for (a confused peer) is ignored.
+            if let Some(delta_used) = waiting.remove(&id) {
+                settle(id as usize, delta_used, r);
+            }
+        }
+    };
     src.send(&requests, &mut |chunk| {
+        let file_done = matches!(chunk, Chunk::End { .. } | Chunk::Abort { .. });
         match &chunk {
             Chunk::Begin { path, meta, .. } => watch.begin(&path.to_string(), meta.size),
             Chunk::Data { ops, .. } => {
                 for op in ops {
                     match op {
-                        DeltaOp::Literal(b) => stats.literal += b.len() as u64,
-                        DeltaOp::Copy { len, .. } => stats.matched += len,
+                        DeltaOp::Literal(b) => *literal += b.len() as u64,
+                        DeltaOp::Copy { len, .. } => *matched += len,
                     }
                     watch.advance(op.len());
                 }
             }
-            _ => {}
+            Chunk::End { .. } | Chunk::Abort { .. } => watch.end(),
         }
-        dst.receive(chunk)
+        dst.receive(chunk)?;
+        if file_done {
+            deliver(dst.received(false)?, &mut waiting);
+        }
+        Ok(())
     })?;
-    let mut outcomes: HashMap<u64, Result<Entry>> = dst.received(true)?.into_iter().collect();
-    Ok(todo
-        .iter()
-        .map(|&(i, _)| {
-            let id = i as u64;
-            let r = outcomes.remove(&id).unwrap_or_else(|| {
-                Err(Error::Protocol(format!(
-                    "'{}' on {}: the transfer never completed",
-                    actions[i].path,
-                    dst.place()
-                )))
-            });
-            (i, delta_used[&id], r)
-        })
-        .collect())
+    deliver(dst.received(true)?, &mut waiting);
+    let mut lost: Vec<(u64, bool)> = waiting.into_iter().collect();
+    lost.sort_unstable();
+    for (id, delta_used) in lost {
+        let path = &actions[id as usize].path;
+        let why = format!("'{path}' on {}: the transfer never completed", dst.place());
+        settle(id as usize, delta_used, Err(Error::Protocol(why)));
+    }
+    Ok(())
 }

@@ -147,3 +147,24 @@ fn the_agent_under_test_is_current() {
         "{out:?}"
     );
 }
+
+#[test]
+fn no_bars_or_escape_codes_when_not_on_a_terminal() {
+    let f = fixture();
+    std::fs::write(f.a.join("big"), vec![7u8; 3 << 20]).unwrap();
+    write(f.a.join("small"), "s");
+    let r = f.sync("push", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        !r.stdout.contains('\x1b') && !r.stderr.contains('\x1b'),
+        "escape codes: {r:?}"
+    );
+    assert!(
+        !r.stderr.contains("total"),
+        "a progress bar was drawn: {r:?}"
+    );
+    assert!(
+        r.stdout.contains("saved by deltas") || r.stdout.contains("compression"),
+        "{r:?}"
+    );
+}

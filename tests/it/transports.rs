@@ -250,7 +250,9 @@ fn a_delta_that_fails_verification_is_resent_whole_once() {
         conflict_copy: false,
     };
     let mut stats = Stats::default();
-    let out = copy_files(
+    let mut out = Vec::new();
+    let mut done = |i, r| out.push((i, r));
+    copy_files(
         &[action],
         &[0],
         &mut local,
@@ -259,6 +261,7 @@ fn a_delta_that_fails_verification_is_resent_whole_once() {
         10,
         &mut stats,
         &mut NoWatch,
+        &mut done,
     )
     .unwrap();
     assert!(local.corrupted, "the test did not corrupt anything");

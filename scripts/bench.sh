@@ -73,7 +73,7 @@ rsync_run() {
     R[$name]="$(cat "$work/client.rss")/-"
 }
 
-mkdir -p "$work"/{t,r,rd}
+mkdir -p "$work"/{t,r,rd}/small "$work"/{t,r}/big
 echo "10,000 small files: initial push"
 tandem_run small-t "$work/src/small" "$work/t/small"
 rsync_run small-r "$work/src/small" "$work/r/small"

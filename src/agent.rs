@@ -214,6 +214,16 @@ fn handle<W: Write>(ep: &mut LocalEndpoint, req: Request, out: &mut Out<W>) -> R
                 done.into_iter().map(|(id, r)| (id, wire(r))).collect(),
             ))
         }
+        Request::Commit => {
+            let done = ep.received(true)?;
+            if done.is_empty() {
+                return Ok(());
+            }
+            out.send(&Response::Received(
+                done.into_iter().map(|(id, r)| (id, wire(r))).collect(),
+            ))
+        }
+        Request::Sync => out.send(&Response::Done(wire(ep.sync().map(|()| None)))),
         Request::MakeNode {
             path,
             expect,

@@ -171,7 +171,11 @@ pub fn parse_delta(mut d: &[u8], ops: &mut Vec<DeltaOp>) -> Result<(), String> {
                 let len = int(&mut d, 1 << (mode % 4))?;
                 flush(&mut literal, ops);
                 match ops.last_mut() {
-                    Some(DeltaOp::Copy { offset: o, len: l }) if *o + *l == offset => *l += len,
+                    Some(DeltaOp::Copy { offset: o, len: l })
+                        if o.checked_add(*l) == Some(offset) && l.checked_add(len).is_some() =>
+                    {
+                        *l += len
+                    }
                     _ => ops.push(DeltaOp::Copy { offset, len }),
                 }
             }

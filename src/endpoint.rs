@@ -132,8 +132,11 @@ pub trait Endpoint: Send {
     ) -> Result<()>;
     /// Takes the next chunk of an incoming file.
     fn receive(&mut self, chunk: Chunk) -> Result<()>;
-    /// Outcomes of files received since the last call; with `wait`, of every file begun.
+    /// Outcomes of files committed since the last call; with `wait`, commits every file
+    /// received so far first (files are committed in batches, after one shared flush).
     fn received(&mut self, wait: bool) -> Result<Vec<Received>>;
+    /// Makes everything written so far durable (before the baseline records it).
+    fn sync(&mut self) -> Result<()>;
     /// Creates a symlink or special file like `source` at `path` (replacing `expect`).
     fn make_node(
         &mut self,

@@ -53,6 +53,10 @@ pub enum Request {
         /// The chunks, in order.
         chunks: Vec<Chunk>,
     },
+    /// Commit every file received so far (answered by `Received` if any were pending).
+    Commit,
+    /// Make everything written durable (answered by `Done`).
+    Sync,
     /// Create a symlink or special file.
     MakeNode {
         /// Where.
@@ -172,7 +176,9 @@ fn chunk_ok(c: &Chunk) -> Result<(), String> {
 impl Validate for Request {
     fn validate(&self) -> Result<(), String> {
         match self {
-            Request::Scan { .. } | Request::Digests { .. } => Ok(()),
+            Request::Scan { .. } | Request::Digests { .. } | Request::Commit | Request::Sync => {
+                Ok(())
+            }
             Request::Signatures { files } => files.iter().try_for_each(|(_, e)| entry_ok(e)),
             Request::Send { files } => files.iter().try_for_each(|f| {
                 entry_ok(&f.expect)?;

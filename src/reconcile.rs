@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use crate::path::RelPath;
 use crate::plan::{Action, Conflict, Op, Plan, Resolution, Side, Status};
-use crate::tree::{same_state, Entry, Tree};
+use crate::tree::{same_state, Entry, EntryKind, Tree};
 
 pub use policy::{Direction, Favor, Policy};
 
@@ -240,37 +240,44 @@ impl<'a> Reconciler<'a> {
         }
     }
 
-    /// Both sides have the same content at `p` but different metadata.
+    /// Both sides have the same content at `p` but different attributes: merge them field
+    /// by field. A field changed on one side only takes that side's value; mtimes changed
+    /// on both take the newer; modes or owners changed on both are a conflict with `-e`
+    /// and are otherwise left as they are (filesync ignores conflicting protections).
     fn meta_divergence(&mut self, i: usize, l: &Entry, r: &Entry) {
         let p = &self.paths[i];
-        let (lc, rc) = (self.changed(Side::Local, p), self.changed(Side::Remote, p));
-        if lc && !rc {
-            self.set_meta(Side::Remote, p, r, l, "attributes changed on local");
-        } else if rc && !lc {
-            self.set_meta(Side::Local, p, l, r, "attributes changed on remote");
-        } else if !self.policy.everything && l.is_file() && l.mtime_ns != r.mtime_ns {
-            // Same content, touched on both sides: keep the newer mtime on both.
-            let (older, newer) = if l.mtime_ns < r.mtime_ns {
-                (Side::Local, r)
-            } else {
-                (Side::Remote, l)
-            };
-            let mut target = self.at(older, p).unwrap().clone();
-            let current = target.clone();
-            target.mtime_ns = newer.mtime_ns;
-            self.push_action(
-                older,
-                p,
-                Op::SetMeta { source: target },
-                Some(&current),
-                Status::Exists,
-                "identical contents; newer modification time kept",
-            );
-        } else if self.policy.everything {
-            // -e: attribute differences are real conflicts; -f can settle them.
-            let winner = self.favored(i, i + 1);
+        let b = self.base.get(p).filter(|b| b.kind == l.kind);
+        // The agreed value of one field, or `None` when both sides changed it differently.
+        let pick = |lv: i64, rv: i64, bv: Option<i64>| match (lv == rv, bv) {
+            (true, _) => Some(lv),
+            (false, Some(bv)) if bv == lv => Some(rv),
+            (false, Some(bv)) if bv == rv => Some(lv),
+            _ => None,
+        };
+        let mut merged = l.clone();
+        let mut clash = false;
+        if !matches!(l.kind, EntryKind::Symlink(_)) {
+            match pick(l.mode.into(), r.mode.into(), b.map(|b| b.mode.into())) {
+                Some(m) => merged.mode = m as u32,
+                None => clash = true,
+            }
+        }
+        if l.is_file() {
+            merged.mtime_ns = pick(l.mtime_ns, r.mtime_ns, b.map(|b| b.mtime_ns))
+                .unwrap_or(l.mtime_ns.max(r.mtime_ns));
+        }
+        if self.policy.everything {
+            match (
+                pick(l.uid.into(), r.uid.into(), b.map(|b| b.uid.into())),
+                pick(l.gid.into(), r.gid.into(), b.map(|b| b.gid.into())),
+            ) {
+                (Some(u), Some(g)) => (merged.uid, merged.gid) = (u as u32, g as u32),
+                _ => clash = true,
+            }
+        }
+        if clash && self.policy.everything {
             let reason = "attributes changed on both sides".to_string();
-            match winner {
+            match self.favored(i, i + 1) {
                 Some(w) => {
                     let (from, to) = (self.at(w, p).unwrap(), self.at(w.other(), p).unwrap());
                     self.set_meta(w.other(), p, to, from, &reason);
@@ -278,8 +285,38 @@ impl<'a> Reconciler<'a> {
                 }
                 None => self.conflict(p, reason, Resolution::Unresolved),
             }
+            return;
         }
-        // Without -e, filesync ignores conflicting protections: leave both as they are.
+        for (side, now) in [(Side::Local, l), (Side::Remote, r)] {
+            let mut want = merged.clone();
+            if clash {
+                // Conflicting modes are left alone; everything else still merges.
+                want.mode = now.mode;
+            }
+            if !now.same_meta(&want, self.policy.everything) {
+                // Both sides arrived at the same contents independently: async's "exists".
+                let both = self.changed(Side::Local, p) && self.changed(Side::Remote, p);
+                let (status, why) = if both {
+                    (
+                        Status::Exists,
+                        "identical contents; attributes merged".to_string(),
+                    )
+                } else {
+                    (
+                        Status::Moved,
+                        format!("attributes changed on {}", side.other().word()),
+                    )
+                };
+                self.push_action(
+                    side,
+                    p,
+                    Op::SetMeta { source: want },
+                    Some(now),
+                    status,
+                    &why,
+                );
+            }
+        }
     }
 
     fn decide_subtree(&mut self, i: usize, end: usize) {

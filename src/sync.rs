@@ -381,6 +381,11 @@ fn run_inner(
         run,
         watch,
     );
+    if !plan.actions.is_empty() {
+        // The baseline must not record renames that a crash could still undo.
+        local.sync()?;
+        remote.sync()?;
+    }
     for t in [local.traffic(), remote.traffic()] {
         run.summary.bytes_sent += t.sent;
         run.summary.bytes_received += t.received;
@@ -402,6 +407,10 @@ fn run_inner(
             crate::hash_cache::HashCache::from_tree(&rt),
         ],
     };
+    // A run that changed nothing leaves the baseline file alone (no rewrite, no fsync).
+    if next == old {
+        return Ok(());
+    }
     next.commit(&baseline_path)
 }
 

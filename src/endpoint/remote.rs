@@ -395,11 +395,19 @@ impl Endpoint for RemoteEndpoint {
 
     fn received(&mut self, wait: bool) -> Result<Vec<Received>> {
         self.flush_batch()?;
+        if wait && !self.in_flight.is_empty() {
+            // The agent commits in batches: ask for the rest now.
+            self.send_msg(&Request::Commit)?;
+        }
         self.next(false)?;
         while wait && !self.in_flight.is_empty() {
             self.next(true)?;
         }
         Ok(std::mem::take(&mut self.outcomes))
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.done(&Request::Sync).map(|_| ())
     }
 
     fn make_node(

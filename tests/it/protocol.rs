@@ -234,6 +234,7 @@ fn agent_refuses_a_client_that_lies_about_sizes_and_hashes() {
     ];
     let mut input = hello();
     input.extend_from_slice(&message(&Request::Receive { chunks }));
+    input.extend_from_slice(&message(&Request::Commit));
     let r = feed_agent(&f.b, &input);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let outcomes: Vec<(u64, bool)> = r
@@ -441,4 +442,46 @@ fn sender_lying_about_size_is_caught_by_the_local_receiver() {
         "{done:?}"
     );
     assert!(names(&f.a).is_empty());
+}
+
+#[test]
+fn huge_copy_lengths_do_not_overflow_the_receiver() {
+    let f = fixture();
+    write(f.a.join("old"), "0123456789");
+    let mut local = tandem::endpoint::LocalEndpoint::open(&f.a, "local".into(), false).unwrap();
+    let expect = local
+        .scan(&Default::default())
+        .unwrap()
+        .tree
+        .get(&rel("old"))
+        .cloned();
+    let chunks = [
+        Chunk::Begin {
+            id: 1,
+            path: rel("old"),
+            expect,
+            meta: file_entry(10),
+            delta: true,
+        },
+        Chunk::Data {
+            id: 1,
+            ops: vec![
+                DeltaOp::Literal(b"ab".to_vec()),
+                DeltaOp::Copy {
+                    offset: 1,
+                    len: u64::MAX,
+                },
+            ],
+        },
+        Chunk::End {
+            id: 1,
+            digest: Digest::of(b"x"),
+        },
+    ];
+    for c in chunks {
+        local.receive(c).unwrap();
+    }
+    let done = local.received(true).unwrap();
+    assert!(done[0].1.is_err(), "{done:?}");
+    assert_eq!(read(f.a.join("old")), "0123456789");
 }

@@ -200,6 +200,9 @@ impl Endpoint for Corrupting {
     fn received(&mut self, w: bool) -> Result<Vec<Received>> {
         self.inner.received(w)
     }
+    fn sync(&mut self) -> Result<()> {
+        self.inner.sync()
+    }
     fn make_node(&mut self, p: &RelPath, e: Option<&Entry>, s: &Entry) -> Result<Entry> {
         self.inner.make_node(p, e, s)
     }

@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, CWD};
 
@@ -20,6 +20,10 @@ use crate::tree::{Entry, EntryKind, Stamp};
 
 /// Prefix of our temporary files; the scanner never reports names that start with it.
 pub const TEMP_PREFIX: &[u8] = b".tandem-tmp.";
+
+/// An open directory, shared: the last one used is cached, and handing it out must not
+/// cost a `dup` per file.
+pub type DirFd = Arc<OwnedFd>;
 
 /// Device, inode and birth time of a root directory, to notice when it is no longer the
 /// same directory. The birth time catches a directory recreated at the same path that
@@ -38,9 +42,11 @@ pub struct RootId {
 pub struct Root {
     path: PathBuf,
     fd: OwnedFd,
+    // The root as the parent of top-level names.
+    top: DirFd,
     id: RootId,
     // The last parent directory opened: most operations come in runs within one directory.
-    last_parent: Mutex<Option<(RelPath, OwnedFd)>>,
+    last_parent: Mutex<Option<(RelPath, DirFd)>>,
 }
 
 /// The file type bits of a raw mode.
@@ -135,9 +141,16 @@ impl Root {
                 .ok()
                 .filter(|x| x.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0)
                 .map(|x| ts_ns(x.stx_btime.tv_sec, x.stx_btime.tv_nsec as u64));
+        let top = Arc::new(rustix::fs::openat(
+            &fd,
+            ".",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?);
         Ok(Root {
             path: path.to_path_buf(),
             fd,
+            top,
             id: RootId {
                 dev: st.st_dev,
                 ino: st.st_ino,
@@ -163,21 +176,15 @@ impl Root {
     }
 
     /// Opens the directory holding `path`, without following any symlink on the way.
-    pub fn parent_fd(&self, path: &RelPath) -> io::Result<OwnedFd> {
+    pub fn parent_fd(&self, path: &RelPath) -> io::Result<DirFd> {
         let parent = path.parent();
         let Some(parent) = parent else {
-            return rustix::fs::openat(
-                &self.fd,
-                ".",
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(Into::into);
+            return Ok(self.top.clone());
         };
         let mut cache = self.last_parent.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((p, fd)) = cache.as_ref() {
             if *p == parent {
-                return fd.try_clone();
+                return Ok(fd.clone());
             }
         }
         let mut fd: Option<OwnedFd> = None;
@@ -197,7 +204,8 @@ impl Root {
             })?);
         }
         let fd = fd.expect("parent has at least one component");
-        *cache = Some((parent, fd.try_clone()?));
+        let fd = Arc::new(fd);
+        *cache = Some((parent, fd.clone()));
         Ok(fd)
     }
 
@@ -231,7 +239,7 @@ impl Root {
     }
 
     /// Creates (or truncates) the temporary file for `path` in its target directory.
-    pub fn create_temp(&self, path: &RelPath) -> io::Result<(OwnedFd, Vec<u8>, File)> {
+    pub fn create_temp(&self, path: &RelPath) -> io::Result<(DirFd, Vec<u8>, File)> {
         let dir = self.parent_fd(path)?;
         let tmp = temp_name(path.name());
         let fd = rustix::fs::openat(
@@ -248,7 +256,7 @@ impl Root {
     /// replace anything.
     pub fn commit_rename(
         &self,
-        dir: &OwnedFd,
+        dir: &DirFd,
         from: &[u8],
         path: &RelPath,
         expect: Option<&Entry>,
@@ -277,7 +285,7 @@ impl Root {
     }
 
     /// Removes a leftover name in `dir`, ignoring absence.
-    pub fn remove_name(dir: &OwnedFd, name: &[u8]) {
+    pub fn remove_name(dir: &DirFd, name: &[u8]) {
         let _ = rustix::fs::unlinkat(dir, os(name), AtFlags::empty());
     }
 
@@ -335,7 +343,7 @@ impl Root {
         path: &RelPath,
         kind: &EntryKind,
         mode: u32,
-    ) -> io::Result<(OwnedFd, Vec<u8>)> {
+    ) -> io::Result<(DirFd, Vec<u8>)> {
         let dir = self.parent_fd(path)?;
         let tmp = temp_name(path.name());
         Root::remove_name(&dir, &tmp);
@@ -356,7 +364,7 @@ impl Root {
     }
 
     /// Applies mode, mtime and (with `owner`) ownership to the name `name` in `dir`.
-    pub fn set_meta_at(dir: &OwnedFd, name: &[u8], src: &Entry, owner: bool) -> io::Result<()> {
+    pub fn set_meta_at(dir: &DirFd, name: &[u8], src: &Entry, owner: bool) -> io::Result<()> {
         let n = os(name);
         let is_link = matches!(src.kind, EntryKind::Symlink(_));
         if owner {

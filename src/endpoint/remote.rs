@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Receiver, RecvError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::compress::Compression;
+use crate::compress::{self, Compression};
 use crate::delta::DeltaOp;
 use crate::endpoint::{Chunk, Endpoint, Received, Scan, SendRequest, Traffic};
 use crate::error::{Error, Result};
@@ -38,7 +38,6 @@ enum FromAgent {
 /// An endpoint served by an agent at the other end of a stream.
 pub struct RemoteEndpoint {
     place: String,
-    compression: Compression,
     to_agent: Option<SyncSender<(Kind, Vec<u8>)>>,
     from_agent: Receiver<FromAgent>,
     sent: Arc<AtomicU64>,
@@ -101,9 +100,14 @@ impl RemoteEndpoint {
         let (to_agent, queue) = mpsc::sync_channel::<(Kind, Vec<u8>)>(QUEUE);
         let (deliver, from_agent) = mpsc::sync_channel::<FromAgent>(QUEUE);
         let counter = sent.clone();
+        // Compression happens here, beside the main thread's reading and hashing.
         let writer_thread = std::thread::spawn(move || {
             let mut next = queue.recv().ok();
-            while let Some((kind, payload)) = next {
+            while let Some((kind, raw)) = next {
+                let (kind, payload) = match compress::compress(&raw, compression) {
+                    Some(c) if kind == Kind::Message => (Kind::Compressed, c),
+                    _ => (kind, raw),
+                };
                 let Ok(n) = write_frame(&mut writer, kind, &payload) else {
                     return;
                 };
@@ -159,7 +163,6 @@ impl RemoteEndpoint {
         });
         Ok(RemoteEndpoint {
             place,
-            compression,
             to_agent: Some(to_agent),
             from_agent,
             sent,
@@ -191,9 +194,10 @@ impl RemoteEndpoint {
         if let Some(e) = self.failure() {
             return Err(e);
         }
-        let (kind, payload) = encode(req, self.compression)?;
+        // Encoded raw here; the writer thread compresses.
+        let (kind, payload) = encode(req, Compression::None)?;
         self.raw
-            .fetch_add(raw_size(kind, &payload), Ordering::Relaxed);
+            .fetch_add(payload.len() as u64 + 5, Ordering::Relaxed);
         let ok = self
             .to_agent
             .as_ref()

@@ -48,10 +48,11 @@ for b in range(4):
 PY
 
 now() { date +%s.%N; }
-declare -A T B R
+declare -A T B R S
 # tandem_run NAME SRC DST [args...]: times a push, keeps bytes and peak RSS.
 tandem_run() {
     local name=$1 src=$2 dst=$3; shift 3
+    sync  # nobody pays for flushing what was written before
     local t0; t0=$(now)
     /usr/bin/time -f %M -o "$work/client.rss" "$tandem" -d "$src" -r "$dst" -K push -y -q --format json \
         --agent-path "$work/agent" "$@" > "$work/$name.json"
@@ -62,9 +63,13 @@ tandem_run() {
 # rsync_run NAME SRC DST [args...]
 rsync_run() {
     local name=$1 src=$2 dst=$3; shift 3
+    sync
     local t0; t0=$(now)
     /usr/bin/time -f %M -o "$work/client.rss" rsync -a --stats "$@" "$src/" "$dst/" > "$work/$name.txt"
     T[$name]=$(echo "$(now) - $t0" | bc)
+    # tandem makes its writes durable before it records them; rsync never syncs.
+    sync
+    S[$name]=$(echo "$(now) - $t0" | bc)
     local sent recv lit
     sent=$(awk -F': ' '/Total bytes sent/ {gsub(/,/,"",$2); print $2}' "$work/$name.txt")
     recv=$(awk -F': ' '/Total bytes received/ {gsub(/,/,"",$2); print $2}' "$work/$name.txt")
@@ -107,11 +112,11 @@ diff -r "$work/src/small" "$work/t/small" >/dev/null && diff -r "$work/src/big" 
 
 row() {
     local label=$1 t=$2 r=$3
-    printf '%-34s %9.2f %9.2f %7.2fx   %-34s %-28s %s\n' "$label" "${T[$t]}" "${T[$r]}" "$(echo "${T[$t]} / ${T[$r]}" | bc -l)" \
+    printf '%-34s %8.2f %8.2f %6.2fx %10.2f   %-34s %-28s %s\n' "$label" "${T[$t]}" "${T[$r]}" "$(echo "${T[$t]} / ${T[$r]}" | bc -l)" "${S[$r]}" \
         "$(set -- ${B[$t]}; echo "wire=$1 saved=$2")" "$(set -- ${B[$r]}; echo "wire=$1 $2")" "${R[$t]} kB / ${R[$r]} kB"
 }
 echo
-printf '%-34s %9s %9s %8s   %-34s %-28s %s\n' "workload" "tandem s" "rsync s" "ratio" "tandem bytes" "rsync bytes" "peak RSS client/agent, rsync"
+printf '%-34s %8s %8s %7s %10s   %-34s %-28s %s\n' "workload" "tandem s" "rsync s" "ratio" "rsync+sync" "tandem bytes" "rsync bytes" "peak RSS client/agent, rsync"
 row "10,000 small files, initial" small-t small-r
 row "4 x 256 MiB, initial" big-t big-r
 row "1% of a 256 MiB file (rsync -a)" change-t change-r

@@ -338,6 +338,14 @@ impl LocalEndpoint {
             ))),
         };
         match verified {
+            // A new file replaces nothing: no flush needed before its rename. The sync
+            // before the baseline is written makes it durable before anything relies on it.
+            Ok(digest) if inc.expect.is_none() => {
+                let outcome = self
+                    .commit(&inc.dir, &inc.tmp, &inc.path, None)
+                    .and_then(|()| self.entry_now(&inc.path, Some(digest)));
+                self.done.push((id, outcome));
+            }
             Ok(digest) => {
                 self.staged_bytes += inc.written;
                 self.staged.push((id, inc, digest));
@@ -367,9 +375,9 @@ impl LocalEndpoint {
         Ok(got)
     }
 
-    /// Makes the staged temp files durable, then renames each into place if its target is
-    /// still what was scanned. Durable first: a crash must never leave a renamed but empty
-    /// file that a later run would take for a modification. One `syncfs` for the batch
+    /// Makes the staged temp files (those replacing an existing file) durable, then renames
+    /// each into place if its target is still what was scanned. Durable first: a crash must
+    /// never leave an empty file where the old version was. One `syncfs` for the batch
     /// costs what one `fsync` does, where a sync per file made small files crawl.
     fn commit_staged(&mut self) {
         if self.staged.is_empty() {

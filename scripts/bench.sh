@@ -131,6 +131,7 @@ echo "1% change: tandem moved $wire bytes on the wire = $(echo "100 * $wire / $c
 if [ "$huge" = 1 ]; then
     echo
     echo "4 GiB file: peak RSS"
+    rm -rf "$work/src" "$work/t" "$work/r" "$work/rd"  # room for a 4 GiB replica and its temp file
     mkdir -p "$work/huge-src" "$work/huge-dst"
     head -c 4G /dev/urandom > "$work/huge-src/huge.bin"
     tandem_run huge-initial "$work/huge-src" "$work/huge-dst"

@@ -333,13 +333,16 @@ fn run_inner(
     ];
     let concerns = safety::check(&plan, [lt.len(), rt.len()], root_changed, job.max_delete);
     if !concerns.is_empty() && !job.dry_run {
+        let refusal = |cs: &[&Concern], hint: &str| {
+            let why: Vec<String> = cs.iter().map(|c| c.to_string()).collect();
+            Error::Refused(format!(
+                "refusing to run: {}; nothing was changed{hint}",
+                why.join("; ")
+            ))
+        };
         let hard: Vec<&Concern> = concerns.iter().filter(|c| !c.confirmable()).collect();
         if !hard.is_empty() {
-            let why: Vec<String> = hard.iter().map(|c| c.to_string()).collect();
-            return Err(Error::Refused(format!(
-                "refusing to run: {}; nothing was changed",
-                why.join("; ")
-            )));
+            return Err(refusal(&hard, ""));
         }
         if job.yes {
             for c in &concerns {
@@ -348,11 +351,11 @@ fn run_inner(
                 });
             }
         } else if !confirm(&concerns) {
-            let why: Vec<String> = concerns.iter().map(|c| c.to_string()).collect();
-            return Err(Error::Refused(format!(
-                "refusing to run: {}; nothing was changed. Check the roots, then run again with -y (or answer yes at the prompt)",
-                why.join("; ")
-            )));
+            let all: Vec<&Concern> = concerns.iter().collect();
+            return Err(refusal(
+                &all,
+                ". Check the roots, then run again with -y (or answer yes at the prompt)",
+            ));
         }
     }
 

@@ -3,7 +3,7 @@
 # pushes, edits both sides, runs bidi and shows a conflict. Touches nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet --bin tandem
+cargo build --quiet --workspace --bins
 tandem="$PWD/target/debug/tandem"
 demo=$(mktemp -d -t tandem-demo.XXXXXX)
 export FILESYNC="$demo/state"   # keep the demo's session state out of your own

@@ -167,6 +167,13 @@ pub enum Command {
         #[arg(short = 'N', long = "name", value_name = "NAME")]
         name: String,
     },
+    /// Serve the agent protocol on stdin/stdout (what tandem-agent does).
+    #[command(hide = true)]
+    Agent {
+        /// The agent's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Parses `-r` (plus `--user`, `--host`, `-P`) into a [`RemoteSpec`].
@@ -402,6 +409,7 @@ fn maintenance(cmd: &Command) -> Result<()> {
                 ))),
             }
         }
+        Command::Agent { .. } => unreachable!("handled before"),
         Command::Forget { name } => {
             let s = Session::new(name.clone())?;
             let _lock = s.lock()?;
@@ -449,6 +457,9 @@ pub fn main() -> u8 {
             bars: bars.clone(),
         }),
     };
+    if let Some(Command::Agent { args }) = &args.command {
+        return crate::agent::main_with_args(args);
+    }
     if let Some(cmd) = &args.command {
         return match maintenance(cmd) {
             Ok(()) => 0,

@@ -7,12 +7,25 @@ use crate::compress::Compression;
 use crate::endpoint::RemoteEndpoint;
 use crate::error::{Error, Result};
 
+/// How to start an agent: a program and the arguments before the agent's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentCommand {
+    /// The program.
+    pub program: PathBuf,
+    /// Arguments that select agent mode (empty for `tandem-agent` itself).
+    pub prefix: Vec<String>,
+}
+
 /// Finds `tandem-agent`: the given path, next to this executable (or one directory up, as
-/// in cargo's target tree), or on `PATH`.
-pub fn find_agent(explicit: Option<&Path>) -> Result<PathBuf> {
+/// in cargo's target tree), or on `PATH`. Without one, this executable serves the agent
+/// itself (`tandem agent ...`, the same code), so a lone `tandem` still syncs locally.
+pub fn find_agent(explicit: Option<&Path>) -> Result<AgentCommand> {
     if let Some(p) = explicit {
         return if p.is_file() {
-            Ok(p.to_path_buf())
+            Ok(AgentCommand {
+                program: p.to_path_buf(),
+                prefix: vec![],
+            })
         } else {
             Err(Error::Unreachable(format!(
                 "--agent-path '{}' is not a file",
@@ -28,26 +41,36 @@ pub fn find_agent(explicit: Option<&Path>) -> Result<PathBuf> {
     let path_dirs = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
-    dirs.flatten()
+    let found = dirs
+        .flatten()
         .chain(path_dirs)
         .map(|d| d.join("tandem-agent"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            Error::Unreachable(
-                "cannot find 'tandem-agent' next to tandem or on PATH; install it beside tandem (cargo build --workspace) or pass --agent-path".into(),
-            )
-        })
+        .find(|p| p.is_file());
+    match (found, exe) {
+        (Some(program), _) => Ok(AgentCommand {
+            program,
+            prefix: vec![],
+        }),
+        (None, Some(exe)) => Ok(AgentCommand {
+            program: exe,
+            prefix: vec!["agent".into()],
+        }),
+        (None, None) => Err(Error::Unreachable(
+            "cannot find 'tandem-agent' next to tandem or on PATH; pass --agent-path".into(),
+        )),
+    }
 }
 
 /// Starts the agent on `root` and connects to it.
 pub fn connect(
-    agent: &Path,
+    agent: &AgentCommand,
     root: &Path,
     label: &str,
     owner: bool,
     compression: Compression,
 ) -> Result<RemoteEndpoint> {
-    let mut cmd = Command::new(agent);
+    let mut cmd = Command::new(&agent.program);
+    cmd.args(&agent.prefix);
     cmd.arg("--root")
         .arg(root)
         .arg("--label")
@@ -66,7 +89,7 @@ pub fn connect(
     let mut child = cmd.spawn().map_err(|e| {
         Error::Unreachable(format!(
             "cannot start the agent '{}' for {label}: {e}",
-            agent.display()
+            agent.program.display()
         ))
     })?;
     let stdout = child.stdout.take().expect("piped stdout");

@@ -168,3 +168,28 @@ fn no_bars_or_escape_codes_when_not_on_a_terminal() {
         "{r:?}"
     );
 }
+
+#[test]
+fn a_lone_client_serves_the_agent_itself() {
+    let f = fixture();
+    let bin = f.tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_tandem"), bin.join("tandem")).unwrap();
+    write(f.a.join("x"), "over the pipe");
+    let mut c = std::process::Command::new(bin.join("tandem"));
+    c.env("FILESYNC", &f.state)
+        .env("PATH", "")
+        .arg("-d")
+        .arg(&f.a)
+        .arg("-r")
+        .arg(&f.b)
+        .args(["-K", "push", "--format", "json"]);
+    let r = output(c.output().unwrap());
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(read(f.b.join("x")), "over the pipe");
+    let summary = json_events(&r.stdout).pop().unwrap();
+    assert!(
+        summary["bytes_sent"].as_u64().unwrap() > 0,
+        "not through the protocol: {summary}"
+    );
+}

@@ -8,7 +8,7 @@ use crate::compress::Compression;
 use crate::endpoint::{Chunk, Endpoint, LocalEndpoint};
 use crate::error::{Error, WireError};
 use crate::protocol::frame::{read_frame, write_frame, Kind};
-use crate::protocol::handshake::{read_hello, send_hello};
+use crate::protocol::handshake::{read_hello, send_hello, HandshakeError};
 use crate::protocol::{decode, encode, Request, Response, SCAN_BATCH};
 
 /// How the agent was started.
@@ -107,7 +107,17 @@ pub fn serve(input: impl Read, output: impl Write, opts: &AgentOptions) -> Resul
     };
     send_hello(&mut out.w)
         .map_err(|e| untold(Error::Protocol(format!("cannot greet the client: {e}"))))?;
-    read_hello(&mut input).map_err(|e| untold(Error::Protocol(e.to_string())))?;
+    match read_hello(&mut input) {
+        Ok(()) => {}
+        // The client gave up before greeting (it reports why itself): leave quietly.
+        Err(HandshakeError::Closed(_)) => {
+            return Err(Stopped {
+                error: Error::Protocol("the client left".into()),
+                told_client: true,
+            })
+        }
+        Err(e) => return Err(untold(Error::Protocol(e.to_string()))),
+    }
     let mut ep =
         LocalEndpoint::open(&opts.root, opts.label.clone(), opts.owner).map_err(|e| out.stop(e))?;
     loop {

@@ -238,3 +238,36 @@ fn unreadable_directory_is_not_taken_as_deleted() {
         "deleted locally because the remote could not be read"
     );
 }
+
+#[test]
+fn a_banner_before_the_agent_is_reported_not_parsed() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    write(f.a.join("x"), "1");
+    let wrapper = f.tmp.path().join("noisy-agent");
+    let script = format!(
+        "#!/bin/sh\necho 'Welcome to the backup server!'\nexec '{}' \"$@\"\n",
+        agent_path().display()
+    );
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = f.command();
+    c.arg("--agent-path")
+        .arg(&wrapper)
+        .arg("-d")
+        .arg(&f.a)
+        .arg("-r")
+        .arg(&f.b)
+        .args(["-K", "push"]);
+    let r = output(c.output().unwrap());
+    assert_eq!(r.code, 64, "{r:?}");
+    assert!(
+        r.stderr.contains("Welcome to the backup server!") && r.stderr.contains("startup files"),
+        "{r:?}"
+    );
+    assert!(
+        !r.stderr.contains("tandem-agent:"),
+        "the agent added noise: {r:?}"
+    );
+    assert!(names(&f.b).is_empty());
+}

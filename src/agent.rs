@@ -110,7 +110,7 @@ pub fn serve(input: impl Read, output: impl Write, opts: &AgentOptions) -> Resul
     match read_hello(&mut input) {
         Ok(()) => {}
         // The client gave up before greeting (it reports why itself): leave quietly.
-        Err(HandshakeError::Closed(_)) => {
+        Err(HandshakeError::Closed(noise)) if noise.is_empty() => {
             return Err(Stopped {
                 error: Error::Protocol("the client left".into()),
                 told_client: true,
@@ -234,34 +234,10 @@ fn handle<W: Write>(ep: &mut LocalEndpoint, req: Request, out: &mut Out<W>) -> R
             ))
         }
         Request::Sync => out.send(&Response::Done(wire(ep.sync().map(|()| None)))),
-        Request::MakeNode {
-            path,
-            expect,
-            source,
-        } => out.send(&Response::Done(wire(
-            ep.make_node(&path, expect.as_ref(), &source).map(Some),
-        ))),
-        Request::Mkdir { path, source } => {
-            out.send(&Response::Done(wire(ep.mkdir(&path, &source).map(Some))))
+        Request::Apply { changes } => {
+            let results = ep.apply(&changes)?;
+            out.send(&Response::Applied(results.into_iter().map(wire).collect()))
         }
-        Request::Delete { path, expect } => out.send(&Response::Done(wire(
-            ep.delete(&path, &expect).map(|()| None),
-        ))),
-        Request::Rename {
-            from,
-            to,
-            expect,
-            meta,
-        } => out.send(&Response::Done(wire(
-            ep.rename(&from, &to, &expect, meta.as_ref()).map(Some),
-        ))),
-        Request::SetMeta {
-            path,
-            expect,
-            source,
-        } => out.send(&Response::Done(wire(
-            ep.set_meta(&path, &expect, &source).map(Some),
-        ))),
     }
 }
 

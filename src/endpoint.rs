@@ -100,6 +100,54 @@ impl Chunk {
     }
 }
 
+/// A change other than writing file contents, each with the state it expects to find.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// Create a symlink or special file like `source` (replacing `expect`).
+    MakeNode {
+        /// Where.
+        path: RelPath,
+        /// What must be there now.
+        expect: Option<Entry>,
+        /// What to create.
+        source: Entry,
+    },
+    /// Create a directory with `source`'s mode.
+    Mkdir {
+        /// Where.
+        path: RelPath,
+        /// Its attributes.
+        source: Entry,
+    },
+    /// Delete an entry that is still `expect` (a directory must be empty).
+    Delete {
+        /// What.
+        path: RelPath,
+        /// What it must still be.
+        expect: Entry,
+    },
+    /// Rename within the root, then apply `meta` if given.
+    Rename {
+        /// From.
+        from: RelPath,
+        /// To.
+        to: RelPath,
+        /// What `from` must still be.
+        expect: Entry,
+        /// Attributes to apply after.
+        meta: Option<Entry>,
+    },
+    /// Apply `source`'s mode, mtime (and owner where allowed).
+    SetMeta {
+        /// What.
+        path: RelPath,
+        /// What it must still be.
+        expect: Entry,
+        /// The attributes.
+        source: Entry,
+    },
+}
+
 /// Bytes over a connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
@@ -137,27 +185,8 @@ pub trait Endpoint: Send {
     fn received(&mut self, wait: bool) -> Result<Vec<Received>>;
     /// Makes everything written so far durable (before the baseline records it).
     fn sync(&mut self) -> Result<()>;
-    /// Creates a symlink or special file like `source` at `path` (replacing `expect`).
-    fn make_node(
-        &mut self,
-        path: &RelPath,
-        expect: Option<&Entry>,
-        source: &Entry,
-    ) -> Result<Entry>;
-    /// Creates a directory with `source`'s mode.
-    fn mkdir(&mut self, path: &RelPath, source: &Entry) -> Result<Entry>;
-    /// Deletes `path` if it is still `expect` (a directory must be empty).
-    fn delete(&mut self, path: &RelPath, expect: &Entry) -> Result<()>;
-    /// Renames `from` to `to` if `from` is still `expect`; then applies `meta` if given.
-    fn rename(
-        &mut self,
-        from: &RelPath,
-        to: &RelPath,
-        expect: &Entry,
-        meta: Option<&Entry>,
-    ) -> Result<Entry>;
-    /// Applies `source`'s mode, mtime (and owner where allowed) if `path` is still `expect`.
-    fn set_meta(&mut self, path: &RelPath, expect: &Entry, source: &Entry) -> Result<Entry>;
+    /// Makes the changes in order; one result per change. Each re-checks its target first.
+    fn apply(&mut self, changes: &[Change]) -> Result<Vec<Result<Option<Entry>>>>;
     /// Bytes moved over the connection so far (zero for in-process sides).
     fn traffic(&self) -> Traffic {
         Traffic::default()

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compress::{self, Compression};
 use crate::delta::DeltaOp;
-use crate::endpoint::{Chunk, SendRequest};
+use crate::endpoint::{Change, Chunk, SendRequest};
 use crate::error::{Error, WireError};
 use crate::fsops::RootId;
 use crate::path::RelPath;
@@ -57,48 +57,10 @@ pub enum Request {
     Commit,
     /// Make everything written durable (answered by `Done`).
     Sync,
-    /// Create a symlink or special file.
-    MakeNode {
-        /// Where.
-        path: RelPath,
-        /// What must be there now.
-        expect: Option<Entry>,
-        /// What to create.
-        source: Entry,
-    },
-    /// Create a directory.
-    Mkdir {
-        /// Where.
-        path: RelPath,
-        /// Its mode.
-        source: Entry,
-    },
-    /// Delete an entry.
-    Delete {
-        /// What.
-        path: RelPath,
-        /// What it must still be.
-        expect: Entry,
-    },
-    /// Rename within the root.
-    Rename {
-        /// From.
-        from: RelPath,
-        /// To.
-        to: RelPath,
-        /// What `from` must still be.
-        expect: Entry,
-        /// Attributes to apply after.
-        meta: Option<Entry>,
-    },
-    /// Change attributes.
-    SetMeta {
-        /// What.
-        path: RelPath,
-        /// What it must still be.
-        expect: Entry,
-        /// The attributes.
-        source: Entry,
+    /// Make these changes in order (answered by `Applied`).
+    Apply {
+        /// The changes.
+        changes: Vec<Change>,
     },
 }
 
@@ -127,7 +89,9 @@ pub enum Response {
     SendDone,
     /// Files the agent finished receiving.
     Received(Vec<(u64, Result<Entry, WireError>)>),
-    /// Answer to a single-path change.
+    /// Answer to `Apply`: one result per change, in order.
+    Applied(Vec<Result<Option<Entry>, WireError>>),
+    /// Answer to `Sync`.
     Done(Result<Option<Entry>, WireError>),
     /// The request failed as a whole.
     Failed(WireError),
@@ -152,6 +116,25 @@ fn entry_ok(e: &Entry) -> Result<(), String> {
         return Err("size on a non-file entry".into());
     }
     Ok(())
+}
+
+fn change_ok(c: &Change) -> Result<(), String> {
+    match c {
+        Change::MakeNode { expect, source, .. } => {
+            entry_ok(source)?;
+            if source.is_file() || source.is_dir() {
+                return Err("make-node for a file or directory".into());
+            }
+            expect.as_ref().map_or(Ok(()), entry_ok)
+        }
+        Change::Mkdir { source, .. } => entry_ok(source),
+        Change::Delete { expect, .. } => entry_ok(expect),
+        Change::Rename { expect, meta, .. } => {
+            entry_ok(expect)?;
+            meta.as_ref().map_or(Ok(()), entry_ok)
+        }
+        Change::SetMeta { expect, source, .. } => entry_ok(expect).and_then(|_| entry_ok(source)),
+    }
 }
 
 fn chunk_ok(c: &Chunk) -> Result<(), String> {
@@ -188,22 +171,7 @@ impl Validate for Request {
                 f.target_expect.as_ref().map_or(Ok(()), entry_ok)
             }),
             Request::Receive { chunks } => chunks.iter().try_for_each(chunk_ok),
-            Request::MakeNode { expect, source, .. } => {
-                entry_ok(source)?;
-                if source.is_file() || source.is_dir() {
-                    return Err("make-node for a file or directory".into());
-                }
-                expect.as_ref().map_or(Ok(()), entry_ok)
-            }
-            Request::Mkdir { source, .. } => entry_ok(source),
-            Request::Delete { expect, .. } => entry_ok(expect),
-            Request::Rename { expect, meta, .. } => {
-                entry_ok(expect)?;
-                meta.as_ref().map_or(Ok(()), entry_ok)
-            }
-            Request::SetMeta { expect, source, .. } => {
-                entry_ok(expect).and_then(|_| entry_ok(source))
-            }
+            Request::Apply { changes } => changes.iter().try_for_each(change_ok),
         }
     }
 }
@@ -217,6 +185,10 @@ impl Validate for Response {
                 .iter()
                 .try_for_each(|(_, r)| r.as_ref().map_or(Ok(()), entry_ok)),
             Response::Done(Ok(Some(e))) => entry_ok(e),
+            Response::Applied(r) => r.iter().try_for_each(|r| match r {
+                Ok(Some(e)) => entry_ok(e),
+                _ => Ok(()),
+            }),
             _ => Ok(()),
         }
     }
@@ -296,15 +268,20 @@ mod tests {
         #[test]
         fn decoding_mutated_messages_never_panics(flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
             let e = Entry { kind: EntryKind::Symlink(b"target".to_vec()), size: 0, mtime_ns: 1, mode: 0o777, uid: 0, gid: 0, stamp: Default::default(), digest: None };
-            let req = Request::Rename { from: RelPath::new(b"a/b".to_vec()).unwrap(), to: RelPath::new(b"c".to_vec()).unwrap(), expect: e.clone(), meta: Some(e) };
+            let change = Change::Rename { from: RelPath::new(b"a/b".to_vec()).unwrap(), to: RelPath::new(b"c".to_vec()).unwrap(), expect: e.clone(), meta: Some(e) };
+            let req = Request::Apply { changes: vec![change] };
             let (_, mut payload) = encode(&req, Compression::None).unwrap();
             for (i, b) in flips {
                 let n = payload.len();
                 payload[i % n] = b;
             }
-            if let Ok(Request::Rename { from, to, .. }) = decode::<Request>(Kind::Message, &payload) {
+            if let Ok(Request::Apply { changes }) = decode::<Request>(Kind::Message, &payload) {
                 // Whatever decodes is still a valid relative path.
-                prop_assert!(!from.as_bytes().starts_with(b"/") && !to.as_bytes().contains(&0));
+                for c in changes {
+                    if let Change::Rename { from, to, .. } = c {
+                        prop_assert!(!from.as_bytes().starts_with(b"/") && !to.as_bytes().contains(&0));
+                    }
+                }
             }
         }
     }

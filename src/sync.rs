@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::agent::{self, AgentOptions};
 use crate::baseline::Baseline;
 use crate::compress::Compression;
-use crate::endpoint::{Endpoint, LocalEndpoint, RemoteEndpoint, Scan};
+use crate::endpoint::{Change, Endpoint, LocalEndpoint, RemoteEndpoint, Scan};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::output::{dryrun, Event, Reporter, Summary};
@@ -478,7 +478,11 @@ fn execute(
     let mut pending: Vec<RelPath> = plan.unresolved().map(|c| c.path.clone()).collect();
     let mut halted = false;
     let mut transfers_done = false;
-    for a in &plan.actions {
+    let mut next = 0;
+    while next < plan.actions.len() {
+        let i = next;
+        let a = &plan.actions[i];
+        next += 1;
         if halted {
             pending.push(a.path.clone());
             continue;
@@ -524,13 +528,70 @@ fn execute(
             }
             continue;
         }
-        let r = perform(a, local, remote);
-        halted |= settle(a, &r, job, run, &mut pending);
-        if let Ok(entry) = r {
-            record(a, entry, lt, rt);
+        // Every other change of this phase goes out in one batch per side (one at a time
+        // with --halt-on-error, so the first error really stops the run).
+        let mut end = i + 1;
+        while !job.halt_on_error
+            && end < plan.actions.len()
+            && !is_file_copy(&plan.actions[end])
+            && plan.actions[end].phase() == a.phase()
+        {
+            end += 1;
+        }
+        next = end;
+        let batch = &plan.actions[i..end];
+        let results = match apply_batch(batch, local, remote) {
+            Ok(r) => r,
+            Err(e) => {
+                run.error(None, None, &e);
+                halted = true;
+                pending.extend(batch.iter().map(|a| a.path.clone()));
+                continue;
+            }
+        };
+        for (a, r) in batch.iter().zip(results) {
+            halted |= settle(a, &r, job, run, &mut pending);
+            if let Ok(entry) = r {
+                record(a, entry, lt, rt);
+            }
         }
     }
     pending
+}
+
+/// Applies changes on both sides, one message per side; results in the batch's order.
+fn apply_batch<'e>(
+    batch: &[Action],
+    local: &'e mut dyn Endpoint,
+    remote: &'e mut dyn Endpoint,
+) -> Result<Vec<Result<Option<Entry>>>> {
+    let mut results: Vec<Option<Result<Option<Entry>>>> = batch.iter().map(|_| None).collect();
+    for (side, ep) in [(Side::Local, local), (Side::Remote, remote)] {
+        let mine: Vec<usize> = (0..batch.len())
+            .filter(|&k| batch[k].side == side)
+            .collect();
+        let mut changes = Vec::with_capacity(mine.len());
+        let mut sent = Vec::with_capacity(mine.len());
+        for &k in &mine {
+            match change_of(&batch[k]) {
+                Ok(c) => {
+                    changes.push(c);
+                    sent.push(k);
+                }
+                Err(e) => results[k] = Some(Err(e)),
+            }
+        }
+        if changes.is_empty() {
+            continue;
+        }
+        for (k, r) in sent.into_iter().zip(ep.apply(&changes)?) {
+            results[k] = Some(r);
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Protocol("a change got no answer".into()))))
+        .collect())
 }
 
 /// Updates the trees with an action that succeeded.
@@ -609,28 +670,38 @@ fn settle(
     }
 }
 
-/// Carries out one action other than a file copy.
-fn perform<'e>(
-    a: &Action,
-    local: &'e mut dyn Endpoint,
-    remote: &'e mut dyn Endpoint,
-) -> Result<Option<Entry>> {
-    let dst = match a.side {
-        Side::Local => local,
-        Side::Remote => remote,
-    };
-    let expect = a.expect.as_ref();
-    let expected = || {
-        expect
+/// The endpoint change for an action other than a file copy.
+fn change_of(a: &Action) -> Result<Change> {
+    let path = a.path.clone();
+    let expect = || {
+        a.expect
+            .clone()
             .ok_or_else(|| Error::Protocol(format!("plan for '{}' lacks its precondition", a.path)))
     };
-    match &a.op {
-        Op::Copy { source, .. } => dst.make_node(&a.path, expect, source).map(Some),
-        Op::Mkdir { source } => dst.mkdir(&a.path, source).map(Some),
-        Op::Delete => dst.delete(&a.path, expected()?).map(|()| None),
-        Op::Rename { to, source } => dst
-            .rename(&a.path, to, expected()?, source.as_ref())
-            .map(Some),
-        Op::SetMeta { source } => dst.set_meta(&a.path, expected()?, source).map(Some),
-    }
+    Ok(match &a.op {
+        Op::Copy { source, .. } => Change::MakeNode {
+            path,
+            expect: a.expect.clone(),
+            source: source.clone(),
+        },
+        Op::Mkdir { source } => Change::Mkdir {
+            path,
+            source: source.clone(),
+        },
+        Op::Delete => Change::Delete {
+            path,
+            expect: expect()?,
+        },
+        Op::Rename { to, source } => Change::Rename {
+            from: path,
+            to: to.clone(),
+            expect: expect()?,
+            meta: source.clone(),
+        },
+        Op::SetMeta { source } => Change::SetMeta {
+            path,
+            expect: expect()?,
+            source: source.clone(),
+        },
+    })
 }

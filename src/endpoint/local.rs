@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::delta::{self, Basis, DeltaOp, LITERAL_CHUNK, WINDOW};
-use crate::endpoint::{Chunk, Endpoint, Received, Scan, SendRequest};
+use crate::endpoint::{Change, Chunk, Endpoint, Received, Scan, SendRequest};
 use crate::error::{Error, Result, WireError};
 use crate::fsops::{still_expected, CommitError, Root};
 use crate::path::RelPath;
@@ -562,7 +562,38 @@ impl Endpoint for LocalEndpoint {
             .map_err(|e| Error::io("flush", ".", &self.place, e.into()))
     }
 
-    fn make_node(
+    fn apply(&mut self, changes: &[Change]) -> Result<Vec<Result<Option<Entry>>>> {
+        Ok(changes.iter().map(|c| self.change(c)).collect())
+    }
+}
+
+impl LocalEndpoint {
+    /// Makes one change.
+    pub fn change(&mut self, c: &Change) -> Result<Option<Entry>> {
+        match c {
+            Change::MakeNode {
+                path,
+                expect,
+                source,
+            } => self.make_node(path, expect.as_ref(), source).map(Some),
+            Change::Mkdir { path, source } => self.mkdir(path, source).map(Some),
+            Change::Delete { path, expect } => self.delete(path, expect).map(|()| None),
+            Change::Rename {
+                from,
+                to,
+                expect,
+                meta,
+            } => self.rename(from, to, expect, meta.as_ref()).map(Some),
+            Change::SetMeta {
+                path,
+                expect,
+                source,
+            } => self.set_meta(path, expect, source).map(Some),
+        }
+    }
+
+    /// Creates a symlink or special file like `source` at `path` (replacing `expect`).
+    pub fn make_node(
         &mut self,
         path: &RelPath,
         expect: Option<&Entry>,
@@ -581,7 +612,8 @@ impl Endpoint for LocalEndpoint {
         self.entry_now(path, None)
     }
 
-    fn mkdir(&mut self, path: &RelPath, source: &Entry) -> Result<Entry> {
+    /// Creates a directory with `source`'s mode.
+    pub fn mkdir(&mut self, path: &RelPath, source: &Entry) -> Result<Entry> {
         self.root
             .mkdir(path, source.mode)
             .map_err(|e| match e.kind() {
@@ -599,7 +631,8 @@ impl Endpoint for LocalEndpoint {
         self.entry_now(path, None)
     }
 
-    fn delete(&mut self, path: &RelPath, expect: &Entry) -> Result<()> {
+    /// Deletes `path` if it is still `expect` (a directory must be empty).
+    pub fn delete(&mut self, path: &RelPath, expect: &Entry) -> Result<()> {
         self.check(path, Some(expect))?;
         self.root
             .remove(path, expect.is_dir())
@@ -612,7 +645,8 @@ impl Endpoint for LocalEndpoint {
             })
     }
 
-    fn rename(
+    /// Renames `from` to `to` if `from` is still `expect`; then applies `meta` if given.
+    pub fn rename(
         &mut self,
         from: &RelPath,
         to: &RelPath,
@@ -635,7 +669,8 @@ impl Endpoint for LocalEndpoint {
         self.entry_now(to, expect.digest)
     }
 
-    fn set_meta(&mut self, path: &RelPath, expect: &Entry, source: &Entry) -> Result<Entry> {
+    /// Applies `source`'s attributes if `path` is still `expect`.
+    pub fn set_meta(&mut self, path: &RelPath, expect: &Entry, source: &Entry) -> Result<Entry> {
         self.check(path, Some(expect))?;
         let dir = self
             .root

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 
 use crate::compress::{self, Compression};
 use crate::delta::DeltaOp;
-use crate::endpoint::{Chunk, Endpoint, Received, Scan, SendRequest, Traffic};
+use crate::endpoint::{Change, Chunk, Endpoint, Received, Scan, SendRequest, Traffic};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
 use crate::protocol::frame::{read_frame, write_frame, Kind};
@@ -26,6 +26,8 @@ use crate::tree::{Digest, Entry, Tree};
 
 /// Frames queued for the writer (each at most about a megabyte of file data).
 const QUEUE: usize = 32;
+/// Changes per `Apply` message.
+const APPLY_BATCH: usize = 1000;
 /// Chunk bytes gathered before a `Receive` frame goes out.
 const BATCH_BYTES: usize = 1 << 20;
 
@@ -414,59 +416,26 @@ impl Endpoint for RemoteEndpoint {
         self.done(&Request::Sync).map(|_| ())
     }
 
-    fn make_node(
-        &mut self,
-        path: &RelPath,
-        expect: Option<&Entry>,
-        source: &Entry,
-    ) -> Result<Entry> {
-        let req = Request::MakeNode {
-            path: path.clone(),
-            expect: expect.cloned(),
-            source: source.clone(),
-        };
-        self.done(&req)?.ok_or_else(|| self.unexpected("make-node"))
-    }
-
-    fn mkdir(&mut self, path: &RelPath, source: &Entry) -> Result<Entry> {
-        let req = Request::Mkdir {
-            path: path.clone(),
-            source: source.clone(),
-        };
-        self.done(&req)?.ok_or_else(|| self.unexpected("mkdir"))
-    }
-
-    fn delete(&mut self, path: &RelPath, expect: &Entry) -> Result<()> {
-        self.done(&Request::Delete {
-            path: path.clone(),
-            expect: expect.clone(),
-        })
-        .map(|_| ())
-    }
-
-    fn rename(
-        &mut self,
-        from: &RelPath,
-        to: &RelPath,
-        expect: &Entry,
-        meta: Option<&Entry>,
-    ) -> Result<Entry> {
-        let req = Request::Rename {
-            from: from.clone(),
-            to: to.clone(),
-            expect: expect.clone(),
-            meta: meta.cloned(),
-        };
-        self.done(&req)?.ok_or_else(|| self.unexpected("rename"))
-    }
-
-    fn set_meta(&mut self, path: &RelPath, expect: &Entry, source: &Entry) -> Result<Entry> {
-        let req = Request::SetMeta {
-            path: path.clone(),
-            expect: expect.clone(),
-            source: source.clone(),
-        };
-        self.done(&req)?.ok_or_else(|| self.unexpected("set-meta"))
+    fn apply(&mut self, changes: &[Change]) -> Result<Vec<Result<Option<Entry>>>> {
+        // All batches go out before the first answer is awaited: one round trip, not one
+        // per deletion or directory.
+        let batches: Vec<&[Change]> = changes.chunks(APPLY_BATCH).collect();
+        self.flush_batch()?;
+        for batch in &batches {
+            self.send_msg(&Request::Apply {
+                changes: batch.to_vec(),
+            })?;
+        }
+        let mut out = Vec::with_capacity(changes.len());
+        for batch in batches {
+            match self.reply()? {
+                Response::Applied(r) if r.len() == batch.len() => {
+                    out.extend(r.into_iter().map(|r| r.map_err(Error::from)))
+                }
+                _ => return Err(self.unexpected("changes")),
+            }
+        }
+        Ok(out)
     }
 
     fn traffic(&self) -> Traffic {

@@ -38,17 +38,20 @@ fn job(f: &Fixture, direction: Direction) -> Job {
     }
 }
 
-/// A reporter that runs `hook` when the first file action completes, i.e. after the scan and
-/// plan, while the rest of the plan is still to run.
-struct AfterFirstAction<F: FnMut()> {
+/// A reporter that runs `hook` when the plan is reported (an `(exs)` line comes after
+/// the scan and the plan, before anything is executed), and records conflicts.
+struct AfterPlanning<F: FnMut()> {
     hook: Option<F>,
     conflicts: Vec<String>,
 }
 
-impl<F: FnMut()> Reporter for AfterFirstAction<F> {
+impl<F: FnMut()> Reporter for AfterPlanning<F> {
     fn event(&mut self, event: &Event<'_>) {
         match event {
-            Event::File { side: Some(_), .. } => {
+            Event::File {
+                status: tandem::plan::Status::Exists,
+                ..
+            } => {
                 if let Some(mut h) = self.hook.take() {
                     h();
                 }
@@ -62,7 +65,7 @@ impl<F: FnMut()> Reporter for AfterFirstAction<F> {
 #[test]
 fn target_edited_between_scan_and_apply_survives_as_a_conflict() {
     let f = fixture();
-    for name in ["a", "b", "c1", "c2"] {
+    for name in ["a", "b", "c1", "c2", "same"] {
         write(f.a.join(name), "v1");
     }
     assert_eq!(
@@ -74,14 +77,19 @@ fn target_edited_between_scan_and_apply_survives_as_a_conflict() {
         .0,
         0
     );
+    // Edited alike on both sides: reported as (exs) once the plan is made.
+    for side in [&f.a, &f.b] {
+        write(side.join("same"), "v2 on both");
+        set_mtime(side.join("same"), 1_700_000_000);
+    }
     // Local edits a and b and deletes c1 and c2. The plan: rm c1, rm c2, cp a, cp b.
     write(f.a.join("a"), "v2 local");
     write(f.a.join("b"), "v2 local");
     std::fs::remove_file(f.a.join("c1")).unwrap();
     std::fs::remove_file(f.a.join("c2")).unwrap();
-    // Right after the first action (rm c1), someone edits the remote b and c2.
+    // After the scan and the plan, before execution, someone edits the remote b and c2.
     let (rb, rc) = (f.b.join("b"), f.b.join("c2"));
-    let mut reporter = AfterFirstAction {
+    let mut reporter = AfterPlanning {
         hook: Some(|| {
             write(&rb, "remote edit made during the run");
             write(&rc, "remote edit made during the run, too");

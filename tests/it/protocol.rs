@@ -174,10 +174,12 @@ fn agent_rejects_paths_that_escape_or_are_malformed() {
     // A symlink target with a NUL, and an impossible mode.
     let mut e = file_entry(0);
     e.kind = EntryKind::Symlink(b"ab".to_vec());
-    let req = Request::MakeNode {
-        path: rel("l"),
-        expect: None,
-        source: e,
+    let req = Request::Apply {
+        changes: vec![tandem::endpoint::Change::MakeNode {
+            path: rel("l"),
+            expect: None,
+            source: e,
+        }],
     };
     let mut input = hello();
     input.extend_from_slice(&patched(&req, b"ab", b"a\0"));

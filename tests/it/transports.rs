@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use tandem::endpoint::{Chunk, Endpoint, LocalEndpoint, Received, Scan, SendRequest};
+use tandem::endpoint::{Change, Chunk, Endpoint, LocalEndpoint, Received, Scan, SendRequest};
 use tandem::error::{Error, Result};
 use tandem::output::{Event, Reporter};
 use tandem::path::RelPath;
@@ -203,20 +203,8 @@ impl Endpoint for Corrupting {
     fn sync(&mut self) -> Result<()> {
         self.inner.sync()
     }
-    fn make_node(&mut self, p: &RelPath, e: Option<&Entry>, s: &Entry) -> Result<Entry> {
-        self.inner.make_node(p, e, s)
-    }
-    fn mkdir(&mut self, p: &RelPath, s: &Entry) -> Result<Entry> {
-        self.inner.mkdir(p, s)
-    }
-    fn delete(&mut self, p: &RelPath, e: &Entry) -> Result<()> {
-        self.inner.delete(p, e)
-    }
-    fn rename(&mut self, f: &RelPath, t: &RelPath, e: &Entry, m: Option<&Entry>) -> Result<Entry> {
-        self.inner.rename(f, t, e, m)
-    }
-    fn set_meta(&mut self, p: &RelPath, e: &Entry, s: &Entry) -> Result<Entry> {
-        self.inner.set_meta(p, e, s)
+    fn apply(&mut self, c: &[Change]) -> Result<Vec<Result<Option<Entry>>>> {
+        self.inner.apply(c)
     }
 }
 
@@ -280,4 +268,29 @@ fn a_delta_that_fails_verification_is_resent_whole_once() {
         .0,
         128
     ));
+}
+
+#[test]
+fn thousands_of_changes_go_out_in_batches_and_each_is_reported() {
+    let f = fixture();
+    for d in 0..30 {
+        for i in 0..100 {
+            write(f.a.join(format!("d{d}/f{i}")), "x");
+        }
+    }
+    assert_eq!(f.sync("push", &[]).code, 0);
+    for d in 0..30 {
+        std::fs::remove_dir_all(f.a.join(format!("d{d}"))).unwrap();
+        std::fs::create_dir(f.a.join(format!("e{d}"))).unwrap();
+    }
+    let r = f.sync("push", &["-y", "--format", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let events = json_events(&r.stdout);
+    let deleted = events
+        .iter()
+        .filter(|e| e["status"] == "SYNCHRONIZED(del)")
+        .count();
+    assert_eq!(deleted, 3030, "every deletion reported once");
+    assert_eq!(events.last().unwrap()["files_deleted"], 3030);
+    assert_same_tree(&f.a, &f.b);
 }

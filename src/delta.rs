@@ -101,6 +101,18 @@ pub struct Basis {
 impl Basis {
     /// Parses signature bytes from the receiver (untrusted: a bad one is an error).
     pub fn parse(bytes: Vec<u8>) -> Result<Basis, String> {
+        // fast_rsync accepts any block size and hash length; a block size of 0 or a
+        // gigantic one from a hostile peer must not reach `diff`.
+        let field = |at: usize| {
+            bytes
+                .get(at..at + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        match (field(4), field(8)) {
+            (Some(block), Some(hash))
+                if (1..=(1 << 24)).contains(&block) && (1..=HASH_SIZE).contains(&hash) => {}
+            _ => return Err("malformed signature (block size or hash length out of range)".into()),
+        }
         let sig = Signature::deserialize(bytes).map_err(|_| "malformed signature".to_string())?;
         Ok(Basis { sig })
     }
@@ -257,6 +269,19 @@ mod tests {
             literal < 64 << 10,
             "sent {literal} literal bytes for 300 changed"
         );
+    }
+
+    #[test]
+    fn hostile_signatures_are_rejected() {
+        let mut sig = signature(&mut &b"some basis data"[..], 15).unwrap();
+        sig[4..8].copy_from_slice(&0u32.to_be_bytes());
+        assert!(Basis::parse(sig.clone()).is_err());
+        sig[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(Basis::parse(sig.clone()).is_err());
+        sig[4..8].copy_from_slice(&704u32.to_be_bytes());
+        sig[8..12].copy_from_slice(&200u32.to_be_bytes());
+        assert!(Basis::parse(sig).is_err());
+        assert!(Basis::parse(vec![1, 2, 3]).is_err());
     }
 
     proptest! {

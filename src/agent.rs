@@ -163,8 +163,10 @@ fn handle<W: Write>(ep: &mut LocalEndpoint, req: Request, out: &mut Out<W>) -> R
                         problems,
                     })?;
                 }
+                let partials = scan.partials.into_iter().collect();
                 out.send(&Response::ScanDone {
                     root_id: scan.root_id,
+                    partials,
                 })
             }
             Err(e) => out.send(&Response::Failed(WireError::from(&e))),

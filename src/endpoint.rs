@@ -30,6 +30,8 @@ pub struct Scan {
     pub tree: Tree,
     /// Device and inode of the root.
     pub root_id: RootId,
+    /// Partial transfers an interrupted run left, by target path and size.
+    pub partials: crate::scan::Partials,
 }
 
 /// One file the sender must send.
@@ -62,7 +64,8 @@ pub enum Chunk {
         expect: Option<Entry>,
         /// The source entry: size, mode, mtime to apply.
         meta: Entry,
-        /// True if `Copy` ops refer to the receiver's old version.
+        /// True if `Copy` ops refer to the receiver's old version: the target itself, or
+        /// for a new file the partial left by an interrupted transfer.
         delta: bool,
     },
     /// The next ops of the file.
@@ -170,8 +173,12 @@ pub trait Endpoint: Send {
     fn scan(&mut self, filter: &FilterSpec) -> Result<Scan>;
     /// Hashes files; a file that cannot be read gets an error message instead of a digest.
     fn digests(&mut self, paths: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>>;
-    /// Signatures of old versions about to be replaced, in order.
-    fn signatures(&mut self, files: &[(RelPath, Entry)]) -> Result<Vec<Result<Vec<u8>, String>>>;
+    /// Signatures of old versions about to be replaced (`Some(expected entry)`), or of the
+    /// partial transfers of new files (`None`), in order.
+    fn signatures(
+        &mut self,
+        files: &[(RelPath, Option<Entry>)],
+    ) -> Result<Vec<Result<Vec<u8>, String>>>;
     /// Streams the requested files into `sink`, chunk by chunk.
     fn send(
         &mut self,

@@ -18,8 +18,11 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, CWD};
 use crate::path::RelPath;
 use crate::tree::{Entry, EntryKind, Stamp};
 
-/// Prefix of our temporary files; the scanner never reports names that start with it.
+/// Prefix of our temporary files; the scanner never reports names that start with it
+/// (it notes them as partial transfers to resume instead).
 pub const TEMP_PREFIX: &[u8] = b".tandem-tmp.";
+/// Prefix of a partial transfer while it serves as the basis for its own resumption.
+pub const PART_PREFIX: &[u8] = b".tandem-part.";
 
 /// An open directory, shared: the last one used is cached, and handing it out must not
 /// cost a `dup` per file.
@@ -118,7 +121,16 @@ fn os(name: &[u8]) -> &OsStr {
 
 /// The name of the temporary file used while writing `name` (hashed if too long).
 pub fn temp_name(name: &[u8]) -> Vec<u8> {
-    let mut v = TEMP_PREFIX.to_vec();
+    prefixed(TEMP_PREFIX, name)
+}
+
+/// The name a partial transfer of `name` takes while it is the basis of the next try.
+pub fn part_name(name: &[u8]) -> Vec<u8> {
+    prefixed(PART_PREFIX, name)
+}
+
+fn prefixed(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut v = prefix.to_vec();
     if name.len() + v.len() <= crate::path::MAX_NAME {
         v.extend_from_slice(name);
     } else {
@@ -236,6 +248,42 @@ impl Root {
             Mode::empty(),
         )?;
         Ok(File::from(fd))
+    }
+
+    /// Opens the partial transfer of `path` (its leftover temp file) for reading.
+    pub fn peek_partial(&self, path: &RelPath) -> io::Result<(File, u64, Vec<u8>)> {
+        let dir = self.parent_fd(path)?;
+        let tmp = temp_name(path.name());
+        let fd = rustix::fs::openat(
+            &dir,
+            os(&tmp),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        if st.st_mode & S_IFMT != S_IFREG {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a regular file",
+            ));
+        }
+        Ok((File::from(fd), st.st_size as u64, tmp))
+    }
+
+    /// Moves the partial transfer of `path` aside (so a new temp file can be written) and
+    /// opens it as a delta basis; returns the file, its size and its new name.
+    pub fn open_partial(&self, path: &RelPath) -> io::Result<(File, u64, Vec<u8>)> {
+        let dir = self.parent_fd(path)?;
+        let part = part_name(path.name());
+        rustix::fs::renameat(&dir, os(&temp_name(path.name())), &dir, os(&part))?;
+        let fd = rustix::fs::openat(
+            &dir,
+            os(&part),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        Ok((File::from(fd), st.st_size as u64, part))
     }
 
     /// Creates (or truncates) the temporary file for `path` in its target directory.

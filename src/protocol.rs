@@ -40,8 +40,8 @@ pub enum Request {
     },
     /// Signatures of these files (the receiver's old versions).
     Signatures {
-        /// Paths with the entries they must still be.
-        files: Vec<(RelPath, Entry)>,
+        /// Paths with the entries they must still be (`None`: the partial of a new file).
+        files: Vec<(RelPath, Option<Entry>)>,
     },
     /// Send these files as chunks (answered by `Chunks` then `SendDone`).
     Send {
@@ -78,6 +78,8 @@ pub enum Response {
     ScanDone {
         /// The root's identity.
         root_id: RootId,
+        /// Partial transfers left by an interrupted run (target, bytes).
+        partials: Vec<(RelPath, u64)>,
     },
     /// Answer to `Digests`.
     Digests(Vec<(RelPath, Result<Digest, String>)>),
@@ -162,7 +164,9 @@ impl Validate for Request {
             Request::Scan { .. } | Request::Digests { .. } | Request::Commit | Request::Sync => {
                 Ok(())
             }
-            Request::Signatures { files } => files.iter().try_for_each(|(_, e)| entry_ok(e)),
+            Request::Signatures { files } => files
+                .iter()
+                .try_for_each(|(_, e)| e.as_ref().map_or(Ok(()), entry_ok)),
             Request::Send { files } => files.iter().try_for_each(|f| {
                 entry_ok(&f.expect)?;
                 if !f.expect.is_file() {

@@ -8,14 +8,20 @@ use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{Mode, OFlags};
 
-use crate::fsops::{entry_at, Root, TEMP_PREFIX};
+use std::collections::BTreeMap;
+
+use crate::fsops::{entry_at, Root, PART_PREFIX, TEMP_PREFIX};
 use crate::path::RelPath;
 use crate::rules::Filter;
 use crate::tree::{Digest, Tree};
 
-/// Scans everything below the root.
-pub fn scan(root: &Root, filter: &Filter) -> Tree {
+/// Partial transfers left by an interrupted run: target path → bytes already there.
+pub type Partials = BTreeMap<RelPath, u64>;
+
+/// Scans everything below the root; also lists partial transfers to resume.
+pub fn scan(root: &Root, filter: &Filter) -> (Tree, Partials) {
     let mut tree = Tree::default();
+    let mut partials = Partials::new();
     let fd = match rustix::fs::openat(
         root.fd(),
         ".",
@@ -27,14 +33,20 @@ pub fn scan(root: &Root, filter: &Filter) -> Tree {
             let top = RelPath::new(b"*".to_vec()).expect("valid");
             tree.problems
                 .insert(top, format!("cannot read the root directory: {e}"));
-            return tree;
+            return (tree, partials);
         }
     };
-    walk(fd, None, filter, &mut tree);
-    tree
+    walk(fd, None, filter, &mut tree, &mut partials);
+    (tree, partials)
 }
 
-fn walk(dir: OwnedFd, at: Option<&RelPath>, filter: &Filter, tree: &mut Tree) {
+fn walk(
+    dir: OwnedFd,
+    at: Option<&RelPath>,
+    filter: &Filter,
+    tree: &mut Tree,
+    partials: &mut Partials,
+) {
     let problem_path = |tree: &mut Tree, msg: String| {
         let p = at
             .cloned()
@@ -50,7 +62,9 @@ fn walk(dir: OwnedFd, at: Option<&RelPath>, filter: &Filter, tree: &mut Tree) {
         match item {
             Ok(item) => {
                 let name = item.file_name().to_bytes();
-                if name != b"." && name != b".." && !name.starts_with(TEMP_PREFIX) {
+                if let Some(target) = name.strip_prefix(TEMP_PREFIX) {
+                    note_partial(&dir, at, name, target, partials);
+                } else if name != b"." && name != b".." && !name.starts_with(PART_PREFIX) {
                     names.push(name.to_vec());
                 }
             }
@@ -80,12 +94,31 @@ fn walk(dir: OwnedFd, at: Option<&RelPath>, filter: &Filter, tree: &mut Tree) {
         if is_dir {
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             match rustix::fs::openat(&dir, OsStr::from_bytes(&name), flags, Mode::empty()) {
-                Ok(sub) => walk(sub, Some(&path), filter, tree),
+                Ok(sub) => walk(sub, Some(&path), filter, tree, partials),
                 Err(e) => {
                     tree.problems
                         .insert(path, format!("cannot open directory: {e}"));
                 }
             }
+        }
+    }
+}
+
+/// Records a leftover temp file as a partial transfer of `target`.
+fn note_partial(
+    dir: &OwnedFd,
+    at: Option<&RelPath>,
+    name: &[u8],
+    target: &[u8],
+    partials: &mut Partials,
+) {
+    let path = match at {
+        Some(p) => p.join(target),
+        None => RelPath::from_name(target),
+    };
+    if let (Ok(path), Ok(Some(e))) = (path, entry_at(dir, name)) {
+        if e.is_file() {
+            partials.insert(path, e.size);
         }
     }
 }

@@ -208,7 +208,26 @@ pub fn agent_thread(opts: AgentOptions, compression: Compression) -> Result<Remo
     let ours_w = ours
         .try_clone()
         .map_err(|e| Error::Unreachable(format!("socketpair: {e}")))?;
-    RemoteEndpoint::new(ours, ours_w, label, compression, None)
+    RemoteEndpoint::new(ours, HalfClose(ours_w), label, compression, None)
+}
+
+/// The writing half of a socket: closing it must tell the peer "no more input" even while
+/// the reading half stays open (a pipe gets that for free; a socket needs `shutdown`).
+struct HalfClose(std::os::unix::net::UnixStream);
+
+impl std::io::Write for HalfClose {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Drop for HalfClose {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Write);
+    }
 }
 
 fn run_inner(
@@ -241,10 +260,12 @@ fn run_inner(
         Scan {
             tree: mut lt,
             root_id: lid,
+            partials: lp,
         },
         Scan {
             tree: mut rt,
             root_id: rid,
+            partials: rp,
         },
     ) = (ls?, rs?);
     for (side, tree) in [(Side::Local, &lt), (Side::Remote, &rt)] {
@@ -377,8 +398,8 @@ fn run_inner(
     let pending = execute(
         &plan,
         job,
-        &mut lt,
-        &mut rt,
+        [&mut lt, &mut rt],
+        [&lp, &rp],
         local.as_mut(),
         remote.as_mut(),
         run,
@@ -468,8 +489,8 @@ fn is_file_copy(a: &Action) -> bool {
 fn execute(
     plan: &Plan,
     job: &Job,
-    lt: &mut Tree,
-    rt: &mut Tree,
+    [lt, rt]: [&mut Tree; 2],
+    partials: [&crate::scan::Partials; 2],
     local: &mut dyn Endpoint,
     remote: &mut dyn Endpoint,
     run: &mut Run<'_>,
@@ -505,6 +526,7 @@ fn execute(
                 local,
                 remote,
                 [&*lt, &*rt],
+                partials,
                 job.pending_max,
                 &mut stats,
                 watch,

@@ -36,6 +36,8 @@ struct Incoming {
     tmp: Vec<u8>,
     file: File,
     basis: Option<(File, u64)>,
+    // The partial transfer serving as basis, removed once this file is settled.
+    part: Option<Vec<u8>>,
     hasher: blake3::Hasher,
     written: u64,
     failed: Option<Error>,
@@ -246,8 +248,19 @@ impl LocalEndpoint {
             self.done.push((id, Err(e)));
             return Ok(());
         }
-        let basis = if delta {
-            let Some(old) = expect.as_ref().filter(|e| e.is_file()) else {
+        // The basis of a delta: the old version, or for a new file the partial an
+        // interrupted transfer left (moved aside, so the new temp file can take its name).
+        let mut part = None;
+        let basis = match (delta, expect.as_ref()) {
+            (false, _) => None,
+            (true, Some(old)) if old.is_file() => match self.root.open_read(&path) {
+                Ok(f) => Some((f, old.size)),
+                Err(e) => {
+                    self.done.push((id, Err(self.io("read", &path, e))));
+                    return Ok(());
+                }
+            },
+            (true, Some(_)) => {
                 self.done.push((
                     id,
                     Err(Error::Protocol(format!(
@@ -255,16 +268,18 @@ impl LocalEndpoint {
                     ))),
                 ));
                 return Ok(());
-            };
-            match self.root.open_read(&path) {
-                Ok(f) => Some((f, old.size)),
+            }
+            (true, None) => match self.root.open_partial(&path) {
+                Ok((f, size, name)) => {
+                    part = Some(name);
+                    Some((f, size))
+                }
                 Err(e) => {
-                    self.done.push((id, Err(self.io("read", &path, e))));
+                    self.done
+                        .push((id, Err(self.io("resume the partial transfer of", &path, e))));
                     return Ok(());
                 }
-            }
-        } else {
-            None
+            },
         };
         let (dir, tmp, file) = match self.root.create_temp(&path) {
             Ok(t) => t,
@@ -285,6 +300,7 @@ impl LocalEndpoint {
                 tmp,
                 file,
                 basis,
+                part,
                 hasher,
                 written: 0,
                 failed: None,
@@ -330,6 +346,9 @@ impl LocalEndpoint {
                 None => Err(unknown(id)),
             };
         };
+        if let Some(part) = inc.part.take() {
+            Root::remove_name(&inc.dir, &part);
+        }
         let verified = match (abort, inc.failed.take(), digest) {
             (Some(e), _, _) | (None, Some(e), _) => Err(e),
             (None, None, Some(sent)) => self.verify(&inc, sent),
@@ -406,17 +425,25 @@ impl LocalEndpoint {
 }
 
 impl Drop for LocalEndpoint {
-    /// Files not committed when the session ends (the client went away) leave no temp
-    /// files behind.
+    /// When the session ends early (the client went away), a large partial file is kept so
+    /// the next run can resume from it; everything else leaves no temp file behind.
     fn drop(&mut self) {
         for inc in self.incoming.values() {
-            Root::remove_name(&inc.dir, &inc.tmp);
+            if inc.written < RESUME_MIN || inc.failed.is_some() {
+                Root::remove_name(&inc.dir, &inc.tmp);
+            }
+            if let Some(part) = &inc.part {
+                Root::remove_name(&inc.dir, part);
+            }
         }
         for (_, inc, _) in &self.staged {
             Root::remove_name(&inc.dir, &inc.tmp);
         }
     }
 }
+
+/// A partial transfer at least this large is kept for the next run to resume.
+const RESUME_MIN: u64 = 1 << 20;
 
 /// Verified files wait for one shared flush until there are this many...
 const COMMIT_FILES: usize = 256;
@@ -492,9 +519,11 @@ impl Endpoint for LocalEndpoint {
 
     fn scan(&mut self, filter: &FilterSpec) -> Result<Scan> {
         let filter = filter.build()?;
+        let (tree, partials) = scan(&self.root, &filter);
         Ok(Scan {
-            tree: scan(&self.root, &filter),
+            tree,
             root_id: self.root.id(),
+            partials,
         })
     }
 
@@ -515,13 +544,27 @@ impl Endpoint for LocalEndpoint {
             .collect())
     }
 
-    fn signatures(&mut self, files: &[(RelPath, Entry)]) -> Result<Vec<Result<Vec<u8>, String>>> {
+    fn signatures(
+        &mut self,
+        files: &[(RelPath, Option<Entry>)],
+    ) -> Result<Vec<Result<Vec<u8>, String>>> {
         Ok(files
             .iter()
             .map(|(path, expect)| {
-                let mut f = self.open_source(path, expect).map_err(|e| e.to_string())?;
-                delta::signature(&mut f, expect.size)
-                    .map_err(|e| format!("cannot read '{path}': {e}"))
+                let (mut f, size) = match expect {
+                    Some(e) => (
+                        self.open_source(path, e).map_err(|e| e.to_string())?,
+                        e.size,
+                    ),
+                    None => {
+                        let (f, size, _) = self
+                            .root
+                            .peek_partial(path)
+                            .map_err(|e| format!("no partial transfer of '{path}': {e}"))?;
+                        (f, size)
+                    }
+                };
+                delta::signature(&mut f, size).map_err(|e| format!("cannot read '{path}': {e}"))
             })
             .collect())
     }

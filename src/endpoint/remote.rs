@@ -312,7 +312,13 @@ impl Endpoint for RemoteEndpoint {
                         tree.entries.extend(entries);
                         tree.problems.extend(problems);
                     }
-                    Response::ScanDone { root_id } => return Ok(Scan { tree, root_id }),
+                    Response::ScanDone { root_id, partials } => {
+                        return Ok(Scan {
+                            tree,
+                            root_id,
+                            partials: partials.into_iter().collect(),
+                        })
+                    }
                     _ => return Err(self.unexpected("scan")),
                 }
                 r = self.reply()?;
@@ -333,7 +339,10 @@ impl Endpoint for RemoteEndpoint {
         Ok(out)
     }
 
-    fn signatures(&mut self, files: &[(RelPath, Entry)]) -> Result<Vec<Result<Vec<u8>, String>>> {
+    fn signatures(
+        &mut self,
+        files: &[(RelPath, Option<Entry>)],
+    ) -> Result<Vec<Result<Vec<u8>, String>>> {
         let mut out = Vec::with_capacity(files.len());
         // Signatures are about 0.02% of a file: a few hundred per frame is safe.
         for batch in files.chunks(256) {

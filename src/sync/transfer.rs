@@ -9,6 +9,7 @@ use crate::delta::DeltaOp;
 use crate::endpoint::{Chunk, Endpoint, SendRequest};
 use crate::error::{Error, Result};
 use crate::plan::{Action, Op, Side};
+use crate::scan::Partials;
 use crate::tree::{Entry, Tree};
 
 /// Files smaller than this are sent whole: a signature round trip would cost more.
@@ -54,15 +55,16 @@ pub fn copy_files<'e>(
     local: &'e mut dyn Endpoint,
     remote: &'e mut dyn Endpoint,
     trees: [&Tree; 2],
+    partials: [&Partials; 2],
     pending_max: usize,
     stats: &mut Stats,
     watch: &mut dyn Watch,
     done: &mut dyn FnMut(usize, Result<Entry>),
 ) -> Result<()> {
     for dst_side in [Side::Remote, Side::Local] {
-        let (dst, src, src_tree) = match dst_side {
-            Side::Remote => (&mut *remote, &mut *local, trees[0]),
-            Side::Local => (&mut *local, &mut *remote, trees[1]),
+        let (dst, src, src_tree, dst_partials) = match dst_side {
+            Side::Remote => (&mut *remote, &mut *local, trees[0], partials[1]),
+            Side::Local => (&mut *local, &mut *remote, trees[1], partials[0]),
         };
         let mine: Vec<usize> = copies
             .iter()
@@ -87,6 +89,7 @@ pub fn copy_files<'e>(
                     dst,
                     src,
                     src_tree,
+                    dst_partials,
                     &mut stats.literal,
                     &mut stats.matched,
                     watch,
@@ -111,6 +114,7 @@ fn transfer(
     dst: &mut dyn Endpoint,
     src: &mut dyn Endpoint,
     src_tree: &Tree,
+    dst_partials: &Partials,
     literal: &mut u64,
     matched: &mut u64,
     watch: &mut dyn Watch,
@@ -127,9 +131,16 @@ fn transfer(
             src_tree.get(from).filter(|e| e.is_file()).unwrap_or(source),
         )
     };
+    // A delta needs a basis on the receiver: the old version of the file, or for a new
+    // file the partial an interrupted run left. New files without one go whole, without
+    // a signature round trip.
     let wants_delta = |&(i, allowed): &(usize, bool)| {
-        let old = actions[i].expect.as_ref().filter(|e| e.is_file());
-        allowed && old.is_some_and(|o| o.size >= DELTA_MIN) && source_of(i).1.size >= DELTA_MIN
+        let basis_size = match actions[i].expect.as_ref() {
+            Some(old) if old.is_file() => old.size,
+            Some(_) => 0,
+            None => dst_partials.get(&actions[i].path).copied().unwrap_or(0),
+        };
+        allowed && basis_size >= DELTA_MIN && source_of(i).1.size >= DELTA_MIN
     };
     let basis: Vec<usize> = todo
         .iter()
@@ -138,12 +149,7 @@ fn transfer(
         .collect();
     let files: Vec<_> = basis
         .iter()
-        .map(|&i| {
-            (
-                actions[i].path.clone(),
-                actions[i].expect.clone().expect("checked above"),
-            )
-        })
+        .map(|&i| (actions[i].path.clone(), actions[i].expect.clone()))
         .collect();
     let mut signatures: HashMap<usize, Vec<u8>> = HashMap::new();
     if !files.is_empty() {

@@ -322,3 +322,55 @@ fn a_run_killed_mid_way_loses_nothing_and_the_next_run_converges() {
         "third run had work left: {third:?}"
     );
 }
+
+#[test]
+fn a_killed_large_transfer_resumes_where_it_stopped() {
+    let f = fixture();
+    // Tiled noise: quick to make in a debug build, and a new file without a partial has
+    // no basis at all, so anything "saved" below can only come from the partial.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let block: Vec<u8> = (0..(1usize << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 29) as u8
+        })
+        .collect();
+    let data = block.repeat(160);
+    std::fs::write(f.a.join("disk.img"), &data).unwrap();
+    let mut c = f.sync_command();
+    c.arg("-d")
+        .arg(&f.a)
+        .arg("-r")
+        .arg(&f.b)
+        .args(["-K", "push", "-q", "--compress", "none"]);
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let partial = f.b.join(".tandem-tmp.disk.img");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let size = || std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    while size() < 32 << 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let was_running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        was_running,
+        "the transfer finished before it could be interrupted"
+    );
+    // The agent dies with its client; what it had written stays for the next run.
+    let kept = size();
+    assert!(kept >= 32 << 20, "partial file not kept ({kept} bytes)");
+    let r = f.sync("push", &["--format", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let summary = json_events(&r.stdout).pop().unwrap();
+    assert!(
+        summary["bytes_saved_by_delta"].as_u64().unwrap() >= kept - (1 << 20),
+        "{summary}"
+    );
+    assert_eq!(std::fs::read(f.b.join("disk.img")).unwrap(), data);
+    assert_eq!(names(&f.b), ["disk.img"]);
+}

@@ -172,7 +172,10 @@ impl Endpoint for Corrupting {
     fn digests(&mut self, p: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>> {
         self.inner.digests(p)
     }
-    fn signatures(&mut self, f: &[(RelPath, Entry)]) -> Result<Vec<Result<Vec<u8>, String>>> {
+    fn signatures(
+        &mut self,
+        f: &[(RelPath, Option<Entry>)],
+    ) -> Result<Vec<Result<Vec<u8>, String>>> {
         self.inner.signatures(f)
     }
     fn send(
@@ -249,6 +252,7 @@ fn a_delta_that_fails_verification_is_resent_whole_once() {
         &mut local,
         &mut remote,
         [&lt, &rt],
+        [&Default::default(), &Default::default()],
         10,
         &mut stats,
         &mut NoWatch,
@@ -293,4 +297,87 @@ fn thousands_of_changes_go_out_in_batches_and_each_is_reported() {
     assert_eq!(deleted, 3030, "every deletion reported once");
     assert_eq!(events.last().unwrap()["files_deleted"], 3030);
     assert_same_tree(&f.a, &f.b);
+}
+
+#[test]
+fn an_interrupted_transfer_resumes_from_its_partial_file() {
+    let f = fixture();
+    let data = pseudo_random(8 << 20, 77);
+    std::fs::write(f.a.join("big.iso"), &data).unwrap();
+    // What a run killed half-way through leaves: the first half in the temp file.
+    std::fs::write(f.b.join(".tandem-tmp.big.iso"), &data[..4 << 20]).unwrap();
+    let r = f.sync("push", &["--format", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read(f.b.join("big.iso")).unwrap(), data);
+    let summary = json_events(&r.stdout).pop().unwrap();
+    let saved = summary["bytes_saved_by_delta"].as_u64().unwrap();
+    let sent = summary["bytes_sent"].as_u64().unwrap();
+    assert!(
+        saved >= 4 << 20,
+        "the partial half was not reused: {summary}"
+    );
+    assert!(sent < (4 << 20) + (512 << 10), "{summary}");
+    assert_eq!(
+        names(&f.b),
+        ["big.iso"],
+        "partial or temp files left behind"
+    );
+}
+
+#[test]
+fn an_agent_whose_client_vanishes_keeps_a_large_partial_for_next_time() {
+    let f = fixture();
+    let mut local = open(&f.a);
+    let mut agent = tandem::sync::agent_thread(
+        tandem::agent::AgentOptions {
+            root: f.b.clone(),
+            label: "remote".into(),
+            owner: false,
+            compression: Default::default(),
+        },
+        Default::default(),
+    )
+    .unwrap();
+    std::fs::write(f.a.join("big"), pseudo_random(4 << 20, 5)).unwrap();
+    write(f.a.join("small"), "tiny");
+    let tree = local.scan(&FilterSpec::default()).unwrap().tree;
+    let req = |path: &str, id| {
+        let p = RelPath::new(path.as_bytes().to_vec()).unwrap();
+        SendRequest {
+            id,
+            path: p.clone(),
+            expect: tree.get(&p).unwrap().clone(),
+            target: p,
+            target_expect: None,
+            signature: None,
+        }
+    };
+    // Send everything but the ends, then vanish.
+    local
+        .send(&[req("big", 1), req("small", 2)], &mut |c| match c {
+            Chunk::End { .. } => Ok(()),
+            c => agent.receive(c),
+        })
+        .unwrap();
+    agent.received(false).unwrap();
+    drop(agent);
+    // The agent thread notices the closed stream once it has handled everything sent.
+    let partial = f.b.join(".tandem-tmp.big");
+    let settled =
+        || names(&f.b).len() == 1 && std::fs::metadata(&partial).is_ok_and(|m| m.len() == 4 << 20);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !settled() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        names(&f.b),
+        [".tandem-tmp.big"],
+        "large partial kept, small one removed"
+    );
+    assert_eq!(
+        std::fs::metadata(f.b.join(".tandem-tmp.big"))
+            .unwrap()
+            .len(),
+        4 << 20
+    );
 }

@@ -254,20 +254,8 @@ impl Root {
     pub fn peek_partial(&self, path: &RelPath) -> io::Result<(File, u64, Vec<u8>)> {
         let dir = self.parent_fd(path)?;
         let tmp = temp_name(path.name());
-        let fd = rustix::fs::openat(
-            &dir,
-            os(&tmp),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let st = rustix::fs::fstat(&fd)?;
-        if st.st_mode & S_IFMT != S_IFREG {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "not a regular file",
-            ));
-        }
-        Ok((File::from(fd), st.st_size as u64, tmp))
+        let (f, size) = open_regular(&dir, &tmp)?;
+        Ok((f, size, tmp))
     }
 
     /// Moves the partial transfer of `path` aside (so a new temp file can be written) and
@@ -276,14 +264,8 @@ impl Root {
         let dir = self.parent_fd(path)?;
         let part = part_name(path.name());
         rustix::fs::renameat(&dir, os(&temp_name(path.name())), &dir, os(&part))?;
-        let fd = rustix::fs::openat(
-            &dir,
-            os(&part),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let st = rustix::fs::fstat(&fd)?;
-        Ok((File::from(fd), st.st_size as u64, part))
+        let (f, size) = open_regular(&dir, &part)?;
+        Ok((f, size, part))
     }
 
     /// Creates (or truncates) the temporary file for `path` in its target directory.
@@ -455,6 +437,24 @@ impl Root {
         )?;
         Ok(())
     }
+}
+
+/// Opens a regular file `name` in `dir` for reading (never through a symlink), with its size.
+fn open_regular(dir: &DirFd, name: &[u8]) -> io::Result<(File, u64)> {
+    let fd = rustix::fs::openat(
+        dir,
+        os(name),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if st.st_mode & S_IFMT != S_IFREG {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    Ok((File::from(fd), st.st_size as u64))
 }
 
 /// The entry named `name` in `dir`, or `None`.

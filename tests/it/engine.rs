@@ -328,15 +328,7 @@ fn a_killed_large_transfer_resumes_where_it_stopped() {
     let f = fixture();
     // Tiled noise: quick to make in a debug build, and a new file without a partial has
     // no basis at all, so anything "saved" below can only come from the partial.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let block: Vec<u8> = (0..(1usize << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 29) as u8
-        })
-        .collect();
+    let block = pseudo_random(1 << 20, 0x9e37_79b9);
     let data = block.repeat(160);
     std::fs::write(f.a.join("disk.img"), &data).unwrap();
     let mut c = f.sync_command();

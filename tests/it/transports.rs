@@ -103,18 +103,6 @@ fn in_process_thread_and_pipe_transports_behave_the_same() {
     assert_eq!(in_process, pipe);
 }
 
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 #[test]
 fn a_small_change_in_a_big_file_moves_a_small_delta() {
     let f = fixture();

@@ -212,3 +212,16 @@ pub fn json_events(stdout: &str) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// Incompressible bytes from a seed (xorshift), for transfer tests.
+pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -59,6 +59,7 @@ pub enum Format {
     name = "tandem",
     version,
     args_conflicts_with_subcommands = true,
+    override_usage = "tandem [OPTIONS] -d LOCAL_DIR -r [USER@]HOST:PATH -K push|pull|bidi\n       tandem [OPTIONS] -d LOCAL_DIR -r OTHER_LOCAL_DIR -K push|pull|bidi\n       tandem sessions | tandem status -N NAME | tandem forget -N NAME",
     disable_help_subcommand = true,
     after_help = "Exit status is an OR of: 1 resolvable conflicts (dry run), 2 unresolved conflicts, 4 named files missing, \
 8 permission problems, 16 state or rules file problems, 32 invalid arguments, 64 a root cannot be reached, 128 other errors."

@@ -11,7 +11,7 @@ pub enum Error {
     #[error("cannot {op} '{path}' on {place}: {source}")]
     Io {
         /// What we tried, e.g. "read" or "rename".
-        op: &'static str,
+        op: String,
         /// The path, escaped.
         path: String,
         /// Which side, e.g. "local /home/me/data".
@@ -72,7 +72,7 @@ impl Error {
         source: io::Error,
     ) -> Error {
         Error::Io {
-            op,
+            op: op.to_string(),
             path: path.to_string(),
             place: place.to_string(),
             source,
@@ -155,7 +155,7 @@ impl From<&Error> for WireError {
                 place,
                 source,
             } => WireError::Io {
-                op: op.to_string(),
+                op: op.clone(),
                 path: path.clone(),
                 place: place.clone(),
                 errno: source.raw_os_error(),
@@ -195,17 +195,6 @@ impl From<WireError> for Error {
                     Some(n) => io::Error::from_raw_os_error(n),
                     None => io::Error::other(message),
                 };
-                // `op` is one of our own words; keep it readable without leaking memory.
-                let op: &'static str = match op.as_str() {
-                    "read" => "read",
-                    "write" => "write",
-                    "open" => "open",
-                    "stat" => "stat",
-                    "delete" => "delete",
-                    "rename" => "rename",
-                    "hash" => "hash",
-                    _ => "change",
-                };
                 Error::Io {
                     op,
                     path,
@@ -223,5 +212,28 @@ impl From<WireError> for Error {
                 _ => Error::Protocol(message),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_keep_their_verb_and_exit_bit_across_the_wire() {
+        let e = Error::io(
+            "create directory",
+            "d/x",
+            "remote 'h:/srv'",
+            io::Error::from_raw_os_error(13),
+        );
+        let back = Error::from(WireError::from(&e));
+        assert_eq!(back.to_string(), e.to_string());
+        assert!(
+            back.to_string()
+                .starts_with("cannot create directory 'd/x' on remote 'h:/srv'"),
+            "{back}"
+        );
+        assert_eq!(back.exit_bit(), ExitStatus::PERMISSION);
     }
 }

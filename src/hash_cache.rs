@@ -62,14 +62,4 @@ impl HashCache {
             .collect();
         HashCache { files }
     }
-
-    /// Number of cached digests.
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-
-    /// True if nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
 }

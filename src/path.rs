@@ -103,11 +103,6 @@ impl RelPath {
         RelPath::new(v)
     }
 
-    /// Number of components.
-    pub fn depth(&self) -> usize {
-        self.components().count()
-    }
-
     /// True if `self` is `other` or lies below it.
     pub fn starts_with(&self, other: &RelPath) -> bool {
         self.0.starts_with(&other.0)

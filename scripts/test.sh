@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Runs every test: the purity check, unit and property tests, and the integration suite.
+# Runs every test: the purity check, unit and property tests, and the integration suite
+# (which starts real OpenSSH sshd servers on 127.0.0.1). Ends with the count of tests run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/check-pure.sh
-# The agent is a separate package: build it first so the tests run the current one.
+# The agent is a separate package: build it first so the tests run the current one; the
+# static agent is what the SSH tests upload to a host without one.
 cargo build --workspace --bins
-cargo test --workspace --all-targets "$@"
+scripts/build-agent.sh >/dev/null
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --all-targets "$@" 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i; if ($(i+1) ~ /^ignored;?$/) g += $i } }
+     END { printf "tests: %d passed, %d failed, %d ignored (%d run)\n", p, f, g, p + f }' "$log"
+exit "$status"

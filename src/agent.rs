@@ -1,8 +1,11 @@
 //! The agent: serves a [`LocalEndpoint`] over a stream. It speaks only when spoken to,
 //! treats every message as untrusted, and stops at the first malformed one.
 
+pub mod streams;
+
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::compress::Compression;
 use crate::endpoint::{Chunk, Endpoint, LocalEndpoint};
@@ -53,6 +56,25 @@ impl AgentOptions {
             compression,
         })
     }
+
+    /// The command line that [`AgentOptions::parse`] reads back.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--root".to_string(),
+            self.root.to_string_lossy().into_owned(),
+            "--label".to_string(),
+            self.label.clone(),
+        ];
+        if self.owner {
+            args.push("--preserve-owner".into());
+        }
+        args.push("--compress".into());
+        args.push(match self.compression {
+            Compression::None => "none".to_string(),
+            Compression::Zstd(l) => format!("zstd:{l}"),
+        });
+        args
+    }
 }
 
 struct Out<W: Write> {
@@ -94,13 +116,44 @@ pub struct Stopped {
     pub told_client: bool,
 }
 
+/// Where requests come from: the one stream, or (after `Streams`) several merged in order.
+enum Source {
+    One(BufReader<Box<dyn Read + Send>>),
+    Merged(Arc<streams::Merge>),
+}
+
+impl Source {
+    fn next(&mut self) -> Result<Option<streams::Frame>, String> {
+        match self {
+            Source::One(r) => read_frame(r).map_err(|e| e.to_string()),
+            Source::Merged(m) => m.pop(),
+        }
+    }
+
+    /// Switches to several streams: the first one becomes a sequenced stream too.
+    fn merge(&mut self, count: u32) -> Result<streams::Invitation, Error> {
+        let merge = Arc::new(streams::Merge::default());
+        let invitation = streams::listen(count, &merge)
+            .map_err(|e| Error::Protocol(format!("cannot open extra streams: {e}")))?;
+        let one = std::mem::replace(self, Source::Merged(merge.clone()));
+        if let Source::One(r) = one {
+            merge.feed(r);
+        }
+        Ok(invitation)
+    }
+}
+
 /// Serves until the client closes the stream.
-pub fn serve(input: impl Read, output: impl Write, opts: &AgentOptions) -> Result<(), Stopped> {
+pub fn serve(
+    input: impl Read + Send + 'static,
+    output: impl Write,
+    opts: &AgentOptions,
+) -> Result<(), Stopped> {
     let untold = |error| Stopped {
         error,
         told_client: false,
     };
-    let mut input = BufReader::with_capacity(1 << 20, input);
+    let mut input = BufReader::with_capacity(1 << 20, Box::new(input) as Box<dyn Read + Send>);
     let mut out = Out {
         w: BufWriter::with_capacity(1 << 20, output),
         compression: opts.compression,
@@ -120,8 +173,9 @@ pub fn serve(input: impl Read, output: impl Write, opts: &AgentOptions) -> Resul
     }
     let mut ep =
         LocalEndpoint::open(&opts.root, opts.label.clone(), opts.owner).map_err(|e| out.stop(e))?;
+    let mut source = Source::One(input);
     loop {
-        let frame = match read_frame(&mut input) {
+        let frame = match source.next() {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(()),
             Err(e) => {
@@ -133,7 +187,19 @@ pub fn serve(input: impl Read, output: impl Write, opts: &AgentOptions) -> Resul
                 "rejected a message from the client: {why}"
             )))
         })?;
-        handle(&mut ep, req, &mut out).map_err(|e| out.stop(e))?;
+        match req {
+            Request::Streams { count } if matches!(source, Source::One(_)) => {
+                let reply = match source.merge(count) {
+                    Ok(inv) => Response::Streams {
+                        name: inv.name,
+                        token: serde_bytes::ByteBuf::from(inv.token.to_vec()),
+                    },
+                    Err(e) => Response::Failed(WireError::from(&e)),
+                };
+                out.send(&reply).map_err(|e| out.stop(e))?;
+            }
+            req => handle(&mut ep, req, &mut out).map_err(|e| out.stop(e))?,
+        }
         out.w
             .flush()
             .map_err(|e| untold(Error::Protocol(format!("cannot write to the client: {e}"))))?;
@@ -240,6 +306,7 @@ fn handle<W: Write>(ep: &mut LocalEndpoint, req: Request, out: &mut Out<W>) -> R
             let results = ep.apply(&changes)?;
             out.send(&Response::Applied(results.into_iter().map(wire).collect()))
         }
+        Request::Streams { .. } => Err(Error::Protocol("streams were already set up".into())),
     }
 }
 
@@ -256,15 +323,46 @@ fn die_with_parent() -> Result<(), String> {
     Ok(())
 }
 
+/// The line `tandem-agent --version` prints; the SSH bootstrap looks for exactly this.
+pub fn version_line() -> String {
+    format!(
+        "tandem-agent {} (protocol {})",
+        env!("CARGO_PKG_VERSION"),
+        crate::protocol::handshake::PROTOCOL_VERSION
+    )
+}
+
+/// `--check-self HASH`: true if this executable's BLAKE3 is HASH (an uploaded agent
+/// verifies itself before it is renamed into the cache).
+fn check_self(expected: &str) -> Result<(), String> {
+    let exe = std::fs::read("/proc/self/exe").map_err(|e| format!("cannot read myself: {e}"))?;
+    let actual = blake3::hash(&exe).to_hex();
+    if actual.as_str() == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "corrupt upload: BLAKE3 {actual}, expected {expected}"
+        ))
+    }
+}
+
 /// `tandem-agent`'s main: parses arguments, serves stdin/stdout, returns the exit code.
 pub fn main_with_args(args: &[String]) -> u8 {
-    if args.first().is_some_and(|a| a == "--version" || a == "-V") {
-        println!(
-            "tandem-agent {} (protocol {})",
-            env!("CARGO_PKG_VERSION"),
-            crate::protocol::handshake::PROTOCOL_VERSION
-        );
-        return 0;
+    let small_job = |r: Result<(), String>| match r {
+        Ok(()) => 0,
+        Err(why) => {
+            eprintln!("tandem-agent: {why}");
+            128
+        }
+    };
+    match args {
+        [v] if v == "--version" || v == "-V" => {
+            println!("{}", version_line());
+            return 0;
+        }
+        [flag, name] if flag == "--join" => return small_job(streams::join(name)),
+        [flag, hash] if flag == "--check-self" => return small_job(check_self(hash)),
+        _ => {}
     }
     let opts = match AgentOptions::parse(args) {
         Ok(o) => o,
@@ -273,7 +371,7 @@ pub fn main_with_args(args: &[String]) -> u8 {
             return 32;
         }
     };
-    match serve(std::io::stdin().lock(), std::io::stdout().lock(), &opts) {
+    match serve(std::io::stdin(), std::io::stdout().lock(), &opts) {
         Ok(()) => 0,
         Err(Stopped { error, told_client }) => {
             if !told_client {

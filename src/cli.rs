@@ -17,6 +17,7 @@ use crate::reconcile::{Direction, Favor, Policy};
 use crate::rules::FilterSpec;
 use crate::session::{default_name, state_dir, validate_name, Session};
 use crate::sync::{run, run_watched, Job, LocalTransport, RemoteSpec};
+use crate::transport::ssh::{Cipher, Hop, SshOptions, TransferThreads};
 
 /// `-K`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -125,19 +126,44 @@ pub struct Args {
     /// Refuse a run that would delete more than N entries, or P% of a side.
     #[arg(long = "max-delete", value_name = "N|P%")]
     pub max_delete: Option<String>,
-    /// Data compression on the wire: zstd, zstd:LEVEL or none.
-    #[arg(
-        long = "compress",
-        value_name = "zstd[:LEVEL]|none",
-        default_value = "zstd"
-    )]
-    pub compress: String,
+    /// Data compression on the wire: zstd, zstd:LEVEL or none [default: zstd over SSH,
+    /// none for a local -r directory].
+    #[arg(long = "compress", value_name = "zstd[:LEVEL]|none")]
+    pub compress: Option<String>,
     /// Most files in flight at once.
     #[arg(long = "pending-max", value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub pending_max: u64,
-    /// Path of the tandem-agent program to run for the other side.
+    /// Path of the tandem-agent program for the other side (on the remote host over SSH).
     #[arg(long = "agent-path", value_name = "PATH")]
     pub agent_path: Option<PathBuf>,
+    /// SSH key to log in with; repeatable, tried in order before ssh-agent and ~/.ssh/id_*.
+    #[arg(short = 'i', long = "private-key-path", value_name = "FILE")]
+    pub identities: Vec<PathBuf>,
+    /// Record the host key of a host seen for the first time in ~/.ssh/known_hosts
+    /// (a changed key is always refused).
+    #[arg(long = "accept-new-host-key")]
+    pub accept_new_host_key: bool,
+    /// Give up connecting after this long (e.g. 15s, 1m) [default: 15s, or ConnectTimeout].
+    #[arg(long = "connect-timeout", value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    /// SSH cipher: aes128-gcm, aes256-gcm, chacha20-poly1305, or none for the fastest
+    /// available (SSH always encrypts).
+    #[arg(short = 'c', long = "cipher", value_name = "NAME")]
+    pub cipher: Option<String>,
+    /// Reach the remote through a jump host.
+    #[arg(
+        long = "proxy",
+        value_name = "ssh://[USER@]HOST[:PORT]",
+        conflicts_with = "jump"
+    )]
+    pub proxy: Option<String>,
+    /// Jump hosts, as ssh -J ('none' ignores ProxyJump in ~/.ssh/config).
+    #[arg(short = 'J', value_name = "[USER@]HOST[:PORT][,...]")]
+    pub jump: Option<String>,
+    /// Parallel SSH channels for file data; with :SIZE, files above SIZE (e.g. 64M) use
+    /// their own channels.
+    #[arg(long = "transfer-threads", value_name = "N[:SIZE]")]
+    pub transfer_threads: Option<String>,
     /// Output format.
     #[arg(
         long = "format",
@@ -239,6 +265,104 @@ fn absolute(p: PathBuf) -> PathBuf {
     std::path::absolute(&p).unwrap_or(p)
 }
 
+fn parse_transfer_threads(s: &str) -> Result<TransferThreads> {
+    let bad = |why: &str| {
+        Error::Usage(format!(
+            "bad --transfer-threads '{s}': {why}; give N or N:SIZE, e.g. 4 or 4:64M"
+        ))
+    };
+    let (n, size) = match s.split_once(':') {
+        Some((n, size)) => (n, Some(size)),
+        None => (s, None),
+    };
+    let count = n
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=crate::protocol::MAX_STREAMS).contains(n))
+        .ok_or_else(|| bad("N must be 1 to 64"))?;
+    let large_above = size
+        .map(|z| parse_size::parse_size(z).map_err(|e| bad(&e.to_string())))
+        .transpose()?;
+    Ok(TransferThreads { count, large_above })
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration> {
+    let d = match s.parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s).map_err(|e| {
+            Error::Usage(format!(
+                "bad --connect-timeout '{s}': {e}; give e.g. 15s or 2m"
+            ))
+        })?,
+    };
+    if d.is_zero() {
+        return Err(Error::Usage("--connect-timeout must be more than 0".into()));
+    }
+    Ok(d)
+}
+
+/// The SSH settings of the command line; notes for options that do not apply.
+fn ssh_options(args: &Args, remote: &RemoteSpec, notes: &mut Vec<String>) -> Result<SshOptions> {
+    let jumps = match (&args.proxy, &args.jump) {
+        (Some(p), _) => Some(vec![Hop::parse(p).map_err(Error::Usage)?]),
+        (None, Some(j)) if j == "none" => Some(Vec::new()),
+        (None, Some(j)) => Some(
+            j.split(',')
+                .map(|h| Hop::parse(h).map_err(Error::Usage))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        (None, None) => None,
+    };
+    let cipher = args
+        .cipher
+        .as_deref()
+        .map(|c| Cipher::parse(c).map_err(Error::Usage))
+        .transpose()?;
+    let opts = SshOptions {
+        identities: args
+            .identities
+            .iter()
+            .map(|p| absolute(p.clone()))
+            .collect(),
+        jumps,
+        accept_new_host_key: args.accept_new_host_key,
+        connect_timeout: args
+            .connect_timeout
+            .as_deref()
+            .map(parse_timeout)
+            .transpose()?,
+        cipher,
+        agent_path: match remote {
+            RemoteSpec::Ssh { .. } => args
+                .agent_path
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+            RemoteSpec::Local(_) => None,
+        },
+        threads: args
+            .transfer_threads
+            .as_deref()
+            .map(parse_transfer_threads)
+            .transpose()?
+            .unwrap_or_default(),
+    };
+    let ssh_only = !opts.identities.is_empty()
+        || opts.jumps.is_some()
+        || opts.accept_new_host_key
+        || opts.cipher.is_some()
+        || opts.threads.count > 1;
+    match remote {
+        RemoteSpec::Local(_) if ssh_only => notes.push(
+            "SSH options (-i, -J/--proxy, -c, --accept-new-host-key, --transfer-threads) do nothing for a local -r directory".into(),
+        ),
+        RemoteSpec::Ssh { .. } if opts.cipher == Some(Cipher::Fastest) => notes.push(
+            "-c none: SSH always encrypts; using the fastest cipher this CPU offers".into(),
+        ),
+        _ => {}
+    }
+    Ok(opts)
+}
+
 fn parse_max_delete(s: &str) -> Result<DeleteLimit> {
     let bad = || {
         Error::Usage(format!(
@@ -327,6 +451,13 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
         filter.read_exclude_file(f)?;
     }
     filter.build()?;
+    let ssh = ssh_options(args, &remote, &mut notes)?;
+    // Compressing costs CPU and saves nothing on a local pipe; over a network it pays.
+    let compression = match (&args.compress, &remote) {
+        (Some(c), _) => Compression::parse(c).map_err(Error::Usage)?,
+        (None, RemoteSpec::Local(_)) => Compression::None,
+        (None, RemoteSpec::Ssh { .. }) => Compression::default(),
+    };
     let suffix = conflict_suffix();
     let policy = Policy {
         direction,
@@ -354,8 +485,9 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
         transport: LocalTransport::Pipe {
             agent: args.agent_path.clone(),
         },
-        compression: Compression::parse(&args.compress).map_err(Error::Usage)?,
+        compression,
         pending_max: args.pending_max as usize,
+        ssh,
     };
     Ok((job, notes))
 }

@@ -198,4 +198,8 @@ pub trait Endpoint: Send {
     fn traffic(&self) -> Traffic {
         Traffic::default()
     }
+    /// Bytes sent on each stream of the connection (empty for in-process sides).
+    fn streams(&self) -> Vec<u64> {
+        Vec::new()
+    }
 }

@@ -40,6 +40,8 @@ pub struct Summary {
     pub bytes_sent: u64,
     /// Bytes the client read from the connection.
     pub bytes_received: u64,
+    /// Of `bytes_sent`, what each transfer stream carried (`--transfer-threads`).
+    pub bytes_sent_per_stream: Vec<u64>,
     /// Protocol bytes both ways before compression.
     pub bytes_uncompressed: u64,
     /// `bytes_uncompressed` over the bytes on the wire (1.0 when nothing was compressed).

@@ -62,6 +62,12 @@ pub enum Request {
         /// The changes.
         changes: Vec<Change>,
     },
+    /// Accept this many extra input streams (answered by `Streams`); from the answer on,
+    /// every client frame carries a sequence number.
+    Streams {
+        /// How many extra streams will join.
+        count: u32,
+    },
 }
 
 /// Agent to client.
@@ -95,9 +101,19 @@ pub enum Response {
     Applied(Vec<Result<Option<Entry>, WireError>>),
     /// Answer to `Sync`.
     Done(Result<Option<Entry>, WireError>),
+    /// Answer to `Streams`: how extra streams join.
+    Streams {
+        /// The agent's socket name.
+        name: String,
+        /// The secret each joining stream sends first.
+        token: serde_bytes::ByteBuf,
+    },
     /// The request failed as a whole.
     Failed(WireError),
 }
+
+/// Most extra streams one agent accepts.
+pub const MAX_STREAMS: u32 = 64;
 
 /// Checks what serde cannot: sizes and invariants of decoded messages.
 pub trait Validate {
@@ -176,6 +192,10 @@ impl Validate for Request {
             }),
             Request::Receive { chunks } => chunks.iter().try_for_each(chunk_ok),
             Request::Apply { changes } => changes.iter().try_for_each(change_ok),
+            Request::Streams { count } if *count == 0 || *count > MAX_STREAMS => {
+                Err(format!("bad stream count {count}"))
+            }
+            Request::Streams { .. } => Ok(()),
         }
     }
 }
@@ -189,6 +209,17 @@ impl Validate for Response {
                 .iter()
                 .try_for_each(|(_, r)| r.as_ref().map_or(Ok(()), entry_ok)),
             Response::Done(Ok(Some(e))) => entry_ok(e),
+            Response::Streams { name, token } => {
+                let name_ok = !name.is_empty()
+                    && name.len() <= 100
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !name_ok || token.len() != crate::agent::streams::TOKEN_LEN {
+                    return Err("malformed stream invitation".into());
+                }
+                Ok(())
+            }
             Response::Applied(r) => r.iter().try_for_each(|r| match r {
                 Ok(Some(e)) => entry_ok(e),
                 _ => Ok(()),

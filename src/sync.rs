@@ -105,6 +105,8 @@ pub struct Job {
     pub compression: Compression,
     /// `--pending-max`: files in flight at once.
     pub pending_max: usize,
+    /// How to reach an SSH remote.
+    pub ssh: crate::transport::ssh::SshOptions,
 }
 
 /// Asks the user to confirm the listed concerns; returns true to go ahead.
@@ -114,14 +116,20 @@ struct Run<'a> {
     reporter: &'a mut dyn Reporter,
     exit: ExitStatus,
     summary: Summary,
+    last_error: Option<String>,
 }
 
 impl Run<'_> {
     fn error(&mut self, path: Option<&RelPath>, side: Option<Side>, err: &Error) {
         let bit = err.exit_bit();
         self.exit |= bit;
-        self.summary.errors += 1;
         let message = err.to_string();
+        // A broken connection fails every later step the same way: say it once.
+        if path.is_none() && self.last_error.as_deref() == Some(message.as_str()) {
+            return;
+        }
+        self.last_error = path.is_none().then(|| message.clone());
+        self.summary.errors += 1;
         self.reporter.event(&Event::Error {
             path,
             side,
@@ -151,6 +159,7 @@ pub fn run_watched(
             dry_run: job.dry_run,
             ..Default::default()
         },
+        last_error: None,
     };
     if let Err(e) = run_inner(job, &mut run, confirm, watch) {
         run.error(None, None, &e);
@@ -163,35 +172,83 @@ pub fn run_watched(
     run.exit
 }
 
-fn open_endpoints(job: &Job) -> Result<(Box<dyn Endpoint>, Box<dyn Endpoint>)> {
+/// Both sides, open.
+struct Opened {
+    local: Box<dyn Endpoint>,
+    remote: Box<dyn Endpoint>,
+    /// For the user: a host key learned, an agent installed.
+    notes: Vec<String>,
+}
+
+fn open_endpoints(job: &Job) -> Result<Opened> {
     let local = LocalEndpoint::open(
         &job.local_dir,
         format!("local '{}'", job.local_dir.display()),
         job.preserve_owner,
     )?;
+    let agent = |root: PathBuf| AgentOptions {
+        root,
+        label: format!("remote '{}'", job.remote.display()),
+        owner: job.preserve_owner,
+        compression: job.compression,
+    };
+    let mut notes = Vec::new();
     let remote: Box<dyn Endpoint> = match &job.remote {
         RemoteSpec::Local(dir) => {
-            let label = format!("remote '{}'", dir.display());
+            let opts = agent(dir.clone());
             match &job.transport {
-                LocalTransport::InProcess => Box::new(LocalEndpoint::open(dir, label, job.preserve_owner)?),
+                LocalTransport::InProcess => {
+                    Box::new(LocalEndpoint::open(dir, opts.label, job.preserve_owner)?)
+                }
                 LocalTransport::Pipe { agent } => {
                     let agent = crate::transport::pipe::find_agent(agent.as_deref())?;
-                    Box::new(crate::transport::pipe::connect(&agent, dir, &label, job.preserve_owner, job.compression)?)
+                    Box::new(crate::transport::pipe::connect(&agent, &opts)?)
                 }
-                LocalTransport::Thread => {
-                    let opts = AgentOptions { root: dir.clone(), label: label.clone(), owner: job.preserve_owner, compression: job.compression };
-                    Box::new(agent_thread(opts, job.compression)?)
-                }
+                LocalTransport::Thread => Box::new(agent_thread(opts, job.compression)?),
             }
         }
-        RemoteSpec::Ssh { .. } => {
-            return Err(Error::Unreachable(format!(
-                "cannot reach '{}': this build of tandem has no SSH transport yet; give a local directory to -r",
-                job.remote.display()
-            )))
+        RemoteSpec::Ssh {
+            user,
+            host,
+            port,
+            path,
+        } => {
+            let dest = crate::transport::ssh::Hop {
+                user: user.clone(),
+                host: host.clone(),
+                port: *port,
+            };
+            let (ep, n) = connect_ssh(&dest, job, &agent(PathBuf::from(path)))?;
+            notes = n;
+            Box::new(ep)
         }
     };
-    Ok((Box::new(local), remote))
+    Ok(Opened {
+        local: Box::new(local),
+        remote,
+        notes,
+    })
+}
+
+#[cfg(feature = "ssh")]
+fn connect_ssh(
+    dest: &crate::transport::ssh::Hop,
+    job: &Job,
+    agent: &AgentOptions,
+) -> Result<(RemoteEndpoint, Vec<String>)> {
+    crate::transport::ssh::connect(dest, &job.ssh, agent)
+}
+
+#[cfg(not(feature = "ssh"))]
+fn connect_ssh(
+    dest: &crate::transport::ssh::Hop,
+    _job: &Job,
+    _agent: &AgentOptions,
+) -> Result<(RemoteEndpoint, Vec<String>)> {
+    Err(Error::Unreachable(format!(
+        "cannot reach '{}': this build of tandem has no SSH transport",
+        dest.host
+    )))
 }
 
 /// Serves an agent in a thread over a socket pair: the protocol without a process.
@@ -249,7 +306,14 @@ fn run_inner(
         }
     }
     let old = old.unwrap_or_default();
-    let (mut local, mut remote) = open_endpoints(job)?;
+    let Opened {
+        mut local,
+        mut remote,
+        notes,
+    } = open_endpoints(job)?;
+    for n in &notes {
+        run.reporter.event(&Event::Notice { message: n });
+    }
 
     let (ls, rs) = std::thread::scope(|s| {
         let l = s.spawn(|| local.scan(&job.filter));
@@ -405,22 +469,12 @@ fn run_inner(
         run,
         watch,
     );
+    count_traffic(&mut run.summary, local.as_ref(), remote.as_ref());
     if !plan.actions.is_empty() {
         // The baseline must not record renames that a crash could still undo.
         local.sync()?;
         remote.sync()?;
     }
-    for t in [local.traffic(), remote.traffic()] {
-        run.summary.bytes_sent += t.sent;
-        run.summary.bytes_received += t.received;
-        run.summary.bytes_uncompressed += t.raw;
-    }
-    let wire = run.summary.bytes_sent + run.summary.bytes_received;
-    run.summary.compression_ratio = if wire > 0 {
-        run.summary.bytes_uncompressed as f64 / wire as f64
-    } else {
-        1.0
-    };
     let next = Baseline {
         local_root,
         remote_root,
@@ -436,6 +490,23 @@ fn run_inner(
         return Ok(());
     }
     next.commit(&baseline_path)
+}
+
+/// Bytes on the wire for the summary (counted before the last steps, so a run that
+/// fails there still says what moved).
+fn count_traffic(summary: &mut Summary, local: &dyn Endpoint, remote: &dyn Endpoint) {
+    summary.bytes_sent_per_stream = remote.streams();
+    for t in [local.traffic(), remote.traffic()] {
+        summary.bytes_sent += t.sent;
+        summary.bytes_received += t.received;
+        summary.bytes_uncompressed += t.raw;
+    }
+    let wire = summary.bytes_sent + summary.bytes_received;
+    summary.compression_ratio = if wire > 0 {
+        summary.bytes_uncompressed as f64 / wire as f64
+    } else {
+        1.0
+    };
 }
 
 fn print_plan(plan: &Plan, roots: [&str; 2], everything: bool, run: &mut Run<'_>) {

@@ -5,26 +5,30 @@
 //! File chunks are batched into frames of about a megabyte and are not waited for: the
 //! agent reports each file when it is committed, so many files are in flight at once.
 
+mod lanes;
+
 use std::collections::HashSet;
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::process::Child;
+use std::io::{BufReader, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvError, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvError, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::compress::{self, Compression};
+use crate::compress::Compression;
 use crate::delta::DeltaOp;
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Scan, SendRequest, Traffic};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
-use crate::protocol::frame::{read_frame, write_frame, Kind};
+use crate::protocol::frame::{read_frame, FrameError, Kind};
 use crate::protocol::handshake::{read_hello, send_hello};
 use crate::protocol::{decode, encode, Request, Response, PATH_BATCH};
 use crate::rules::FilterSpec;
 use crate::tree::{Digest, Entry, Tree};
 
-/// Frames queued for the writer (each at most about a megabyte of file data).
+use lanes::Lanes;
+pub use lanes::StreamPlan;
+
+/// Frames queued from the reader (each at most about a megabyte of file data).
 const QUEUE: usize = 32;
 /// Changes per `Apply` message.
 const APPLY_BATCH: usize = 1000;
@@ -40,17 +44,21 @@ enum FromAgent {
 /// An endpoint served by an agent at the other end of a stream.
 pub struct RemoteEndpoint {
     place: String,
-    to_agent: Option<SyncSender<(Kind, Vec<u8>)>>,
+    to_agent: Option<Lanes>,
     from_agent: Receiver<FromAgent>,
+    alarm: mpsc::SyncSender<FromAgent>,
     sent: Arc<AtomicU64>,
     received: Arc<AtomicU64>,
     raw: Arc<AtomicU64>,
     batch: Vec<Chunk>,
     batch_bytes: usize,
+    batch_large: bool,
+    large: HashSet<u64>,
+    plan: StreamPlan,
     in_flight: HashSet<u64>,
     outcomes: Vec<Received>,
-    threads: Vec<JoinHandle<()>>,
-    child: Option<Child>,
+    reader: Option<JoinHandle<()>>,
+    guard: Option<Box<dyn Send>>,
     broken: Option<Error>,
 }
 
@@ -79,18 +87,65 @@ fn chunk_bytes(c: &Chunk) -> usize {
     }
 }
 
+/// The reader thread: decodes frames from the agent until it stops or the stream breaks.
+fn read_loop(
+    reader: &mut impl Read,
+    deliver: &mpsc::SyncSender<FromAgent>,
+    counter: &AtomicU64,
+    raw_in: &AtomicU64,
+    place: &str,
+) {
+    loop {
+        let msg = match read_frame(reader) {
+            Ok(None) => FromAgent::Gone("the agent closed the connection".into(), 128),
+            // The transport lost the connection under the agent (SSH): the remote is gone.
+            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
+                FromAgent::Gone(format!("{place}: {e}"), 64)
+            }
+            Err(e) => FromAgent::Gone(format!("broken connection to the agent: {e}"), 128),
+            Ok(Some((kind, payload))) => {
+                counter.fetch_add(payload.len() as u64 + 5, Ordering::Relaxed);
+                match kind {
+                    Kind::Log => FromAgent::Log(String::from_utf8_lossy(&payload).into_owned()),
+                    // A fatal frame is the exit bit, then the message.
+                    Kind::Fatal => match payload.split_first() {
+                        Some((bit, msg)) => {
+                            FromAgent::Gone(String::from_utf8_lossy(msg).into_owned(), *bit)
+                        }
+                        None => FromAgent::Gone("the agent stopped".into(), 128),
+                    },
+                    _ => match decode::<Response>(kind, &payload) {
+                        Ok(r) => {
+                            raw_in.fetch_add(raw_size(kind, &payload), Ordering::Relaxed);
+                            FromAgent::Msg(r)
+                        }
+                        Err(why) => FromAgent::Gone(
+                            format!("the agent sent an invalid message: {why}"),
+                            128,
+                        ),
+                    },
+                }
+            }
+        };
+        let last = matches!(msg, FromAgent::Gone(..));
+        if deliver.send(msg).is_err() || last {
+            return;
+        }
+    }
+}
+
 impl RemoteEndpoint {
-    /// Greets the agent on `reader`/`writer` and starts the IO threads. `child` is the agent
-    /// process, waited for when the endpoint is dropped.
+    /// Greets the agent on `reader`/`writer` and starts the IO threads. `guard` (the agent
+    /// process, an SSH session) is dropped after the streams are closed.
     pub fn new(
         reader: impl Read + Send + 'static,
         writer: impl Write + Send + 'static,
         place: String,
         compression: Compression,
-        child: Option<Child>,
+        guard: Option<Box<dyn Send>>,
     ) -> Result<RemoteEndpoint> {
         let mut reader = BufReader::with_capacity(1 << 20, reader);
-        let mut writer = BufWriter::with_capacity(1 << 20, writer);
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, writer);
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::Unreachable(format!("cannot start the agent for {place}: {e}"))
         };
@@ -98,86 +153,72 @@ impl RemoteEndpoint {
         send_hello(&mut writer).map_err(|e| unreachable(&e))?;
         let (sent, received) = (Arc::new(AtomicU64::new(12)), Arc::new(AtomicU64::new(12)));
         let raw = Arc::new(AtomicU64::new(24));
-        let raw_in = raw.clone();
-        let (to_agent, queue) = mpsc::sync_channel::<(Kind, Vec<u8>)>(QUEUE);
         let (deliver, from_agent) = mpsc::sync_channel::<FromAgent>(QUEUE);
-        let counter = sent.clone();
-        // Compression happens here, beside the main thread's reading and hashing.
-        let writer_thread = std::thread::spawn(move || {
-            let mut next = queue.recv().ok();
-            while let Some((kind, raw)) = next {
-                let (kind, payload) = match compress::compress(&raw, compression) {
-                    Some(c) if kind == Kind::Message => (Kind::Compressed, c),
-                    _ => (kind, raw),
-                };
-                let Ok(n) = write_frame(&mut writer, kind, &payload) else {
-                    return;
-                };
-                counter.fetch_add(n as u64, Ordering::Relaxed);
-                next = match queue.try_recv() {
-                    Ok(frame) => Some(frame),
-                    // Flush only when the queue runs dry: batches go out together, and a
-                    // lone request is never held back.
-                    Err(TryRecvError::Empty) => {
-                        if writer.flush().is_err() {
-                            return;
-                        }
-                        queue.recv().ok()
-                    }
-                    Err(TryRecvError::Disconnected) => None,
-                };
-            }
-            let _ = writer.flush();
-        });
-        let counter = received.clone();
-        let reader_thread = std::thread::spawn(move || loop {
-            let msg = match read_frame(&mut reader) {
-                Ok(None) => FromAgent::Gone("the agent closed the connection".into(), 128),
-                Err(e) => FromAgent::Gone(format!("broken connection to the agent: {e}"), 128),
-                Ok(Some((kind, payload))) => {
-                    counter.fetch_add(payload.len() as u64 + 5, Ordering::Relaxed);
-                    match kind {
-                        Kind::Log => FromAgent::Log(String::from_utf8_lossy(&payload).into_owned()),
-                        // A fatal frame is the exit bit, then the message.
-                        Kind::Fatal => match payload.split_first() {
-                            Some((bit, msg)) => {
-                                FromAgent::Gone(String::from_utf8_lossy(msg).into_owned(), *bit)
-                            }
-                            None => FromAgent::Gone("the agent stopped".into(), 128),
-                        },
-                        _ => match decode::<Response>(kind, &payload) {
-                            Ok(r) => {
-                                raw_in.fetch_add(raw_size(kind, &payload), Ordering::Relaxed);
-                                FromAgent::Msg(r)
-                            }
-                            Err(why) => FromAgent::Gone(
-                                format!("the agent sent an invalid message: {why}"),
-                                128,
-                            ),
-                        },
-                    }
-                }
-            };
-            let last = matches!(msg, FromAgent::Gone(..));
-            if deliver.send(msg).is_err() || last {
-                return;
-            }
+        let lanes = Lanes::new(Box::new(writer), compression, sent.clone());
+        let reader = std::thread::spawn({
+            let (deliver, counter, raw_in, place) = (
+                deliver.clone(),
+                received.clone(),
+                raw.clone(),
+                place.clone(),
+            );
+            move || read_loop(&mut reader, &deliver, &counter, &raw_in, &place)
         });
         Ok(RemoteEndpoint {
             place,
-            to_agent: Some(to_agent),
+            to_agent: Some(lanes),
             from_agent,
+            alarm: deliver,
             sent,
             received,
             raw,
             batch: Vec::new(),
             batch_bytes: 0,
+            batch_large: false,
+            large: HashSet::new(),
+            plan: StreamPlan::default(),
             in_flight: HashSet::new(),
             outcomes: Vec::new(),
-            threads: vec![writer_thread, reader_thread],
-            child,
+            reader: Some(reader),
+            guard,
             broken: None,
         })
+    }
+
+    /// Asks the agent to accept `count` extra streams, spread as `plan` says. Returns the
+    /// socket name and secret they join with, or `None` if the agent cannot take them.
+    pub fn invite_streams(
+        &mut self,
+        count: u32,
+        plan: StreamPlan,
+    ) -> Result<Option<(String, Vec<u8>)>> {
+        match self.call(&Request::Streams { count }) {
+            Ok(Response::Streams { name, token }) => {
+                if let Some(lanes) = &mut self.to_agent {
+                    lanes.sequence(plan);
+                }
+                self.plan = plan;
+                Ok(Some((name, token.into_vec())))
+            }
+            Ok(_) => Err(self.unexpected("streams")),
+            Err(e) if self.broken.is_some() => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Adds a stream that joined (after [`RemoteEndpoint::invite_streams`]).
+    pub fn add_stream(&mut self, w: Box<dyn Write + Send>) {
+        if let Some(lanes) = &mut self.to_agent {
+            lanes.add(w, self.alarm.clone());
+        }
+    }
+
+    /// Bytes written on each stream to the agent so far.
+    pub fn per_stream(&self) -> Vec<u64> {
+        self.to_agent
+            .as_ref()
+            .map(Lanes::per_stream)
+            .unwrap_or_default()
     }
 
     fn lost(&self, why: &str) -> Error {
@@ -193,23 +234,56 @@ impl RemoteEndpoint {
     }
 
     fn send_msg(&mut self, req: &Request) -> Result<()> {
+        self.send_frame(req, false)
+    }
+
+    /// Queues a message; `large`: it carries data of files above the stream plan's size.
+    fn send_frame(&mut self, req: &Request, large: bool) -> Result<()> {
         if let Some(e) = self.failure() {
             return Err(e);
         }
-        // Encoded raw here; the writer thread compresses.
+        // Encoded raw here; the lane threads compress.
         let (kind, payload) = encode(req, Compression::None)?;
         self.raw
             .fetch_add(payload.len() as u64 + 5, Ordering::Relaxed);
         let ok = self
             .to_agent
-            .as_ref()
-            .is_some_and(|q| q.send((kind, payload)).is_ok());
+            .as_mut()
+            .is_some_and(|q| q.send(kind, payload, large).is_ok());
         if ok {
             Ok(())
         } else {
-            self.broken = Some(self.lost("the connection to the agent is closed"));
-            Err(self.lost("the connection to the agent is closed"))
+            self.explain_loss();
+            Err(self.failure().expect("the loss is recorded"))
         }
+    }
+
+    /// The stream to the agent closed: the reader usually knows why (a fatal frame, the
+    /// connection lost), so wait a moment for its word before settling on a vaguer one.
+    fn explain_loss(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self.broken.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.from_agent.recv_timeout(left) {
+                Ok(FromAgent::Gone(why, bit)) => self.gone(why, bit),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if self.broken.is_none() {
+            self.broken = Some(self.lost("the connection to the agent is closed"));
+        }
+    }
+
+    fn gone(&mut self, why: String, bit: u8) {
+        let w = crate::error::WireError::Other {
+            message: why.clone(),
+            bit,
+        };
+        self.broken = Some(match Error::from(w) {
+            Error::Protocol(_) => self.lost(&why),
+            e => e,
+        });
     }
 
     /// The next response that is not a file outcome (those are collected on the way).
@@ -229,16 +303,7 @@ impl RemoteEndpoint {
             };
             match msg {
                 Err(()) => self.broken = Some(self.lost("the agent is gone")),
-                Ok(FromAgent::Gone(why, bit)) => {
-                    let w = crate::error::WireError::Other {
-                        message: why.clone(),
-                        bit,
-                    };
-                    self.broken = Some(match Error::from(w) {
-                        Error::Protocol(_) => self.lost(&why),
-                        e => e,
-                    });
-                }
+                Ok(FromAgent::Gone(why, bit)) => self.gone(why, bit),
                 Ok(FromAgent::Log(line)) => eprintln!("tandem: {}: {line}", self.place),
                 Ok(FromAgent::Msg(Response::Received(done))) => {
                     for (id, r) in done {
@@ -283,7 +348,7 @@ impl RemoteEndpoint {
         }
         let chunks = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        self.send_msg(&Request::Receive { chunks })
+        self.send_frame(&Request::Receive { chunks }, self.batch_large)
     }
 
     fn done(&mut self, req: &Request) -> Result<Option<Entry>> {
@@ -398,6 +463,20 @@ impl Endpoint for RemoteEndpoint {
         if let Chunk::Begin { id, .. } | Chunk::Abort { id, .. } = &chunk {
             self.in_flight.insert(*id);
         }
+        if let Chunk::Begin { id, meta, .. } = &chunk {
+            if self.plan.large_above.is_some_and(|size| meta.size > size) {
+                self.large.insert(*id);
+            }
+        }
+        // Large and small files travel in separate frames, so each can take its lanes.
+        let large = self.large.contains(&chunk.id());
+        if large != self.batch_large {
+            self.flush_batch()?;
+            self.batch_large = large;
+        }
+        if let Chunk::End { id, .. } | Chunk::Abort { id, .. } = &chunk {
+            self.large.remove(id);
+        }
         self.batch_bytes += chunk_bytes(&chunk);
         self.batch.push(chunk);
         if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= 4096 {
@@ -447,6 +526,10 @@ impl Endpoint for RemoteEndpoint {
         Ok(out)
     }
 
+    fn streams(&self) -> Vec<u64> {
+        self.per_stream()
+    }
+
     fn traffic(&self) -> Traffic {
         Traffic {
             sent: self.sent.load(Ordering::Relaxed),
@@ -459,13 +542,15 @@ impl Endpoint for RemoteEndpoint {
 impl Drop for RemoteEndpoint {
     fn drop(&mut self) {
         let _ = self.flush_batch();
-        // Closing our end of the queue closes the agent's input: it exits cleanly.
+        // Closing the lanes closes the agent's input: it exits cleanly.
         self.to_agent = None;
-        if let Some(w) = self.threads.drain(..1).next() {
-            let _ = w.join();
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.wait();
+        // The guard waits for the agent (a child process, an SSH session) to finish.
+        self.guard = None;
+        // With the connection gone, the reader has seen the end of its stream.
+        if let Some(r) = self.reader.take() {
+            if r.is_finished() {
+                let _ = r.join();
+            }
         }
     }
 }

@@ -108,9 +108,20 @@ impl Human {
                     human_bytes(rate as u64),
                 );
                 if s.bytes_sent + s.bytes_received > 0 {
+                    let streams = match s.bytes_sent_per_stream.len() {
+                        0 | 1 => String::new(),
+                        n => format!(
+                            " over {n} streams ({})",
+                            s.bytes_sent_per_stream
+                                .iter()
+                                .map(|b| human_bytes(*b))
+                                .collect::<Vec<_>>()
+                                .join(" + ")
+                        ),
+                    };
                     writeln!(
                         out,
-                        "wire: {} sent, {} received; {} saved by deltas; compression {:.2}x",
+                        "wire: {} sent{streams}, {} received; {} saved by deltas; compression {:.2}x",
                         human_bytes(s.bytes_sent),
                         human_bytes(s.bytes_received),
                         human_bytes(s.bytes_saved_by_delta),

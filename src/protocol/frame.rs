@@ -31,6 +31,9 @@ impl Kind {
     }
 }
 
+/// A frame as read: its kind and payload.
+pub type Frame = (Kind, Vec<u8>);
+
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -69,17 +72,10 @@ pub fn write_frame(w: &mut impl Write, kind: Kind, payload: &[u8]) -> io::Result
 }
 
 /// Reads one frame; `Ok(None)` on a clean end of stream between frames.
-pub fn read_frame(r: &mut impl Read) -> Result<Option<(Kind, Vec<u8>)>, FrameError> {
+pub fn read_frame(r: &mut impl Read) -> Result<Option<Frame>, FrameError> {
     let mut len = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        match r.read(&mut len[got..]) {
-            Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err(FrameError::Truncated),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
+    if !read_start(r, &mut len)? {
+        return Ok(None);
     }
     let len = u32::from_be_bytes(len) as u64;
     if len == 0 {
@@ -95,4 +91,43 @@ pub fn read_frame(r: &mut impl Read) -> Result<Option<(Kind, Vec<u8>)>, FrameErr
     r.read_exact(&mut payload)
         .map_err(|_| FrameError::Truncated)?;
     Ok(Some((kind, payload)))
+}
+
+/// Writes a frame preceded by its sequence number (once extra streams are on, every frame
+/// from the client carries one); returns the bytes written.
+pub fn write_seq_frame(
+    w: &mut impl Write,
+    seq: u64,
+    kind: Kind,
+    payload: &[u8],
+) -> io::Result<usize> {
+    w.write_all(&seq.to_be_bytes())?;
+    Ok(8 + write_frame(w, kind, payload)?)
+}
+
+/// Reads a sequence number and its frame; `Ok(None)` on a clean end of stream.
+pub fn read_seq_frame(r: &mut impl Read) -> Result<Option<(u64, Frame)>, FrameError> {
+    let mut seq = [0u8; 8];
+    if !read_start(r, &mut seq)? {
+        return Ok(None);
+    }
+    match read_frame(r)? {
+        Some(frame) => Ok(Some((u64::from_be_bytes(seq), frame))),
+        None => Err(FrameError::Truncated),
+    }
+}
+
+/// Fills `buf`, the first bytes of a frame; false on a clean end of stream before them.
+fn read_start(r: &mut impl Read, buf: &mut [u8]) -> Result<bool, FrameError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(FrameError::Truncated),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::compress::Compression;
+use crate::agent::AgentOptions;
 use crate::endpoint::RemoteEndpoint;
 use crate::error::{Error, Result};
 
@@ -61,31 +61,16 @@ pub fn find_agent(explicit: Option<&Path>) -> Result<AgentCommand> {
     }
 }
 
-/// Starts the agent on `root` and connects to it.
-pub fn connect(
-    agent: &AgentCommand,
-    root: &Path,
-    label: &str,
-    owner: bool,
-    compression: Compression,
-) -> Result<RemoteEndpoint> {
+/// Starts the agent for `opts` and connects to it.
+pub fn connect(agent: &AgentCommand, opts: &AgentOptions) -> Result<RemoteEndpoint> {
     let mut cmd = Command::new(&agent.program);
-    cmd.args(&agent.prefix);
-    cmd.arg("--root")
-        .arg(root)
-        .arg("--label")
-        .arg(label)
-        .arg("--die-with-parent");
-    if owner {
-        cmd.arg("--preserve-owner");
-    }
-    cmd.arg("--compress").arg(match compression {
-        Compression::None => "none".to_string(),
-        Compression::Zstd(l) => format!("zstd:{l}"),
-    });
-    cmd.stdin(Stdio::piped())
+    cmd.args(&agent.prefix)
+        .args(opts.to_args())
+        .arg("--die-with-parent")
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    let label = &opts.label;
     let mut child = cmd.spawn().map_err(|e| {
         Error::Unreachable(format!(
             "cannot start the agent '{}' for {label}: {e}",
@@ -94,5 +79,20 @@ pub fn connect(
     })?;
     let stdout = child.stdout.take().expect("piped stdout");
     let stdin = child.stdin.take().expect("piped stdin");
-    RemoteEndpoint::new(stdout, stdin, label.to_string(), compression, Some(child))
+    RemoteEndpoint::new(
+        stdout,
+        stdin,
+        label.clone(),
+        opts.compression,
+        Some(Box::new(AgentProcess(child))),
+    )
+}
+
+/// The agent child: waited for once its input is closed, so no zombie stays behind.
+struct AgentProcess(std::process::Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.wait();
+    }
 }

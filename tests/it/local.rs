@@ -311,7 +311,7 @@ fn json_output_has_events_and_a_final_summary() {
     let f = fixture();
     populate(&f.a);
     write(f.b.join("gone"), "x");
-    let r = f.sync("push", &["--format", "json"]);
+    let r = f.sync("push", &["--format", "json", "--compress", "zstd"]);
     assert_eq!(r.code, 0, "{r:?}");
     let events = json_events(&r.stdout);
     let files: Vec<_> = events.iter().filter(|e| e["event"] == "file").collect();
@@ -341,6 +341,11 @@ fn json_output_has_events_and_a_final_summary() {
     assert!(sent > 0 && sent < 20_000, "{last}");
     assert!(last["bytes_received"].as_u64().unwrap() > 0, "{last}");
     assert!(last["elapsed_s"].is_f64());
+    // Without --compress, a local pipe sends data as it is: compressing would only cost CPU.
+    write(f.a.join("again"), &"y".repeat(300_000));
+    let r = f.sync("push", &["--format", "json"]);
+    let last = json_events(&r.stdout).pop().unwrap();
+    assert!(last["bytes_sent"].as_u64().unwrap() > 300_000, "{last}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! One integration-test binary: the real `tandem` on temp trees, whole trees compared.
 
+mod sshd;
 mod util;
 
 mod cli;
@@ -8,4 +9,5 @@ mod local;
 mod man;
 mod protocol;
 mod safety;
+mod ssh;
 mod transports;

@@ -53,6 +53,7 @@ fn job(f: &Fixture, transport: LocalTransport, direction: Direction) -> Job {
         transport,
         compression: Default::default(),
         pending_max: 3,
+        ssh: Default::default(),
     }
 }
 

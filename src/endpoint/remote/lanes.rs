@@ -1,0 +1,195 @@
+//! The writing side of a remote endpoint: one lane per stream to the agent, each a thread
+//! that compresses and writes its frames, so a stream that waits for its window never
+//! holds up the others.
+//!
+//! With one stream, frames go out as they are. Once the agent has invited extra streams
+//! (`--transfer-threads`), every frame carries a sequence number and goes to the lane with
+//! the least waiting, so one large file's windows spread over all of them; the agent
+//! merges them back in order.
+
+use std::io::{BufWriter, Write};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::FromAgent;
+use crate::compress::{self, Compression};
+use crate::protocol::frame::{write_frame, write_seq_frame, Kind};
+
+/// Frames queued on the first lane (it carries every request while there is one lane).
+const FIRST_QUEUE: usize = 32;
+/// Frames queued on an extra lane.
+const EXTRA_QUEUE: usize = 8;
+
+/// How frames are spread over the streams.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamPlan {
+    /// With `--transfer-threads N:SIZE`: data of files above SIZE goes on the extra
+    /// streams only, everything else on the first, so small files never queue behind
+    /// large ones. `None`: every frame takes the least busy stream.
+    pub large_above: Option<u64>,
+}
+
+struct Packet {
+    seq: Option<u64>,
+    kind: Kind,
+    raw: Vec<u8>,
+}
+
+struct Lane {
+    queue: Option<SyncSender<Packet>>,
+    /// Bytes handed to this lane and not yet written.
+    backlog: Arc<AtomicUsize>,
+    /// Bytes this lane wrote to its stream.
+    written: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The streams to the agent.
+pub struct Lanes {
+    lanes: Vec<Lane>,
+    next_seq: Option<u64>,
+    plan: StreamPlan,
+    compression: Compression,
+    sent: Arc<AtomicU64>,
+}
+
+/// Where an extra lane reports that its stream broke: the agent would wait forever for
+/// the frames it lost, so the run must stop.
+type Alarm = Option<(usize, SyncSender<FromAgent>)>;
+
+fn spawn_lane(
+    mut w: Box<dyn Write + Send>,
+    queue_len: usize,
+    compression: Compression,
+    sent: Arc<AtomicU64>,
+    alarm: Alarm,
+) -> Lane {
+    let (queue, packets): (SyncSender<Packet>, Receiver<Packet>) = mpsc::sync_channel(queue_len);
+    let backlog = Arc::new(AtomicUsize::new(0));
+    let written = Arc::new(AtomicU64::new(0));
+    let (left, out) = (backlog.clone(), written.clone());
+    // Compression happens here, beside the main thread's reading and hashing.
+    let thread = std::thread::spawn(move || {
+        let mut next = packets.recv().ok();
+        while let Some(Packet { seq, kind, raw }) = next {
+            let size = raw.len();
+            let (kind, payload) = match compress::compress(&raw, compression) {
+                Some(c) if kind == Kind::Message => (Kind::Compressed, c),
+                _ => (kind, raw),
+            };
+            let n = match seq {
+                Some(seq) => write_seq_frame(&mut w, seq, kind, &payload),
+                None => write_frame(&mut w, kind, &payload),
+            };
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    if let Some((i, to)) = alarm {
+                        let why = format!("transfer stream {} to the agent broke: {e}", i + 1);
+                        let _ = to.send(FromAgent::Gone(why, 64));
+                    }
+                    return;
+                }
+            };
+            sent.fetch_add(n as u64, Ordering::Relaxed);
+            out.fetch_add(n as u64, Ordering::Relaxed);
+            left.fetch_sub(size, Ordering::Relaxed);
+            next = match packets.try_recv() {
+                Ok(p) => Some(p),
+                // Flush only when the queue runs dry: batches go out together, and a lone
+                // request is never held back.
+                Err(TryRecvError::Empty) => {
+                    if w.flush().is_err() {
+                        return;
+                    }
+                    packets.recv().ok()
+                }
+                Err(TryRecvError::Disconnected) => None,
+            };
+        }
+        let _ = w.flush();
+    });
+    Lane {
+        queue: Some(queue),
+        backlog,
+        written,
+        thread: Some(thread),
+    }
+}
+
+impl Lanes {
+    /// One lane on the stream the agent was started with. `sent` counts bytes written.
+    pub fn new(w: Box<dyn Write + Send>, compression: Compression, sent: Arc<AtomicU64>) -> Lanes {
+        Lanes {
+            lanes: vec![spawn_lane(w, FIRST_QUEUE, compression, sent.clone(), None)],
+            next_seq: None,
+            plan: StreamPlan::default(),
+            compression,
+            sent,
+        }
+    }
+
+    /// From now on every frame carries a sequence number (the agent has said yes to
+    /// extra streams), spread as `plan` says.
+    pub fn sequence(&mut self, plan: StreamPlan) {
+        self.next_seq.get_or_insert(0);
+        self.plan = plan;
+    }
+
+    /// Adds an extra stream (after [`Lanes::sequence`]); `alarm` hears if it breaks.
+    pub(super) fn add(&mut self, w: Box<dyn Write + Send>, alarm: SyncSender<FromAgent>) {
+        let w = Box::new(BufWriter::with_capacity(1 << 20, w));
+        let alarm = Some((self.lanes.len(), alarm));
+        let lane = spawn_lane(w, EXTRA_QUEUE, self.compression, self.sent.clone(), alarm);
+        self.lanes.push(lane);
+    }
+
+    /// Bytes written on each stream so far.
+    pub fn per_stream(&self) -> Vec<u64> {
+        self.lanes
+            .iter()
+            .map(|l| l.written.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    fn pick(&self, large: bool) -> usize {
+        let candidates = match (self.next_seq, self.plan.large_above, self.lanes.len()) {
+            (None, _, _) | (_, _, 1) => 0..1,
+            (Some(_), Some(_), n) if large => 1..n,
+            (Some(_), Some(_), _) => 0..1,
+            (Some(_), None, n) => 0..n,
+        };
+        candidates
+            .min_by_key(|&i| self.lanes[i].backlog.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Queues a frame (`large`: it carries data of a file above the plan's size). `Err`
+    /// when the stream it was meant for has closed.
+    pub(super) fn send(&mut self, kind: Kind, raw: Vec<u8>, large: bool) -> Result<(), ()> {
+        let lane = &self.lanes[self.pick(large)];
+        let seq = self.next_seq;
+        if let Some(s) = &mut self.next_seq {
+            *s += 1;
+        }
+        lane.backlog.fetch_add(raw.len(), Ordering::Relaxed);
+        let queue = lane.queue.as_ref().ok_or(())?;
+        queue.send(Packet { seq, kind, raw }).map_err(|_| ())
+    }
+}
+
+impl Drop for Lanes {
+    /// Closing the queues closes the streams (each lane flushes first): the agent exits.
+    fn drop(&mut self) {
+        for lane in &mut self.lanes {
+            lane.queue = None;
+        }
+        for lane in &mut self.lanes {
+            if let Some(t) = lane.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The SSH transport: russh connects (through jump hosts if asked), checks the host key
+//! against known_hosts, logs in, starts (or installs) `tandem-agent` on the host and hands
+//! the rest of the program a byte stream, plus extra channels for `--transfer-threads`.
+//! russh stays in this module; the settings types below do not need it.
+
+#[cfg(feature = "ssh")]
+mod auth;
+#[cfg(feature = "ssh")]
+pub mod bootstrap;
+#[cfg(feature = "ssh")]
+mod channel;
+#[cfg(feature = "ssh")]
+pub mod config;
+#[cfg(feature = "ssh")]
+pub mod known_hosts;
+#[cfg(feature = "ssh")]
+mod session;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A host on the way: `[user@]host[:port]` (`-J`, `--proxy`, ProxyJump) or the destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hop {
+    /// Login name, if given.
+    pub user: Option<String>,
+    /// Host name or address.
+    pub host: String,
+    /// Port, if given.
+    pub port: Option<u16>,
+}
+
+impl Hop {
+    /// Parses `[ssh://][user@]host[:port]`, with `[v6addr]` for IPv6.
+    pub fn parse(s: &str) -> Result<Hop, String> {
+        let bad = |why: &str| format!("bad jump host '{s}': {why}; write [USER@]HOST[:PORT]");
+        let rest = s.strip_prefix("ssh://").unwrap_or(s).trim_end_matches('/');
+        let (user, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) if !u.is_empty() => (Some(u.to_string()), h),
+            Some(_) => return Err(bad("empty user")),
+            None => (None, rest),
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+            (h, after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => (h, Some(p)),
+                _ => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("empty host"));
+        }
+        let port = port
+            .map(|p| {
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| bad("bad port"))
+            })
+            .transpose()?;
+        Ok(Hop {
+            user,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// `-c/--cipher`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cipher {
+    /// aes128-gcm@openssh.com.
+    Aes128Gcm,
+    /// aes256-gcm@openssh.com.
+    Aes256Gcm,
+    /// chacha20-poly1305@openssh.com.
+    Chacha20Poly1305,
+    /// `none`: the fastest this CPU has (SSH always encrypts).
+    Fastest,
+}
+
+impl Cipher {
+    /// Parses a cipher name as OpenSSH spells it (the `@openssh.com` suffix optional).
+    pub fn parse(s: &str) -> Result<Cipher, String> {
+        Ok(match s.trim_end_matches("@openssh.com") {
+            "aes128-gcm" => Cipher::Aes128Gcm,
+            "aes256-gcm" => Cipher::Aes256Gcm,
+            "chacha20-poly1305" => Cipher::Chacha20Poly1305,
+            "none" | "fastest" => Cipher::Fastest,
+            _ => {
+                return Err(format!(
+                    "unknown cipher '{s}': use aes128-gcm, aes256-gcm, chacha20-poly1305 or none (the fastest available)"
+                ))
+            }
+        })
+    }
+}
+
+/// `--transfer-threads N[:SIZE]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransferThreads {
+    /// Channels to carry file data (1: the agent's own).
+    pub count: u32,
+    /// With `:SIZE`: files above SIZE bytes use the extra channels, smaller ones the first.
+    pub large_above: Option<u64>,
+}
+
+impl Default for TransferThreads {
+    fn default() -> Self {
+        TransferThreads {
+            count: 1,
+            large_above: None,
+        }
+    }
+}
+
+/// SSH settings from the command line; `~/.ssh/config` fills in what is not given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SshOptions {
+    /// `-i` keys, tried first, in order.
+    pub identities: Vec<PathBuf>,
+    /// `-J`/`--proxy` jump hosts; `None` leaves it to ProxyJump in the config.
+    pub jumps: Option<Vec<Hop>>,
+    /// `--accept-new-host-key`: record an unknown host key (never a changed one).
+    pub accept_new_host_key: bool,
+    /// `--connect-timeout`.
+    pub connect_timeout: Option<Duration>,
+    /// `-c`.
+    pub cipher: Option<Cipher>,
+    /// `--agent-path`: where the agent is on the host.
+    pub agent_path: Option<String>,
+    /// `--transfer-threads`.
+    pub threads: TransferThreads,
+}
+
+#[cfg(feature = "ssh")]
+pub use connect::connect;
+
+#[cfg(feature = "ssh")]
+mod connect {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::bootstrap::{self, quote, quote_path};
+    use super::session::Session;
+    use super::{config, Hop, SshOptions};
+    use crate::agent::AgentOptions;
+    use crate::endpoint::remote::StreamPlan;
+    use crate::endpoint::RemoteEndpoint;
+    use crate::error::Result;
+
+    /// Keeps the connection up while the endpoint uses it; on drop, lets the agent
+    /// finish (its input is closed by then), then disconnects.
+    struct Connection {
+        _session: Arc<Session>,
+        agent: Arc<super::channel::ChannelState>,
+    }
+
+    impl Drop for Connection {
+        fn drop(&mut self) {
+            self.agent.wait_ended(Duration::from_secs(5));
+        }
+    }
+
+    /// The agent's command line, quoted for sh.
+    fn agent_args(agent: &AgentOptions) -> String {
+        let args = agent.to_args();
+        args.iter()
+            .enumerate()
+            .map(|(i, a)| {
+                // The root (right after --root) may start with ~ for the remote home.
+                if i > 0 && args[i - 1] == "--root" {
+                    quote_path(a)
+                } else {
+                    quote(a)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Connects to `dest`, starts the agent on `agent.root` there, and returns the
+    /// endpoint with notes for the user (a learned host key, an installed agent).
+    pub fn connect(
+        dest: &Hop,
+        opts: &SshOptions,
+        agent: &AgentOptions,
+    ) -> Result<(RemoteEndpoint, Vec<String>)> {
+        let route = config::resolve(dest, opts)?;
+        let mut session = Session::connect(&route, opts.cipher)?;
+        let mut notes = std::mem::take(&mut session.notes);
+        let session = Arc::new(session);
+        let agent_path = opts.agent_path.as_deref();
+        let io = bootstrap::start_agent(&session, agent_path, &agent_args(agent), &mut notes)?;
+        let guard = Connection {
+            _session: session.clone(),
+            agent: io.state.clone(),
+        };
+        let mut ep = RemoteEndpoint::new(
+            io.reader,
+            io.writer,
+            agent.label.clone(),
+            agent.compression,
+            Some(Box::new(guard)),
+        )?;
+        let extra = opts.threads.count.saturating_sub(1);
+        if extra > 0 {
+            let plan = StreamPlan {
+                large_above: opts.threads.large_above,
+            };
+            match ep.invite_streams(extra, plan)? {
+                Some((name, token)) => {
+                    for _ in 0..extra {
+                        match bootstrap::join_stream(&session, agent_path, &name, &token) {
+                            Ok(w) => ep.add_stream(Box::new(w)),
+                            Err(e) => {
+                                notes.push(format!("{e}; going on with fewer streams"));
+                                break;
+                            }
+                        }
+                    }
+                }
+                None => notes.push(format!(
+                    "the agent on {} cannot take extra streams; using one",
+                    session.label
+                )),
+            }
+        }
+        Ok((ep, notes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jump_hosts_parse_like_openssh() {
+        let h = |u: Option<&str>, host: &str, p: Option<u16>| Hop {
+            user: u.map(Into::into),
+            host: host.into(),
+            port: p,
+        };
+        assert_eq!(
+            Hop::parse("ssh://me@jump:2222").unwrap(),
+            h(Some("me"), "jump", Some(2222))
+        );
+        assert_eq!(Hop::parse("jump").unwrap(), h(None, "jump", None));
+        assert_eq!(
+            Hop::parse("a@b@jump:22").unwrap(),
+            h(Some("a@b"), "jump", Some(22))
+        );
+        assert_eq!(
+            Hop::parse("[::1]:2200").unwrap(),
+            h(None, "::1", Some(2200))
+        );
+        assert!(Hop::parse("jump:99999").is_err());
+        assert!(Hop::parse("@jump").is_err());
+        assert!(Hop::parse("").is_err());
+    }
+
+    #[test]
+    fn cipher_names() {
+        assert_eq!(
+            Cipher::parse("aes128-gcm@openssh.com").unwrap(),
+            Cipher::Aes128Gcm
+        );
+        assert_eq!(Cipher::parse("none").unwrap(), Cipher::Fastest);
+        assert!(Cipher::parse("des").is_err());
+    }
+}

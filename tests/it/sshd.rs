@@ -1,0 +1,180 @@
+//! A real OpenSSH sshd for the SSH tests: started by `scripts/test-sshd.sh` on 127.0.0.1
+//! with throwaway keys in a temp dir, stopped by its pid. A missing sshd fails the test.
+//! The client runs with HOME pointed at a temp dir, so no one's own ~/.ssh is touched.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{fixture, output, Fixture, Run};
+
+/// A running sshd.
+pub struct Sshd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pid: u32,
+}
+
+impl Sshd {
+    pub fn start() -> Sshd {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-sshd.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cannot start the test sshd (install openssh-server): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut words = text.split_whitespace();
+        let port = words.next().unwrap().parse().unwrap();
+        let pid = words.next().unwrap().parse().unwrap();
+        Sshd { dir, port, pid }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The user key that authorized_keys accepts.
+    pub fn key(&self) -> PathBuf {
+        self.path("id_ed25519")
+    }
+
+    /// HOME of every session on this server.
+    pub fn remote_home(&self) -> PathBuf {
+        self.path("remote-home")
+    }
+
+    /// The line for known_hosts.
+    pub fn known_hosts_line(&self) -> String {
+        std::fs::read_to_string(self.path("known_hosts")).unwrap()
+    }
+
+    /// Drops every connection (kills the per-connection sshd processes), keeping the
+    /// listener up.
+    pub fn kill_connections(&self) -> usize {
+        let mut killed = 0;
+        for pid in children(self.pid) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+            killed += 1;
+        }
+        killed
+    }
+
+    pub fn stop(&mut self) {
+        if self.pid != 0 {
+            let _ = Command::new("kill").arg(self.pid.to_string()).status();
+            // Wait (with a deadline) until it is gone, so its port is free.
+            for _ in 0..200 {
+                if !Path::new(&format!("/proc/{}", self.pid)).exists()
+                    || std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+                        .is_ok_and(|s| s.contains(") Z "))
+                {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            self.pid = 0;
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        for pid in children(self.pid) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        self.stop();
+    }
+}
+
+/// Direct children of a process.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some(after) = stat.rsplit_once(") ").map(|(_, a)| a) else {
+            continue;
+        };
+        let ppid: u32 = after
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if ppid == pid && pid != 0 {
+            if let Ok(child) = e.file_name().to_string_lossy().parse() {
+                out.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// Two local trees (a, and b served over SSH), a client HOME that trusts the server's host
+/// key, and the server.
+pub struct SshFixture {
+    pub f: Fixture,
+    pub sshd: Sshd,
+    pub home: PathBuf,
+}
+
+pub fn ssh_fixture() -> SshFixture {
+    let f = fixture();
+    let sshd = Sshd::start();
+    let home = f.tmp.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(home.join(".ssh/known_hosts"), sshd.known_hosts_line()).unwrap();
+    SshFixture { f, sshd, home }
+}
+
+impl SshFixture {
+    /// The remote spec of `b` on the server.
+    pub fn remote(&self) -> String {
+        format!("{}@127.0.0.1:{}", user(), self.f.b.display())
+    }
+
+    /// The client with HOME, no ssh-agent, no terminal, and the current agent binary.
+    pub fn client(&self) -> Command {
+        let mut c = self.f.command();
+        c.env("HOME", &self.home).env_remove("SSH_AUTH_SOCK");
+        c
+    }
+
+    /// `tandem -d a -r USER@127.0.0.1:b -P PORT -i KEY --agent-path AGENT -K dir extra...`
+    pub fn sync(&self, dir: &str, extra: &[&str]) -> Run {
+        let mut c = self.client();
+        c.arg("-d")
+            .arg(&self.f.a)
+            .arg("-r")
+            .arg(self.remote())
+            .arg("-P")
+            .arg(self.sshd.port.to_string())
+            .arg("-i")
+            .arg(self.sshd.key())
+            .arg("--agent-path")
+            .arg(crate::util::agent_path())
+            .arg("-K")
+            .arg(dir)
+            .args(extra);
+        output(c.output().unwrap())
+    }
+}
+
+/// The login name the server accepts (the user running the tests).
+pub fn user() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

@@ -1,24 +1,45 @@
 #!/usr/bin/env bash
-# Benchmarks tandem (pipe transport: the agent as a child process) against rsync -a on
-# the same fixed-seed workload, in one run, and prints a table.
+# Benchmarks tandem against rsync on the same fixed-seed workload, in one run, and prints
+# tables: between local directories (tandem's agent over a pipe, rsync -a), and over SSH
+# to a throwaway sshd on 127.0.0.1 (tandem, rsync -a -e ssh, rsync -az with zstd, and the
+# raw ssh pipe as the limit), with a long-link row through a 25 ms-each-way proxy.
 #
-#   scripts/bench.sh            # the standard workload (about 1.1 GB of disk)
-#   scripts/bench.sh --huge     # also push and re-push one 4 GiB file, measuring peak RSS
+#   scripts/bench.sh            # both tables (the SSH one when sshd is installed; ~1.1 GB)
+#   scripts/bench.sh --local    # only the local table
+#   scripts/bench.sh --ssh      # only the SSH table
+#   scripts/bench.sh --huge     # the local table plus one 4 GiB file, measuring peak RSS
 #
-# Needs rsync and GNU time (apt-get install rsync time). Page cache stays warm for both
-# tools alike; runs alternate tandem / rsync.
+# Needs rsync, GNU time and python3 (apt-get install rsync time openssh-server). Page
+# cache stays warm for all tools alike; runs alternate tandem / rsync.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-huge=0
-[ "${1:-}" = "--huge" ] && huge=1
-for tool in rsync /usr/bin/time python3; do
-    command -v "$tool" >/dev/null || { echo "bench.sh needs $tool (apt-get install -y rsync time)" >&2; exit 1; }
+huge=0 local_table=1 ssh_table=1
+case "${1:-}" in
+    --huge) huge=1 ssh_table=0 ;;
+    --local) ssh_table=0 ;;
+    --ssh) local_table=0 ;;
+    "") ;;
+    *) echo "usage: bench.sh [--local|--ssh|--huge]" >&2; exit 1 ;;
+esac
+for tool in rsync /usr/bin/time python3 bc; do
+    command -v "$tool" >/dev/null || { echo "bench.sh needs $tool (apt-get install -y rsync time bc)" >&2; exit 1; }
 done
+if [ "$ssh_table" = 1 ] && ! command -v sshd >/dev/null && [ ! -x /usr/sbin/sshd ]; then
+    [ "$local_table" = 1 ] || { echo "bench.sh --ssh needs sshd (apt-get install openssh-server)" >&2; exit 1; }
+    echo "(no sshd: skipping the SSH table; apt-get install openssh-server)"
+    ssh_table=0
+fi
 cargo build --release --quiet --workspace --bins
 tandem="$PWD/target/release/tandem"
 agent="$PWD/target/release/tandem-agent"
 work=$(mktemp -d -t tandem-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+sshd_pid='' proxy_pid=''
+cleanup() {
+    if [ -n "$sshd_pid" ]; then kill "$sshd_pid" 2>/dev/null || true; fi
+    if [ -n "$proxy_pid" ]; then kill "$proxy_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
 export FILESYNC="$work/state"
 
 # An agent wrapper that records the agent's own peak RSS.
@@ -53,6 +74,7 @@ declare -A T B R S
 tandem_run() {
     local name=$1 src=$2 dst=$3; shift 3
     sync  # nobody pays for flushing what was written before
+    rm -f "$work/agent.rss"
     local t0; t0=$(now)
     /usr/bin/time -f %M -o "$work/client.rss" "$tandem" -d "$src" -r "$dst" -K push -y -q --format json \
         --agent-path "$work/agent" "$@" > "$work/$name.json"
@@ -77,18 +99,99 @@ rsync_run() {
     B[$name]="$((sent + recv)) lit=$lit -"
     R[$name]="$(cat "$work/client.rss")/-"
 }
+# cmd_run NAME COMMAND...: times any command (the raw ssh pipe).
+cmd_run() {
+    local name=$1; shift
+    sync
+    local t0; t0=$(now)
+    "$@"
+    T[$name]=$(echo "$(now) - $t0" | bc)
+}
+row() {
+    local label=$1 t=$2 r=$3
+    printf '%-34s %8.2f %8.2f %6.2fx %10.2f   %-34s %-28s %s\n' "$label" "${T[$t]}" "${T[$r]}" "$(echo "${T[$t]} / ${T[$r]}" | bc -l)" "${S[$r]}" \
+        "$(set -- ${B[$t]}; echo "wire=$1 saved=$2")" "$(set -- ${B[$r]}; echo "wire=$1 $2")" "${R[$t]} kB / ${R[$r]} kB"
+}
+same() {
+    diff -r "$1" "$2" >/dev/null || { echo "tandem's replica $2 differs from $1!" >&2; exit 1; }
+}
 
-mkdir -p "$work"/{t,r,rd}/small "$work"/{t,r}/big
-echo "10,000 small files: initial push"
-tandem_run small-t "$work/src/small" "$work/t/small"
-rsync_run small-r "$work/src/small" "$work/r/small"
-echo "4 x 256 MiB: initial push"
-tandem_run big-t "$work/src/big" "$work/t/big"
-rsync_run big-r "$work/src/big" "$work/r/big"
-cp -a "$work/r/big" "$work/rd/big"
+ssh_bench() {
+    echo "starting a throwaway sshd on 127.0.0.1 ..."
+    read -r port sshd_pid < <(scripts/test-sshd.sh "$work/sshd")
+    local key="$work/sshd/id_ed25519" user
+    user=$(id -un)
+    mkdir -p "$work/home/.ssh"
+    cp "$work/sshd/known_hosts" "$work/home/.ssh/known_hosts"
+    # A proxy adding 25 ms each way stands in for a long link (this kernel has no netem).
+    local lport=$((port + 1))
+    python3 scripts/latency-proxy.py "$lport" 127.0.0.1 "$port" 25 > "$work/proxy.out" &
+    proxy_pid=$!
+    while ! grep -q ready "$work/proxy.out" 2>/dev/null; do sleep 0.05; done
+    printf '[127.0.0.1]:%s %s\n' "$lport" "$(cut -d' ' -f1,2 "$work/sshd/ssh_host_ed25519_key.pub")" >> "$work/home/.ssh/known_hosts"
+    # Both clients get the same cipher: the fastest on a CPU with AES.
+    local ssh="ssh -i $key -o UserKnownHostsFile=$work/home/.ssh/known_hosts -o BatchMode=yes -c aes128-gcm@openssh.com"
+    local remote="$user@127.0.0.1:$work/s"
+    mkdir -p "$work"/{s,z}/{tsmall,tbig,rsmall,rbig,far-t,far-r}
+    ts() { HOME="$work/home" tandem_run "$@" -P "$port" -i "$key"; }
+    rs() { rsync_run "$@" -e "$ssh -p $port"; }
 
-echo "1% of one big file changed in scattered 4 KiB blocks"
-python3 - "$work/src/big/blob0" <<'PY'
+    echo "SSH: 10,000 small files, initial push"
+    ts ssh-small-t "$work/src/small" "$remote/tsmall"
+    rs ssh-small-r "$work/src/small" "$remote/rsmall"
+    rsync_run ssh-small-z "$work/src/small" "$user@127.0.0.1:$work/z/rsmall" -z --compress-choice=zstd -e "$ssh -p $port"
+    echo "SSH: 4 x 256 MiB, initial push"
+    ts ssh-big-t "$work/src/big" "$remote/tbig"
+    rs ssh-big-r "$work/src/big" "$remote/rbig"
+    rsync_run ssh-big-z "$work/src/big" "$user@127.0.0.1:$work/z/rbig" -z --compress-choice=zstd -e "$ssh -p $port"
+    cmd_run ssh-big-pipe sh -c "cat '$work'/src/big/* | $ssh -p $port $user@127.0.0.1 'cat >/dev/null'"
+    echo "SSH: no-op re-runs"
+    ts ssh-noop-small-t "$work/src/small" "$remote/tsmall"
+    rs ssh-noop-small-r "$work/src/small" "$remote/rsmall"
+    ts ssh-noop-big-t "$work/src/big" "$remote/tbig"
+    rs ssh-noop-big-r "$work/src/big" "$remote/rbig"
+    same "$work/src/small" "$work/s/tsmall"
+    same "$work/src/big" "$work/s/tbig"
+
+    echo "SSH through 25 ms each way: one 256 MiB file"
+    mkdir -p "$work/one" && ln -f "$work/src/big/blob0" "$work/one/blob0"
+    HOME="$work/home" tandem_run far-t "$work/one" "$remote/far-t" -P "$lport" -i "$key" --transfer-threads 4
+    rsync_run far-r "$work/one" "$remote/far-r" -e "$ssh -p $lport"
+    same "$work/one" "$work/s/far-t"
+
+    local big=$((1024 << 20)) pipe_rate t_rate
+    pipe_rate=$(echo "$big / ${T[ssh-big-pipe]} / 1048576" | bc -l)
+    t_rate=$(echo "$big / ${T[ssh-big-t]} / 1048576" | bc -l)
+    echo
+    printf '%-34s %8s %8s %7s %10s   %-34s %-28s %s\n' "over SSH (loopback sshd)" "tandem s" "rsync s" "ratio" "rsync+sync" "tandem bytes" "rsync -e ssh bytes" "peak RSS client/agent, rsync"
+    row "10,000 small files, initial" ssh-small-t ssh-small-r
+    row "  vs rsync -az (zstd)" ssh-small-t ssh-small-z
+    row "4 x 256 MiB, initial" ssh-big-t ssh-big-r
+    row "  vs rsync -az (zstd)" ssh-big-t ssh-big-z
+    row "no-op, small files" ssh-noop-small-t ssh-noop-small-r
+    row "no-op, big files" ssh-noop-big-t ssh-noop-big-r
+    row "256 MiB, 25 ms each way, 4 threads" far-t far-r
+    echo
+    printf '4 x 256 MiB: raw ssh pipe %.2f s (%.0f MiB/s); tandem %.0f MiB/s = %.0f%% of the pipe\n' \
+        "${T[ssh-big-pipe]}" "$pipe_rate" "$t_rate" "$(echo "100 * $t_rate / $pipe_rate" | bc -l)"
+    printf 'long link: tandem --transfer-threads 4 is %.1fx as fast as rsync -e ssh\n' \
+        "$(echo "${T[far-r]} / ${T[far-t]}" | bc -l)"
+    kill "$proxy_pid" "$sshd_pid" 2>/dev/null || true
+    proxy_pid='' sshd_pid=''
+}
+
+local_bench() {
+    mkdir -p "$work"/{t,r,rd}/small "$work"/{t,r}/big
+    echo "10,000 small files: initial push"
+    tandem_run small-t "$work/src/small" "$work/t/small"
+    rsync_run small-r "$work/src/small" "$work/r/small"
+    echo "4 x 256 MiB: initial push"
+    tandem_run big-t "$work/src/big" "$work/t/big"
+    rsync_run big-r "$work/src/big" "$work/r/big"
+    cp -a "$work/r/big" "$work/rd/big"
+
+    echo "1% of one big file changed in scattered 4 KiB blocks"
+    python3 - "$work/src/big/blob0" <<'PY'
 import random, sys
 rng = random.Random(7)
 size = 256 << 20
@@ -97,36 +200,35 @@ with open(sys.argv[1], "r+b") as f:
         f.seek(rng.randrange(0, size - 4096) // 4096 * 4096)
         f.write(rng.randbytes(4096))
 PY
-tandem_run change-t "$work/src/big" "$work/t/big"
-rsync_run change-r "$work/src/big" "$work/r/big"
-rsync_run change-rd "$work/src/big" "$work/rd/big" --no-whole-file
+    tandem_run change-t "$work/src/big" "$work/t/big"
+    rsync_run change-r "$work/src/big" "$work/r/big"
+    rsync_run change-rd "$work/src/big" "$work/rd/big" --no-whole-file
 
-echo "no-op re-runs"
-tandem_run noop-small-t "$work/src/small" "$work/t/small"
-rsync_run noop-small-r "$work/src/small" "$work/r/small"
-tandem_run noop-big-t "$work/src/big" "$work/t/big"
-rsync_run noop-big-r "$work/src/big" "$work/r/big"
+    echo "no-op re-runs"
+    tandem_run noop-small-t "$work/src/small" "$work/t/small"
+    rsync_run noop-small-r "$work/src/small" "$work/r/small"
+    tandem_run noop-big-t "$work/src/big" "$work/t/big"
+    rsync_run noop-big-r "$work/src/big" "$work/r/big"
+    same "$work/src/small" "$work/t/small"
+    same "$work/src/big" "$work/t/big"
 
-diff -r "$work/src/small" "$work/t/small" >/dev/null && diff -r "$work/src/big" "$work/t/big" >/dev/null \
-    || { echo "tandem's replica differs from the source!" >&2; exit 1; }
-
-row() {
-    local label=$1 t=$2 r=$3
-    printf '%-34s %8.2f %8.2f %6.2fx %10.2f   %-34s %-28s %s\n' "$label" "${T[$t]}" "${T[$r]}" "$(echo "${T[$t]} / ${T[$r]}" | bc -l)" "${S[$r]}" \
-        "$(set -- ${B[$t]}; echo "wire=$1 saved=$2")" "$(set -- ${B[$r]}; echo "wire=$1 $2")" "${R[$t]} kB / ${R[$r]} kB"
+    echo
+    printf '%-34s %8s %8s %7s %10s   %-34s %-28s %s\n' "local directories" "tandem s" "rsync s" "ratio" "rsync+sync" "tandem bytes" "rsync bytes" "peak RSS client/agent, rsync"
+    row "10,000 small files, initial" small-t small-r
+    row "4 x 256 MiB, initial" big-t big-r
+    row "1% of a 256 MiB file (rsync -a)" change-t change-r
+    row "1% of a 256 MiB file (rsync -a -W-)" change-t change-rd
+    row "no-op, small files" noop-small-t noop-small-r
+    row "no-op, big files" noop-big-t noop-big-r
+    local changed=$((256 << 20)) wire
+    wire=$(set -- ${B[change-t]}; echo "$1")
+    echo
+    echo "1% change: tandem moved $wire bytes on the wire = $(echo "100 * $wire / $changed" | bc -l | cut -c1-5)% of the file"
 }
-echo
-printf '%-34s %8s %8s %7s %10s   %-34s %-28s %s\n' "workload" "tandem s" "rsync s" "ratio" "rsync+sync" "tandem bytes" "rsync bytes" "peak RSS client/agent, rsync"
-row "10,000 small files, initial" small-t small-r
-row "4 x 256 MiB, initial" big-t big-r
-row "1% of a 256 MiB file (rsync -a)" change-t change-r
-row "1% of a 256 MiB file (rsync -a -W-)" change-t change-rd
-row "no-op, small files" noop-small-t noop-small-r
-row "no-op, big files" noop-big-t noop-big-r
-changed=$(python3 -c "print(256*1024*1024)")
-wire=$(set -- ${B[change-t]}; echo "$1")
-echo
-echo "1% change: tandem moved $wire bytes on the wire = $(echo "100 * $wire / $changed" | bc -l | cut -c1-5)% of the file"
+
+# The SSH table first: the local one changes the workload (the 1% edit).
+if [ "$ssh_table" = 1 ]; then ssh_bench; fi
+if [ "$local_table" = 1 ]; then local_bench; fi
 
 if [ "$huge" = 1 ]; then
     echo

@@ -130,16 +130,16 @@ impl Source {
         }
     }
 
-    /// Switches to several streams: the first one becomes a sequenced stream too.
-    fn merge(&mut self, count: u32) -> Result<streams::Invitation, Error> {
+    /// Switches to sequenced frames (the first stream included) and listens for extra
+    /// streams; `Err` says why none can join (the first stream is sequenced all the same).
+    fn merge(&mut self, count: u32) -> Result<streams::Invitation, String> {
         let merge = Arc::new(streams::Merge::default());
-        let invitation = streams::listen(count, &merge)
-            .map_err(|e| Error::Protocol(format!("cannot open extra streams: {e}")))?;
+        let invitation = streams::listen(count, &merge);
         let one = std::mem::replace(self, Source::Merged(merge.clone()));
         if let Source::One(r) = one {
             merge.feed(r);
         }
-        Ok(invitation)
+        invitation.map_err(|e| format!("cannot open extra streams: {e}"))
     }
 }
 
@@ -194,7 +194,7 @@ pub fn serve(
                         name: inv.name,
                         token: serde_bytes::ByteBuf::from(inv.token.to_vec()),
                     },
-                    Err(e) => Response::Failed(WireError::from(&e)),
+                    Err(why) => Response::NoStreams(why),
                 };
                 out.send(&reply).map_err(|e| out.stop(e))?;
             }
@@ -346,6 +346,13 @@ fn check_self(expected: &str) -> Result<(), String> {
     }
 }
 
+/// Makes stdin's pipe (from sshd) hold a megabyte instead of 64 KiB: sshd hands out more
+/// window only as it writes into the pipe, so a small one slows a long link. Not a pipe,
+/// or not allowed: nothing changes.
+fn widen_input_pipe() {
+    let _ = rustix::pipe::fcntl_setpipe_size(std::io::stdin(), 1 << 20);
+}
+
 /// `tandem-agent`'s main: parses arguments, serves stdin/stdout, returns the exit code.
 pub fn main_with_args(args: &[String]) -> u8 {
     let small_job = |r: Result<(), String>| match r {
@@ -371,6 +378,7 @@ pub fn main_with_args(args: &[String]) -> u8 {
             return 32;
         }
     };
+    widen_input_pipe();
     match serve(std::io::stdin(), std::io::stdout().lock(), &opts) {
         Ok(()) => 0,
         Err(Stopped { error, told_client }) => {

@@ -49,14 +49,35 @@ pub fn compress(data: &[u8], how: Compression) -> Option<Vec<u8>> {
     if data.len() < MIN_SIZE {
         return None;
     }
-    let out = COMPRESSOR.with_borrow_mut(|c| {
-        if c.as_ref().is_none_or(|(l, _)| *l != level) {
-            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+    let run = |data: &[u8]| {
+        COMPRESSOR.with_borrow_mut(|c| {
+            if c.as_ref().is_none_or(|(l, _)| *l != level) {
+                *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+            }
+            c.as_mut()?.1.compress(data).ok()
+        })
+    };
+    let pays = |out: &[u8], input: usize| out.len() < input - input / 20;
+    // A large frame of incompressible data (media, archives) would cost a full zstd pass
+    // for nothing: try three samples first.
+    if data.len() >= PROBE_MIN {
+        let n = data.len();
+        let mut sample = Vec::with_capacity(3 * PROBE_SAMPLE);
+        for at in [0, n / 2 - PROBE_SAMPLE / 2, n - PROBE_SAMPLE] {
+            sample.extend_from_slice(&data[at..at + PROBE_SAMPLE]);
         }
-        c.as_mut()?.1.compress(data).ok()
-    })?;
-    (out.len() < data.len() - data.len() / 20).then_some(out)
+        if !pays(&run(&sample)?, sample.len()) {
+            return None;
+        }
+    }
+    let out = run(data)?;
+    pays(&out, data.len()).then_some(out)
 }
+
+/// Frames from this size on are probed before they are compressed whole.
+const PROBE_MIN: usize = 256 << 10;
+/// Bytes per probe sample.
+const PROBE_SAMPLE: usize = 16 << 10;
 
 /// Decompresses a frame, refusing output larger than `limit` (a hostile peer's zip bomb).
 pub fn decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, String> {
@@ -99,6 +120,18 @@ mod tests {
             })
             .collect();
         assert!(compress(&noise, Compression::default()).is_none());
+        // Large noise is refused by the probe; large text still compresses.
+        let large: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        assert!(compress(&large, Compression::default()).is_none());
+        let large_text = text.repeat(60);
+        assert!(compress(large_text.as_bytes(), Compression::default()).is_some());
         assert!(compress(text.as_bytes(), Compression::None).is_none());
         assert_eq!(Compression::parse("zstd:9"), Ok(Compression::Zstd(9)));
         assert!(Compression::parse("gzip").is_err());

@@ -202,4 +202,9 @@ pub trait Endpoint: Send {
     fn streams(&self) -> Vec<u64> {
         Vec::new()
     }
+    /// Things the user should hear about the connection since the last call (a stream
+    /// that could not be opened).
+    fn notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }

@@ -291,20 +291,24 @@ impl Root {
         path: &RelPath,
         expect: Option<&Entry>,
     ) -> Result<(), CommitError> {
-        let now = entry_at(dir, path.name()).map_err(CommitError::Io)?;
-        if !still_expected(now.as_ref(), expect) {
-            return Err(CommitError::Changed);
-        }
+        let check = || match entry_at(dir, path.name()) {
+            Ok(now) if still_expected(now.as_ref(), expect) => Ok(()),
+            Ok(_) => Err(CommitError::Changed),
+            Err(e) => Err(CommitError::Io(e)),
+        };
         let name = os(path.name());
         let r = if expect.is_none() {
+            // A new file: RENAME_NOREPLACE itself refuses a target that appeared meanwhile.
             match rustix::fs::renameat_with(dir, os(from), dir, name, RenameFlags::NOREPLACE) {
-                // Filesystems without RENAME_NOREPLACE: we checked absence just above.
+                // Filesystems without it: check absence, then rename.
                 Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+                    check()?;
                     rustix::fs::renameat(dir, os(from), dir, name)
                 }
                 r => r,
             }
         } else {
+            check()?;
             rustix::fs::renameat(dir, os(from), dir, name)
         };
         match r {

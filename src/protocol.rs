@@ -62,8 +62,9 @@ pub enum Request {
         /// The changes.
         changes: Vec<Change>,
     },
-    /// Accept this many extra input streams (answered by `Streams`); from the answer on,
-    /// every client frame carries a sequence number.
+    /// Accept this many extra input streams (answered by `Streams` or `NoStreams`, which
+    /// may come among other answers). Every client frame after this one, on any stream,
+    /// carries a sequence number.
     Streams {
         /// How many extra streams will join.
         count: u32,
@@ -108,6 +109,9 @@ pub enum Response {
         /// The secret each joining stream sends first.
         token: serde_bytes::ByteBuf,
     },
+    /// Answer to `Streams` when the agent cannot take extra ones (why); the first stream
+    /// stays sequenced.
+    NoStreams(String),
     /// The request failed as a whole.
     Failed(WireError),
 }

@@ -469,6 +469,9 @@ fn run_inner(
         run,
         watch,
     );
+    for n in remote.notes() {
+        run.reporter.event(&Event::Notice { message: &n });
+    }
     count_traffic(&mut run.summary, local.as_ref(), remote.as_ref());
     if !plan.actions.is_empty() {
         // The baseline must not record renames that a crash could still undo.

@@ -189,6 +189,7 @@ pub fn join(name: &str) -> Result<(), String> {
     let addr = SocketAddr::from_abstract_name(name.as_bytes()).map_err(|e| e.to_string())?;
     let mut sock = UnixStream::connect_addr(&addr)
         .map_err(|e| format!("cannot reach the agent's stream socket '{name}': {e}"))?;
+    super::widen_input_pipe();
     let mut out = std::io::stdout().lock();
     send_hello(&mut out).map_err(|e| format!("cannot greet the client: {e}"))?;
     out.flush().map_err(|e| e.to_string())?;

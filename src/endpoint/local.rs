@@ -44,8 +44,11 @@ struct Incoming {
 }
 
 impl LocalEndpoint {
-    /// Opens `dir`; `place` names it in messages; `owner` preserves owner and group.
+    /// Opens `dir`; `place` names it in messages; `owner` preserves owner and group where
+    /// this process may give files away (root); elsewhere files belong to this side's user,
+    /// silently, as with rsync.
     pub fn open(dir: &Path, place: String, owner: bool) -> Result<LocalEndpoint> {
+        let owner = owner && rustix::process::geteuid().is_root();
         let root = Root::open(dir).map_err(|e| {
             let what = crate::fsops::describe_missing(dir);
             Error::Unreachable(format!(
@@ -244,9 +247,13 @@ impl LocalEndpoint {
         if self.incoming.contains_key(&id) {
             return Err(Error::Protocol(format!("transfer id {id} begun twice")));
         }
-        if let Err(e) = self.check(&path, expect.as_ref()) {
-            self.done.push((id, Err(e)));
-            return Ok(());
+        // A file replacing another is checked now, before any work; a new one needs no
+        // check: its rename refuses a target that appeared in the meantime.
+        if expect.is_some() {
+            if let Err(e) = self.check(&path, expect.as_ref()) {
+                self.done.push((id, Err(e)));
+                return Ok(());
+            }
         }
         // The basis of a delta: the old version, or for a new file the partial an
         // interrupted transfer left (moved aside, so the new temp file can take its name).

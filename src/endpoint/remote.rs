@@ -28,8 +28,18 @@ use crate::tree::{Digest, Entry, Tree};
 use lanes::Lanes;
 pub use lanes::StreamPlan;
 
+/// Opens the extra streams of an invitation (socket name, secret): each a writer, or why
+/// it could not be opened.
+pub type Joiner = Box<
+    dyn FnOnce(String, Vec<u8>) -> Vec<std::result::Result<Box<dyn Write + Send>, String>> + Send,
+>;
+
+type Joined = std::result::Result<Box<dyn Write + Send>, String>;
+
 /// Frames queued from the reader (each at most about a megabyte of file data).
 const QUEUE: usize = 32;
+/// Longest wait for extra streams still joining before file data goes out without them.
+const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Changes per `Apply` message.
 const APPLY_BATCH: usize = 1000;
 /// Chunk bytes gathered before a `Receive` frame goes out.
@@ -55,6 +65,10 @@ pub struct RemoteEndpoint {
     batch_large: bool,
     large: HashSet<u64>,
     plan: StreamPlan,
+    joiner: Option<Joiner>,
+    joined: (mpsc::Sender<Joined>, Receiver<Joined>),
+    pending_joins: u32,
+    notes: Vec<String>,
     in_flight: HashSet<u64>,
     outcomes: Vec<Received>,
     reader: Option<JoinHandle<()>>,
@@ -177,6 +191,10 @@ impl RemoteEndpoint {
             batch_large: false,
             large: HashSet::new(),
             plan: StreamPlan::default(),
+            joiner: None,
+            joined: mpsc::channel(),
+            pending_joins: 0,
+            notes: Vec::new(),
             in_flight: HashSet::new(),
             outcomes: Vec::new(),
             reader: Some(reader),
@@ -185,31 +203,65 @@ impl RemoteEndpoint {
         })
     }
 
-    /// Asks the agent to accept `count` extra streams, spread as `plan` says. Returns the
-    /// socket name and secret they join with, or `None` if the agent cannot take them.
-    pub fn invite_streams(
-        &mut self,
-        count: u32,
-        plan: StreamPlan,
-    ) -> Result<Option<(String, Vec<u8>)>> {
-        match self.call(&Request::Streams { count }) {
-            Ok(Response::Streams { name, token }) => {
-                if let Some(lanes) = &mut self.to_agent {
-                    lanes.sequence(plan);
+    /// Asks the agent to accept `count` extra streams, spread as `plan` says, and returns
+    /// at once: when the agent's invitation arrives, `joiner` opens the streams on a thread
+    /// of its own, and each is used from the next frame on.
+    pub fn invite_streams(&mut self, count: u32, plan: StreamPlan, joiner: Joiner) -> Result<()> {
+        self.flush_batch()?;
+        self.send_msg(&Request::Streams { count })?;
+        if let Some(lanes) = &mut self.to_agent {
+            lanes.sequence(plan);
+        }
+        self.plan = plan;
+        self.joiner = Some(joiner);
+        self.pending_joins = count;
+        Ok(())
+    }
+
+    /// Starts joining streams once the agent has said how.
+    fn joining(&mut self, name: String, token: Vec<u8>) {
+        if let Some(join) = self.joiner.take() {
+            let joined = self.joined.0.clone();
+            std::thread::spawn(move || {
+                for stream in join(name, token) {
+                    if joined.send(stream).is_err() {
+                        return;
+                    }
                 }
-                self.plan = plan;
-                Ok(Some((name, token.into_vec())))
-            }
-            Ok(_) => Err(self.unexpected("streams")),
-            Err(e) if self.broken.is_some() => Err(e),
-            Err(_) => Ok(None),
+            });
         }
     }
 
-    /// Adds a stream that joined (after [`RemoteEndpoint::invite_streams`]).
-    pub fn add_stream(&mut self, w: Box<dyn Write + Send>) {
-        if let Some(lanes) = &mut self.to_agent {
-            lanes.add(w, self.alarm.clone());
+    /// Puts streams that have joined into service. With `wait`, first waits (a little) for
+    /// those still joining: file data queued on the first stream alone would have to drain
+    /// through its window alone.
+    fn take_joined(&mut self, wait: bool) {
+        // Joining has started once the invitation arrived (before any scan answer).
+        let deadline = std::time::Instant::now() + JOIN_WAIT;
+        loop {
+            let stream = if wait && self.joiner.is_none() && self.pending_joins > 0 {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match self.joined.1.recv_timeout(left) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        self.pending_joins = 0;
+                        break;
+                    }
+                }
+            } else {
+                match self.joined.1.try_recv() {
+                    Ok(s) => s,
+                    Err(_) => break,
+                }
+            };
+            self.pending_joins = self.pending_joins.saturating_sub(1);
+            match (stream, &mut self.to_agent) {
+                (Ok(w), Some(lanes)) => lanes.add(w, self.alarm.clone()),
+                (Ok(_), None) => {}
+                (Err(why), _) => self
+                    .notes
+                    .push(format!("{why}; going on with fewer streams")),
+            }
         }
     }
 
@@ -242,6 +294,7 @@ impl RemoteEndpoint {
         if let Some(e) = self.failure() {
             return Err(e);
         }
+        self.take_joined(large || matches!(req, Request::Receive { .. }));
         // Encoded raw here; the lane threads compress.
         let (kind, payload) = encode(req, Compression::None)?;
         self.raw
@@ -305,6 +358,15 @@ impl RemoteEndpoint {
                 Err(()) => self.broken = Some(self.lost("the agent is gone")),
                 Ok(FromAgent::Gone(why, bit)) => self.gone(why, bit),
                 Ok(FromAgent::Log(line)) => eprintln!("tandem: {}: {line}", self.place),
+                Ok(FromAgent::Msg(Response::Streams { name, token })) => {
+                    self.joining(name, token.into_vec())
+                }
+                Ok(FromAgent::Msg(Response::NoStreams(why))) => {
+                    self.joiner = None;
+                    self.pending_joins = 0;
+                    self.notes
+                        .push(format!("{}: {why}; using one stream", self.place));
+                }
                 Ok(FromAgent::Msg(Response::Received(done))) => {
                     for (id, r) in done {
                         if self.in_flight.remove(&id) {
@@ -528,6 +590,11 @@ impl Endpoint for RemoteEndpoint {
 
     fn streams(&self) -> Vec<u64> {
         self.per_stream()
+    }
+
+    fn notes(&mut self) -> Vec<String> {
+        self.take_joined(false);
+        std::mem::take(&mut self.notes)
     }
 
     fn traffic(&self) -> Traffic {

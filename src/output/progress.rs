@@ -1,6 +1,7 @@
 //! Progress bars for a terminal: one for the whole run (bytes and files of the planned
-//! total, rate, an ETA that only counts down) and one for the transfer stream with the
-//! current file. Status lines are printed through [`Bars::print`] so they never tear.
+//! total, rate, an ETA that only counts down), one for the current file, and with
+//! `--transfer-threads` one per SSH channel (bytes sent, rate). Status lines are printed
+//! through [`Bars::print`] so they never tear.
 
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,12 @@ pub struct Bars {
     mp: MultiProgress,
     total: ProgressBar,
     stream: ProgressBar,
+    channels: Vec<ProgressBar>,
     eta: Eta,
 }
+
+/// More channel bars than this would garble a small terminal; the rest are not shown.
+const MAX_CHANNEL_BARS: usize = 8;
 
 #[derive(Clone)]
 struct Eta {
@@ -79,11 +84,12 @@ impl Bars {
                 .expect("valid template")
                 .progress_chars("=> "),
             );
-        stream.set_prefix("ch1");
+        stream.set_prefix("file");
         Bars {
             mp,
             total,
             stream,
+            channels: Vec::new(),
             eta: Eta {
                 started: Instant::now(),
                 files_total: 0,
@@ -152,7 +158,29 @@ impl Watch for Bars {
         self.refresh_message();
     }
 
+    fn streams(&mut self, sent: &[u64]) {
+        if sent.len() < 2 {
+            return;
+        }
+        while self.channels.len() < sent.len().min(MAX_CHANNEL_BARS) {
+            let style = ProgressStyle::with_template(
+                "{prefix:>5} {bytes:>10} sent {binary_bytes_per_sec:>12}",
+            )
+            .expect("valid template");
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+                .with_style(style)
+                .with_prefix(format!("ch{}", self.channels.len() + 1));
+            self.channels.push(self.mp.add(bar));
+        }
+        for (bar, &n) in self.channels.iter().zip(sent) {
+            bar.set_position(n);
+        }
+    }
+
     fn finish(&mut self) {
+        for bar in &self.channels {
+            bar.finish_and_clear();
+        }
         self.stream.finish_and_clear();
         self.total.finish_and_clear();
         let _ = self.mp.clear();

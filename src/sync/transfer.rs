@@ -36,6 +36,8 @@ pub trait Watch {
     fn advance(&mut self, _bytes: u64) {}
     /// The current file is done (or given up).
     fn end(&mut self) {}
+    /// Bytes sent so far on each stream of the connection (with several streams).
+    fn streams(&mut self, _sent: &[u64]) {}
     /// The run is over: clear the display.
     fn finish(&mut self) {}
 }
@@ -201,7 +203,11 @@ fn transfer(
             }
             Chunk::End { .. } | Chunk::Abort { .. } => watch.end(),
         }
+        let data = matches!(chunk, Chunk::Data { .. });
         dst.receive(chunk)?;
+        if data {
+            watch.streams(&dst.streams());
+        }
         if file_done {
             deliver(dst.received(false)?, &mut waiting);
         }

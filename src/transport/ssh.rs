@@ -210,23 +210,33 @@ mod connect {
             let plan = StreamPlan {
                 large_above: opts.threads.large_above,
             };
-            match ep.invite_streams(extra, plan)? {
-                Some((name, token)) => {
-                    for _ in 0..extra {
-                        match bootstrap::join_stream(&session, agent_path, &name, &token) {
-                            Ok(w) => ep.add_stream(Box::new(w)),
-                            Err(e) => {
-                                notes.push(format!("{e}; going on with fewer streams"));
-                                break;
-                            }
-                        }
-                    }
-                }
-                None => notes.push(format!(
-                    "the agent on {} cannot take extra streams; using one",
-                    session.label
-                )),
-            }
+            let agent_path = opts.agent_path.clone();
+            // The streams join while the trees are scanned: their round trips cost nothing.
+            let joiner = Box::new(move |name: String, token: Vec<u8>| {
+                std::thread::scope(|scope| {
+                    let joins: Vec<_> = (0..extra)
+                        .map(|_| {
+                            scope.spawn(|| {
+                                bootstrap::join_stream(
+                                    &session,
+                                    agent_path.as_deref(),
+                                    &name,
+                                    &token,
+                                )
+                            })
+                        })
+                        .collect();
+                    joins
+                        .into_iter()
+                        .map(|j| match j.join() {
+                            Ok(Ok(w)) => Ok(Box::new(w) as Box<dyn std::io::Write + Send>),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(_) => Err("a transfer stream could not be opened".to_string()),
+                        })
+                        .collect()
+                })
+            });
+            ep.invite_streams(extra, plan, joiner)?;
         }
         Ok((ep, notes))
     }

@@ -111,24 +111,19 @@ mod tests {
         assert_eq!(decompress(&c, 1 << 20).unwrap(), text.as_bytes());
         assert!(decompress(&c, 100).is_err(), "limit not enforced");
         let mut x = 88_172_645_463_325_252u64;
-        let noise: Vec<u8> = (0..100_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
-        assert!(compress(&noise, Compression::default()).is_none());
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 32) as u8
+                })
+                .collect()
+        };
+        assert!(compress(&noise(100_000), Compression::default()).is_none());
         // Large noise is refused by the probe; large text still compresses.
-        let large: Vec<u8> = (0..1 << 20)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
+        let large = noise(1 << 20);
         assert!(compress(&large, Compression::default()).is_none());
         let large_text = text.repeat(60);
         assert!(compress(large_text.as_bytes(), Compression::default()).is_some());

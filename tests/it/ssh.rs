@@ -225,22 +225,32 @@ fn a_config_alias_supplies_host_port_user_key_and_known_hosts() {
     );
 }
 
-#[test]
-fn a_wrong_key_is_refused_naming_what_was_tried() {
-    let s = ssh_fixture();
-    let wrong = s.f.tmp.path().join("wrong");
+/// A new ed25519 key at `path` (with `passphrase`, if not empty).
+fn keygen(path: &Path, passphrase: &str) {
     let gen = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&wrong)
+        .args(["-q", "-t", "ed25519", "-N", passphrase, "-f"])
+        .arg(path)
         .status()
         .unwrap();
     assert!(gen.success());
+}
+
+/// A push logging in with `key` only.
+fn push_with_key(s: &SshFixture, key: &Path) -> Run {
     let mut c = s.client();
     c.arg("-d")
         .arg(&s.f.a)
         .args(["-r", &s.remote(), "-K", "push"]);
-    c.args(["-P", &s.sshd.port.to_string(), "-i"]).arg(&wrong);
-    let r = output(c.output().unwrap());
+    c.args(["-P", &s.sshd.port.to_string(), "-i"]).arg(key);
+    output(c.output().unwrap())
+}
+
+#[test]
+fn a_wrong_key_is_refused_naming_what_was_tried() {
+    let s = ssh_fixture();
+    let wrong = s.f.tmp.path().join("wrong");
+    keygen(&wrong, "");
+    let r = push_with_key(&s, &wrong);
     assert_eq!(r.code, 64, "{r:?}");
     assert!(r.stderr.contains("permission denied"), "{r:?}");
     assert!(r.stderr.contains(&wrong.display().to_string()), "{r:?}");
@@ -251,18 +261,8 @@ fn a_wrong_key_is_refused_naming_what_was_tried() {
 fn an_encrypted_key_without_a_terminal_fails_clearly() {
     let s = ssh_fixture();
     let locked = s.f.tmp.path().join("locked");
-    let gen = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "secret", "-f"])
-        .arg(&locked)
-        .status()
-        .unwrap();
-    assert!(gen.success());
-    let mut c = s.client();
-    c.arg("-d")
-        .arg(&s.f.a)
-        .args(["-r", &s.remote(), "-K", "push"]);
-    c.args(["-P", &s.sshd.port.to_string(), "-i"]).arg(&locked);
-    let r = output(c.output().unwrap());
+    keygen(&locked, "secret");
+    let r = push_with_key(&s, &locked);
     assert_eq!(r.code, 64, "{r:?}");
     assert!(
         r.stderr.contains("encrypted") && r.stderr.contains("ssh-agent"),
@@ -314,12 +314,7 @@ fn a_changed_host_key_is_always_refused() {
     let s = ssh_fixture();
     write(s.f.a.join("f"), "x\n");
     let other = s.f.tmp.path().join("other");
-    let gen = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .status()
-        .unwrap();
-    assert!(gen.success());
+    keygen(&other, "");
     let kh = s.home.join(".ssh/known_hosts");
     let forged = format!(
         "[127.0.0.1]:{} {}",
@@ -668,4 +663,54 @@ fn a_full_remote_disk_fails_that_file_only_and_loses_nothing() {
     disk.grow("32m");
     ok(&s.sync("push", &[]));
     assert_same_tree(&s.f.a, &s.f.b);
+}
+
+#[test]
+fn a_silent_server_times_out_and_an_unknown_name_fails_fast() {
+    let f = fixture();
+    // A port that accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let started = Instant::now();
+    let r = f.run(&[
+        "-d",
+        f.a.to_str().unwrap(),
+        "-r",
+        "nobody@127.0.0.1:/x",
+        "-P",
+        &port,
+        "--connect-timeout",
+        "1s",
+        "-K",
+        "push",
+    ]);
+    assert_eq!(r.code, 64, "{r:?}");
+    assert!(r.stderr.contains("no SSH greeting within 1s"), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "no hang");
+    let r = f.run(&[
+        "-d",
+        f.a.to_str().unwrap(),
+        "-r",
+        "nobody@no-such-host.invalid:/x",
+        "-K",
+        "push",
+    ]);
+    assert_eq!(r.code, 64, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("cannot resolve host 'no-such-host.invalid'"),
+        "{r:?}"
+    );
+    for bad in [
+        &["--connect-timeout", "soon"][..],
+        &["-c", "des"][..],
+        &["--transfer-threads", "0"][..],
+        &["--transfer-threads", "2:lots"][..],
+        &["-J", "@"][..],
+    ] {
+        let mut args = vec!["-d", f.a.to_str().unwrap(), "-r", "h:/x", "-K", "push"];
+        args.extend_from_slice(bad);
+        let r = f.run(&args);
+        assert_eq!(r.code, 32, "{bad:?}: {r:?}");
+    }
 }

@@ -53,6 +53,7 @@ pub struct Lanes {
     plan: StreamPlan,
     compression: Compression,
     sent: Arc<AtomicU64>,
+    turn: usize,
 }
 
 /// Where an extra lane reports that its stream broke: the agent would wait forever for
@@ -128,6 +129,7 @@ impl Lanes {
             plan: StreamPlan::default(),
             compression,
             sent,
+            turn: 0,
         }
     }
 
@@ -161,7 +163,11 @@ impl Lanes {
             (Some(_), Some(_), _) => 0..1,
             (Some(_), None, n) => 0..n,
         };
-        candidates
+        // Ties go round, starting after the last lane used: a stream's own buffers hide
+        // its backlog at first, and the first lane must not take everything meanwhile.
+        let (start, len) = (candidates.start, candidates.len());
+        (0..len)
+            .map(|k| start + (self.turn + k) % len)
             .min_by_key(|&i| self.lanes[i].backlog.load(Ordering::Relaxed))
             .unwrap_or(0)
     }
@@ -169,7 +175,9 @@ impl Lanes {
     /// Queues a frame (`large`: it carries data of a file above the plan's size). `Err`
     /// when the stream it was meant for has closed.
     pub(super) fn send(&mut self, kind: Kind, raw: Vec<u8>, large: bool) -> Result<(), ()> {
-        let lane = &self.lanes[self.pick(large)];
+        let chosen = self.pick(large);
+        self.turn = self.turn.wrapping_add(1);
+        let lane = &self.lanes[chosen];
         let seq = self.next_seq;
         if let Some(s) = &mut self.next_seq {
             *s += 1;

@@ -208,6 +208,16 @@ fn connect_error(t: &Target, via: Option<&Target>, e: std::io::Error) -> Error {
     Error::Unreachable(format!("cannot connect to {what}: {e}{hint}"))
 }
 
+/// The connect timeout ran out: `what` then the time allowed.
+fn timed_out(t: &Target, what: &str) -> Error {
+    let why = format!("{what} {}", humantime::format_duration(t.connect_timeout));
+    connect_error(
+        t,
+        None,
+        std::io::Error::new(std::io::ErrorKind::TimedOut, why),
+    )
+}
+
 async fn tcp(t: &Target) -> Result<tokio::net::TcpStream> {
     let addrs: Vec<_> = tokio::net::lookup_host((t.host.as_str(), t.port))
         .await
@@ -250,19 +260,7 @@ where
     };
     let handshake = client::connect_stream(cfg, stream, handler);
     let mut h = match tokio::time::timeout(t.connect_timeout, handshake).await {
-        Err(_) => {
-            return Err(connect_error(
-                t,
-                None,
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "no SSH greeting within {}",
-                        humantime::format_duration(t.connect_timeout)
-                    ),
-                ),
-            ))
-        }
+        Err(_) => return Err(timed_out(t, "no SSH greeting within")),
         Ok(Err(e)) => {
             if let Some(r) = rejection.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 return Err(host_key_error(t, r));
@@ -299,19 +297,7 @@ impl Session {
                     None => {
                         let stream = tokio::time::timeout(t.connect_timeout, tcp(t))
                             .await
-                            .map_err(|_| {
-                                connect_error(
-                                    t,
-                                    None,
-                                    std::io::Error::new(
-                                        std::io::ErrorKind::TimedOut,
-                                        format!(
-                                            "timed out after {}",
-                                            humantime::format_duration(t.connect_timeout)
-                                        ),
-                                    ),
-                                )
-                            })??;
+                            .map_err(|_| timed_out(t, "timed out after"))??;
                         login(stream, t, cipher, &mut notes).await
                     }
                     Some(jump) => {

@@ -1,5 +1,8 @@
 //! `tandem`: the client.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     std::process::ExitCode::from(tandem::cli::main())
 }

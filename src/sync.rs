@@ -3,7 +3,7 @@
 
 pub mod transfer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::agent::{self, AgentOptions};
@@ -287,12 +287,43 @@ impl Drop for HalfClose {
     }
 }
 
+/// Two roots that are one directory, or one inside the other, would sync a tree into
+/// itself (nesting it deeper on every run): refused before anything is written.
+fn roots_apart(local: &Path, remote: &RemoteSpec) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let RemoteSpec::Local(remote) = remote else {
+        return Ok(());
+    };
+    let (Ok(a), Ok(b)) = (std::fs::canonicalize(local), std::fs::canonicalize(remote)) else {
+        return Ok(()); // a missing root is reported when it is opened
+    };
+    let same_inode = match (std::fs::metadata(&a), std::fs::metadata(&b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    };
+    let why = if a == b || same_inode {
+        "are the same directory"
+    } else if b.starts_with(&a) {
+        "are nested: the -r directory is inside the -d directory"
+    } else if a.starts_with(&b) {
+        "are nested: the -d directory is inside the -r directory"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Usage(format!(
+        "the roots '{}' and '{}' {why}; give two separate directories",
+        local.display(),
+        remote.display()
+    )))
+}
+
 fn run_inner(
     job: &Job,
     run: &mut Run<'_>,
     confirm: Confirm<'_>,
     watch: &mut dyn Watch,
 ) -> Result<()> {
+    roots_apart(&job.local_dir, &job.remote)?;
     let _lock = job.session.lock()?;
     let baseline_path = job.session.baseline_path();
     let old = Baseline::load(&baseline_path)?;
@@ -601,7 +632,13 @@ fn execute(
                 remote,
                 [&*lt, &*rt],
                 partials,
-                job.pending_max,
+                // With --halt-on-error one file at a time, so the first error really stops
+                // the run: no further file starts.
+                if job.halt_on_error {
+                    1
+                } else {
+                    job.pending_max
+                },
                 &mut stats,
                 watch,
                 &mut |i, r| {
@@ -609,6 +646,7 @@ fn execute(
                     let r = r.map(Some);
                     halted |= settle(a, &r, job, run, &mut pending);
                     results.push((i, r));
+                    !halted
                 },
             );
             run.summary.bytes_literal = stats.literal;

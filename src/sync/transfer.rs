@@ -48,8 +48,9 @@ pub struct NoWatch;
 impl Watch for NoWatch {}
 
 /// Copies the files of `actions[i]` for every `i` in `copies` (all `Op::Copy` of regular
-/// files), calling `done` with each one's outcome as soon as it is committed. `Err` means
-/// a side failed as a whole (the connection broke): the caller stops.
+/// files), calling `done` with each one's outcome as soon as it is committed; once `done`
+/// returns false, no further batch starts. `Err` means a side failed as a whole (the
+/// connection broke): the caller stops.
 #[allow(clippy::too_many_arguments)]
 pub fn copy_files<'e>(
     actions: &[Action],
@@ -61,8 +62,9 @@ pub fn copy_files<'e>(
     pending_max: usize,
     stats: &mut Stats,
     watch: &mut dyn Watch,
-    done: &mut dyn FnMut(usize, Result<Entry>),
+    done: &mut dyn FnMut(usize, Result<Entry>) -> bool,
 ) -> Result<()> {
+    let mut go_on = true;
     for dst_side in [Side::Remote, Side::Local] {
         let (dst, src, src_tree, dst_partials) = match dst_side {
             Side::Remote => (&mut *remote, &mut *local, trees[0], partials[1]),
@@ -74,6 +76,9 @@ pub fn copy_files<'e>(
             .filter(|&i| actions[i].side == dst_side)
             .collect();
         for batch in mine.chunks(pending_max.max(1)) {
+            if !go_on {
+                return Ok(());
+            }
             let mut todo: Vec<(usize, bool)> = batch.iter().map(|&i| (i, true)).collect();
             for attempt in 0..2 {
                 let mut again = Vec::new();
@@ -82,7 +87,7 @@ pub fn copy_files<'e>(
                         stats.resent += 1;
                         again.push((i, false));
                     } else {
-                        done(i, r);
+                        go_on &= done(i, r);
                     }
                 };
                 transfer(

@@ -271,3 +271,63 @@ fn a_banner_before_the_agent_is_reported_not_parsed() {
     );
     assert!(names(&f.b).is_empty());
 }
+
+#[test]
+fn halt_on_error_stops_at_the_first_unreadable_file_and_a_fixed_run_converges() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    for i in 0..30 {
+        write(f.a.join(format!("f{i:02}")), &format!("file {i}"));
+    }
+    for i in [7, 17, 27] {
+        std::fs::set_permissions(
+            f.a.join(format!("f{i:02}")),
+            std::fs::Permissions::from_mode(0o000),
+        )
+        .unwrap();
+    }
+    open_up(&f);
+    let r = as_nobody(&f, &["-K", "push", "--halt-on-error"]);
+    assert_eq!(r.code & 8, 8, "{r:?}");
+    assert!(r.stderr.contains("--halt-on-error"), "{r:?}");
+    // Nothing after the first failure started: at most the seven files before it arrived.
+    let copied = names(&f.b);
+    assert!(copied.len() <= 7, "did not halt: {copied:?}");
+    assert!(!copied.iter().any(|n| n.as_str() > "f07"), "{copied:?}");
+    for i in [7, 17, 27] {
+        std::fs::set_permissions(
+            f.a.join(format!("f{i:02}")),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+    }
+    let r = as_nobody(&f, &["-K", "push", "--halt-on-error"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&f.a, &f.b);
+}
+
+#[test]
+fn overlapping_roots_are_refused_before_anything_is_written() {
+    let f = fixture();
+    write(f.a.join("x"), "1");
+    std::fs::create_dir(f.a.join("sub")).unwrap();
+    let a = f.a.to_str().unwrap().to_string();
+    let sub = f.a.join("sub").to_str().unwrap().to_string();
+    let cases = [
+        (a.clone(), a.clone(), "same directory"),
+        (a.clone(), format!("{a}/./"), "same directory"),
+        (a.clone(), sub.clone(), "nested"),
+        (sub.clone(), a.clone(), "nested"),
+    ];
+    for (d, r, why) in cases {
+        let mut c = f.sync_command();
+        c.args(["-d", &d, "-r", &r, "-K", "push", "-y"]);
+        let out = output(c.output().unwrap());
+        assert_eq!(out.code, 32, "{d} {r}: {out:?}");
+        assert!(
+            out.stderr.contains(why) && out.stderr.contains(&d),
+            "{out:?}"
+        );
+    }
+    assert_eq!(names(&f.a), ["sub", "x"], "something was written");
+}

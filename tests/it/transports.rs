@@ -234,7 +234,10 @@ fn a_delta_that_fails_verification_is_resent_whole_once() {
     };
     let mut stats = Stats::default();
     let mut out = Vec::new();
-    let mut done = |i, r| out.push((i, r));
+    let mut done = |i, r| {
+        out.push((i, r));
+        true
+    };
     copy_files(
         &[action],
         &[0],

@@ -149,6 +149,13 @@ pub enum Change {
         /// The attributes.
         source: Entry,
     },
+    /// Set a directory's mtime (it must still be a directory).
+    Restamp {
+        /// What.
+        path: RelPath,
+        /// The mtime in nanoseconds.
+        mtime_ns: i64,
+    },
 }
 
 /// Bytes over a connection.

@@ -410,14 +410,17 @@ impl Root {
             // chown may clear setuid bits, so the mode comes after it.
             rustix::fs::chmodat(dir, n, Mode::from_raw_mode(src.mode), AtFlags::empty())?;
         }
-        if src.is_file() || is_link {
-            let t = to_ts(src.mtime_ns);
-            let times = Timestamps {
-                last_access: t,
-                last_modification: t,
-            };
-            rustix::fs::utimensat(dir, n, &times, AtFlags::SYMLINK_NOFOLLOW)?;
-        }
+        Root::set_mtime_at(dir, name, src.mtime_ns)
+    }
+
+    /// Sets the mtime (and atime) of `name` in `dir`, never following a symlink.
+    pub fn set_mtime_at(dir: &DirFd, name: &[u8], mtime_ns: i64) -> io::Result<()> {
+        let t = to_ts(mtime_ns);
+        let times = Timestamps {
+            last_access: t,
+            last_modification: t,
+        };
+        rustix::fs::utimensat(dir, os(name), &times, AtFlags::SYMLINK_NOFOLLOW)?;
         Ok(())
     }
 

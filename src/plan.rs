@@ -105,6 +105,13 @@ pub enum Op {
         /// The entry whose metadata is copied.
         source: Entry,
     },
+    /// Set a directory's mtime, last of all: writing inside a directory resets it, so every
+    /// directory whose contents the run changes (or whose mtime alone differs) gets the
+    /// time it should have. Not reported: it is bookkeeping, not news.
+    Restamp {
+        /// The mtime in nanoseconds.
+        mtime_ns: i64,
+    },
 }
 
 /// The order in which kinds of action run, so each finds what it needs in place:
@@ -157,7 +164,7 @@ impl Action {
             Op::Delete => Phase::DeleteLeaf,
             Op::Mkdir { .. } => Phase::Mkdir,
             Op::Copy { .. } => Phase::Copy,
-            Op::SetMeta { .. } => Phase::Meta,
+            Op::SetMeta { .. } | Op::Restamp { .. } => Phase::Meta,
         }
     }
 
@@ -166,7 +173,7 @@ impl Action {
         match &self.op {
             Op::Copy { source, .. } | Op::Mkdir { source } | Op::SetMeta { source } => Some(source),
             Op::Rename { source, .. } => source.as_ref().or(self.expect.as_ref()),
-            Op::Delete => None,
+            Op::Delete | Op::Restamp { .. } => None,
         }
     }
 
@@ -283,5 +290,13 @@ pub fn apply_to(tree: &mut Tree, action: &Action, result: Option<Entry>) {
                 tree.insert(action.path.clone(), e);
             }
         }
+        Op::Restamp { mtime_ns } => match result {
+            Some(e) => tree.insert(action.path.clone(), e),
+            None => {
+                if let Some(e) = tree.entries.get_mut(&action.path) {
+                    e.mtime_ns = *mtime_ns;
+                }
+            }
+        },
     }
 }

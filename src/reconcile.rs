@@ -47,6 +47,7 @@ pub fn reconcile(base: &Tree, local: &Tree, remote: &Tree, policy: &Policy) -> P
     r.walk(0, paths.len());
     let mut plan = r.plan;
     moves::detect(&mut plan);
+    restamp_touched_dirs(&mut plan, base, local, remote, policy);
     plan.sort();
     plan
 }
@@ -113,6 +114,89 @@ pub fn next_baseline(
         }
     }
     next
+}
+
+/// The agreed value of one field, or `None` when both sides changed it differently.
+fn merge_field(l: i64, r: i64, base: Option<i64>) -> Option<i64> {
+    match (l == r, base) {
+        (true, _) => Some(l),
+        (false, Some(b)) if b == l => Some(r),
+        (false, Some(b)) if b == r => Some(l),
+        _ => None,
+    }
+}
+
+/// Directories whose contents the plan changes get their mtime set again at the end (a
+/// write inside resets it): to the source's in push and pull, to the merged one in bidi.
+fn restamp_touched_dirs(
+    plan: &mut Plan,
+    base: &Tree,
+    local: &Tree,
+    remote: &Tree,
+    policy: &Policy,
+) {
+    let mut touched: BTreeSet<(Side, RelPath)> = BTreeSet::new();
+    let mut settled: HashSet<(Side, RelPath)> = HashSet::new();
+    let mut deleted: HashSet<(Side, RelPath)> = HashSet::new();
+    let mut created: std::collections::HashMap<(Side, RelPath), Entry> = Default::default();
+    for a in &plan.actions {
+        let key = |p: &RelPath| (a.side, p.clone());
+        match &a.op {
+            Op::SetMeta { .. } | Op::Restamp { .. } => {
+                settled.insert(key(&a.path));
+                continue;
+            }
+            Op::Delete => {
+                deleted.insert(key(&a.path));
+            }
+            Op::Mkdir { source } => {
+                touched.insert(key(&a.path));
+                created.insert(key(&a.path), source.clone());
+            }
+            Op::Rename { to, .. } => {
+                if let Some(dir) = to.parent() {
+                    touched.insert(key(&dir));
+                }
+            }
+            Op::Copy { .. } => {}
+        }
+        if let Some(dir) = a.path.parent() {
+            touched.insert(key(&dir));
+        }
+    }
+    let tree = |side: Side| if side == Side::Local { local } else { remote };
+    let dir_mtime = |t: &Tree, d: &RelPath| t.get(d).filter(|e| e.is_dir()).map(|e| e.mtime_ns);
+    for (side, d) in touched {
+        if settled.contains(&(side, d.clone())) {
+            continue;
+        }
+        // A directory deleted this run is gone, unless it is created again (a type change).
+        let made = created.get(&(side, d.clone()));
+        let now = tree(side).get(&d).filter(|e| e.is_dir());
+        let now = now.filter(|_| !deleted.contains(&(side, d.clone())));
+        let Some(expect) = made.or(now) else {
+            continue;
+        };
+        let (l, r) = (dir_mtime(local, &d), dir_mtime(remote, &d));
+        let wanted = match (policy.direction, l, r) {
+            (Direction::Push, Some(l), _) => l,
+            (Direction::Pull, _, Some(r)) => r,
+            (Direction::Bidi, Some(l), Some(r)) => {
+                merge_field(l, r, dir_mtime(base, &d)).unwrap_or(l.max(r))
+            }
+            (Direction::Bidi, Some(t), None) | (Direction::Bidi, None, Some(t)) => t,
+            _ => continue,
+        };
+        plan.actions.push(Action {
+            side,
+            path: d,
+            op: Op::Restamp { mtime_ns: wanted },
+            expect: Some(expect.clone()),
+            status: Status::Moved,
+            reason: "contents changed".into(),
+            conflict_copy: false,
+        });
+    }
 }
 
 struct Reconciler<'a> {
@@ -240,47 +324,42 @@ impl<'a> Reconciler<'a> {
         }
     }
 
-    /// Both sides have the same content at `p` but different attributes: merge them field
-    /// by field. A field changed on one side only takes that side's value; mtimes changed
-    /// on both take the newer; modes or owners changed on both are a conflict with `-e`
-    /// and are otherwise left as they are (filesync ignores conflicting protections).
+    /// Both sides have the same content at `p` but different metadata: merge it field by
+    /// field. A field changed on one side only takes that side's value. A field changed on
+    /// both sides to different values is a conflict like any other (mode, mtime, and with
+    /// `-e` the owner), settled by `-f` — except a directory's mtime, which writing inside
+    /// it changes on its own: the newer one wins.
     fn meta_divergence(&mut self, i: usize, l: &Entry, r: &Entry) {
         let p = &self.paths[i];
         let b = self.base.get(p).filter(|b| b.kind == l.kind);
-        // The agreed value of one field, or `None` when both sides changed it differently.
-        let pick = |lv: i64, rv: i64, bv: Option<i64>| match (lv == rv, bv) {
-            (true, _) => Some(lv),
-            (false, Some(bv)) if bv == lv => Some(rv),
-            (false, Some(bv)) if bv == rv => Some(lv),
-            _ => None,
-        };
         let mut merged = l.clone();
-        let mut clash = false;
+        let mut clashes: Vec<&str> = Vec::new();
         if !matches!(l.kind, EntryKind::Symlink(_)) {
-            match pick(l.mode.into(), r.mode.into(), b.map(|b| b.mode.into())) {
+            match merge_field(l.mode.into(), r.mode.into(), b.map(|b| b.mode.into())) {
                 Some(m) => merged.mode = m as u32,
-                None => clash = true,
+                None => clashes.push("mode"),
             }
         }
-        if l.is_file() {
-            merged.mtime_ns = pick(l.mtime_ns, r.mtime_ns, b.map(|b| b.mtime_ns))
-                .unwrap_or(l.mtime_ns.max(r.mtime_ns));
+        match merge_field(l.mtime_ns, r.mtime_ns, b.map(|b| b.mtime_ns)) {
+            Some(t) => merged.mtime_ns = t,
+            None if l.is_dir() => merged.mtime_ns = l.mtime_ns.max(r.mtime_ns),
+            None => clashes.push("modification time"),
         }
         if self.policy.everything {
             match (
-                pick(l.uid.into(), r.uid.into(), b.map(|b| b.uid.into())),
-                pick(l.gid.into(), r.gid.into(), b.map(|b| b.gid.into())),
+                merge_field(l.uid.into(), r.uid.into(), b.map(|b| b.uid.into())),
+                merge_field(l.gid.into(), r.gid.into(), b.map(|b| b.gid.into())),
             ) {
                 (Some(u), Some(g)) => (merged.uid, merged.gid) = (u as u32, g as u32),
-                _ => clash = true,
+                _ => clashes.push("owner"),
             }
         }
-        if clash && self.policy.everything {
-            let reason = "attributes changed on both sides".to_string();
+        if !clashes.is_empty() {
+            let reason = format!("{} changed on both sides", clashes.join(" and "));
             match self.favored(i, i + 1) {
                 Some(w) => {
                     let (from, to) = (self.at(w, p).unwrap(), self.at(w.other(), p).unwrap());
-                    self.set_meta(w.other(), p, to, from, &reason);
+                    self.meta_or_stamp(w.other(), p, to, from, &reason);
                     self.conflict(p, reason, Resolution::Favored(w));
                 }
                 None => self.conflict(p, reason, Resolution::Unresolved),
@@ -288,33 +367,24 @@ impl<'a> Reconciler<'a> {
             return;
         }
         for (side, now) in [(Side::Local, l), (Side::Remote, r)] {
-            let mut want = merged.clone();
-            if clash {
-                // Conflicting modes are left alone; everything else still merges.
-                want.mode = now.mode;
+            if now.same_meta(&merged, self.policy.everything) {
+                continue;
             }
-            if !now.same_meta(&want, self.policy.everything) {
-                // Both sides arrived at the same contents independently: async's "exists".
-                let both = self.changed(Side::Local, p) && self.changed(Side::Remote, p);
-                let (status, why) = if both {
-                    (
-                        Status::Exists,
-                        "identical contents; attributes merged".to_string(),
-                    )
-                } else {
-                    (
-                        Status::Moved,
-                        format!("attributes changed on {}", side.other().word()),
-                    )
+            // Both sides arrived at the same contents independently: async's "exists".
+            let both = self.changed(Side::Local, p) && self.changed(Side::Remote, p);
+            let why = if both {
+                "identical contents; attributes merged".to_string()
+            } else {
+                format!("attributes changed on {}", side.other().word())
+            };
+            if now.is_dir() && now.same_attrs(&merged, self.policy.everything) {
+                self.restamp(side, p, now, merged.mtime_ns, &why);
+            } else {
+                let status = if both { Status::Exists } else { Status::Moved };
+                let op = Op::SetMeta {
+                    source: merged.clone(),
                 };
-                self.push_action(
-                    side,
-                    p,
-                    Op::SetMeta { source: want },
-                    Some(now),
-                    status,
-                    &why,
-                );
+                self.push_action(side, p, op, Some(now), status, &why);
             }
         }
     }
@@ -489,7 +559,7 @@ impl<'a> Reconciler<'a> {
             (Some(s), None) => self.create(to, q, s, src, reason),
             (Some(s), Some(t)) => {
                 if (s.is_dir() && t.is_dir()) || (!s.is_dir() && !t.is_dir() && s.same_content(t)) {
-                    self.set_meta(to, q, t, s, reason);
+                    self.meta_or_stamp(to, q, t, s, reason);
                 } else if !s.is_dir() && !t.is_dir() {
                     self.push_action(
                         to,
@@ -528,15 +598,20 @@ impl<'a> Reconciler<'a> {
         self.push_action(side, q, Op::Delete, Some(t), Status::Deleted, reason);
     }
 
-    fn set_meta(&mut self, side: Side, q: &RelPath, t: &Entry, s: &Entry, reason: &str) {
-        self.push_action(
-            side,
-            q,
-            Op::SetMeta { source: s.clone() },
-            Some(t),
-            Status::Moved,
-            reason,
-        );
+    /// Gives `t` (on `side`) the metadata of `s`: a restamp when only a directory's mtime
+    /// differs, an attribute change otherwise.
+    fn meta_or_stamp(&mut self, side: Side, q: &RelPath, t: &Entry, s: &Entry, reason: &str) {
+        if t.is_dir() && t.same_attrs(s, self.policy.everything) {
+            self.restamp(side, q, t, s.mtime_ns, reason);
+        } else {
+            let op = Op::SetMeta { source: s.clone() };
+            self.push_action(side, q, op, Some(t), Status::Moved, reason);
+        }
+    }
+
+    fn restamp(&mut self, side: Side, q: &RelPath, t: &Entry, mtime_ns: i64, reason: &str) {
+        let op = Op::Restamp { mtime_ns };
+        self.push_action(side, q, op, Some(t), Status::Moved, reason);
     }
 
     fn push_action(

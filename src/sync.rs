@@ -579,6 +579,7 @@ fn count(s: &mut Summary, a: &Action) {
         Op::Delete => s.files_deleted += 1,
         Op::Mkdir { .. } => s.dirs_created += 1,
         Op::Rename { .. } | Op::SetMeta { .. } => s.moved += 1,
+        Op::Restamp { .. } => {}
     }
 }
 
@@ -755,6 +756,8 @@ fn settle(
     pending: &mut Vec<RelPath>,
 ) -> bool {
     match r {
+        // Restamping a directory is bookkeeping: not news to report.
+        Ok(_) if matches!(a.op, Op::Restamp { .. }) => false,
         Ok(_) => {
             count(&mut run.summary, a);
             run.reporter.event(&Event::File {
@@ -836,6 +839,10 @@ fn change_of(a: &Action) -> Result<Change> {
             path,
             expect: expect()?,
             source: source.clone(),
+        },
+        Op::Restamp { mtime_ns } => Change::Restamp {
+            path,
+            mtime_ns: *mtime_ns,
         },
     })
 }

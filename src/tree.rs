@@ -122,13 +122,17 @@ impl Entry {
         }
     }
 
-    /// Same metadata that we propagate: mode (not for symlinks), mtime for files, and with
-    /// `everything` the owner and group.
+    /// Same metadata that we propagate: the mtime (every kind), and [`Entry::same_attrs`].
     pub fn same_meta(&self, other: &Entry, everything: bool) -> bool {
+        self.mtime_ns == other.mtime_ns && self.same_attrs(other, everything)
+    }
+
+    /// Same metadata but the mtime: mode (not for symlinks, whose mode means nothing on
+    /// Linux), and with `everything` the owner and group.
+    pub fn same_attrs(&self, other: &Entry, everything: bool) -> bool {
         let mode_ok = matches!(self.kind, EntryKind::Symlink(_)) || self.mode == other.mode;
-        let mtime_ok = !self.is_file() || self.mtime_ns == other.mtime_ns;
         let owner_ok = !everything || (self.uid == other.uid && self.gid == other.gid);
-        mode_ok && mtime_ok && owner_ok
+        mode_ok && owner_ok
     }
 
     /// Same content and metadata.

@@ -639,7 +639,27 @@ impl LocalEndpoint {
                 expect,
                 source,
             } => self.set_meta(path, expect, source).map(Some),
+            Change::Restamp { path, mtime_ns } => self.restamp(path, *mtime_ns).map(Some),
         }
+    }
+
+    /// Sets a directory's mtime, if it is still a directory.
+    pub fn restamp(&mut self, path: &RelPath, mtime_ns: i64) -> Result<Entry> {
+        match self
+            .root
+            .entry(path)
+            .map_err(|e| self.io("stat", path, e))?
+        {
+            Some(e) if e.is_dir() => {}
+            _ => return Err(self.changed(path)),
+        }
+        let dir = self
+            .root
+            .parent_fd(path)
+            .map_err(|e| self.io("open parent of", path, e))?;
+        Root::set_mtime_at(&dir, path.name(), mtime_ns)
+            .map_err(|e| self.io("set the time of", path, e))?;
+        self.entry_now(path, None)
     }
 
     /// Creates a symlink or special file like `source` at `path` (replacing `expect`).

@@ -47,14 +47,18 @@ fn meta_commands(dst: &str, src: &Entry, now: Option<&Entry>, everything: bool) 
     if !matches!(src.kind, EntryKind::Symlink(_)) && changed(|e| e.mode as i64) {
         out.push(format!("chmod {:o} {dst}", src.mode));
     }
-    if src.is_file() && changed(|e| e.mtime_ns) {
-        let (s, ns) = (
-            src.mtime_ns.div_euclid(1_000_000_000),
-            src.mtime_ns.rem_euclid(1_000_000_000),
-        );
-        out.push(format!("touch -h -d @{s}.{ns:09} {dst}"));
+    if changed(|e| e.mtime_ns) {
+        out.push(touch(dst, src.mtime_ns));
     }
     out
+}
+
+fn touch(dst: &str, mtime_ns: i64) -> String {
+    let (s, ns) = (
+        mtime_ns.div_euclid(1_000_000_000),
+        mtime_ns.rem_euclid(1_000_000_000),
+    );
+    format!("touch -h -d @{s}.{ns:09} {dst}")
 }
 
 /// The commands one action stands for; `roots` are the display roots `[local, remote]`.
@@ -105,6 +109,7 @@ pub fn commands(action: &Action, roots: [&str; 2], everything: bool) -> Vec<Stri
             v
         }
         Op::SetMeta { source } => meta_commands(&dst, source, action.expect.as_ref(), everything),
+        Op::Restamp { mtime_ns } => vec![touch(&dst, *mtime_ns)],
     }
 }
 

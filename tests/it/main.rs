@@ -7,6 +7,7 @@ mod cli;
 mod engine;
 mod local;
 mod man;
+mod metadata;
 mod protocol;
 mod safety;
 mod ssh;

@@ -332,7 +332,7 @@ fn client_reports_a_banner_and_a_version_mismatch() {
     .err()
     .unwrap();
     assert!(
-        e.to_string().contains("version 1") && e.to_string().contains("version 7"),
+        e.to_string().contains("version 2") && e.to_string().contains("version 7"),
         "{e}"
     );
 }

@@ -128,9 +128,16 @@ pub enum Node {
     },
     Dir {
         mode: u32,
+        mtime: i64,
     },
-    Link(Vec<u8>),
-    Other(u32),
+    Link {
+        target: Vec<u8>,
+        mtime: i64,
+    },
+    Other {
+        mode: u32,
+        mtime: i64,
+    },
 }
 
 /// Everything below `root`: path → kind, contents, mode, mtime (ns).
@@ -152,31 +159,42 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Node>) {
             .to_vec();
         let md = std::fs::symlink_metadata(&p).unwrap();
         let mode = md.permissions().mode() & 0o7777;
+        let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
         let node = if md.file_type().is_symlink() {
-            Node::Link(
-                std::fs::read_link(&p)
+            Node::Link {
+                target: std::fs::read_link(&p)
                     .unwrap()
                     .as_os_str()
                     .as_bytes()
                     .to_vec(),
-            )
+                mtime,
+            }
         } else if md.is_dir() {
             walk(root, &p, out);
-            Node::Dir { mode }
+            // Read after its contents: walking does not change it, syncing must not either.
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            Node::Dir {
+                mode,
+                mtime: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            }
         } else if md.is_file() {
             Node::File {
                 content: std::fs::read(&p).unwrap(),
                 mode,
-                mtime: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+                mtime,
             }
         } else {
-            Node::Other(md.mode())
+            Node::Other {
+                mode: md.mode(),
+                mtime,
+            }
         };
         out.insert(rel, node);
     }
 }
 
-/// Asserts two trees hold the same entries with the same contents, modes and file mtimes.
+/// Asserts two trees hold the same entries with the same contents, modes and mtimes (of
+/// every kind: files, directories, symlinks, special files).
 #[track_caller]
 pub fn assert_same_tree(a: &Path, b: &Path) {
     let (sa, sb) = (snapshot(a), snapshot(b));

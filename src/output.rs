@@ -69,6 +69,8 @@ pub enum Event<'a> {
         bytes: u64,
         /// Why, for `-v`.
         reason: &'a str,
+        /// It undid the other side's deletion (always said, not only with `-v`).
+        restored: bool,
     },
     /// Both sides changed a path.
     Conflict {

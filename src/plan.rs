@@ -152,6 +152,9 @@ pub struct Action {
     pub reason: String,
     /// True for keep-both conflict renames (run before everything else).
     pub conflict_copy: bool,
+    /// True when this brings back what the other side deleted, because this side changed
+    /// it (a modification beats a deletion): said on the status line, not only with `-v`.
+    pub restores: bool,
 }
 
 impl Action {

@@ -43,6 +43,7 @@ pub fn reconcile(base: &Tree, local: &Tree, remote: &Tree, policy: &Policy) -> P
         paths: &paths,
         plan: Plan::default(),
         deleted: HashSet::new(),
+        restoring: false,
     };
     r.walk(0, paths.len());
     let mut plan = r.plan;
@@ -195,6 +196,7 @@ fn restamp_touched_dirs(
             status: Status::Moved,
             reason: "contents changed".into(),
             conflict_copy: false,
+            restores: false,
         });
     }
 }
@@ -207,6 +209,8 @@ struct Reconciler<'a> {
     paths: &'a [RelPath],
     plan: Plan,
     deleted: HashSet<(Side, RelPath)>,
+    /// Set while planning the undoing of a deletion (the other side modified it).
+    restoring: bool,
 }
 
 impl<'a> Reconciler<'a> {
@@ -313,11 +317,13 @@ impl<'a> Reconciler<'a> {
         let kept = self.at(keeper, p).expect("keeper has the directory");
         if survives || self.changed(keeper, p) {
             let reason = format!(
-                "deleted on {}, but contents changed on {}",
+                "deleted on {}, but contents changed on {}: restored",
                 gone.word(),
                 keeper.word()
             );
+            self.restoring = true;
             self.create(gone, p, kept, p, &reason);
+            self.restoring = false;
         } else {
             let reason = format!("deleted on {}", gone.word());
             self.delete(keeper, p, kept, &reason);
@@ -412,17 +418,17 @@ impl<'a> Reconciler<'a> {
         match (self.at(Side::Local, p), self.at(Side::Remote, p)) {
             _ if lc && !rc => self.propagate(Side::Local, i, end, "changed on local"),
             _ if rc && !lc => self.propagate(Side::Remote, i, end, "changed on remote"),
-            (None, _) => self.propagate(
+            (None, _) => self.restore(
                 Side::Remote,
                 i,
                 end,
-                "deleted on local, modified on remote: modification wins",
+                "deleted on local, modified on remote: restored (modification wins)",
             ),
-            (_, None) => self.propagate(
+            (_, None) => self.restore(
                 Side::Local,
                 i,
                 end,
-                "deleted on remote, modified on local: modification wins",
+                "deleted on remote, modified on local: restored (modification wins)",
             ),
             (Some(l), Some(r)) if rest_same && l.same_content(r) => self.meta_divergence(i, l, r),
             _ => self.content_conflict(i, end),
@@ -518,6 +524,7 @@ impl<'a> Reconciler<'a> {
             status: Status::Moved,
             reason: why.clone(),
             conflict_copy: true,
+            restores: false,
         });
         for q in &self.paths[i..end] {
             if let Some(w) = self.at(winner, q) {
@@ -536,6 +543,13 @@ impl<'a> Reconciler<'a> {
             reason,
             resolution,
         });
+    }
+
+    /// [`Self::propagate`], undoing the other side's deletion.
+    fn restore(&mut self, from: Side, i: usize, end: usize, reason: &str) {
+        self.restoring = true;
+        self.propagate(from, i, end, reason);
+        self.restoring = false;
     }
 
     /// Makes `from`'s other side equal to `from` for every path in the range.
@@ -631,6 +645,7 @@ impl<'a> Reconciler<'a> {
             status,
             reason: reason.to_string(),
             conflict_copy: false,
+            restores: self.restoring,
         });
     }
 }

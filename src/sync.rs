@@ -424,6 +424,7 @@ fn run_inner(
             side: None,
             bytes: 0,
             reason: "identical on both sides",
+            restored: false,
         });
     }
     for c in &plan.conflicts {
@@ -766,6 +767,7 @@ fn settle(
                 side: Some(a.side),
                 bytes: a.bytes(),
                 reason: &a.reason,
+                restored: a.restores,
             });
             false
         }
@@ -778,6 +780,7 @@ fn settle(
                 side: Some(a.side),
                 bytes: 0,
                 reason: &message,
+                restored: false,
             });
             false
         }

@@ -36,10 +36,19 @@ impl Human {
                 status,
                 side,
                 reason,
+                restored,
                 ..
             } => {
                 if self.quiet {
                     Ok(())
+                } else if *restored && !self.verbose {
+                    // Someone deleted this on purpose: say why it came back.
+                    writeln!(
+                        out,
+                        "/{:<38} {} ({reason})",
+                        path.to_string(),
+                        status.word()
+                    )
                 } else if self.verbose {
                     let on = side
                         .map(|s| format!(" [applied on {}]", s.word()))

@@ -18,9 +18,11 @@ fn event_value(event: &Event<'_>) -> Value {
             side,
             bytes,
             reason,
+            restored,
         } => json!({
             "event": "file", "path": path.escaped(), "status": status.word(),
             "side": side.map(|s| s.word()), "bytes": bytes, "reason": reason,
+            "restored": restored,
         }),
         Event::Conflict {
             path,

@@ -138,6 +138,7 @@ mod tests {
                 status: Status::Deleted,
                 reason: String::new(),
                 conflict_copy: false,
+                restores: false,
             })
             .collect();
         Plan {

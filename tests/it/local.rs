@@ -407,3 +407,44 @@ fn unchanged_files_are_not_rehashed_or_rewritten() {
     );
     assert_same_tree(&f.a, &f.b);
 }
+
+#[test]
+fn a_deletion_undone_by_a_modification_says_so() {
+    let f = fixture();
+    write(f.a.join("notes.txt"), "v1");
+    write(f.a.join("dir/inside.txt"), "v1");
+    assert_eq!(f.sync("bidi", &[]).code, 0);
+    std::fs::remove_file(f.a.join("notes.txt")).unwrap();
+    write(f.b.join("notes.txt"), "v2, edited on the other side");
+    let r = f.sync("bidi", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(read(f.a.join("notes.txt")), "v2, edited on the other side");
+    let line = r
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("notes.txt"))
+        .unwrap();
+    assert!(
+        line.contains("deleted on local") && line.contains("restored"),
+        "{r:?}"
+    );
+    // And in JSON, for the unattended.
+    std::fs::remove_dir_all(f.b.join("dir")).unwrap();
+    write(f.a.join("dir/inside.txt"), "v2");
+    let r = f.sync("bidi", &["--format", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let events = json_events(&r.stdout);
+    let back = events
+        .iter()
+        .find(|e| e["event"] == "file" && e["path"] == "dir/inside.txt")
+        .unwrap();
+    assert_eq!(back["restored"], true, "{r:?}");
+    assert!(
+        back["reason"]
+            .as_str()
+            .unwrap()
+            .contains("deleted on remote"),
+        "{r:?}"
+    );
+    assert_same_tree(&f.a, &f.b);
+}

@@ -231,6 +231,7 @@ fn a_delta_that_fails_verification_is_resent_whole_once() {
         status: Status::Synchronized,
         reason: String::new(),
         conflict_copy: false,
+        restores: false,
     };
     let mut stats = Stats::default();
     let mut out = Vec::new();

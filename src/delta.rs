@@ -31,13 +31,15 @@ pub enum DeltaOp {
     },
     /// New bytes.
     Literal(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// This many zero bytes: a hole in a sparse file, neither read nor sent.
+    Hole(u64),
 }
 
 impl DeltaOp {
     /// Bytes this op adds to the output.
     pub fn len(&self) -> u64 {
         match self {
-            DeltaOp::Copy { len, .. } => *len,
+            DeltaOp::Copy { len, .. } | DeltaOp::Hole(len) => *len,
             DeltaOp::Literal(b) => b.len() as u64,
         }
     }
@@ -46,6 +48,45 @@ impl DeltaOp {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Feeds `len` zero bytes to a hasher (a hole reads as zeros).
+pub fn hash_zeros(hasher: &mut blake3::Hasher, mut len: u64) {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    while len > 0 {
+        let n = len.min(ZEROS.len() as u64) as usize;
+        hasher.update(&ZEROS[..n]);
+        len -= n as u64;
+    }
+}
+
+/// Writes `data` at `offset`, leaving every all-zero 4 KiB block (aligned in the file)
+/// unwritten: in a new file it stays a hole, so sparse files stay sparse and runs of zeros
+/// cost no disk. The caller sets the file's length at the end.
+pub fn write_sparse(file: &std::fs::File, offset: u64, data: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: u64 = 4096;
+    let mut run: Option<usize> = None; // start of the pending non-zero run in `data`
+    let mut i = 0usize;
+    while i < data.len() {
+        let at = offset + i as u64;
+        let next = ((at / BLOCK + 1) * BLOCK - offset) as usize;
+        let end = next.min(data.len());
+        let zero = end - i == BLOCK as usize && data[i..end].iter().all(|&b| b == 0);
+        match (zero, run) {
+            (true, Some(start)) => {
+                file.write_all_at(&data[start..i], offset + start as u64)?;
+                run = None;
+            }
+            (false, None) => run = Some(i),
+            _ => {}
+        }
+        i = end;
+    }
+    if let Some(start) = run {
+        file.write_all_at(&data[start..], offset + start as u64)?;
+    }
+    Ok(())
 }
 
 /// rsync's block size rule: about √size, a multiple of 8, between 704 B and 128 KiB.
@@ -207,6 +248,30 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn sparse_writes_keep_every_byte_and_skip_zero_blocks() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = std::fs::File::create(&path).unwrap();
+        // Data, a long zero run (holes), data not aligned to blocks, trailing zeros.
+        let mut want = pseudo_random(5000, 1);
+        want.extend(vec![0u8; 3 << 20]);
+        want.extend(pseudo_random(777, 2));
+        want.extend(vec![0u8; 100_000]);
+        let mut at = 0;
+        for piece in want.chunks(300_001) {
+            write_sparse(&file, at, piece).unwrap();
+            at += piece.len() as u64;
+        }
+        file.set_len(at).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+        assert!(
+            file.metadata().unwrap().blocks() * 512 < 1 << 20,
+            "zeros were written"
+        );
+    }
+
     fn rebuild(basis: &[u8], ops: &[DeltaOp]) -> Vec<u8> {
         let mut out = Vec::new();
         for op in ops {
@@ -215,6 +280,7 @@ mod tests {
                     out.extend_from_slice(&basis[*offset as usize..(*offset + *len) as usize])
                 }
                 DeltaOp::Literal(b) => out.extend_from_slice(b),
+                DeltaOp::Hole(n) => out.resize(out.len() + *n as usize, 0),
             }
         }
         out

@@ -115,6 +115,27 @@ pub fn still_expected(now: Option<&Entry>, expect: Option<&Entry>) -> bool {
     }
 }
 
+/// True if a file of `size` bytes occupies less disk than its size: it has holes.
+pub fn is_sparse(file: &File, size: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata()
+        .is_ok_and(|m| m.blocks().saturating_mul(512) < size)
+}
+
+/// The next data region of `file` at or after `pos` (start, end), or `None` when only a
+/// hole is left. Filesystems without `SEEK_DATA` report all data.
+pub fn data_region(file: &File, pos: u64) -> io::Result<Option<(u64, u64)>> {
+    use rustix::fs::SeekFrom;
+    let start = match rustix::fs::seek(file, SeekFrom::Data(pos)) {
+        Ok(s) => s,
+        Err(rustix::io::Errno::NXIO) => return Ok(None),
+        Err(rustix::io::Errno::INVAL) => return Ok(Some((pos, u64::MAX))),
+        Err(e) => return Err(e.into()),
+    };
+    let end = rustix::fs::seek(file, SeekFrom::Hole(start)).map_err(io::Error::from)?;
+    Ok(Some((start, end)))
+}
+
 fn os(name: &[u8]) -> &OsStr {
     OsStr::from_bytes(name)
 }

@@ -3,7 +3,7 @@
 use crate::fsops::DirFd;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -172,55 +172,25 @@ impl LocalEndpoint {
         })?;
         let index = basis.as_ref().map(Basis::index);
         let mut hasher = blake3::Hasher::new();
-        // Small files get a small buffer: zeroing a megabyte per file showed in profiles.
-        let cap = if index.is_some() {
-            WINDOW
+        let read = if index.is_none() && crate::fsops::is_sparse(&file, req.expect.size) {
+            send_sparse(&file, req.expect.size, id, &mut hasher, sink)
         } else {
-            4 * LITERAL_CHUNK
+            send_windows(
+                &mut file,
+                req.expect.size,
+                index.as_ref(),
+                id,
+                &mut hasher,
+                sink,
+            )
         };
-        let mut buf = vec![0u8; (req.expect.size as usize).saturating_add(1).min(cap)];
-        loop {
-            let n = match delta::read_full(&mut file, &mut buf) {
-                Ok(n) => n,
-                Err(e) => return sink(abort(&self.io("read", &req.path, e))),
-            };
-            if n == 0 {
-                break;
+        match read {
+            Ok(()) => {}
+            Err(SendError::Read(e)) => return sink(abort(&self.io("read", &req.path, e))),
+            Err(SendError::Delta(why)) => {
+                return sink(abort(&Error::Protocol(format!("'{}': {why}", req.path))))
             }
-            let window = &buf[..n];
-            hasher.update(window);
-            let mut ops = Vec::new();
-            match &index {
-                Some(index) => {
-                    if let Err(why) = delta::diff_window(index, window, &mut ops) {
-                        return sink(abort(&Error::Protocol(format!("'{}': {why}", req.path))));
-                    }
-                }
-                None => delta::literal_ops(window, &mut ops),
-            }
-            // Keep each message around a megabyte of literal data.
-            let mut batch = Vec::new();
-            let mut size = 0;
-            for op in ops {
-                size += match &op {
-                    DeltaOp::Literal(b) => b.len(),
-                    DeltaOp::Copy { .. } => 16,
-                };
-                batch.push(op);
-                if size >= 4 * LITERAL_CHUNK {
-                    sink(Chunk::Data {
-                        id,
-                        ops: std::mem::take(&mut batch),
-                    })?;
-                    size = 0;
-                }
-            }
-            if !batch.is_empty() {
-                sink(Chunk::Data { id, ops: batch })?;
-            }
-            if n < buf.len() {
-                break;
-            }
+            Err(SendError::Sink(e)) => return Err(e),
         }
         // Re-stat after reading: a file written to while we read it would arrive torn.
         match self.root.entry(&req.path) {
@@ -396,6 +366,10 @@ impl LocalEndpoint {
                 place: self.place.clone(),
             });
         }
+        // Zero blocks at the end were left unwritten (holes): the length says they exist.
+        inc.file
+            .set_len(inc.written)
+            .map_err(|e| self.io("write", &inc.path, e))?;
         Root::set_meta_fd(&inc.file, &inc.meta, self.owner)
             .map_err(|e| self.io("set attributes of", &inc.path, e))?;
         Ok(got)
@@ -466,6 +440,112 @@ enum ApplyError {
     Peer(String),
 }
 
+/// Why reading a file for sending stopped.
+enum SendError {
+    /// The source could not be read.
+    Read(io::Error),
+    /// The delta could not be computed.
+    Delta(String),
+    /// The receiving side failed: the run stops.
+    Sink(Error),
+}
+
+/// Sends chunks of ops, about a megabyte of literal data per chunk.
+fn send_ops(
+    id: u64,
+    ops: Vec<DeltaOp>,
+    sink: &mut dyn FnMut(Chunk) -> Result<()>,
+) -> Result<(), SendError> {
+    let mut batch = Vec::new();
+    let mut size = 0;
+    for op in ops {
+        size += match &op {
+            DeltaOp::Literal(b) => b.len(),
+            DeltaOp::Copy { .. } | DeltaOp::Hole(_) => 16,
+        };
+        batch.push(op);
+        if size >= 4 * LITERAL_CHUNK {
+            let ops = std::mem::take(&mut batch);
+            sink(Chunk::Data { id, ops }).map_err(SendError::Sink)?;
+            size = 0;
+        }
+    }
+    if !batch.is_empty() {
+        sink(Chunk::Data { id, ops: batch }).map_err(SendError::Sink)?;
+    }
+    Ok(())
+}
+
+/// Reads a file window by window: whole, or as a delta against `index`.
+fn send_windows(
+    file: &mut File,
+    size: u64,
+    index: Option<&fast_rsync::IndexedSignature<'_>>,
+    id: u64,
+    hasher: &mut blake3::Hasher,
+    sink: &mut dyn FnMut(Chunk) -> Result<()>,
+) -> Result<(), SendError> {
+    // Small files get a small buffer: zeroing a megabyte per file showed in profiles.
+    let cap = if index.is_some() {
+        WINDOW
+    } else {
+        4 * LITERAL_CHUNK
+    };
+    let mut buf = vec![0u8; (size as usize).saturating_add(1).min(cap)];
+    loop {
+        let n = delta::read_full(file, &mut buf).map_err(SendError::Read)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let window = &buf[..n];
+        hasher.update(window);
+        let mut ops = Vec::new();
+        match index {
+            Some(index) => delta::diff_window(index, window, &mut ops).map_err(SendError::Delta)?,
+            None => delta::literal_ops(window, &mut ops),
+        }
+        send_ops(id, ops, sink)?;
+        if n < buf.len() {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends a sparse file whole: its data regions as literals, its holes as holes, found with
+/// `SEEK_DATA`/`SEEK_HOLE` and never read.
+fn send_sparse(
+    file: &File,
+    size: u64,
+    id: u64,
+    hasher: &mut blake3::Hasher,
+    sink: &mut dyn FnMut(Chunk) -> Result<()>,
+) -> Result<(), SendError> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 4 * LITERAL_CHUNK];
+    let mut pos = 0;
+    while pos < size {
+        let (start, end) = crate::fsops::data_region(file, pos)
+            .map_err(SendError::Read)?
+            .map_or((size, size), |(s, e)| (s.min(size), e.min(size)));
+        if start > pos {
+            delta::hash_zeros(hasher, start - pos);
+            send_ops(id, vec![DeltaOp::Hole(start - pos)], sink)?;
+        }
+        pos = start;
+        while pos < end {
+            let n = (end - pos).min(buf.len() as u64) as usize;
+            file.read_exact_at(&mut buf[..n], pos)
+                .map_err(SendError::Read)?;
+            hasher.update(&buf[..n]);
+            let mut ops = Vec::new();
+            delta::literal_ops(&buf[..n], &mut ops);
+            send_ops(id, ops, sink)?;
+            pos += n as u64;
+        }
+    }
+    Ok(())
+}
+
 impl Incoming {
     /// Writes the ops to the temp file, hashing what is written.
     fn apply(&mut self, ops: Vec<DeltaOp>) -> Result<(), ApplyError> {
@@ -484,11 +564,11 @@ impl Incoming {
             }
             match op {
                 DeltaOp::Literal(data) => {
-                    self.file
-                        .write_all(&data)
+                    delta::write_sparse(&self.file, self.written, &data)
                         .map_err(|e| ApplyError::Io("write", e))?;
                     self.hasher.update(&data);
                 }
+                DeltaOp::Hole(len) => delta::hash_zeros(&mut self.hasher, len),
                 DeltaOp::Copy { offset, len } => {
                     let Some((basis, size)) = &self.basis else {
                         return Err(ApplyError::Peer("copy op without an old version".into()));
@@ -505,8 +585,7 @@ impl Incoming {
                         basis
                             .read_exact_at(&mut buf, offset + done)
                             .map_err(|e| ApplyError::Io("read the old version of", e))?;
-                        self.file
-                            .write_all(&buf)
+                        delta::write_sparse(&self.file, self.written + done, &buf)
                             .map_err(|e| ApplyError::Io("write", e))?;
                         self.hasher.update(&buf);
                         done += n as u64;

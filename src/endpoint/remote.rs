@@ -94,7 +94,7 @@ fn chunk_bytes(c: &Chunk) -> usize {
             .iter()
             .map(|o| match o {
                 DeltaOp::Literal(b) => b.len() + 8,
-                DeltaOp::Copy { .. } => 20,
+                DeltaOp::Copy { .. } | DeltaOp::Hole(_) => 20,
             })
             .sum(),
         _ => 200,

@@ -202,6 +202,7 @@ fn transfer(
                     match op {
                         DeltaOp::Literal(b) => *literal += b.len() as u64,
                         DeltaOp::Copy { len, .. } => *matched += len,
+                        DeltaOp::Hole(_) => {}
                     }
                     watch.advance(op.len());
                 }

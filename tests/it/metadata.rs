@@ -7,11 +7,14 @@ use std::path::{Path, PathBuf};
 use crate::sshd::ssh_fixture;
 use crate::util::*;
 
+/// Runs `tandem -d a -r b -K DIR EXTRA...`.
+type SyncFn = Box<dyn Fn(&str, &[&str]) -> Run>;
+
 /// Two roots and a way to sync them: `-d a -r b` over a pipe, or over SSH.
 struct Sides {
     a: PathBuf,
     b: PathBuf,
-    sync: Box<dyn Fn(&str, &[&str]) -> Run>,
+    sync: SyncFn,
     // Keeps the fixture (and sshd) alive.
     _keep: Box<dyn std::any::Any>,
 }
@@ -206,4 +209,57 @@ fn device_nodes_arrive_with_their_numbers_as_root() {
         return;
     }
     both(special_files);
+}
+
+fn disk_usage(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+fn sparse_files(s: &Sides) {
+    use std::os::unix::fs::FileExt;
+    let make = |path: &Path| {
+        let f = std::fs::File::create(path).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(&[7u8; 4096], 20 << 20).unwrap();
+    };
+    make(&s.a.join("sparse.img"));
+    assert!(
+        disk_usage(&s.a.join("sparse.img")) < 1 << 20,
+        "the test file is not sparse"
+    );
+    let r = (s.sync)("push", &["--format", "json"]);
+    ok(&r);
+    assert_same_tree(&s.a, &s.b);
+    assert!(
+        disk_usage(&s.b.join("sparse.img")) < 1 << 20,
+        "arrived fully allocated"
+    );
+    let summary = json_events(&r.stdout).pop().unwrap();
+    assert!(
+        summary["bytes_sent"].as_u64().unwrap() < 1 << 20,
+        "holes were sent: {summary}"
+    );
+    // A delta against the sparse old version keeps it sparse.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(s.a.join("sparse.img"))
+        .unwrap();
+    f.write_all_at(&[9u8; 4096], 40 << 20).unwrap();
+    drop(f);
+    ok(&(s.sync)("push", &[]));
+    assert_same_tree(&s.a, &s.b);
+    assert!(
+        disk_usage(&s.b.join("sparse.img")) < 1 << 20,
+        "the delta filled the holes"
+    );
+    // And back again with pull, to a side that never had it.
+    std::fs::remove_file(s.a.join("sparse.img")).unwrap();
+    ok(&(s.sync)("pull", &["-y"]));
+    assert_same_tree(&s.a, &s.b);
+    assert!(disk_usage(&s.a.join("sparse.img")) < 1 << 20);
+}
+
+#[test]
+fn sparse_files_stay_sparse() {
+    both(sparse_files);
 }

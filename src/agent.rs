@@ -25,6 +25,8 @@ pub struct AgentOptions {
     pub owner: bool,
     /// Compression of its frames.
     pub compression: Compression,
+    /// Keep hard links (scan names of one inode as links).
+    pub hard_links: bool,
 }
 
 impl AgentOptions {
@@ -34,6 +36,7 @@ impl AgentOptions {
         let mut root = None;
         let mut label = None;
         let mut owner = false;
+        let mut hard_links = true;
         let mut compression = Compression::default();
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -42,6 +45,7 @@ impl AgentOptions {
                 "--root" => root = Some(PathBuf::from(value()?)),
                 "--label" => label = Some(value()?),
                 "--preserve-owner" => owner = true,
+                "--no-hard-links" => hard_links = false,
                 "--die-with-parent" => die_with_parent()?,
                 "--compress" => compression = Compression::parse(&value()?)?,
                 other => return Err(format!("unknown argument '{other}'")),
@@ -54,6 +58,7 @@ impl AgentOptions {
             label,
             owner,
             compression,
+            hard_links,
         })
     }
 
@@ -67,6 +72,9 @@ impl AgentOptions {
         ];
         if self.owner {
             args.push("--preserve-owner".into());
+        }
+        if !self.hard_links {
+            args.push("--no-hard-links".into());
         }
         args.push("--compress".into());
         args.push(match self.compression {
@@ -171,8 +179,9 @@ pub fn serve(
         }
         Err(e) => return Err(untold(Error::Protocol(e.to_string()))),
     }
-    let mut ep =
-        LocalEndpoint::open(&opts.root, opts.label.clone(), opts.owner).map_err(|e| out.stop(e))?;
+    let mut ep = LocalEndpoint::open(&opts.root, opts.label.clone(), opts.owner)
+        .map(|ep| ep.with_hard_links(opts.hard_links))
+        .map_err(|e| out.stop(e))?;
     let mut source = Source::One(input);
     loop {
         let frame = match source.next() {
@@ -374,7 +383,7 @@ pub fn main_with_args(args: &[String]) -> u8 {
     let opts = match AgentOptions::parse(args) {
         Ok(o) => o,
         Err(why) => {
-            eprintln!("tandem-agent: {why}\nusage: tandem-agent --root DIR [--label TEXT] [--preserve-owner] [--compress zstd[:LEVEL]|none]");
+            eprintln!("tandem-agent: {why}\nusage: tandem-agent --root DIR [--label TEXT] [--preserve-owner] [--no-hard-links] [--compress zstd[:LEVEL]|none]");
             return 32;
         }
     };

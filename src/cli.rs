@@ -114,6 +114,9 @@ pub struct Args {
     /// Stop at the first read or write error.
     #[arg(long = "halt-on-error")]
     pub halt_on_error: bool,
+    /// Copy hard-linked names as separate files (by default they stay hard links).
+    #[arg(long = "no-hard-links")]
+    pub no_hard_links: bool,
     /// Leave out paths matching this gitignore-style pattern (repeatable).
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub exclude: Vec<String>,
@@ -488,6 +491,7 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
         compression,
         pending_max: args.pending_max as usize,
         ssh,
+        hard_links: !args.no_hard_links,
     };
     Ok((job, notes))
 }

@@ -149,6 +149,27 @@ pub enum Change {
         /// The attributes.
         source: Entry,
     },
+    /// Make `path` another name of the file at `first` (a hard link), replacing `expect`.
+    Link {
+        /// The new name.
+        path: RelPath,
+        /// What must be there now.
+        expect: Option<Entry>,
+        /// The name it links to, which must hold the file `source` describes.
+        first: RelPath,
+        /// The file as the other side has it.
+        source: Entry,
+    },
+    /// Give `path` a file of its own (a copy with `source`'s attributes), if it is still
+    /// `expect`.
+    Unlink {
+        /// What.
+        path: RelPath,
+        /// What it must still be.
+        expect: Entry,
+        /// The attributes to give the copy.
+        source: Entry,
+    },
     /// Set a directory's mtime (it must still be a directory).
     Restamp {
         /// What.

@@ -98,6 +98,7 @@ pub fn entry_from_stat(st: &rustix::fs::Stat, target: Option<Vec<u8>>) -> Entry 
             ctime_ns: ts_ns(st.st_ctime, st.st_ctime_nsec),
         },
         digest: None,
+        link: None,
     }
 }
 
@@ -434,6 +435,12 @@ impl Root {
         Root::set_mtime_at(dir, name, src.mtime_ns)
     }
 
+    /// Makes `to` in `to_dir` another name of `from` in `from_dir` (never following a symlink).
+    pub fn link_at(from_dir: &DirFd, from: &[u8], to_dir: &DirFd, to: &[u8]) -> io::Result<()> {
+        rustix::fs::linkat(from_dir, os(from), to_dir, os(to), AtFlags::empty())?;
+        Ok(())
+    }
+
     /// Sets the mtime (and atime) of `name` in `dir`, never following a symlink.
     pub fn set_mtime_at(dir: &DirFd, name: &[u8], mtime_ns: i64) -> io::Result<()> {
         let t = to_ts(mtime_ns);
@@ -487,6 +494,14 @@ fn open_regular(dir: &DirFd, name: &[u8]) -> io::Result<(File, u64)> {
 
 /// The entry named `name` in `dir`, or `None`.
 pub fn entry_at(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<Entry>> {
+    Ok(scan_entry_at(dir, name)?.map(|(e, _)| e))
+}
+
+/// Device and inode of a file with several names (hard links).
+pub type LinkKey = (u64, u64);
+
+/// [`entry_at`], plus the [`LinkKey`] of a regular file that has more than one name.
+pub fn scan_entry_at(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<(Entry, Option<LinkKey>)>> {
     let st = match rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
         Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => return Ok(None),
@@ -497,7 +512,9 @@ pub fn entry_at(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<Entry>> {
     } else {
         None
     };
-    Ok(Some(entry_from_stat(&st, target)))
+    let linked =
+        (st.st_mode & S_IFMT == S_IFREG && st.st_nlink > 1).then_some((st.st_dev, st.st_ino));
+    Ok(Some((entry_from_stat(&st, target), linked)))
 }
 
 /// Why a rename into place did not happen.

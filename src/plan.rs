@@ -105,6 +105,20 @@ pub enum Op {
         /// The entry whose metadata is copied.
         source: Entry,
     },
+    /// Make this path another name of the file at `to` on the same side (a hard link),
+    /// replacing what is there: the content is not sent again.
+    Link {
+        /// The name whose file this becomes.
+        to: RelPath,
+        /// The source file (what `to` must hold).
+        source: Entry,
+    },
+    /// Give this path a file of its own (a copy made on this side, with the source's
+    /// attributes) where it shares one with names it should not.
+    Unlink {
+        /// The source entry: attributes to apply.
+        source: Entry,
+    },
     /// Set a directory's mtime, last of all: writing inside a directory resets it, so every
     /// directory whose contents the run changes (or whose mtime alone differs) gets the
     /// time it should have. Not reported: it is bookkeeping, not news.
@@ -131,6 +145,10 @@ pub enum Phase {
     DeleteDir,
     /// Writing files, symlinks and special files.
     Copy,
+    /// Giving names their own file where they shared one they should not.
+    Unlink,
+    /// Making hard links to files now in place.
+    Link,
     /// Attribute changes.
     Meta,
 }
@@ -167,6 +185,8 @@ impl Action {
             Op::Delete => Phase::DeleteLeaf,
             Op::Mkdir { .. } => Phase::Mkdir,
             Op::Copy { .. } => Phase::Copy,
+            Op::Unlink { .. } => Phase::Unlink,
+            Op::Link { .. } => Phase::Link,
             Op::SetMeta { .. } | Op::Restamp { .. } => Phase::Meta,
         }
     }
@@ -174,7 +194,11 @@ impl Action {
     /// The entry this action leaves at its target path, if it succeeds as planned.
     pub fn result(&self) -> Option<&Entry> {
         match &self.op {
-            Op::Copy { source, .. } | Op::Mkdir { source } | Op::SetMeta { source } => Some(source),
+            Op::Copy { source, .. }
+            | Op::Mkdir { source }
+            | Op::SetMeta { source }
+            | Op::Link { source, .. }
+            | Op::Unlink { source } => Some(source),
             Op::Rename { source, .. } => source.as_ref().or(self.expect.as_ref()),
             Op::Delete | Op::Restamp { .. } => None,
         }
@@ -288,7 +312,11 @@ pub fn apply_to(tree: &mut Tree, action: &Action, result: Option<Entry>) {
                 tree.insert(to.clone(), e);
             }
         }
-        Op::Copy { .. } | Op::Mkdir { .. } | Op::SetMeta { .. } => {
+        Op::Copy { .. }
+        | Op::Mkdir { .. }
+        | Op::SetMeta { .. }
+        | Op::Link { .. }
+        | Op::Unlink { .. } => {
             if let Some(e) = result {
                 tree.insert(action.path.clone(), e);
             }

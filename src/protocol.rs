@@ -157,6 +157,14 @@ fn change_ok(c: &Change) -> Result<(), String> {
         }
         Change::SetMeta { expect, source, .. } => entry_ok(expect).and_then(|_| entry_ok(source)),
         Change::Restamp { .. } => Ok(()),
+        Change::Unlink { expect, source, .. } => entry_ok(expect).and_then(|_| entry_ok(source)),
+        Change::Link { expect, source, .. } => {
+            entry_ok(source)?;
+            if !source.is_file() {
+                return Err("hard link to a non-file".into());
+            }
+            expect.as_ref().map_or(Ok(()), entry_ok)
+        }
     }
 }
 
@@ -307,7 +315,7 @@ mod tests {
         // Mutations of valid messages: closer to what a fuzzer finds.
         #[test]
         fn decoding_mutated_messages_never_panics(flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
-            let e = Entry { kind: EntryKind::Symlink(b"target".to_vec()), size: 0, mtime_ns: 1, mode: 0o777, uid: 0, gid: 0, stamp: Default::default(), digest: None };
+            let e = Entry { kind: EntryKind::Symlink(b"target".to_vec()), size: 0, mtime_ns: 1, mode: 0o777, uid: 0, gid: 0, stamp: Default::default(), digest: None, link: None };
             let change = Change::Rename { from: RelPath::new(b"a/b".to_vec()).unwrap(), to: RelPath::new(b"c".to_vec()).unwrap(), expect: e.clone(), meta: Some(e) };
             let req = Request::Apply { changes: vec![change] };
             let (_, mut payload) = encode(&req, Compression::None).unwrap();

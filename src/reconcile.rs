@@ -7,6 +7,7 @@
 //! the other modified → the modification wins; otherwise a conflict for the policy.
 //! Push and pull make the far side equal to the near one, path by path.
 
+pub mod links;
 pub mod moves;
 pub mod policy;
 pub mod safety;
@@ -48,6 +49,7 @@ pub fn reconcile(base: &Tree, local: &Tree, remote: &Tree, policy: &Policy) -> P
     r.walk(0, paths.len());
     let mut plan = r.plan;
     moves::detect(&mut plan);
+    links::plan_links(&mut plan, local, remote, policy.direction);
     restamp_touched_dirs(&mut plan, base, local, remote, policy);
     plan.sort();
     plan
@@ -159,7 +161,7 @@ fn restamp_touched_dirs(
                     touched.insert(key(&dir));
                 }
             }
-            Op::Copy { .. } => {}
+            Op::Copy { .. } | Op::Link { .. } | Op::Unlink { .. } => {}
         }
         if let Some(dir) = a.path.parent() {
             touched.insert(key(&dir));

@@ -8,9 +8,9 @@ use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{Mode, OFlags};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::fsops::{entry_at, Root, PART_PREFIX, TEMP_PREFIX};
+use crate::fsops::{entry_at, scan_entry_at, Root, PART_PREFIX, TEMP_PREFIX};
 use crate::path::RelPath;
 use crate::rules::Filter;
 use crate::tree::{Digest, Tree};
@@ -18,85 +18,108 @@ use crate::tree::{Digest, Tree};
 /// Partial transfers left by an interrupted run: target path → bytes already there.
 pub type Partials = BTreeMap<RelPath, u64>;
 
-/// Scans everything below the root; also lists partial transfers to resume.
-pub fn scan(root: &Root, filter: &Filter) -> (Tree, Partials) {
-    let mut tree = Tree::default();
-    let mut partials = Partials::new();
-    let fd = match rustix::fs::openat(
+/// Scans everything below the root; also lists partial transfers to resume. With
+/// `hard_links`, the later names of a file with several names in the tree point at the
+/// first ([`Entry::link`](crate::tree::Entry)).
+pub fn scan(root: &Root, filter: &Filter, hard_links: bool) -> (Tree, Partials) {
+    let mut walk = Walk {
+        filter,
+        tree: Tree::default(),
+        partials: Partials::new(),
+        links: hard_links.then(HashMap::new),
+    };
+    match rustix::fs::openat(
         root.fd(),
         ".",
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     ) {
-        Ok(fd) => fd,
+        Ok(fd) => walk.dir(fd, None),
         Err(e) => {
             let top = RelPath::new(b"*".to_vec()).expect("valid");
-            tree.problems
+            walk.tree
+                .problems
                 .insert(top, format!("cannot read the root directory: {e}"));
-            return (tree, partials);
         }
-    };
-    walk(fd, None, filter, &mut tree, &mut partials);
-    (tree, partials)
+    }
+    (walk.tree, walk.partials)
 }
 
-fn walk(
-    dir: OwnedFd,
-    at: Option<&RelPath>,
-    filter: &Filter,
-    tree: &mut Tree,
-    partials: &mut Partials,
-) {
-    let problem_path = |tree: &mut Tree, msg: String| {
+struct Walk<'a> {
+    filter: &'a Filter,
+    tree: Tree,
+    partials: Partials,
+    /// First name seen of each (device, inode) with several names.
+    links: Option<HashMap<(u64, u64), RelPath>>,
+}
+
+impl Walk<'_> {
+    fn problem(&mut self, at: Option<&RelPath>, msg: String) {
         let p = at
             .cloned()
             .unwrap_or_else(|| RelPath::new(b"*".to_vec()).expect("valid"));
-        tree.problems.insert(p, msg);
-    };
-    let mut entries = match rustix::fs::Dir::read_from(&dir) {
-        Ok(d) => d,
-        Err(e) => return problem_path(tree, format!("cannot list directory: {e}")),
-    };
-    let mut names = Vec::new();
-    while let Some(item) = entries.read() {
-        match item {
-            Ok(item) => {
-                let name = item.file_name().to_bytes();
-                if let Some(target) = name.strip_prefix(TEMP_PREFIX) {
-                    note_partial(&dir, at, name, target, partials);
-                } else if name != b"." && name != b".." && !name.starts_with(PART_PREFIX) {
-                    names.push(name.to_vec());
+        self.tree.problems.insert(p, msg);
+    }
+
+    fn dir(&mut self, dir: OwnedFd, at: Option<&RelPath>) {
+        let mut entries = match rustix::fs::Dir::read_from(&dir) {
+            Ok(d) => d,
+            Err(e) => return self.problem(at, format!("cannot list directory: {e}")),
+        };
+        let mut names = Vec::new();
+        while let Some(item) = entries.read() {
+            match item {
+                Ok(item) => {
+                    let name = item.file_name().to_bytes();
+                    if let Some(target) = name.strip_prefix(TEMP_PREFIX) {
+                        note_partial(&dir, at, name, target, &mut self.partials);
+                    } else if name != b"." && name != b".." && !name.starts_with(PART_PREFIX) {
+                        names.push(name.to_vec());
+                    }
                 }
+                Err(e) => return self.problem(at, format!("cannot list directory: {e}")),
             }
-            Err(e) => return problem_path(tree, format!("cannot list directory: {e}")),
+        }
+        names.sort();
+        for name in names {
+            self.name(&dir, at, &name);
         }
     }
-    names.sort();
-    for name in names {
+
+    fn name(&mut self, dir: &OwnedFd, at: Option<&RelPath>, name: &[u8]) {
         let path = match at {
-            Some(p) => p.join(&name),
-            None => RelPath::from_name(&name),
+            Some(p) => p.join(name),
+            None => RelPath::from_name(name),
         };
-        let Ok(path) = path else { continue };
-        let entry = match entry_at(&dir, &name) {
+        let Ok(path) = path else { return };
+        let (mut entry, linked) = match scan_entry_at(dir, name) {
             Ok(Some(e)) => e,
-            Ok(None) => continue, // vanished since listing
+            Ok(None) => return, // vanished since listing
             Err(e) => {
-                tree.problems.insert(path, format!("cannot stat: {e}"));
-                continue;
+                self.tree.problems.insert(path, format!("cannot stat: {e}"));
+                return;
             }
         };
-        if filter.excludes(&path, entry.is_dir()) {
-            continue;
+        if self.filter.excludes(&path, entry.is_dir()) {
+            return;
+        }
+        if let (Some(key), Some(links)) = (linked, self.links.as_mut()) {
+            match links.get(&key) {
+                Some(first) => entry.link = Some(Box::new(first.clone())),
+                None => {
+                    links.insert(key, path.clone());
+                }
+            }
         }
         let is_dir = entry.is_dir();
-        tree.insert(path.clone(), entry);
+        self.tree.insert(path.clone(), entry);
         if is_dir {
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            match rustix::fs::openat(&dir, OsStr::from_bytes(&name), flags, Mode::empty()) {
-                Ok(sub) => walk(sub, Some(&path), filter, tree, partials),
+            match rustix::fs::openat(dir, OsStr::from_bytes(name), flags, Mode::empty()) {
+                Ok(sub) => self.dir(sub, Some(&path)),
                 Err(e) => {
-                    tree.problems
+                    self.tree
+                        .problems
                         .insert(path, format!("cannot open directory: {e}"));
                 }
             }

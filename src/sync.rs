@@ -107,6 +107,8 @@ pub struct Job {
     pub pending_max: usize,
     /// How to reach an SSH remote.
     pub ssh: crate::transport::ssh::SshOptions,
+    /// Keep hard links within the tree as hard links (`--no-hard-links` turns it off).
+    pub hard_links: bool,
 }
 
 /// Asks the user to confirm the listed concerns; returns true to go ahead.
@@ -185,21 +187,24 @@ fn open_endpoints(job: &Job) -> Result<Opened> {
         &job.local_dir,
         format!("local '{}'", job.local_dir.display()),
         job.preserve_owner,
-    )?;
+    )?
+    .with_hard_links(job.hard_links);
     let agent = |root: PathBuf| AgentOptions {
         root,
         label: format!("remote '{}'", job.remote.display()),
         owner: job.preserve_owner,
         compression: job.compression,
+        hard_links: job.hard_links,
     };
     let mut notes = Vec::new();
     let remote: Box<dyn Endpoint> = match &job.remote {
         RemoteSpec::Local(dir) => {
             let opts = agent(dir.clone());
             match &job.transport {
-                LocalTransport::InProcess => {
-                    Box::new(LocalEndpoint::open(dir, opts.label, job.preserve_owner)?)
-                }
+                LocalTransport::InProcess => Box::new(
+                    LocalEndpoint::open(dir, opts.label, job.preserve_owner)?
+                        .with_hard_links(job.hard_links),
+                ),
                 LocalTransport::Pipe { agent } => {
                     let agent = crate::transport::pipe::find_agent(agent.as_deref())?;
                     Box::new(crate::transport::pipe::connect(&agent, &opts)?)
@@ -571,12 +576,13 @@ fn print_plan(plan: &Plan, roots: [&str; 2], everything: bool, run: &mut Run<'_>
 
 fn count(s: &mut Summary, a: &Action) {
     match &a.op {
-        Op::Copy { source, .. } => {
+        Op::Copy { source, .. } | Op::Link { source, .. } => {
             s.files_transferred += 1;
             if source.is_file() {
                 s.bytes_total += source.size;
             }
         }
+        Op::Unlink { .. } => s.moved += 1,
         Op::Delete => s.files_deleted += 1,
         Op::Mkdir { .. } => s.dirs_created += 1,
         Op::Rename { .. } | Op::SetMeta { .. } => s.moved += 1,
@@ -819,6 +825,17 @@ fn change_of(a: &Action) -> Result<Change> {
             .ok_or_else(|| Error::Protocol(format!("plan for '{}' lacks its precondition", a.path)))
     };
     Ok(match &a.op {
+        Op::Link { to, source } => Change::Link {
+            path,
+            expect: a.expect.clone(),
+            first: to.clone(),
+            source: source.clone(),
+        },
+        Op::Unlink { source } => Change::Unlink {
+            path,
+            expect: expect()?,
+            source: source.clone(),
+        },
         Op::Copy { source, .. } => Change::MakeNode {
             path,
             expect: a.expect.clone(),

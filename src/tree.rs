@@ -97,6 +97,10 @@ pub struct Entry {
     pub stamp: Stamp,
     /// BLAKE3 of the contents, when known (computed lazily, files only).
     pub digest: Option<Digest>,
+    /// For a file that shares its inode with an earlier name in the tree (a hard link):
+    /// that first name. Compared apart from content (see `reconcile::links`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<Box<RelPath>>,
 }
 
 impl Entry {

@@ -21,6 +21,7 @@ pub struct LocalEndpoint {
     root: Root,
     place: String,
     owner: bool,
+    hard_links: bool,
     incoming: HashMap<u64, Incoming>,
     staged: Vec<(u64, Incoming, Digest)>,
     staged_bytes: u64,
@@ -59,11 +60,18 @@ impl LocalEndpoint {
             root,
             place,
             owner,
+            hard_links: true,
             incoming: HashMap::new(),
             staged: Vec::new(),
             staged_bytes: 0,
             done: Vec::new(),
         })
+    }
+
+    /// `--no-hard-links`: every name is scanned as a file of its own.
+    pub fn with_hard_links(mut self, keep: bool) -> LocalEndpoint {
+        self.hard_links = keep;
+        self
     }
 
     fn io(&self, op: &'static str, path: &RelPath, e: io::Error) -> Error {
@@ -605,7 +613,7 @@ impl Endpoint for LocalEndpoint {
 
     fn scan(&mut self, filter: &FilterSpec) -> Result<Scan> {
         let filter = filter.build()?;
-        let (tree, partials) = scan(&self.root, &filter);
+        let (tree, partials) = scan(&self.root, &filter, self.hard_links);
         Ok(Scan {
             tree,
             root_id: self.root.id(),
@@ -719,7 +727,118 @@ impl LocalEndpoint {
                 source,
             } => self.set_meta(path, expect, source).map(Some),
             Change::Restamp { path, mtime_ns } => self.restamp(path, *mtime_ns).map(Some),
+            Change::Link {
+                path,
+                expect,
+                first,
+                source,
+            } => self.link(path, expect.as_ref(), first, source).map(Some),
+            Change::Unlink {
+                path,
+                expect,
+                source,
+            } => self.unlink(path, expect, source).map(Some),
         }
+    }
+
+    /// Fails with `Changed` unless `path` is still the file `expect` (or absent for
+    /// `None`). Unlike [`Self::check`] it ignores the ctime: linking or unlinking another
+    /// name of the same file changes it.
+    fn check_same_file(&self, path: &RelPath, expect: Option<&Entry>) -> Result<Option<Entry>> {
+        let now = self
+            .root
+            .entry(path)
+            .map_err(|e| self.io("stat", path, e))?;
+        let same = match (&now, expect) {
+            (None, None) => true,
+            (Some(n), Some(e)) => {
+                n.is_file()
+                    && e.is_file()
+                    && n.size == e.size
+                    && n.mtime_ns == e.mtime_ns
+                    && n.stamp.ino == e.stamp.ino
+            }
+            _ => false,
+        };
+        if same {
+            Ok(now)
+        } else {
+            Err(self.changed(path))
+        }
+    }
+
+    /// Gives `path` a file of its own: a copy of its content with `source`'s attributes,
+    /// renamed over it.
+    pub fn unlink(&mut self, path: &RelPath, expect: &Entry, source: &Entry) -> Result<Entry> {
+        let now = self.check_same_file(path, Some(expect))?.expect("a file");
+        let mut from = self
+            .root
+            .open_read(path)
+            .map_err(|e| self.io("read", path, e))?;
+        let (dir, tmp, mut file) = self
+            .root
+            .create_temp(path)
+            .map_err(|e| self.io("create a temporary file for", path, e))?;
+        let copied = io::copy(&mut from, &mut file)
+            .and_then(|_| Root::set_meta_fd(&file, source, self.owner))
+            .map_err(|e| self.io("copy", path, e));
+        if let Err(e) = copied {
+            Root::remove_name(&dir, &tmp);
+            return Err(e);
+        }
+        self.commit(&dir, &tmp, path, Some(&now))?;
+        self.entry_now(path, expect.digest)
+    }
+
+    /// Makes `path` another name of `first` (replacing `expect`), if `first` is the file
+    /// `source` describes: the content is never sent twice.
+    pub fn link(
+        &mut self,
+        path: &RelPath,
+        expect: Option<&Entry>,
+        first: &RelPath,
+        source: &Entry,
+    ) -> Result<Entry> {
+        let now = self.check_same_file(path, expect)?;
+        let held = self
+            .root
+            .entry(first)
+            .map_err(|e| self.io("stat", first, e))?;
+        if let (Some(n), Some(h)) = (&now, &held) {
+            if n.stamp.ino == h.stamp.ino {
+                let mut e = n.clone();
+                e.link = Some(Box::new(first.clone()));
+                return Ok(e); // already one file
+            }
+        }
+        match held {
+            Some(f) if f.is_file() && f.size == source.size && f.mtime_ns == source.mtime_ns => {}
+            _ => {
+                return Err(Error::io(
+                    "link",
+                    path,
+                    &self.place,
+                    io::Error::other(format!(
+                        "'{first}', the name it shares its file with, is not in place"
+                    )),
+                ))
+            }
+        }
+        let from = self
+            .root
+            .parent_fd(first)
+            .map_err(|e| self.io("open parent of", first, e))?;
+        let dir = self
+            .root
+            .parent_fd(path)
+            .map_err(|e| self.io("open parent of", path, e))?;
+        let tmp = crate::fsops::temp_name(path.name());
+        Root::remove_name(&dir, &tmp);
+        Root::link_at(&from, first.name(), &dir, &tmp).map_err(|e| self.io("link", path, e))?;
+        self.commit(&dir, &tmp, path, now.as_ref())?;
+        let mut e = self.entry_now(path, source.digest)?;
+        e.link = Some(Box::new(first.clone()));
+        Ok(e)
     }
 
     /// Sets a directory's mtime, if it is still a directory.

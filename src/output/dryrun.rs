@@ -90,6 +90,8 @@ pub fn commands(action: &Action, roots: [&str; 2], everything: bool) -> Vec<Stri
             }
             _ => vec![format!("cp -p {} {dst}", full(src_root, from))],
         },
+        Op::Link { to, .. } => vec![format!("ln -f {} {dst}", full(dst_root, to))],
+        Op::Unlink { .. } => vec![format!("cp -p --remove-destination {dst} {dst}")],
         Op::Mkdir { source } => vec![format!("mkdir -m {:o} {dst}", source.mode)],
         Op::Delete if action.expect.as_ref().is_some_and(Entry::is_dir) => {
             vec![format!("rmdir {dst}")]

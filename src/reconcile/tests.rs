@@ -16,6 +16,7 @@ fn file_m(content: &str, mtime: i64, mode: u32) -> Entry {
         gid: 1000,
         stamp: Stamp::default(),
         digest: Some(Digest::of(content.as_bytes())),
+        link: None,
     }
 }
 fn f(content: &str) -> Entry {
@@ -37,6 +38,7 @@ fn other(kind: EntryKind, mode: u32) -> Entry {
         gid: 1000,
         stamp: Stamp::default(),
         digest: None,
+        link: None,
     }
 }
 fn d() -> Entry {
@@ -62,6 +64,11 @@ fn fifo() -> Entry {
         },
         0o644,
     )
+}
+/// `e` as a later name of the file whose first name is `first` (a hard link).
+fn linked(mut e: Entry, first: &str) -> Entry {
+    e.link = Some(Box::new(p(first)));
+    e
 }
 fn owned(mut e: Entry, uid: u32) -> Entry {
     e.uid = uid;
@@ -99,6 +106,8 @@ fn describe(a: &Action) -> String {
         Op::Rename { to, .. } => format!("{s} mv {} {to}", a.path),
         Op::SetMeta { .. } => format!("{s} meta {}", a.path),
         Op::Restamp { .. } => format!("{s} stamp {}", a.path),
+        Op::Link { to, .. } => format!("{s} ln {to} {}", a.path),
+        Op::Unlink { .. } => format!("{s} unlink {}", a.path),
     }
 }
 
@@ -151,6 +160,16 @@ fn simulate(plan: &Plan, local: &Tree, remote: &Tree) -> (Tree, Tree) {
                 let mut e = a.expect.clone().unwrap();
                 (e.mode, e.mtime_ns, e.uid, e.gid) =
                     (source.mode, source.mtime_ns, source.uid, source.gid);
+                Some(e)
+            }
+            Op::Link { to, source } => {
+                let mut e = source.clone();
+                e.link = Some(Box::new(to.clone()));
+                Some(e)
+            }
+            Op::Unlink { source } => {
+                let mut e = source.clone();
+                e.link = None;
                 Some(e)
             }
             _ => a.result().cloned(),
@@ -797,6 +816,47 @@ fn cases() -> Vec<Case> {
             local: t(&[("a", fmode("1", 0o755))]),
             remote: t(&[("a", fmode("1", 0o600))]),
             conflicts: &["a unresolved"],
+            ..Default::default()
+        },
+        Case {
+            name: "hard-linked names are sent once and linked on the target",
+            dirs: PUSH,
+            local: t(&[
+                ("a", f("1")),
+                ("b", linked(f("1"), "a")),
+                ("c", linked(f("1"), "a")),
+            ]),
+            actions: &["R cp a", "R ln a b", "R ln a c"],
+            ..Default::default()
+        },
+        Case {
+            name: "a new link to a file in place costs nothing, even when it sorts first",
+            dirs: PUSH,
+            base: t(&[("one", f("1")), ("two", linked(f("1"), "one"))]),
+            local: t(&[
+                ("four", f("1")),
+                ("one", linked(f("1"), "four")),
+                ("two", linked(f("1"), "four")),
+            ]),
+            remote: t(&[("one", f("1")), ("two", linked(f("1"), "one"))]),
+            actions: &["R ln one four"],
+            ..Default::default()
+        },
+        Case {
+            name: "a link broken on the source is broken on the target",
+            dirs: PUSH,
+            base: t(&[("a", f("1")), ("b", linked(f("1"), "a"))]),
+            local: t(&[("a", f("1")), ("b", f("1"))]),
+            remote: t(&[("a", f("1")), ("b", linked(f("1"), "a"))]),
+            actions: &["R unlink b"],
+            ..Default::default()
+        },
+        Case {
+            name: "bidi adds a link made on either side",
+            base: t(&[("a", f("1")), ("b", f("1"))]),
+            local: t(&[("a", f("1")), ("b", f("1"))]),
+            remote: t(&[("a", f("1")), ("b", linked(f("1"), "a"))]),
+            actions: &["L ln a b"],
             ..Default::default()
         },
         Case {

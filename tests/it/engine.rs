@@ -36,6 +36,7 @@ fn job(f: &Fixture, direction: Direction) -> Job {
         compression: Default::default(),
         pending_max: 2000,
         ssh: Default::default(),
+        hard_links: true,
     }
 }
 

@@ -263,3 +263,57 @@ fn sparse_files(s: &Sides) {
 fn sparse_files_stay_sparse() {
     both(sparse_files);
 }
+
+fn ino(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().ino()
+}
+
+fn hard_links(s: &Sides) {
+    std::fs::write(s.a.join("one"), pseudo_random(300_000, 3)).unwrap();
+    std::fs::create_dir(s.a.join("sub")).unwrap();
+    std::fs::hard_link(s.a.join("one"), s.a.join("sub/two")).unwrap();
+    std::fs::hard_link(s.a.join("one"), s.a.join("three")).unwrap();
+    let r = (s.sync)("push", &["--format", "json"]);
+    ok(&r);
+    assert_same_tree(&s.a, &s.b);
+    // One inode on the target too, and the content crossed once.
+    assert_eq!(ino(&s.b.join("one")), ino(&s.b.join("sub/two")));
+    assert_eq!(ino(&s.b.join("one")), ino(&s.b.join("three")));
+    let summary = json_events(&r.stdout).pop().unwrap();
+    assert!(
+        summary["bytes_sent"].as_u64().unwrap() < 400_000,
+        "{summary}"
+    );
+    ok(&(s.sync)("push", &[]));
+    // A link broken on the source (the name now a file of its own) is broken on the target;
+    // a new link is made there too.
+    std::fs::remove_file(s.a.join("three")).unwrap();
+    std::fs::copy(s.a.join("one"), s.a.join("three")).unwrap();
+    std::fs::hard_link(s.a.join("one"), s.a.join("four")).unwrap();
+    ok(&(s.sync)("push", &[]));
+    assert_ne!(ino(&s.b.join("one")), ino(&s.b.join("three")));
+    assert_eq!(ino(&s.b.join("one")), ino(&s.b.join("four")));
+    assert_same_tree(&s.a, &s.b);
+    // Bidi keeps them, both ways.
+    std::fs::hard_link(s.b.join("three"), s.b.join("five")).unwrap();
+    ok(&(s.sync)("bidi", &[]));
+    assert_eq!(ino(&s.a.join("three")), ino(&s.a.join("five")));
+    assert_same_tree(&s.a, &s.b);
+    ok(&(s.sync)("bidi", &[]));
+}
+
+#[test]
+fn hard_links_stay_hard_links() {
+    both(hard_links);
+}
+
+#[test]
+fn no_hard_links_copies_each_name() {
+    let f = fixture();
+    write(f.a.join("one"), "shared");
+    std::fs::hard_link(f.a.join("one"), f.a.join("two")).unwrap();
+    let r = f.sync("push", &["--no-hard-links"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_ne!(ino(&f.b.join("one")), ino(&f.b.join("two")));
+    assert_same_tree(&f.a, &f.b);
+}

@@ -109,6 +109,7 @@ fn file_entry(size: u64) -> Entry {
         gid: 0,
         stamp: Stamp::default(),
         digest: None,
+        link: None,
     }
 }
 

@@ -54,6 +54,7 @@ fn job(f: &Fixture, transport: LocalTransport, direction: Direction) -> Job {
         compression: Default::default(),
         pending_max: 3,
         ssh: Default::default(),
+        hard_links: true,
     }
 }
 
@@ -327,6 +328,7 @@ fn an_agent_whose_client_vanishes_keeps_a_large_partial_for_next_time() {
             label: "remote".into(),
             owner: false,
             compression: Default::default(),
+            hard_links: true,
         },
         Default::default(),
     )

@@ -587,8 +587,10 @@ fn a_connection_killed_mid_transfer_fails_clearly_and_the_next_run_resumes() {
     ok(&r);
     assert_same_tree(&s.f.a, &s.f.b);
     let summary = json_events(&r.stdout).pop().unwrap();
+    // The partial file served as the basis: what it held was not sent again.
     assert!(
-        summary["bytes_sent"].as_u64().unwrap() < size as u64 - (4 << 20),
+        summary["bytes_saved_by_delta"].as_u64().unwrap() >= 2 << 20
+            && summary["bytes_sent"].as_u64().unwrap() < size as u64,
         "no resume: {summary}"
     );
 }

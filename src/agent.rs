@@ -316,6 +316,7 @@ fn handle<W: Write>(ep: &mut LocalEndpoint, req: Request, out: &mut Out<W>) -> R
             out.send(&Response::Applied(results.into_iter().map(wire).collect()))
         }
         Request::Streams { .. } => Err(Error::Protocol("streams were already set up".into())),
+        Request::Owners(q) => out.send(&Response::Owners(ep.owners(&q)?)),
     }
 }
 

@@ -117,6 +117,9 @@ pub struct Args {
     /// Copy hard-linked names as separate files (by default they stay hard links).
     #[arg(long = "no-hard-links")]
     pub no_hard_links: bool,
+    /// Keep owner and group numbers as they are (by default they travel by name).
+    #[arg(long = "numeric-ids")]
+    pub numeric_ids: bool,
     /// Leave out paths matching this gitignore-style pattern (repeatable).
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub exclude: Vec<String>,
@@ -492,6 +495,7 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
         pending_max: args.pending_max as usize,
         ssh,
         hard_links: !args.no_hard_links,
+        numeric_ids: args.numeric_ids,
     };
     Ok((job, notes))
 }

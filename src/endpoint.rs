@@ -9,6 +9,7 @@
 //! committed — so many files can be in flight at once.
 
 pub mod local;
+pub mod mapped;
 pub mod remote;
 
 use serde::{Deserialize, Serialize};
@@ -230,6 +231,8 @@ pub trait Endpoint: Send {
     fn streams(&self) -> Vec<u64> {
         Vec::new()
     }
+    /// Names of owner ids and ids of owner names in this side's user database.
+    fn owners(&mut self, query: &crate::owners::OwnerQuery) -> Result<crate::owners::OwnerAnswer>;
     /// Things the user should hear about the connection since the last call (a stream
     /// that could not be opened).
     fn notes(&mut self) -> Vec<String> {

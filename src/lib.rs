@@ -18,6 +18,7 @@ pub mod exit;
 pub mod fsops;
 pub mod hash_cache;
 pub mod output;
+pub mod owners;
 pub mod path;
 pub mod plan;
 pub mod protocol;

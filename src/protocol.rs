@@ -62,6 +62,8 @@ pub enum Request {
         /// The changes.
         changes: Vec<Change>,
     },
+    /// Names of owner ids, ids of owner names (answered by `Owners`).
+    Owners(crate::owners::OwnerQuery),
     /// Accept this many extra input streams (answered by `Streams` or `NoStreams`, which
     /// may come among other answers). Every client frame after this one, on any stream,
     /// carries a sequence number.
@@ -109,6 +111,8 @@ pub enum Response {
         /// The secret each joining stream sends first.
         token: serde_bytes::ByteBuf,
     },
+    /// Answer to `Owners`.
+    Owners(crate::owners::OwnerAnswer),
     /// Answer to `Streams` when the agent cannot take extra ones (why); the first stream
     /// stays sequenced.
     NoStreams(String),
@@ -190,9 +194,11 @@ fn chunk_ok(c: &Chunk) -> Result<(), String> {
 impl Validate for Request {
     fn validate(&self) -> Result<(), String> {
         match self {
-            Request::Scan { .. } | Request::Digests { .. } | Request::Commit | Request::Sync => {
-                Ok(())
-            }
+            Request::Scan { .. }
+            | Request::Digests { .. }
+            | Request::Commit
+            | Request::Sync
+            | Request::Owners(_) => Ok(()),
             Request::Signatures { files } => files
                 .iter()
                 .try_for_each(|(_, e)| e.as_ref().map_or(Ok(()), entry_ok)),

@@ -109,6 +109,8 @@ pub struct Job {
     pub ssh: crate::transport::ssh::SshOptions,
     /// Keep hard links within the tree as hard links (`--no-hard-links` turns it off).
     pub hard_links: bool,
+    /// `--numeric-ids`: owners by number, not mapped by name.
+    pub numeric_ids: bool,
 }
 
 /// Asks the user to confirm the listed concerns; returns true to go ahead.
@@ -390,6 +392,7 @@ fn run_inner(
         }
     }
 
+    let mut remote = map_owners(job, remote, &lt, &mut rt)?;
     old.caches[0].fill(&mut lt);
     old.caches[1].fill(&mut rt);
     let [need_l, need_r] = digests_needed(&old.tree, &lt, &rt);
@@ -530,6 +533,34 @@ fn run_inner(
         return Ok(());
     }
     next.commit(&baseline_path)
+}
+
+/// Owners by name (as root, without `--numeric-ids`): the far tree is renumbered as here,
+/// and the far endpoint wrapped to renumber what goes back.
+fn map_owners(
+    job: &Job,
+    mut remote: Box<dyn Endpoint>,
+    local_tree: &Tree,
+    remote_tree: &mut Tree,
+) -> Result<Box<dyn Endpoint>> {
+    use crate::owners::{Database, IdMap};
+    if !job.preserve_owner || job.numeric_ids {
+        return Ok(remote);
+    }
+    let db = Database::load();
+    let query = IdMap::query(&db, local_tree, remote_tree);
+    let answer = remote.owners(&query)?;
+    let map = IdMap::build(&db, &query, &answer);
+    if map.is_identity() {
+        return Ok(remote);
+    }
+    for e in remote_tree.entries.values_mut() {
+        map.inward(e);
+    }
+    Ok(Box::new(crate::endpoint::mapped::OwnerMapped {
+        inner: remote,
+        map,
+    }))
 }
 
 /// Bytes on the wire for the summary (counted before the last steps, so a run that

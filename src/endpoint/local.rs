@@ -11,6 +11,7 @@ use crate::delta::{self, Basis, DeltaOp, LITERAL_CHUNK, WINDOW};
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Scan, SendRequest};
 use crate::error::{Error, Result, WireError};
 use crate::fsops::{still_expected, CommitError, Root};
+use crate::owners::{Database, OwnerAnswer, OwnerQuery};
 use crate::path::RelPath;
 use crate::rules::FilterSpec;
 use crate::scan::{hash_file, scan};
@@ -701,6 +702,10 @@ impl Endpoint for LocalEndpoint {
 
     fn apply(&mut self, changes: &[Change]) -> Result<Vec<Result<Option<Entry>>>> {
         Ok(changes.iter().map(|c| self.change(c)).collect())
+    }
+
+    fn owners(&mut self, query: &OwnerQuery) -> Result<OwnerAnswer> {
+        Ok(Database::load().answer(query))
     }
 }
 

@@ -592,6 +592,20 @@ impl Endpoint for RemoteEndpoint {
         self.per_stream()
     }
 
+    fn owners(&mut self, query: &crate::owners::OwnerQuery) -> Result<crate::owners::OwnerAnswer> {
+        match self.call(&Request::Owners(query.clone()))? {
+            Response::Owners(a)
+                if a.user_names.len() == query.uids.len()
+                    && a.group_names.len() == query.gids.len()
+                    && a.uids.len() == query.users.len()
+                    && a.gids.len() == query.groups.len() =>
+            {
+                Ok(a)
+            }
+            _ => Err(self.unexpected("owners")),
+        }
+    }
+
     fn notes(&mut self) -> Vec<String> {
         self.take_joined(false);
         std::mem::take(&mut self.notes)

@@ -37,6 +37,7 @@ fn job(f: &Fixture, direction: Direction) -> Job {
         pending_max: 2000,
         ssh: Default::default(),
         hard_links: true,
+        numeric_ids: false,
     }
 }
 

@@ -317,3 +317,85 @@ fn no_hard_links_copies_each_name() {
     assert_ne!(ino(&f.b.join("one")), ino(&f.b.join("two")));
     assert_same_tree(&f.a, &f.b);
 }
+
+/// Runs `program args` with /etc/passwd and /etc/group replaced (a private mount
+/// namespace), as a host with another user database would.
+fn with_users_script(dir: &Path, passwd: &str, group: &str, program: &Path) -> PathBuf {
+    let (p, g) = (dir.join("passwd"), dir.join("group"));
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&p, passwd).unwrap();
+    std::fs::write(&g, group).unwrap();
+    let script = dir.join("run");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec unshare -m sh -c 'mount --bind {} /etc/passwd && mount --bind {} /etc/group && exec \"$0\" \"$@\"' '{}' \"$@\"\n",
+            p.display(),
+            g.display(),
+            program.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn owners_travel_by_name_unless_numeric_ids() {
+    if !is_root() {
+        eprintln!("SKIPPED: owners need root (CI runs as root)");
+        return;
+    }
+    let f = fixture();
+    let near = with_users_script(
+        &f.tmp.path().join("near"),
+        "root:x:0:0::/root:/bin/sh\nalice:x:2001:2001::/:/bin/sh\n",
+        "root:x:0:\nteam:x:3001:\n",
+        Path::new(env!("CARGO_BIN_EXE_tandem")),
+    );
+    let far = with_users_script(
+        &f.tmp.path().join("far"),
+        "root:x:0:0::/root:/bin/sh\nalice:x:2500:2500::/:/bin/sh\n",
+        "root:x:0:\nteam:x:3500:\n",
+        &agent_path(),
+    );
+    write(f.a.join("alices"), "a");
+    write(f.a.join("nobodys"), "n");
+    std::os::unix::fs::chown(f.a.join("alices"), Some(2001), Some(3001)).unwrap();
+    std::os::unix::fs::chown(f.a.join("nobodys"), Some(2999), Some(3999)).unwrap();
+    let run = |extra: &[&str]| {
+        let mut c = std::process::Command::new(&near);
+        c.env("FILESYNC", &f.state)
+            .stdin(std::process::Stdio::null());
+        c.arg("-d").arg(&f.a).arg("-r").arg(&f.b);
+        c.arg("--agent-path")
+            .arg(&far)
+            .args(["-K", "push"])
+            .args(extra);
+        output(c.output().unwrap())
+    };
+    let r = run(&[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let owner = |p: &Path| {
+        let md = std::fs::metadata(p).unwrap();
+        (md.uid(), md.gid())
+    };
+    assert_eq!(
+        owner(&f.b.join("alices")),
+        (2500, 3500),
+        "not mapped by name"
+    );
+    assert_eq!(
+        owner(&f.b.join("nobodys")),
+        (2999, 3999),
+        "unknown names keep numbers"
+    );
+    // A second run sees nothing to do: alice is alice on both sides.
+    let r = run(&["-e", "--format", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(json_events(&r.stdout).pop().unwrap()["moved"], 0, "{r:?}");
+    // --numeric-ids keeps the numbers: with -e, alice's file differs and is fixed.
+    let r = run(&["-e", "--numeric-ids"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(owner(&f.b.join("alices")), (2001, 3001));
+}

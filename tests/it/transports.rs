@@ -55,6 +55,7 @@ fn job(f: &Fixture, transport: LocalTransport, direction: Direction) -> Job {
         pending_max: 3,
         ssh: Default::default(),
         hard_links: true,
+        numeric_ids: false,
     }
 }
 
@@ -198,6 +199,9 @@ impl Endpoint for Corrupting {
     }
     fn apply(&mut self, c: &[Change]) -> Result<Vec<Result<Option<Entry>>>> {
         self.inner.apply(c)
+    }
+    fn owners(&mut self, q: &tandem::owners::OwnerQuery) -> Result<tandem::owners::OwnerAnswer> {
+        self.inner.owners(q)
     }
 }
 

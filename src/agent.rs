@@ -27,6 +27,8 @@ pub struct AgentOptions {
     pub compression: Compression,
     /// Keep hard links (scan names of one inode as links).
     pub hard_links: bool,
+    /// Where this side keeps ACLs and xattrs (`--preserve-acls`).
+    pub acls: crate::xattrs::AclMode,
 }
 
 impl AgentOptions {
@@ -37,6 +39,7 @@ impl AgentOptions {
         let mut label = None;
         let mut owner = false;
         let mut hard_links = true;
+        let mut acls = crate::xattrs::AclMode::None;
         let mut compression = Compression::default();
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -46,6 +49,7 @@ impl AgentOptions {
                 "--label" => label = Some(value()?),
                 "--preserve-owner" => owner = true,
                 "--no-hard-links" => hard_links = false,
+                "--acls" => acls = crate::xattrs::AclMode::parse(&value()?)?,
                 "--die-with-parent" => die_with_parent()?,
                 "--compress" => compression = Compression::parse(&value()?)?,
                 other => return Err(format!("unknown argument '{other}'")),
@@ -59,6 +63,7 @@ impl AgentOptions {
             owner,
             compression,
             hard_links,
+            acls,
         })
     }
 
@@ -75,6 +80,10 @@ impl AgentOptions {
         }
         if !self.hard_links {
             args.push("--no-hard-links".into());
+        }
+        if self.acls != crate::xattrs::AclMode::None {
+            args.push("--acls".into());
+            args.push(self.acls.word().into());
         }
         args.push("--compress".into());
         args.push(match self.compression {
@@ -180,7 +189,7 @@ pub fn serve(
         Err(e) => return Err(untold(Error::Protocol(e.to_string()))),
     }
     let mut ep = LocalEndpoint::open(&opts.root, opts.label.clone(), opts.owner)
-        .map(|ep| ep.with_hard_links(opts.hard_links))
+        .map(|ep| ep.with_hard_links(opts.hard_links).with_acls(opts.acls))
         .map_err(|e| out.stop(e))?;
     let mut source = Source::One(input);
     loop {
@@ -384,7 +393,7 @@ pub fn main_with_args(args: &[String]) -> u8 {
     let opts = match AgentOptions::parse(args) {
         Ok(o) => o,
         Err(why) => {
-            eprintln!("tandem-agent: {why}\nusage: tandem-agent --root DIR [--label TEXT] [--preserve-owner] [--no-hard-links] [--compress zstd[:LEVEL]|none]");
+            eprintln!("tandem-agent: {why}\nusage: tandem-agent --root DIR [--label TEXT] [--preserve-owner] [--no-hard-links] [--acls none|native|metafile] [--compress zstd[:LEVEL]|none]");
             return 32;
         }
     };

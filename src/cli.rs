@@ -120,6 +120,21 @@ pub struct Args {
     /// Keep owner and group numbers as they are (by default they travel by name).
     #[arg(long = "numeric-ids")]
     pub numeric_ids: bool,
+    /// POSIX ACLs and user xattrs on this side: none, native, or metafile (kept in a side
+    /// file per directory).
+    #[arg(
+        long = "preserve-acls",
+        value_name = "none|native|metafile",
+        default_value = "none"
+    )]
+    pub preserve_acls: String,
+    /// The same for the other side [default: as --preserve-acls].
+    #[arg(
+        long = "remote-preserve-acls",
+        alias = "remote-preserve-acles",
+        value_name = "none|native|metafile"
+    )]
+    pub remote_preserve_acls: Option<String>,
     /// Leave out paths matching this gitignore-style pattern (repeatable).
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub exclude: Vec<String>,
@@ -458,6 +473,20 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
     }
     filter.build()?;
     let ssh = ssh_options(args, &remote, &mut notes)?;
+    let acls = {
+        use crate::xattrs::AclMode;
+        let local = AclMode::parse(&args.preserve_acls).map_err(Error::Usage)?;
+        let remote = match &args.remote_preserve_acls {
+            Some(r) => AclMode::parse(r).map_err(Error::Usage)?,
+            None => local,
+        };
+        // Attributes are compared and kept only when both sides keep them somewhere.
+        if local == AclMode::None || remote == AclMode::None {
+            [AclMode::None; 2]
+        } else {
+            [local, remote]
+        }
+    };
     // Compressing costs CPU and saves nothing on a local pipe; over a network it pays.
     let compression = match (&args.compress, &remote) {
         (Some(c), _) => Compression::parse(c).map_err(Error::Usage)?,
@@ -496,6 +525,7 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
         ssh,
         hard_links: !args.no_hard_links,
         numeric_ids: args.numeric_ids,
+        acls,
     };
     Ok((job, notes))
 }

@@ -99,6 +99,7 @@ pub fn entry_from_stat(st: &rustix::fs::Stat, target: Option<Vec<u8>>) -> Entry 
         },
         digest: None,
         link: None,
+        xattrs: None,
     }
 }
 
@@ -433,6 +434,12 @@ impl Root {
             rustix::fs::chmodat(dir, n, Mode::from_raw_mode(src.mode), AtFlags::empty())?;
         }
         Root::set_mtime_at(dir, name, src.mtime_ns)
+    }
+
+    /// Renames `from` to `to`, both names in `dir`.
+    pub fn rename_in(dir: &DirFd, from: &[u8], to: &[u8]) -> io::Result<()> {
+        rustix::fs::renameat(dir, os(from), dir, os(to))?;
+        Ok(())
     }
 
     /// Makes `to` in `to_dir` another name of `from` in `from_dir` (never following a symlink).

@@ -29,3 +29,4 @@ pub mod session;
 pub mod sync;
 pub mod transport;
 pub mod tree;
+pub mod xattrs;

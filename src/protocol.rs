@@ -130,6 +130,9 @@ pub trait Validate {
 }
 
 fn entry_ok(e: &Entry) -> Result<(), String> {
+    if let Some(x) = &e.xattrs {
+        crate::xattrs::valid(x)?;
+    }
     if let EntryKind::Symlink(t) = &e.kind {
         if t.is_empty() || t.len() > crate::path::MAX_PATH || t.contains(&0) {
             return Err("invalid symlink target".into());
@@ -321,7 +324,7 @@ mod tests {
         // Mutations of valid messages: closer to what a fuzzer finds.
         #[test]
         fn decoding_mutated_messages_never_panics(flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
-            let e = Entry { kind: EntryKind::Symlink(b"target".to_vec()), size: 0, mtime_ns: 1, mode: 0o777, uid: 0, gid: 0, stamp: Default::default(), digest: None, link: None };
+            let e = Entry { kind: EntryKind::Symlink(b"target".to_vec()), size: 0, mtime_ns: 1, mode: 0o777, uid: 0, gid: 0, stamp: Default::default(), digest: None, link: None, xattrs: None };
             let change = Change::Rename { from: RelPath::new(b"a/b".to_vec()).unwrap(), to: RelPath::new(b"c".to_vec()).unwrap(), expect: e.clone(), meta: Some(e) };
             let req = Request::Apply { changes: vec![change] };
             let (_, mut payload) = encode(&req, Compression::None).unwrap();

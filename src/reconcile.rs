@@ -353,6 +353,14 @@ impl<'a> Reconciler<'a> {
             None if l.is_dir() => merged.mtime_ns = l.mtime_ns.max(r.mtime_ns),
             None => clashes.push("modification time"),
         }
+        if l.xattrs != r.xattrs {
+            let base = b.map(|b| &b.xattrs);
+            match base {
+                Some(bx) if *bx == l.xattrs => merged.xattrs = r.xattrs.clone(),
+                Some(bx) if *bx == r.xattrs => {}
+                _ => clashes.push("ACLs or extended attributes"),
+            }
+        }
         if self.policy.everything {
             match (
                 merge_field(l.uid.into(), r.uid.into(), b.map(|b| b.uid.into())),

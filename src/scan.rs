@@ -10,23 +10,34 @@ use rustix::fs::{Mode, OFlags};
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::fsops::{entry_at, scan_entry_at, Root, PART_PREFIX, TEMP_PREFIX};
+use crate::fsops::{entry_at, scan_entry_at, LinkKey, Root, PART_PREFIX, TEMP_PREFIX};
 use crate::path::RelPath;
 use crate::rules::Filter;
 use crate::tree::{Digest, Tree};
+use crate::xattrs::{self, metafile, AclMode, Xattrs};
 
 /// Partial transfers left by an interrupted run: target path → bytes already there.
 pub type Partials = BTreeMap<RelPath, u64>;
 
-/// Scans everything below the root; also lists partial transfers to resume. With
-/// `hard_links`, the later names of a file with several names in the tree point at the
-/// first ([`Entry::link`](crate::tree::Entry)).
-pub fn scan(root: &Root, filter: &Filter, hard_links: bool) -> (Tree, Partials) {
+/// What a scan records beyond the basics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// The later names of a file with several names in the tree point at the first
+    /// ([`Entry::link`](crate::tree::Entry)).
+    pub hard_links: bool,
+    /// Where ACLs and xattrs are read from, if anywhere.
+    pub acls: AclMode,
+}
+
+/// Scans everything below the root; also lists partial transfers to resume.
+pub fn scan(root: &Root, filter: &Filter, opts: ScanOptions) -> (Tree, Partials) {
     let mut walk = Walk {
         filter,
         tree: Tree::default(),
         partials: Partials::new(),
-        links: hard_links.then(HashMap::new),
+        links: opts.hard_links.then(HashMap::new),
+        acls: opts.acls,
+        root,
     };
     match rustix::fs::openat(
         root.fd(),
@@ -50,7 +61,9 @@ struct Walk<'a> {
     tree: Tree,
     partials: Partials,
     /// First name seen of each (device, inode) with several names.
-    links: Option<HashMap<(u64, u64), RelPath>>,
+    links: Option<HashMap<LinkKey, RelPath>>,
+    acls: AclMode,
+    root: &'a Root,
 }
 
 impl Walk<'_> {
@@ -73,7 +86,11 @@ impl Walk<'_> {
                     let name = item.file_name().to_bytes();
                     if let Some(target) = name.strip_prefix(TEMP_PREFIX) {
                         note_partial(&dir, at, name, target, &mut self.partials);
-                    } else if name != b"." && name != b".." && !name.starts_with(PART_PREFIX) {
+                    } else if name != b"."
+                        && name != b".."
+                        && !name.starts_with(PART_PREFIX)
+                        && name != metafile::NAME
+                    {
                         names.push(name.to_vec());
                     }
                 }
@@ -81,12 +98,24 @@ impl Walk<'_> {
             }
         }
         names.sort();
+        // In metafile mode, this directory's side file has its entries' attributes.
+        let mut records = match self.acls {
+            AclMode::Metafile => metafile::load(self.root, at).unwrap_or_default(),
+            _ => Default::default(),
+        };
         for name in names {
-            self.name(&dir, at, &name);
+            let record = records.remove(&name).map(Box::new);
+            self.name(&dir, at, &name, record);
         }
     }
 
-    fn name(&mut self, dir: &OwnedFd, at: Option<&RelPath>, name: &[u8]) {
+    fn name(
+        &mut self,
+        dir: &OwnedFd,
+        at: Option<&RelPath>,
+        name: &[u8],
+        record: Option<Box<Xattrs>>,
+    ) {
         let path = match at {
             Some(p) => p.join(name),
             None => RelPath::from_name(name),
@@ -102,6 +131,20 @@ impl Walk<'_> {
         };
         if self.filter.excludes(&path, entry.is_dir()) {
             return;
+        }
+        if entry.is_file() || entry.is_dir() {
+            entry.xattrs = match self.acls {
+                AclMode::None => None,
+                AclMode::Metafile => record,
+                AclMode::Native => match xattrs::read_at(dir, name) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let why = format!("cannot read extended attributes: {e}");
+                        self.tree.problems.insert(path, why);
+                        return;
+                    }
+                },
+            };
         }
         if let (Some(key), Some(links)) = (linked, self.links.as_mut()) {
             match links.get(&key) {

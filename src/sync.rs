@@ -111,6 +111,9 @@ pub struct Job {
     pub hard_links: bool,
     /// `--numeric-ids`: owners by number, not mapped by name.
     pub numeric_ids: bool,
+    /// Where each side keeps ACLs and xattrs (`[local, remote]`); kept only when neither
+    /// side says none.
+    pub acls: [crate::xattrs::AclMode; 2],
 }
 
 /// Asks the user to confirm the listed concerns; returns true to go ahead.
@@ -190,13 +193,15 @@ fn open_endpoints(job: &Job) -> Result<Opened> {
         format!("local '{}'", job.local_dir.display()),
         job.preserve_owner,
     )?
-    .with_hard_links(job.hard_links);
+    .with_hard_links(job.hard_links)
+    .with_acls(job.acls[0]);
     let agent = |root: PathBuf| AgentOptions {
         root,
         label: format!("remote '{}'", job.remote.display()),
         owner: job.preserve_owner,
         compression: job.compression,
         hard_links: job.hard_links,
+        acls: job.acls[1],
     };
     let mut notes = Vec::new();
     let remote: Box<dyn Endpoint> = match &job.remote {
@@ -205,7 +210,8 @@ fn open_endpoints(job: &Job) -> Result<Opened> {
             match &job.transport {
                 LocalTransport::InProcess => Box::new(
                     LocalEndpoint::open(dir, opts.label, job.preserve_owner)?
-                        .with_hard_links(job.hard_links),
+                        .with_hard_links(job.hard_links)
+                        .with_acls(job.acls[1]),
                 ),
                 LocalTransport::Pipe { agent } => {
                     let agent = crate::transport::pipe::find_agent(agent.as_deref())?;

@@ -99,8 +99,12 @@ pub struct Entry {
     pub digest: Option<Digest>,
     /// For a file that shares its inode with an earlier name in the tree (a hard link):
     /// that first name. Compared apart from content (see `reconcile::links`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Messages are positional: only the last field may be left out when empty.
+    #[serde(default)]
     pub link: Option<Box<RelPath>>,
+    /// POSIX ACLs and `user.*` xattrs, when they are kept (`--preserve-acls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xattrs: Option<Box<crate::xattrs::Xattrs>>,
 }
 
 impl Entry {
@@ -132,11 +136,11 @@ impl Entry {
     }
 
     /// Same metadata but the mtime: mode (not for symlinks, whose mode means nothing on
-    /// Linux), and with `everything` the owner and group.
+    /// Linux), ACLs and xattrs (where kept), and with `everything` the owner and group.
     pub fn same_attrs(&self, other: &Entry, everything: bool) -> bool {
         let mode_ok = matches!(self.kind, EntryKind::Symlink(_)) || self.mode == other.mode;
         let owner_ok = !everything || (self.uid == other.uid && self.gid == other.gid);
-        mode_ok && owner_ok
+        mode_ok && owner_ok && self.xattrs == other.xattrs
     }
 
     /// Same content and metadata.

@@ -16,6 +16,7 @@ use crate::path::RelPath;
 use crate::rules::FilterSpec;
 use crate::scan::{hash_file, scan};
 use crate::tree::{Digest, Entry};
+use crate::xattrs::{self, metafile, AclMode, Xattrs};
 
 /// A root directory on this machine.
 pub struct LocalEndpoint {
@@ -23,6 +24,8 @@ pub struct LocalEndpoint {
     place: String,
     owner: bool,
     hard_links: bool,
+    acls: AclMode,
+    metafiles: metafile::Store,
     incoming: HashMap<u64, Incoming>,
     staged: Vec<(u64, Incoming, Digest)>,
     staged_bytes: u64,
@@ -62,6 +65,8 @@ impl LocalEndpoint {
             place,
             owner,
             hard_links: true,
+            acls: AclMode::None,
+            metafiles: metafile::Store::default(),
             incoming: HashMap::new(),
             staged: Vec::new(),
             staged_bytes: 0,
@@ -73,6 +78,56 @@ impl LocalEndpoint {
     pub fn with_hard_links(mut self, keep: bool) -> LocalEndpoint {
         self.hard_links = keep;
         self
+    }
+
+    /// `--preserve-acls` for this side: where ACLs and xattrs are read and written.
+    pub fn with_acls(mut self, mode: AclMode) -> LocalEndpoint {
+        self.acls = mode;
+        self
+    }
+
+    /// The ACLs and xattrs `path` has now (where they are kept).
+    fn xattrs_now(&mut self, path: &RelPath) -> Result<Option<Box<Xattrs>>> {
+        match self.acls {
+            AclMode::None => Ok(None),
+            AclMode::Native => {
+                let dir = self
+                    .root
+                    .parent_fd(path)
+                    .map_err(|e| self.io("open parent of", path, e))?;
+                xattrs::read_at(&dir, path.name())
+                    .map_err(|e| self.io("read extended attributes of", path, e))
+            }
+            AclMode::Metafile => {
+                let records = metafile::load(&self.root, path.parent().as_ref())
+                    .map_err(|e| self.io("read the attribute file of", path, e))?;
+                let pending = self.metafiles.get(path);
+                Ok(pending.unwrap_or_else(|| records.get(path.name()).cloned().map(Box::new)))
+            }
+        }
+    }
+
+    /// Gives `path` the ACLs and xattrs of `source`, where they are kept.
+    fn put_xattrs(&mut self, path: &RelPath, source: &Entry) -> Result<()> {
+        if !(source.is_file() || source.is_dir()) {
+            return Ok(());
+        }
+        let want = source.xattrs.as_deref();
+        match self.acls {
+            AclMode::None => Ok(()),
+            AclMode::Native => {
+                let dir = self
+                    .root
+                    .parent_fd(path)
+                    .map_err(|e| self.io("open parent of", path, e))?;
+                xattrs::write_at(&dir, path.name(), want)
+                    .map_err(|e| self.io("set extended attributes of", path, e))
+            }
+            AclMode::Metafile => self
+                .metafiles
+                .set(&self.root, path, want)
+                .map_err(|e| self.io("record the attributes of", path, e)),
+        }
     }
 
     fn io(&self, op: &'static str, path: &RelPath, e: io::Error) -> Error {
@@ -99,10 +154,13 @@ impl LocalEndpoint {
         }
     }
 
-    fn entry_now(&self, path: &RelPath, digest: Option<Digest>) -> Result<Entry> {
+    fn entry_now(&mut self, path: &RelPath, digest: Option<Digest>) -> Result<Entry> {
         match self.root.entry(path) {
             Ok(Some(mut e)) => {
                 e.digest = digest;
+                if e.is_file() || e.is_dir() {
+                    e.xattrs = self.xattrs_now(path)?;
+                }
                 Ok(e)
             }
             Ok(None) => Err(self.io("stat", path, io::ErrorKind::NotFound.into())),
@@ -348,7 +406,7 @@ impl LocalEndpoint {
             Ok(digest) if inc.expect.is_none() => {
                 let outcome = self
                     .commit(&inc.dir, &inc.tmp, &inc.path, None)
-                    .and_then(|()| self.entry_now(&inc.path, Some(digest)));
+                    .and_then(|()| self.placed(&inc.path, &inc.meta, digest));
                 self.done.push((id, outcome));
             }
             Ok(digest) => {
@@ -381,7 +439,20 @@ impl LocalEndpoint {
             .map_err(|e| self.io("write", &inc.path, e))?;
         Root::set_meta_fd(&inc.file, &inc.meta, self.owner)
             .map_err(|e| self.io("set attributes of", &inc.path, e))?;
+        if let (AclMode::Native, Some(x)) = (self.acls, &inc.meta.xattrs) {
+            xattrs::write_fd(&inc.file, x)
+                .map_err(|e| self.io("set extended attributes of", &inc.path, e))?;
+        }
         Ok(got)
+    }
+
+    /// After a received file is in place: its attributes go to the side file (metafile mode;
+    /// natively they were set on the temp file).
+    fn placed(&mut self, path: &RelPath, meta: &Entry, digest: Digest) -> Result<Entry> {
+        if self.acls == AclMode::Metafile {
+            self.put_xattrs(path, meta)?;
+        }
+        self.entry_now(path, Some(digest))
     }
 
     /// Makes the staged temp files (those replacing an existing file) durable, then renames
@@ -404,7 +475,7 @@ impl LocalEndpoint {
                 Err(e) => Err(self.io("flush", &inc.path, io::Error::new(e.kind(), e.to_string()))),
                 Ok(()) => self
                     .commit(&inc.dir, &inc.tmp, &inc.path, inc.expect.as_ref())
-                    .and_then(|()| self.entry_now(&inc.path, Some(digest))),
+                    .and_then(|()| self.placed(&inc.path, &inc.meta, digest)),
             };
             if outcome.is_err() {
                 Root::remove_name(&inc.dir, &inc.tmp);
@@ -447,6 +518,10 @@ fn unknown(id: u64) -> Error {
 enum ApplyError {
     Io(&'static str, io::Error),
     Peer(String),
+}
+
+fn metafile_word() -> String {
+    String::from_utf8_lossy(metafile::NAME).into_owned()
 }
 
 /// Why reading a file for sending stopped.
@@ -614,7 +689,11 @@ impl Endpoint for LocalEndpoint {
 
     fn scan(&mut self, filter: &FilterSpec) -> Result<Scan> {
         let filter = filter.build()?;
-        let (tree, partials) = scan(&self.root, &filter, self.hard_links);
+        let opts = crate::scan::ScanOptions {
+            hard_links: self.hard_links,
+            acls: self.acls,
+        };
+        let (tree, partials) = scan(&self.root, &filter, opts);
         Ok(Scan {
             tree,
             root_id: self.root.id(),
@@ -696,6 +775,9 @@ impl Endpoint for LocalEndpoint {
 
     fn sync(&mut self) -> Result<()> {
         self.commit_staged();
+        self.metafiles
+            .flush(&self.root)
+            .map_err(|e| Error::io("write", metafile_word(), &self.place, e))?;
         rustix::fs::syncfs(self.root.fd())
             .map_err(|e| Error::io("flush", ".", &self.place, e.into()))
     }
@@ -784,14 +866,22 @@ impl LocalEndpoint {
             .root
             .create_temp(path)
             .map_err(|e| self.io("create a temporary file for", path, e))?;
+        let native = match (self.acls, &source.xattrs) {
+            (AclMode::Native, Some(x)) => Some(x),
+            _ => None,
+        };
         let copied = io::copy(&mut from, &mut file)
             .and_then(|_| Root::set_meta_fd(&file, source, self.owner))
+            .and_then(|()| native.map_or(Ok(()), |x| xattrs::write_fd(&file, x)))
             .map_err(|e| self.io("copy", path, e));
         if let Err(e) = copied {
             Root::remove_name(&dir, &tmp);
             return Err(e);
         }
         self.commit(&dir, &tmp, path, Some(&now))?;
+        if self.acls == AclMode::Metafile {
+            self.put_xattrs(path, source)?;
+        }
         self.entry_now(path, expect.digest)
     }
 
@@ -841,6 +931,9 @@ impl LocalEndpoint {
         Root::remove_name(&dir, &tmp);
         Root::link_at(&from, first.name(), &dir, &tmp).map_err(|e| self.io("link", path, e))?;
         self.commit(&dir, &tmp, path, now.as_ref())?;
+        if self.acls == AclMode::Metafile {
+            self.put_xattrs(path, source)?;
+        }
         let mut e = self.entry_now(path, source.digest)?;
         e.link = Some(Box::new(first.clone()));
         Ok(e)
@@ -901,12 +994,25 @@ impl LocalEndpoint {
             Root::set_meta_at(&dir, path.name(), source, true)
                 .map_err(|e| self.io("set owner of", path, e))?;
         }
+        self.put_xattrs(path, source)?;
         self.entry_now(path, None)
     }
 
     /// Deletes `path` if it is still `expect` (a directory must be empty).
     pub fn delete(&mut self, path: &RelPath, expect: &Entry) -> Result<()> {
         self.check(path, Some(expect))?;
+        if self.acls == AclMode::Metafile {
+            // A directory's side file would keep it from being empty; the entry's record
+            // goes with it.
+            if expect.is_dir() {
+                self.metafiles
+                    .drop_dir(&self.root, path)
+                    .map_err(|e| self.io("delete", path, e))?;
+            }
+            self.metafiles
+                .set(&self.root, path, None)
+                .map_err(|e| self.io("record the attributes of", path, e))?;
+        }
         self.root
             .remove(path, expect.is_dir())
             .map_err(|e| match e.raw_os_error() {
@@ -927,10 +1033,21 @@ impl LocalEndpoint {
         meta: Option<&Entry>,
     ) -> Result<Entry> {
         self.check(from, Some(expect))?;
+        if self.acls == AclMode::Metafile && expect.is_dir() {
+            // Pending side files inside must be written before their directory moves.
+            self.metafiles
+                .flush(&self.root)
+                .map_err(|e| self.io("write", from, e))?;
+        }
         self.root.rename(from, to).map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => self.changed(to),
             _ => self.io("rename", from, e),
         })?;
+        if self.acls == AclMode::Metafile {
+            self.metafiles
+                .rename(&self.root, from, to)
+                .map_err(|e| self.io("record the attributes of", to, e))?;
+        }
         if let Some(meta) = meta.filter(|m| !m.same_meta(expect, self.owner)) {
             let dir = self
                 .root
@@ -938,6 +1055,7 @@ impl LocalEndpoint {
                 .map_err(|e| self.io("open parent of", to, e))?;
             Root::set_meta_at(&dir, to.name(), meta, self.owner)
                 .map_err(|e| self.io("set attributes of", to, e))?;
+            self.put_xattrs(to, meta)?;
         }
         self.entry_now(to, expect.digest)
     }
@@ -951,6 +1069,7 @@ impl LocalEndpoint {
             .map_err(|e| self.io("open parent of", path, e))?;
         Root::set_meta_at(&dir, path.name(), source, self.owner)
             .map_err(|e| self.io("set attributes of", path, e))?;
+        self.put_xattrs(path, source)?;
         self.entry_now(path, expect.digest)
     }
 }

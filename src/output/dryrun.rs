@@ -47,6 +47,12 @@ fn meta_commands(dst: &str, src: &Entry, now: Option<&Entry>, everything: bool) 
     if !matches!(src.kind, EntryKind::Symlink(_)) && changed(|e| e.mode as i64) {
         out.push(format!("chmod {:o} {dst}", src.mode));
     }
+    if now.is_none_or(|n| n.xattrs != src.xattrs) && src.xattrs.is_some() {
+        let n = src.xattrs.as_ref().map_or(0, |x| x.len());
+        out.push(format!(
+            "setfattr --restore=- {dst}  # {n} ACL/xattr entries"
+        ));
+    }
     if changed(|e| e.mtime_ns) {
         out.push(touch(dst, src.mtime_ns));
     }

@@ -129,6 +129,7 @@ mod tests {
             stamp: Stamp::default(),
             digest: None,
             link: None,
+            xattrs: None,
         };
         let actions = (0..n)
             .map(|i| Action {

@@ -17,6 +17,7 @@ fn file_m(content: &str, mtime: i64, mode: u32) -> Entry {
         stamp: Stamp::default(),
         digest: Some(Digest::of(content.as_bytes())),
         link: None,
+        xattrs: None,
     }
 }
 fn f(content: &str) -> Entry {
@@ -39,6 +40,7 @@ fn other(kind: EntryKind, mode: u32) -> Entry {
         stamp: Stamp::default(),
         digest: None,
         link: None,
+        xattrs: None,
     }
 }
 fn d() -> Entry {

@@ -38,6 +38,7 @@ fn job(f: &Fixture, direction: Direction) -> Job {
         ssh: Default::default(),
         hard_links: true,
         numeric_ids: false,
+        acls: Default::default(),
     }
 }
 

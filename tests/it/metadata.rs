@@ -399,3 +399,112 @@ fn owners_travel_by_name_unless_numeric_ids() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(owner(&f.b.join("alices")), (2001, 3001));
 }
+
+fn facl(path: &Path) -> String {
+    let out = std::process::Command::new("getfacl")
+        .args(["-c", "-n", "-p"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "getfacl: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fattr(path: &Path) -> String {
+    let out = std::process::Command::new("getfattr")
+        .args(["-d", "-m", "^user\\.", "--absolute-names", "--only-values"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run(cmd: &str, args: &[&str], path: &Path) {
+    let st = std::process::Command::new(cmd)
+        .args(args)
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{cmd} {args:?}");
+}
+
+fn acls_and_xattrs(s: &Sides) {
+    write(s.a.join("d/f.txt"), "guarded");
+    run(
+        "setfacl",
+        &["-m", "u:65534:rw,g:65534:r"],
+        &s.a.join("d/f.txt"),
+    );
+    run("setfacl", &["-d", "-m", "u:65534:rx"], &s.a.join("d"));
+    run(
+        "setfattr",
+        &["-n", "user.color", "-v", "blue"],
+        &s.a.join("d/f.txt"),
+    );
+    ok(&(s.sync)("push", &["--preserve-acls", "native"]));
+    assert_eq!(facl(&s.b.join("d/f.txt")), facl(&s.a.join("d/f.txt")));
+    assert_eq!(facl(&s.b.join("d")), facl(&s.a.join("d")));
+    assert_eq!(fattr(&s.b.join("d/f.txt")), "blue");
+    // An ACL change alone is an attribute change: no content sent.
+    run("setfacl", &["-m", "u:65534:r"], &s.a.join("d/f.txt"));
+    let r = (s.sync)("push", &["--preserve-acls", "native", "--format", "json"]);
+    ok(&r);
+    assert_eq!(facl(&s.b.join("d/f.txt")), facl(&s.a.join("d/f.txt")));
+    let summary = json_events(&r.stdout).pop().unwrap();
+    assert_eq!(summary["bytes_total"], 0, "{summary}");
+    assert_eq!(summary["moved"], 1, "{summary}");
+    assert!(r.stdout.contains("SYNCHRONIZED(mov)"), "{r:?}");
+    // Without the option nothing is compared: a no-op.
+    run(
+        "setfattr",
+        &["-n", "user.color", "-v", "red"],
+        &s.a.join("d/f.txt"),
+    );
+    let r = (s.sync)("push", &["--format", "json"]);
+    assert_eq!(json_events(&r.stdout).pop().unwrap()["moved"], 0, "{r:?}");
+    assert_eq!(fattr(&s.b.join("d/f.txt")), "blue");
+}
+
+#[test]
+fn acls_and_xattrs_survive_natively() {
+    both(acls_and_xattrs);
+}
+
+fn metafile_round_trip(s: &Sides) {
+    write(s.a.join("d/f.txt"), "guarded");
+    run("setfacl", &["-m", "u:65534:rw"], &s.a.join("d/f.txt"));
+    run(
+        "setfattr",
+        &["-n", "user.note", "-v", "kept aside"],
+        &s.a.join("d/f.txt"),
+    );
+    let before = (facl(&s.a.join("d/f.txt")), fattr(&s.a.join("d/f.txt")));
+    let opts = [
+        "--preserve-acls",
+        "native",
+        "--remote-preserve-acls",
+        "metafile",
+    ];
+    ok(&(s.sync)("push", &opts));
+    // The far side keeps them in a side file, not on the file.
+    assert_eq!(fattr(&s.b.join("d/f.txt")), "");
+    assert!(s.b.join("d/.tandem-xattrs").is_file());
+    ok(&(s.sync)("push", &opts));
+    // Lost here, then pulled back: restored exactly.
+    std::fs::remove_dir_all(s.a.join("d")).unwrap();
+    ok(&(s.sync)("pull", &opts));
+    assert_eq!(
+        (facl(&s.a.join("d/f.txt")), fattr(&s.a.join("d/f.txt"))),
+        before
+    );
+    assert!(
+        !s.a.join("d/.tandem-xattrs").exists(),
+        "the side file was synced"
+    );
+    ok(&(s.sync)("bidi", &opts));
+}
+
+#[test]
+fn acls_kept_in_a_metafile_come_back_exactly() {
+    both(metafile_round_trip);
+}

@@ -110,6 +110,7 @@ fn file_entry(size: u64) -> Entry {
         stamp: Stamp::default(),
         digest: None,
         link: None,
+        xattrs: None,
     }
 }
 

@@ -56,6 +56,7 @@ fn job(f: &Fixture, transport: LocalTransport, direction: Direction) -> Job {
         ssh: Default::default(),
         hard_links: true,
         numeric_ids: false,
+        acls: Default::default(),
     }
 }
 
@@ -333,6 +334,7 @@ fn an_agent_whose_client_vanishes_keeps_a_large_partial_for_next_time() {
             owner: false,
             compression: Default::default(),
             hard_links: true,
+            acls: Default::default(),
         },
         Default::default(),
     )

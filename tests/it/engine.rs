@@ -370,3 +370,28 @@ fn a_killed_large_transfer_resumes_where_it_stopped() {
     assert_eq!(std::fs::read(f.b.join("disk.img")).unwrap(), data);
     assert_eq!(names(&f.b), ["disk.img"]);
 }
+
+#[test]
+fn reads_never_follow_a_directory_swapped_for_a_symlink_after_the_scan() {
+    let f = fixture();
+    write(f.a.join("d/passwd"), "not the system's");
+    let mut src = endpoint(&f.a);
+    let req = request(&mut src, "d/passwd");
+    // Between scan and send the directory becomes a symlink to /etc.
+    std::fs::rename(f.a.join("d"), f.a.join("d-moved")).unwrap();
+    std::os::unix::fs::symlink("/etc", f.a.join("d")).unwrap();
+    let mut chunks = Vec::new();
+    src.send(&[req], &mut |c| {
+        chunks.push(c);
+        Ok(())
+    })
+    .unwrap();
+    assert!(
+        matches!(chunks.last(), Some(Chunk::Abort { .. })),
+        "read through the symlink: {chunks:?}"
+    );
+    assert!(
+        !chunks.iter().any(|c| matches!(c, Chunk::Data { .. })),
+        "sent data read outside the root"
+    );
+}

@@ -448,3 +448,20 @@ fn a_deletion_undone_by_a_modification_says_so() {
     );
     assert_same_tree(&f.a, &f.b);
 }
+
+#[test]
+fn long_names_and_deep_paths_round_trip_every_way() {
+    let f = fixture();
+    let long = "n".repeat(255);
+    let mut deep = f.a.clone();
+    for i in 0..60 {
+        deep = deep.join(format!("level{i:02}"));
+    }
+    write(deep.join(&long), "at the bottom");
+    write(f.a.join(os(b"nl\nand\xffbyte")), "odd");
+    for dir in ["push", "pull", "bidi"] {
+        let r = f.sync(dir, &["-N", dir, "-y"]);
+        assert_eq!(r.code, 0, "{dir}: {r:?}");
+        assert_same_tree(&f.a, &f.b);
+    }
+}

@@ -331,3 +331,35 @@ fn overlapping_roots_are_refused_before_anything_is_written() {
     }
     assert_eq!(names(&f.a), ["sub", "x"], "something was written");
 }
+
+#[test]
+fn hostile_trees_never_reach_outside_the_roots() {
+    let f = fixture();
+    let outside = f.tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    write(outside.join("secret"), "keep out");
+    // The source links to /etc: copied as a link, never followed.
+    std::os::unix::fs::symlink("/etc", f.a.join("etc-link")).unwrap();
+    // The destination has a symlink where the source has a directory.
+    write(f.a.join("sub/x"), "inside");
+    std::os::unix::fs::symlink(&outside, f.b.join("sub")).unwrap();
+    let r = f.sync("push", &["-y"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        std::fs::read_link(f.b.join("etc-link")).unwrap(),
+        std::path::Path::new("/etc")
+    );
+    assert!(std::fs::symlink_metadata(f.b.join("sub")).unwrap().is_dir());
+    assert_eq!(read(f.b.join("sub/x")), "inside");
+    let left: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("secret")],
+        "wrote outside the root"
+    );
+    assert_eq!(read(outside.join("secret")), "keep out");
+    assert_same_tree(&f.a, &f.b);
+}

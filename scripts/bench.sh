@@ -8,18 +8,26 @@
 #   scripts/bench.sh --local    # only the local table
 #   scripts/bench.sh --ssh      # only the SSH table
 #   scripts/bench.sh --huge     # the local table plus one 4 GiB file, measuring peak RSS
+#   scripts/bench.sh --continuous  # -C: propagation latency and idle CPU (and Unison's)
 #
 # Needs rsync, GNU time and python3 (apt-get install rsync time openssh-server). Page
 # cache stays warm for all tools alike; runs alternate tandem / rsync.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 huge=0 local_table=1 ssh_table=1
+if [ "${1:-}" = --continuous ]; then
+    cargo build --release --quiet --workspace --bins
+    work=$(mktemp -d -t tandem-bench.XXXXXX)
+    trap 'rm -rf "$work"' EXIT
+    python3 scripts/bench-continuous.py "$PWD/target/release/tandem" "$PWD/target/release/tandem-agent" "$work"
+    exit
+fi
 case "${1:-}" in
     --huge) huge=1 ssh_table=0 ;;
     --local) ssh_table=0 ;;
     --ssh) local_table=0 ;;
     "") ;;
-    *) echo "usage: bench.sh [--local|--ssh|--huge]" >&2; exit 1 ;;
+    *) echo "usage: bench.sh [--local|--ssh|--huge|--continuous]" >&2; exit 1 ;;
 esac
 for tool in rsync /usr/bin/time python3 bc; do
     command -v "$tool" >/dev/null || { echo "bench.sh needs $tool (apt-get install -y rsync time bc)" >&2; exit 1; }

@@ -5,7 +5,7 @@ pub mod streams;
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::compress::Compression;
 use crate::endpoint::{Chunk, Endpoint, LocalEndpoint};
@@ -94,20 +94,31 @@ impl AgentOptions {
     }
 }
 
-struct Out<W: Write> {
-    w: BufWriter<W>,
+/// The way to the client. Shared with the watcher thread, so every frame is written
+/// whole under the lock.
+#[derive(Clone)]
+struct Out {
+    w: Arc<Mutex<BufWriter<Box<dyn Write + Send>>>>,
     compression: Compression,
 }
 
-impl<W: Write> Out<W> {
-    fn send(&mut self, r: &Response) -> Result<(), Error> {
+impl Out {
+    fn writer(&self) -> std::sync::MutexGuard<'_, BufWriter<Box<dyn Write + Send>>> {
+        self.w.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, r: &Response) -> Result<(), Error> {
         let (kind, payload) = encode(r, self.compression)?;
-        write_frame(&mut self.w, kind, &payload)
+        write_frame(&mut *self.writer(), kind, &payload)
             .map_err(|e| Error::Protocol(format!("cannot write to the client: {e}")))?;
         Ok(())
     }
 
-    fn stop(&mut self, error: Error) -> Stopped {
+    fn flush(&self) -> std::io::Result<()> {
+        self.writer().flush()
+    }
+
+    fn stop(&self, error: Error) -> Stopped {
         self.fatal(&error);
         Stopped {
             error,
@@ -116,11 +127,12 @@ impl<W: Write> Out<W> {
     }
 
     /// Tells the client why the agent stops: the exit bit, then the message.
-    fn fatal(&mut self, e: &Error) {
+    fn fatal(&self, e: &Error) {
         let mut payload = vec![e.exit_bit().0.max(1)];
         payload.extend_from_slice(e.to_string().as_bytes());
-        let _ = write_frame(&mut self.w, Kind::Fatal, &payload);
-        let _ = self.w.flush();
+        let mut w = self.writer();
+        let _ = write_frame(&mut *w, Kind::Fatal, &payload);
+        let _ = w.flush();
     }
 }
 
@@ -163,7 +175,7 @@ impl Source {
 /// Serves until the client closes the stream.
 pub fn serve(
     input: impl Read + Send + 'static,
-    output: impl Write,
+    output: impl Write + Send + 'static,
     opts: &AgentOptions,
 ) -> Result<(), Stopped> {
     let untold = |error| Stopped {
@@ -171,11 +183,14 @@ pub fn serve(
         told_client: false,
     };
     let mut input = BufReader::with_capacity(1 << 20, Box::new(input) as Box<dyn Read + Send>);
-    let mut out = Out {
-        w: BufWriter::with_capacity(1 << 20, output),
+    let out = Out {
+        w: Arc::new(Mutex::new(BufWriter::with_capacity(
+            1 << 20,
+            Box::new(output) as Box<dyn Write + Send>,
+        ))),
         compression: opts.compression,
     };
-    send_hello(&mut out.w)
+    send_hello(&mut *out.writer())
         .map_err(|e| untold(Error::Protocol(format!("cannot greet the client: {e}"))))?;
     match read_hello(&mut input) {
         Ok(()) => {}
@@ -216,10 +231,9 @@ pub fn serve(
                 };
                 out.send(&reply).map_err(|e| out.stop(e))?;
             }
-            req => handle(&mut ep, req, &mut out).map_err(|e| out.stop(e))?,
+            req => handle(&mut ep, req, &out).map_err(|e| out.stop(e))?,
         }
-        out.w
-            .flush()
+        out.flush()
             .map_err(|e| untold(Error::Protocol(format!("cannot write to the client: {e}"))))?;
     }
 }
@@ -229,24 +243,11 @@ fn wire<T>(r: Result<T, Error>) -> Result<T, WireError> {
 }
 
 /// Runs one request; `Err` only for protocol violations (which end the session).
-fn handle<W: Write>(ep: &mut LocalEndpoint, req: Request, out: &mut Out<W>) -> Result<(), Error> {
+fn handle(ep: &mut LocalEndpoint, req: Request, out: &Out) -> Result<(), Error> {
     match req {
         Request::Scan { filter } => match ep.scan(&filter) {
             Ok(scan) => {
-                let entries: Vec<_> = scan.tree.entries.into_iter().collect();
-                let mut problems: Vec<_> = scan.tree.problems.into_iter().collect();
-                for part in entries.chunks(SCAN_BATCH) {
-                    out.send(&Response::ScanPart {
-                        entries: part.to_vec(),
-                        problems: std::mem::take(&mut problems),
-                    })?;
-                }
-                if !problems.is_empty() {
-                    out.send(&Response::ScanPart {
-                        entries: vec![],
-                        problems,
-                    })?;
-                }
+                send_tree(scan.tree, out)?;
                 let partials = scan.partials.into_iter().collect();
                 out.send(&Response::ScanDone {
                     root_id: scan.root_id,
@@ -255,6 +256,23 @@ fn handle<W: Write>(ep: &mut LocalEndpoint, req: Request, out: &mut Out<W>) -> R
             }
             Err(e) => out.send(&Response::Failed(WireError::from(&e))),
         },
+        Request::Rescan { filter, paths } => match ep.rescan(&filter, &paths) {
+            Ok(r) => {
+                send_tree(r.tree, out)?;
+                out.send(&Response::Rescanned { whole: r.whole })
+            }
+            Err(e) => out.send(&Response::Failed(WireError::from(&e))),
+        },
+        Request::Watch => {
+            let events = out.clone();
+            let r = ep.watch(Box::new(move |hint| {
+                // A client that is gone is noticed by the main loop.
+                if events.send(&Response::Changed(hint)).is_ok() {
+                    let _ = events.flush();
+                }
+            }));
+            out.send(&Response::Done(wire(r.map(|()| None))))
+        }
         Request::Digests { paths } => {
             let r = ep.digests(&paths)?;
             out.send(&Response::Digests(r))
@@ -329,6 +347,25 @@ fn handle<W: Write>(ep: &mut LocalEndpoint, req: Request, out: &mut Out<W>) -> R
     }
 }
 
+/// Sends a tree in parts of at most [`SCAN_BATCH`] entries.
+fn send_tree(tree: crate::tree::Tree, out: &Out) -> Result<(), Error> {
+    let entries: Vec<_> = tree.entries.into_iter().collect();
+    let mut problems: Vec<_> = tree.problems.into_iter().collect();
+    for part in entries.chunks(SCAN_BATCH) {
+        out.send(&Response::ScanPart {
+            entries: part.to_vec(),
+            problems: std::mem::take(&mut problems),
+        })?;
+    }
+    if !problems.is_empty() {
+        out.send(&Response::ScanPart {
+            entries: vec![],
+            problems,
+        })?;
+    }
+    Ok(())
+}
+
 /// Asks the kernel to kill this agent when the client that started it dies, so a killed
 /// run leaves no agent behind still writing into the tree (pipe transport).
 fn die_with_parent() -> Result<(), String> {
@@ -372,6 +409,13 @@ fn widen_input_pipe() {
     let _ = rustix::pipe::fcntl_setpipe_size(std::io::stdin(), 1 << 20);
 }
 
+/// Ctrl-C at a terminal interrupts the whole process group, this agent included: the client
+/// then finishes its cycle and closes the connection, which is how the agent stops.
+fn ignore_interrupts() {
+    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, seen);
+}
+
 /// `tandem-agent`'s main: parses arguments, serves stdin/stdout, returns the exit code.
 pub fn main_with_args(args: &[String]) -> u8 {
     let small_job = |r: Result<(), String>| match r {
@@ -398,7 +442,8 @@ pub fn main_with_args(args: &[String]) -> u8 {
         }
     };
     widen_input_pipe();
-    match serve(std::io::stdin(), std::io::stdout().lock(), &opts) {
+    ignore_interrupts();
+    match serve(std::io::stdin(), std::io::stdout(), &opts) {
         Ok(()) => 0,
         Err(Stopped { error, told_client }) => {
             if !told_client {

@@ -185,6 +185,26 @@ pub struct Args {
     /// their own channels.
     #[arg(long = "transfer-threads", value_name = "N[:SIZE]")]
     pub transfer_threads: Option<String>,
+    /// Keep running: watch both trees and sync each change as it settles.
+    #[arg(short = 'C', long = "continuous")]
+    pub continuous: bool,
+    /// With -C: rescan the whole local tree this often (e.g. 4h, 1w0d0h0m0s).
+    #[arg(
+        long = "scan-interval",
+        value_name = "DURATION",
+        requires = "continuous"
+    )]
+    pub scan_interval: Option<String>,
+    /// With -C: rescan the whole far tree this often.
+    #[arg(
+        long = "remote-scan-interval",
+        value_name = "DURATION",
+        requires = "continuous"
+    )]
+    pub remote_scan_interval: Option<String>,
+    /// With -C: send a file only once it has stopped changing for this long (0 to 60s).
+    #[arg(long = "cooloff", value_name = "DURATION", default_value = "3s")]
+    pub cooloff: String,
     /// Output format.
     #[arg(
         long = "format",
@@ -305,6 +325,48 @@ fn parse_transfer_threads(s: &str) -> Result<TransferThreads> {
         .map(|z| parse_size::parse_size(z).map_err(|e| bad(&e.to_string())))
         .transpose()?;
     Ok(TransferThreads { count, large_above })
+}
+
+/// A duration as async writes them (`4h`, `7d`, `1w0d0h0m0s`, `500ms`; a bare number is
+/// seconds), for the option `what`.
+pub fn parse_duration(s: &str, what: &str) -> Result<std::time::Duration> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        Error::Usage(format!(
+            "bad {what} '{s}': {e}; give e.g. 30s, 4h or 1w0d0h0m0s"
+        ))
+    })
+}
+
+/// The continuous-mode settings, if `-C` was given.
+pub fn continuous_options(args: &Args) -> Result<Option<crate::sync::continuous::Options>> {
+    let cooloff = parse_duration(&args.cooloff, "--cooloff")?;
+    if cooloff > std::time::Duration::from_secs(60) {
+        return Err(Error::Usage(format!(
+            "--cooloff '{}' is too long: give 0 to 60s",
+            args.cooloff
+        )));
+    }
+    if !args.continuous {
+        return Ok(None);
+    }
+    let interval = |v: &Option<String>, what: &str| -> Result<Option<std::time::Duration>> {
+        let Some(v) = v else { return Ok(None) };
+        let d = parse_duration(v, what)?;
+        if d < std::time::Duration::from_secs(1) {
+            return Err(Error::Usage(format!(
+                "{what} '{v}' is too short: give 1s or more"
+            )));
+        }
+        Ok(Some(d))
+    };
+    Ok(Some(crate::sync::continuous::Options {
+        cooloff,
+        scan_interval: interval(&args.scan_interval, "--scan-interval")?,
+        remote_scan_interval: interval(&args.remote_scan_interval, "--remote-scan-interval")?,
+    }))
 }
 
 fn parse_timeout(s: &str) -> Result<std::time::Duration> {
@@ -618,6 +680,7 @@ pub fn main() -> u8 {
     let bars = (args.format == Format::Human
         && !args.quiet
         && !args.dry_run
+        && !args.continuous
         && std::io::stderr().is_terminal())
     .then(Bars::new);
     let mut reporter: Box<dyn Reporter> = match args.format {
@@ -645,21 +708,34 @@ pub fn main() -> u8 {
             }
         };
     }
-    let (job, notes) = match job(&args) {
-        Ok(j) => j,
-        Err(e) => {
-            let message = format!("{e} (see 'tandem --help')");
-            reporter.event(&Event::Error {
-                path: None,
-                side: None,
-                message: &message,
-                exit_bit: e.exit_bit().0,
-            });
-            return e.exit_bit().0;
-        }
-    };
+    let (job, notes, continuous) =
+        match job(&args).and_then(|(j, n)| Ok((j, n, continuous_options(&args)?))) {
+            Ok(j) => j,
+            Err(e) => {
+                let message = format!("{e} (see 'tandem --help')");
+                reporter.event(&Event::Error {
+                    path: None,
+                    side: None,
+                    message: &message,
+                    exit_bit: e.exit_bit().0,
+                });
+                return e.exit_bit().0;
+            }
+        };
     for n in &notes {
         reporter.event(&Event::Notice { message: n });
+    }
+    if let Some(opts) = &continuous {
+        // Bars would sit on the terminal between cycles: status lines only.
+        let watch = &mut crate::sync::transfer::NoWatch;
+        return crate::sync::continuous::run(
+            &job,
+            opts,
+            reporter.as_mut(),
+            &mut confirm_on_tty,
+            watch,
+        )
+        .0;
     }
     match bars {
         Some(mut bars) => run_watched(&job, reporter.as_mut(), &mut confirm_on_tty, &mut bars).0,

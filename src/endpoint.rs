@@ -35,6 +35,16 @@ pub struct Scan {
     pub partials: crate::scan::Partials,
 }
 
+/// What a rescan found.
+#[derive(Clone, Debug)]
+pub struct Rescan {
+    /// The entries at and below the rescanned paths (the whole tree if `whole`).
+    pub tree: Tree,
+    /// The side scanned everything instead (hard links or side files made a partial
+    /// rescan unsafe): `tree` replaces the old one.
+    pub whole: bool,
+}
+
 /// One file the sender must send.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendRequest {
@@ -200,6 +210,23 @@ pub trait Endpoint: Send {
     fn place(&self) -> &str;
     /// Scans the tree below the root.
     fn scan(&mut self, filter: &FilterSpec) -> Result<Scan>;
+    /// Scans `paths` again (with everything below those flagged `true`); may scan the
+    /// whole tree instead and say so.
+    fn rescan(&mut self, filter: &FilterSpec, paths: &[(RelPath, bool)]) -> Result<Rescan> {
+        let _ = paths;
+        Ok(Rescan {
+            tree: self.scan(filter)?.tree,
+            whole: true,
+        })
+    }
+    /// Starts reporting changes below the root to `sink`, until the endpoint is dropped.
+    fn watch(&mut self, sink: crate::watch::Sink) -> Result<()> {
+        drop(sink);
+        Err(crate::error::Error::Unreachable(format!(
+            "{} cannot be watched",
+            self.place()
+        )))
+    }
     /// Hashes files; a file that cannot be read gets an error message instead of a digest.
     fn digests(&mut self, paths: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>>;
     /// Signatures of old versions about to be replaced (`Some(expected entry)`), or of the

@@ -29,4 +29,5 @@ pub mod session;
 pub mod sync;
 pub mod transport;
 pub mod tree;
+pub mod watch;
 pub mod xattrs;

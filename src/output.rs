@@ -106,7 +106,21 @@ pub enum Event<'a> {
         /// The text.
         message: &'a str,
     },
-    /// The end of the run.
+    /// Continuous mode: both trees are watched; the next cycle starts on a change.
+    Watching {
+        /// What is watched.
+        message: &'a str,
+    },
+    /// Continuous mode: the connection is lost; the next attempt starts after `delay_s`.
+    Reconnecting {
+        /// Attempts so far.
+        attempt: u32,
+        /// Seconds until the next one.
+        delay_s: f64,
+        /// What went wrong.
+        message: &'a str,
+    },
+    /// The end of the run (of each cycle, in continuous mode).
     Summary(&'a Summary),
 }
 

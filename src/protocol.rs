@@ -33,6 +33,17 @@ pub enum Request {
         /// Patterns to leave out.
         filter: FilterSpec,
     },
+    /// Scan these paths again, each with everything below it if flagged (answered by
+    /// `ScanPart`s then `Rescanned`).
+    Rescan {
+        /// Patterns to leave out.
+        filter: FilterSpec,
+        /// The paths.
+        paths: Vec<(RelPath, bool)>,
+    },
+    /// Report changes below the root from now on, in `Changed` messages that may come at
+    /// any time (answered by `Done`).
+    Watch,
     /// Hash these files.
     Digests {
         /// Paths to hash.
@@ -90,6 +101,13 @@ pub enum Response {
         /// Partial transfers left by an interrupted run (target, bytes).
         partials: Vec<(RelPath, u64)>,
     },
+    /// The end of a rescan; `whole` if the agent scanned the whole tree instead.
+    Rescanned {
+        /// The parts were the whole tree.
+        whole: bool,
+    },
+    /// Unasked: something changed below the root (after `Watch`).
+    Changed(crate::watch::Hint),
     /// Answer to `Digests`.
     Digests(Vec<(RelPath, Result<Digest, String>)>),
     /// Answer to `Signatures`, in request order.
@@ -198,6 +216,8 @@ impl Validate for Request {
     fn validate(&self) -> Result<(), String> {
         match self {
             Request::Scan { .. }
+            | Request::Rescan { .. }
+            | Request::Watch
             | Request::Digests { .. }
             | Request::Commit
             | Request::Sync

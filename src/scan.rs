@@ -31,14 +31,7 @@ pub struct ScanOptions {
 
 /// Scans everything below the root; also lists partial transfers to resume.
 pub fn scan(root: &Root, filter: &Filter, opts: ScanOptions) -> (Tree, Partials) {
-    let mut walk = Walk {
-        filter,
-        tree: Tree::default(),
-        partials: Partials::new(),
-        links: opts.hard_links.then(HashMap::new),
-        acls: opts.acls,
-        root,
-    };
+    let mut walk = Walk::new(root, filter, opts);
     match rustix::fs::openat(
         root.fd(),
         ".",
@@ -56,6 +49,49 @@ pub fn scan(root: &Root, filter: &Filter, opts: ScanOptions) -> (Tree, Partials)
     (walk.tree, walk.partials)
 }
 
+/// Scans `paths` again (each with everything below it when its flag is set, else the entry
+/// alone): the tree holds what is there now, nothing for what is gone. Also says whether a
+/// file with several names turned up, whose other names may lie outside what was scanned.
+pub fn rescan(
+    root: &Root,
+    filter: &Filter,
+    opts: ScanOptions,
+    paths: &[(RelPath, bool)],
+) -> (Tree, bool) {
+    let mut walk = Walk::new(root, filter, opts);
+    for (path, deep) in paths {
+        if ancestor_excluded(filter, path) {
+            continue;
+        }
+        let dir = match root.parent_fd(path) {
+            Ok(d) => d,
+            // The directory holding it is gone (or became something else): so is it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
+                continue
+            }
+            Err(e) => {
+                walk.problem(Some(path), format!("cannot open its directory: {e}"));
+                continue;
+            }
+        };
+        walk.recurse = *deep;
+        walk.name(&dir, path.parent().as_ref(), path.name(), None);
+    }
+    (walk.tree, walk.linked)
+}
+
+/// True if a directory above `path` is filtered out (a full scan never goes below it).
+fn ancestor_excluded(filter: &Filter, path: &RelPath) -> bool {
+    let mut at = path.parent();
+    while let Some(p) = at {
+        if filter.excludes(&p, true) {
+            return true;
+        }
+        at = p.parent();
+    }
+    false
+}
+
 struct Walk<'a> {
     filter: &'a Filter,
     tree: Tree,
@@ -64,9 +100,26 @@ struct Walk<'a> {
     links: Option<HashMap<LinkKey, RelPath>>,
     acls: AclMode,
     root: &'a Root,
+    /// Descend into directories (a rescan of a directory's own entry does not).
+    recurse: bool,
+    /// A file with several names was seen.
+    linked: bool,
 }
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
+    fn new(root: &'a Root, filter: &'a Filter, opts: ScanOptions) -> Walk<'a> {
+        Walk {
+            filter,
+            tree: Tree::default(),
+            partials: Partials::new(),
+            links: opts.hard_links.then(HashMap::new),
+            acls: opts.acls,
+            root,
+            recurse: true,
+            linked: false,
+        }
+    }
+
     fn problem(&mut self, at: Option<&RelPath>, msg: String) {
         let p = at
             .cloned()
@@ -146,6 +199,7 @@ impl Walk<'_> {
                 },
             };
         }
+        self.linked |= linked.is_some() && self.links.is_some();
         if let (Some(key), Some(links)) = (linked, self.links.as_mut()) {
             match links.get(&key) {
                 Some(first) => entry.link = Some(Box::new(first.clone())),
@@ -156,7 +210,7 @@ impl Walk<'_> {
         }
         let is_dir = entry.is_dir();
         self.tree.insert(path.clone(), entry);
-        if is_dir {
+        if is_dir && self.recurse {
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             match rustix::fs::openat(dir, OsStr::from_bytes(name), flags, Mode::empty()) {
                 Ok(sub) => self.dir(sub, Some(&path)),

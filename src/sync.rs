@@ -1,6 +1,9 @@
 //! One run: lock, scan both sides, hash what is ambiguous, reconcile, check safety, execute
 //! the plan action by action, and commit the baseline from what succeeded.
 
+pub mod continuous;
+mod dirty;
+mod refresh;
 pub mod transfer;
 
 use std::path::{Path, PathBuf};
@@ -9,7 +12,7 @@ use std::time::Instant;
 use crate::agent::{self, AgentOptions};
 use crate::baseline::Baseline;
 use crate::compress::Compression;
-use crate::endpoint::{Change, Endpoint, LocalEndpoint, RemoteEndpoint, Scan};
+use crate::endpoint::{Change, Endpoint, LocalEndpoint, RemoteEndpoint};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::output::{dryrun, Event, Reporter, Summary};
@@ -124,9 +127,40 @@ struct Run<'a> {
     exit: ExitStatus,
     summary: Summary,
     last_error: Option<String>,
+    /// Set when the user asked to stop: no further file starts.
+    stop: Option<&'a std::sync::atomic::AtomicBool>,
+    started: Instant,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(reporter: &'a mut dyn Reporter, job: &Job) -> Run<'a> {
+        Run {
+            reporter,
+            exit: ExitStatus::OK,
+            summary: Summary {
+                dry_run: job.dry_run,
+                ..Default::default()
+            },
+            last_error: None,
+            stop: None,
+            started: Instant::now(),
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Reports the summary and returns the exit status.
+    fn finish(mut self) -> ExitStatus {
+        self.summary.elapsed_s = self.started.elapsed().as_secs_f64();
+        self.summary.exit = self.exit.0;
+        let summary = self.summary.clone();
+        self.reporter.event(&Event::Summary(&summary));
+        self.exit
+    }
+
     fn error(&mut self, path: Option<&RelPath>, side: Option<Side>, err: &Error) {
         let bit = err.exit_bit();
         self.exit |= bit;
@@ -158,25 +192,12 @@ pub fn run_watched(
     confirm: Confirm<'_>,
     watch: &mut dyn Watch,
 ) -> ExitStatus {
-    let start = Instant::now();
-    let mut run = Run {
-        reporter,
-        exit: ExitStatus::OK,
-        summary: Summary {
-            dry_run: job.dry_run,
-            ..Default::default()
-        },
-        last_error: None,
-    };
+    let mut run = Run::new(reporter, job);
     if let Err(e) = run_inner(job, &mut run, confirm, watch) {
         run.error(None, None, &e);
     }
     watch.finish();
-    run.summary.elapsed_s = start.elapsed().as_secs_f64();
-    run.summary.exit = run.exit.0;
-    let summary = run.summary.clone();
-    run.reporter.event(&Event::Summary(&summary));
-    run.exit
+    run.finish()
 }
 
 /// Both sides, open.
@@ -336,11 +357,18 @@ fn run_inner(
     confirm: Confirm<'_>,
     watch: &mut dyn Watch,
 ) -> Result<()> {
+    let (_lock, mut old) = prepare(job)?;
+    let opened = open_endpoints(job)?;
+    let mut sides = first_scan(job, opened, run)?;
+    cycle(job, &mut sides, &mut old, run, confirm, watch, &NOTHING_HOT)
+}
+
+/// Checks the roots, takes the session lock and loads the baseline.
+fn prepare(job: &Job) -> Result<(crate::session::SessionLock, Baseline)> {
     roots_apart(&job.local_dir, &job.remote)?;
-    let _lock = job.session.lock()?;
-    let baseline_path = job.session.baseline_path();
-    let old = Baseline::load(&baseline_path)?;
-    let (local_root, remote_root) = (job.local_dir.display().to_string(), job.remote.display());
+    let lock = job.session.lock()?;
+    let old = Baseline::load(&job.session.baseline_path())?;
+    let (local_root, remote_root) = roots(job);
     if let Some(b) = &old {
         if b.local_root != local_root || b.remote_root != remote_root {
             return Err(Error::State(format!(
@@ -349,67 +377,126 @@ fn run_inner(
             )));
         }
     }
-    let old = old.unwrap_or_default();
+    Ok((lock, old.unwrap_or_default()))
+}
+
+/// The two roots as the user and the baseline name them.
+fn roots(job: &Job) -> (String, String) {
+    (job.local_dir.display().to_string(), job.remote.display())
+}
+
+/// Both sides, open, with what the run knows of each tree.
+struct Sides {
+    local: Box<dyn Endpoint>,
+    remote: Box<dyn Endpoint>,
+    /// Each side's tree as it is believed to be now (updated as the plan is carried out).
+    trees: [Tree; 2],
+    /// Each root's identity.
+    ids: [crate::fsops::RootId; 2],
+    /// Partial transfers left on each side by an interrupted run.
+    partials: [crate::scan::Partials; 2],
+}
+
+impl Sides {
+    fn endpoint(&mut self, side: Side) -> &mut dyn Endpoint {
+        match side {
+            Side::Local => self.local.as_mut(),
+            Side::Remote => self.remote.as_mut(),
+        }
+    }
+}
+
+/// Scans both sides at once, reports what could not be read, and maps owners by name.
+fn first_scan(job: &Job, opened: Opened, run: &mut Run<'_>) -> Result<Sides> {
     let Opened {
         mut local,
         mut remote,
         notes,
-    } = open_endpoints(job)?;
+    } = opened;
     for n in &notes {
         run.reporter.event(&Event::Notice { message: n });
     }
-
     let (ls, rs) = std::thread::scope(|s| {
         let l = s.spawn(|| local.scan(&job.filter));
         let r = remote.scan(&job.filter);
         (l.join().expect("scanner thread"), r)
     });
-    let (
-        Scan {
-            tree: mut lt,
-            root_id: lid,
-            partials: lp,
-        },
-        Scan {
-            tree: mut rt,
-            root_id: rid,
-            partials: rp,
-        },
-    ) = (ls?, rs?);
-    for (side, tree) in [(Side::Local, &lt), (Side::Remote, &rt)] {
-        for (path, why) in &tree.problems {
-            let place = if side == Side::Local {
-                local.place()
-            } else {
-                remote.place()
-            };
-            let e = Error::io("read", path, place, std::io::Error::other(why.clone()));
-            let err = if why.contains("ermission denied") {
-                Error::io(
-                    "read",
-                    path,
-                    place,
-                    std::io::ErrorKind::PermissionDenied.into(),
-                )
-            } else {
-                e
-            };
-            run.error(Some(path), Some(side), &err);
-        }
-    }
+    let (ls, mut rs) = (ls?, rs?);
+    report_problems(run, Side::Local, local.place(), &ls.tree);
+    report_problems(run, Side::Remote, remote.place(), &rs.tree);
+    let remote = map_owners(job, remote, &ls.tree, &mut rs.tree)?;
+    Ok(Sides {
+        local,
+        remote,
+        ids: [ls.root_id, rs.root_id],
+        partials: [ls.partials, rs.partials],
+        trees: [ls.tree, rs.tree],
+    })
+}
 
-    let mut remote = map_owners(job, remote, &lt, &mut rt)?;
-    old.caches[0].fill(&mut lt);
-    old.caches[1].fill(&mut rt);
-    let [need_l, need_r] = digests_needed(&old.tree, &lt, &rt);
-    for (side, ep, tree, need) in [
-        (Side::Local, &mut local, &mut lt, need_l),
-        (Side::Remote, &mut remote, &mut rt, need_r),
-    ] {
+/// Reports every path of `tree` that could not be read (exit bit 8 for permissions).
+fn report_problems(run: &mut Run<'_>, side: Side, place: &str, tree: &Tree) {
+    for (path, why) in &tree.problems {
+        let source = if why.contains("ermission denied") {
+            std::io::ErrorKind::PermissionDenied.into()
+        } else {
+            std::io::Error::other(why.clone())
+        };
+        run.error(
+            Some(path),
+            Some(side),
+            &Error::io("read", path, place, source),
+        );
+    }
+}
+
+/// Paths still changing on a side (continuous mode): files there are not sent yet.
+type Hot<'a> = &'a dyn Fn(Side, &RelPath) -> bool;
+
+const NOTHING_HOT: fn(Side, &RelPath) -> bool = |_, _| false;
+
+/// One pass over both trees as scanned: hash, decide, check, carry out, commit.
+fn cycle(
+    job: &Job,
+    sides: &mut Sides,
+    old: &mut Baseline,
+    run: &mut Run<'_>,
+    confirm: Confirm<'_>,
+    watch: &mut dyn Watch,
+    hot: Hot<'_>,
+) -> Result<()> {
+    hash(sides, old, run)?;
+    let Some(mut plan) = decide(job, sides, old, run, confirm)? else {
+        return Ok(());
+    };
+    let held = hold_back(&mut plan, hot);
+    let mut pending = execute(&plan, job, sides, run, watch);
+    pending.extend(held);
+    for n in sides.remote.notes() {
+        run.reporter.event(&Event::Notice { message: &n });
+    }
+    count_traffic(
+        &mut run.summary,
+        sides.local.as_ref(),
+        sides.remote.as_ref(),
+    );
+    commit(job, sides, old, !plan.actions.is_empty(), &pending)
+}
+
+/// Fills digests from the hash cache and hashes what reconciliation needs to compare.
+fn hash(sides: &mut Sides, old: &Baseline, run: &mut Run<'_>) -> Result<()> {
+    let [lt, rt] = &mut sides.trees;
+    old.caches[0].fill(lt);
+    old.caches[1].fill(rt);
+    let [need_l, need_r] = digests_needed(&old.tree, lt, rt);
+    for (side, need) in [(Side::Local, need_l), (Side::Remote, need_r)] {
         if need.is_empty() {
             continue;
         }
-        for (path, digest) in ep.digests(&need)? {
+        let found = sides.endpoint(side).digests(&need)?;
+        let place = sides.endpoint(side).place().to_string();
+        let tree = &mut sides.trees[side as usize];
+        for (path, digest) in found {
             match digest {
                 Ok(d) => {
                     if let Some(e) = tree.entries.get_mut(&path) {
@@ -417,20 +504,58 @@ fn run_inner(
                     }
                 }
                 Err(why) => {
-                    let err = Error::io(
-                        "hash",
-                        &path,
-                        ep.place(),
-                        std::io::Error::other(why.clone()),
+                    let source = std::io::Error::other(why.clone());
+                    run.error(
+                        Some(&path),
+                        Some(side),
+                        &Error::io("hash", &path, &place, source),
                     );
-                    run.error(Some(&path), Some(side), &err);
                     tree.problems.insert(path, why);
                 }
             }
         }
     }
+    Ok(())
+}
 
-    let plan = reconcile(&old.tree, &lt, &rt, &job.policy);
+/// Reconciles, reports conflicts and runs the safety checks; `None` when there is nothing
+/// to carry out (a dry run, which prints the plan instead).
+fn decide(
+    job: &Job,
+    sides: &Sides,
+    old: &Baseline,
+    run: &mut Run<'_>,
+    confirm: Confirm<'_>,
+) -> Result<Option<Plan>> {
+    let [lt, rt] = &sides.trees;
+    let plan = reconcile(&old.tree, lt, rt, &job.policy);
+    report_decisions(job, &plan, run);
+    let root_changed = [
+        old.root_ids[0].is_some_and(|id| id != sides.ids[0]),
+        old.root_ids[1].is_some_and(|id| id != sides.ids[1]),
+    ];
+    let concerns = safety::check(&plan, [lt.len(), rt.len()], root_changed, job.max_delete);
+    if job.dry_run {
+        for c in &concerns {
+            run.reporter.event(&Event::Notice {
+                message: &format!("{c} (a real run would ask for confirmation)"),
+            });
+        }
+        let (local_root, remote_root) = roots(job);
+        print_plan(
+            &plan,
+            [&local_root, &remote_root],
+            job.policy.everything,
+            run,
+        );
+        return Ok(None);
+    }
+    confirm_concerns(job, &concerns, run, confirm)?;
+    Ok(Some(plan))
+}
+
+/// Reports paths found identical and every conflict with what the policy did.
+fn report_decisions(job: &Job, plan: &Plan, run: &mut Run<'_>) {
     for path in &plan.identical {
         run.reporter.event(&Event::File {
             path,
@@ -457,88 +582,92 @@ fn run_inner(
             }
         }
     }
+}
 
-    let root_changed = [
-        old.root_ids[0].is_some_and(|id| id != lid),
-        old.root_ids[1].is_some_and(|id| id != rid),
-    ];
-    let concerns = safety::check(&plan, [lt.len(), rt.len()], root_changed, job.max_delete);
-    if !concerns.is_empty() && !job.dry_run {
-        let refusal = |cs: &[&Concern], hint: &str| {
-            let why: Vec<String> = cs.iter().map(|c| c.to_string()).collect();
-            Error::Refused(format!(
-                "refusing to run: {}; nothing was changed{hint}",
-                why.join("; ")
-            ))
-        };
-        let hard: Vec<&Concern> = concerns.iter().filter(|c| !c.confirmable()).collect();
-        if !hard.is_empty() {
-            return Err(refusal(&hard, ""));
-        }
-        if job.yes {
-            for c in &concerns {
-                run.reporter.event(&Event::Notice {
-                    message: &format!("{c}; going ahead because of -y"),
-                });
-            }
-        } else if !confirm(&concerns) {
-            let all: Vec<&Concern> = concerns.iter().collect();
-            return Err(refusal(
-                &all,
-                ". Check the roots, then run again with -y (or answer yes at the prompt)",
-            ));
-        }
-    }
-
-    if job.dry_run {
-        for c in &concerns {
-            run.reporter.event(&Event::Notice {
-                message: &format!("{c} (a real run would ask for confirmation)"),
-            });
-        }
-        print_plan(
-            &plan,
-            [&local_root, &remote_root],
-            job.policy.everything,
-            run,
-        );
+/// Refuses a plan the safety checks object to, unless `-y` or the user says go ahead.
+fn confirm_concerns(
+    job: &Job,
+    concerns: &[Concern],
+    run: &mut Run<'_>,
+    confirm: Confirm<'_>,
+) -> Result<()> {
+    if concerns.is_empty() {
         return Ok(());
     }
+    let refusal = |cs: &[&Concern], hint: &str| {
+        let why: Vec<String> = cs.iter().map(|c| c.to_string()).collect();
+        Error::Refused(format!(
+            "refusing to run: {}; nothing was changed{hint}",
+            why.join("; ")
+        ))
+    };
+    let hard: Vec<&Concern> = concerns.iter().filter(|c| !c.confirmable()).collect();
+    if !hard.is_empty() {
+        return Err(refusal(&hard, ""));
+    }
+    if job.yes {
+        for c in concerns {
+            run.reporter.event(&Event::Notice {
+                message: &format!("{c}; going ahead because of -y"),
+            });
+        }
+    } else if !confirm(concerns) {
+        let all: Vec<&Concern> = concerns.iter().collect();
+        return Err(refusal(
+            &all,
+            ". Check the roots, then run again with -y (or answer yes at the prompt)",
+        ));
+    }
+    Ok(())
+}
 
-    let pending = execute(
-        &plan,
-        job,
-        [&mut lt, &mut rt],
-        [&lp, &rp],
-        local.as_mut(),
-        remote.as_mut(),
-        run,
-        watch,
-    );
-    for n in remote.notes() {
-        run.reporter.event(&Event::Notice { message: &n });
-    }
-    count_traffic(&mut run.summary, local.as_ref(), remote.as_ref());
-    if !plan.actions.is_empty() {
+/// Takes the sending of files still changing on their side out of the plan (nothing else
+/// depends on a file's content arriving); returns their paths, whose baseline entries stay
+/// as they were, so a later cycle decides them afresh.
+fn hold_back(plan: &mut Plan, hot: Hot<'_>) -> Vec<RelPath> {
+    let mut held = Vec::new();
+    plan.actions.retain(|a| match &a.op {
+        Op::Copy { from, source } if source.is_file() && hot(a.side.other(), from) => {
+            held.push(a.path.clone());
+            false
+        }
+        _ => true,
+    });
+    held
+}
+
+/// Makes what was written durable and records the new baseline (unless nothing changed).
+fn commit(
+    job: &Job,
+    sides: &mut Sides,
+    old: &mut Baseline,
+    wrote: bool,
+    pending: &[RelPath],
+) -> Result<()> {
+    if wrote {
         // The baseline must not record renames that a crash could still undo.
-        local.sync()?;
-        remote.sync()?;
+        sides.local.sync()?;
+        sides.remote.sync()?;
     }
+    let (local_root, remote_root) = roots(job);
+    let [lt, rt] = &sides.trees;
     let next = Baseline {
         local_root,
         remote_root,
-        root_ids: [Some(lid), Some(rid)],
-        tree: next_baseline(&old.tree, &lt, &rt, &pending, job.policy.everything),
+        root_ids: [Some(sides.ids[0]), Some(sides.ids[1])],
+        tree: next_baseline(&old.tree, lt, rt, pending, job.policy.everything),
         caches: [
-            crate::hash_cache::HashCache::from_tree(&lt),
-            crate::hash_cache::HashCache::from_tree(&rt),
+            crate::hash_cache::HashCache::from_tree(lt),
+            crate::hash_cache::HashCache::from_tree(rt),
         ],
     };
     // A run that changed nothing leaves the baseline file alone (no rewrite, no fsync).
-    if next == old {
+    if next == *old {
         return Ok(());
     }
-    next.commit(&baseline_path)
+    next.commit(&job.session.baseline_path())?;
+    *old = next;
+    Ok(())
 }
 
 /// Owners by name (as root, without `--numeric-ids`): the far tree is renumbered as here,
@@ -635,17 +764,22 @@ fn is_file_copy(a: &Action) -> bool {
 /// contents all move together, pipelined, when the first file copy comes up (every copy
 /// is in one phase, after the directories they need exist); each is reported as soon as
 /// it is committed, and the trees are updated once the transfers are over.
-#[allow(clippy::too_many_arguments)]
 fn execute(
     plan: &Plan,
     job: &Job,
-    [lt, rt]: [&mut Tree; 2],
-    partials: [&crate::scan::Partials; 2],
-    local: &mut dyn Endpoint,
-    remote: &mut dyn Endpoint,
+    sides: &mut Sides,
     run: &mut Run<'_>,
     watch: &mut dyn Watch,
 ) -> Vec<RelPath> {
+    let Sides {
+        local,
+        remote,
+        trees: [lt, rt],
+        partials: [lp, rp],
+        ..
+    } = sides;
+    let (local, remote) = (local.as_mut(), remote.as_mut());
+    let partials = [&*lp, &*rp];
     let mut pending: Vec<RelPath> = plan.unresolved().map(|c| c.path.clone()).collect();
     let mut halted = false;
     let mut transfers_done = false;
@@ -654,6 +788,7 @@ fn execute(
         let i = next;
         let a = &plan.actions[i];
         next += 1;
+        halted |= run.stopping();
         if halted {
             pending.push(a.path.clone());
             continue;
@@ -691,7 +826,7 @@ fn execute(
                     let r = r.map(Some);
                     halted |= settle(a, &r, job, run, &mut pending);
                     results.push((i, r));
-                    !halted
+                    !halted && !run.stopping()
                 },
             );
             run.summary.bytes_literal = stats.literal;

@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::delta::{self, Basis, DeltaOp, LITERAL_CHUNK, WINDOW};
-use crate::endpoint::{Change, Chunk, Endpoint, Received, Scan, SendRequest};
+use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest};
 use crate::error::{Error, Result, WireError};
 use crate::fsops::{still_expected, CommitError, Root};
 use crate::owners::{Database, OwnerAnswer, OwnerQuery};
@@ -30,6 +30,7 @@ pub struct LocalEndpoint {
     staged: Vec<(u64, Incoming, Digest)>,
     staged_bytes: u64,
     done: Vec<Received>,
+    watcher: Option<crate::watch::TreeWatcher>,
 }
 
 /// A file being received: its temp file, the old version for `Copy` ops, and a running hash.
@@ -71,6 +72,7 @@ impl LocalEndpoint {
             staged: Vec::new(),
             staged_bytes: 0,
             done: Vec::new(),
+            watcher: None,
         })
     }
 
@@ -699,6 +701,39 @@ impl Endpoint for LocalEndpoint {
             root_id: self.root.id(),
             partials,
         })
+    }
+
+    fn rescan(&mut self, filter: &FilterSpec, paths: &[(RelPath, bool)]) -> Result<Rescan> {
+        // Side files hold a whole directory's attributes: rescanning names one by one
+        // would lose them.
+        if self.acls == AclMode::Metafile {
+            return Ok(Rescan {
+                tree: self.scan(filter)?.tree,
+                whole: true,
+            });
+        }
+        let built = filter.build()?;
+        let opts = crate::scan::ScanOptions {
+            hard_links: self.hard_links,
+            acls: self.acls,
+        };
+        let (tree, linked) = crate::scan::rescan(&self.root, &built, opts, paths);
+        // A file with several names: its first name may lie outside what was rescanned.
+        if linked {
+            return Ok(Rescan {
+                tree: self.scan(filter)?.tree,
+                whole: true,
+            });
+        }
+        Ok(Rescan { tree, whole: false })
+    }
+
+    fn watch(&mut self, sink: crate::watch::Sink) -> Result<()> {
+        let root = crate::watch::watch_root(self.root.path());
+        let w = crate::watch::start(&root, sink)
+            .map_err(|why| Error::Unreachable(format!("{}: {why}", self.place)))?;
+        self.watcher = Some(w);
+        Ok(())
     }
 
     fn digests(&mut self, paths: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>> {

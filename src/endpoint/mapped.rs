@@ -1,7 +1,7 @@
 //! An endpoint whose owners are numbered as on this side: entries coming from it are
 //! translated in, entries going to it (attributes to apply) translated out, by name.
 
-use crate::endpoint::{Change, Chunk, Endpoint, Received, Scan, SendRequest, Traffic};
+use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest, Traffic};
 use crate::error::Result;
 use crate::owners::{IdMap, OwnerAnswer, OwnerQuery};
 use crate::path::RelPath;
@@ -57,6 +57,18 @@ impl Endpoint for OwnerMapped {
             self.map.inward(e);
         }
         Ok(scan)
+    }
+
+    fn rescan(&mut self, filter: &FilterSpec, paths: &[(RelPath, bool)]) -> Result<Rescan> {
+        let mut r = self.inner.rescan(filter, paths)?;
+        for e in r.tree.entries.values_mut() {
+            self.map.inward(e);
+        }
+        Ok(r)
+    }
+
+    fn watch(&mut self, sink: crate::watch::Sink) -> Result<()> {
+        self.inner.watch(sink)
     }
 
     fn digests(&mut self, paths: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>> {

@@ -11,12 +11,12 @@ use std::collections::HashSet;
 use std::io::{BufReader, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvError, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::compress::Compression;
 use crate::delta::DeltaOp;
-use crate::endpoint::{Change, Chunk, Endpoint, Received, Scan, SendRequest, Traffic};
+use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest, Traffic};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
 use crate::protocol::frame::{read_frame, FrameError, Kind};
@@ -74,6 +74,7 @@ pub struct RemoteEndpoint {
     reader: Option<JoinHandle<()>>,
     guard: Option<Box<dyn Send>>,
     broken: Option<Error>,
+    watchers: Watchers,
 }
 
 /// A frame's size before compression (header included), for the compression ratio.
@@ -101,14 +102,24 @@ fn chunk_bytes(c: &Chunk) -> usize {
     }
 }
 
+/// Where the agent's unasked change reports go, once the client watches.
+type Watchers = Arc<Mutex<Option<crate::watch::Sink>>>;
+
 /// The reader thread: decodes frames from the agent until it stops or the stream breaks.
+/// Change reports go straight to the watcher (the engine may be idle, waiting for them).
 fn read_loop(
     reader: &mut impl Read,
     deliver: &mpsc::SyncSender<FromAgent>,
     counter: &AtomicU64,
     raw_in: &AtomicU64,
     place: &str,
+    watchers: &Watchers,
 ) {
+    let tell = |hint: crate::watch::Hint| {
+        if let Some(sink) = watchers.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            sink(hint);
+        }
+    };
     loop {
         let msg = match read_frame(reader) {
             Ok(None) => FromAgent::Gone("the agent closed the connection".into(), 128),
@@ -129,6 +140,10 @@ fn read_loop(
                         None => FromAgent::Gone("the agent stopped".into(), 128),
                     },
                     _ => match decode::<Response>(kind, &payload) {
+                        Ok(Response::Changed(hint)) => {
+                            tell(hint);
+                            continue;
+                        }
                         Ok(r) => {
                             raw_in.fetch_add(raw_size(kind, &payload), Ordering::Relaxed);
                             FromAgent::Msg(r)
@@ -142,6 +157,9 @@ fn read_loop(
             }
         };
         let last = matches!(msg, FromAgent::Gone(..));
+        if let FromAgent::Gone(why, _) = &msg {
+            tell(crate::watch::Hint::Gone(why.clone()));
+        }
         if deliver.send(msg).is_err() || last {
             return;
         }
@@ -169,14 +187,16 @@ impl RemoteEndpoint {
         let raw = Arc::new(AtomicU64::new(24));
         let (deliver, from_agent) = mpsc::sync_channel::<FromAgent>(QUEUE);
         let lanes = Lanes::new(Box::new(writer), compression, sent.clone());
+        let watchers: Watchers = Arc::default();
         let reader = std::thread::spawn({
-            let (deliver, counter, raw_in, place) = (
+            let (deliver, counter, raw_in, place, watchers) = (
                 deliver.clone(),
                 received.clone(),
                 raw.clone(),
                 place.clone(),
+                watchers.clone(),
             );
-            move || read_loop(&mut reader, &deliver, &counter, &raw_in, &place)
+            move || read_loop(&mut reader, &deliver, &counter, &raw_in, &place, &watchers)
         });
         Ok(RemoteEndpoint {
             place,
@@ -200,6 +220,7 @@ impl RemoteEndpoint {
             reader: Some(reader),
             guard,
             broken: None,
+            watchers,
         })
     }
 
@@ -413,6 +434,19 @@ impl RemoteEndpoint {
         self.send_frame(&Request::Receive { chunks }, self.batch_large)
     }
 
+    /// Sends a scan request and gathers its `ScanPart`s; returns the tree and the closing
+    /// message.
+    fn tree_parts(&mut self, req: &Request) -> Result<(Tree, Response)> {
+        let mut tree = Tree::default();
+        let mut r = self.call(req)?;
+        while let Response::ScanPart { entries, problems } = r {
+            tree.entries.extend(entries);
+            tree.problems.extend(problems);
+            r = self.reply()?;
+        }
+        Ok((tree, r))
+    }
+
     fn done(&mut self, req: &Request) -> Result<Option<Entry>> {
         match self.call(req)? {
             Response::Done(r) => r.map_err(Error::from),
@@ -427,30 +461,36 @@ impl Endpoint for RemoteEndpoint {
     }
 
     fn scan(&mut self, filter: &FilterSpec) -> Result<Scan> {
-        self.call(&Request::Scan {
+        let (tree, end) = self.tree_parts(&Request::Scan {
             filter: filter.clone(),
-        })
-        .and_then(|first| {
-            let mut tree = Tree::default();
-            let mut r = first;
-            loop {
-                match r {
-                    Response::ScanPart { entries, problems } => {
-                        tree.entries.extend(entries);
-                        tree.problems.extend(problems);
-                    }
-                    Response::ScanDone { root_id, partials } => {
-                        return Ok(Scan {
-                            tree,
-                            root_id,
-                            partials: partials.into_iter().collect(),
-                        })
-                    }
-                    _ => return Err(self.unexpected("scan")),
-                }
-                r = self.reply()?;
-            }
-        })
+        })?;
+        match end {
+            Response::ScanDone { root_id, partials } => Ok(Scan {
+                tree,
+                root_id,
+                partials: partials.into_iter().collect(),
+            }),
+            _ => Err(self.unexpected("scan")),
+        }
+    }
+
+    fn rescan(&mut self, filter: &FilterSpec, paths: &[(RelPath, bool)]) -> Result<Rescan> {
+        let (tree, end) = self.tree_parts(&Request::Rescan {
+            filter: filter.clone(),
+            paths: paths.to_vec(),
+        })?;
+        match end {
+            Response::Rescanned { whole } => Ok(Rescan { tree, whole }),
+            _ => Err(self.unexpected("rescan")),
+        }
+    }
+
+    fn watch(&mut self, sink: crate::watch::Sink) -> Result<()> {
+        *self.watchers.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+        match self.call(&Request::Watch)? {
+            Response::Done(r) => r.map(|_| ()).map_err(Error::from),
+            _ => Err(self.unexpected("watch")),
+        }
     }
 
     fn digests(&mut self, paths: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>> {

@@ -90,6 +90,18 @@ impl Human {
             }
             Event::Error { message, .. } => writeln!(std::io::stderr(), "tandem: {message}"),
             Event::Notice { message } => writeln!(std::io::stderr(), "tandem: {message}"),
+            Event::Watching { message } if !self.quiet => {
+                writeln!(std::io::stderr(), "tandem: {message}")
+            }
+            Event::Watching { .. } => Ok(()),
+            Event::Reconnecting {
+                attempt,
+                delay_s,
+                message,
+            } => writeln!(
+                std::io::stderr(),
+                "tandem: {message}; reconnecting in {delay_s:.0}s (attempt {attempt})"
+            ),
             Event::Command { line, .. } => writeln!(out, "{line}"),
             Event::Summary(s) => {
                 let verb = if s.dry_run { "dry run" } else { "done" };

@@ -52,6 +52,13 @@ fn event_value(event: &Event<'_>) -> Value {
             "event": "plan", "path": path.escaped(), "status": status.word(), "command": line,
         }),
         Event::Notice { message } => json!({"event": "notice", "message": message}),
+        Event::Watching { message } => json!({"event": "watching", "message": message}),
+        Event::Reconnecting {
+            attempt,
+            delay_s,
+            message,
+        } => json!({"event": "reconnecting", "attempt": attempt, "delay_s": delay_s,
+                    "message": message}),
         Event::Summary(s) => {
             let mut v = serde_json::to_value(s).expect("summary serializes");
             v["event"] = json!("summary");

@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 /// Starts with NUL so no printable banner can look like it.
 pub const MAGIC: &[u8; 8] = b"\0TANDEM\x01";
 /// Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// How much unexpected output is read before giving up on finding the magic.
 const MAX_NOISE: usize = 4096;
 
@@ -108,7 +108,9 @@ mod tests {
         assert!(e.to_string().contains("Welcome to host!"), "{e}");
         let e = read_hello(&mut &hello(b"", 99)[..]).unwrap_err();
         assert!(
-            e.to_string().contains("version 2") && e.to_string().contains("version 99"),
+            e.to_string()
+                .contains(&format!("version {PROTOCOL_VERSION}"))
+                && e.to_string().contains("version 99"),
             "{e}"
         );
         let e = read_hello(&mut &b"bash: tandem-agent: command not found\n"[..]).unwrap_err();

@@ -4,6 +4,7 @@ mod sshd;
 mod util;
 
 mod cli;
+mod continuous;
 mod engine;
 mod local;
 mod man;

@@ -334,7 +334,10 @@ fn client_reports_a_banner_and_a_version_mismatch() {
     .err()
     .unwrap();
     assert!(
-        e.to_string().contains("version 2") && e.to_string().contains("version 7"),
+        e.to_string().contains(&format!(
+            "version {}",
+            tandem::protocol::handshake::PROTOCOL_VERSION
+        )) && e.to_string().contains("version 7"),
         "{e}"
     );
 }

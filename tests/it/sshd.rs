@@ -153,8 +153,13 @@ impl SshFixture {
         c
     }
 
-    /// `tandem -d a -r USER@127.0.0.1:b -P PORT -i KEY --agent-path AGENT -K dir extra...`
+    /// Runs [`SshFixture::sync_command`].
     pub fn sync(&self, dir: &str, extra: &[&str]) -> Run {
+        output(self.sync_command(dir, extra).output().unwrap())
+    }
+
+    /// `tandem -d a -r USER@127.0.0.1:b -P PORT -i KEY --agent-path AGENT -K dir extra...`
+    pub fn sync_command(&self, dir: &str, extra: &[&str]) -> Command {
         let mut c = self.client();
         c.arg("-d")
             .arg(&self.f.a)
@@ -169,7 +174,7 @@ impl SshFixture {
             .arg("-K")
             .arg(dir)
             .args(extra);
-        output(c.output().unwrap())
+        c
     }
 }
 

@@ -1,0 +1,539 @@
+//! Continuous mode (`-C`), over the pipe transport and over SSH: changes on either side
+//! arrive, replicas stay replicas, conflicts keep both versions, a lost agent is
+//! reconnected, SIGTERM commits and exits 0, and an idle session stays idle. Every wait is a
+//! poll with a deadline.
+
+use std::io::BufRead;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::sshd::{ssh_fixture, SshFixture};
+use crate::util::*;
+
+/// Long enough for a slow CI machine; a change normally arrives in cooloff + a fraction.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A running `tandem -C`, its JSON events gathered as they come.
+struct Live {
+    child: Child,
+    events: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Live {
+    fn start(mut c: Command) -> Live {
+        c.arg("-C")
+            .args(["--cooloff", "1s", "--format", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = c.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let v: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+                sink.lock().unwrap().push(v);
+            }
+        });
+        let live = Live { child, events };
+        live.wait_event("the first sync", |e| e["event"] == "watching");
+        live
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        self.events.lock().unwrap().clone()
+    }
+
+    fn count(&self, pred: impl Fn(&serde_json::Value) -> bool) -> usize {
+        self.events().iter().filter(|e| pred(e)).count()
+    }
+
+    #[track_caller]
+    fn wait_event(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+        let events = self.events.clone();
+        poll(what, || events.lock().unwrap().iter().any(&pred));
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM; the exit code, which must come within 10 s.
+    fn terminate(mut self) -> i32 {
+        signal("TERM", self.child.id());
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < until, "no exit within 10 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(name: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} {pid}");
+}
+
+/// Polls `cond` until it holds, failing after [`DEADLINE`].
+#[track_caller]
+fn poll(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[track_caller]
+fn arrives(path: &Path, content: &str) {
+    poll(&format!("{} to read {content:?}", path.display()), || {
+        std::fs::read_to_string(path).is_ok_and(|s| s == content)
+    });
+}
+
+#[track_caller]
+fn vanishes(path: &Path) {
+    poll(&format!("{} to go", path.display()), || {
+        std::fs::symlink_metadata(path).is_err()
+    });
+}
+
+/// Starts `tandem -d a -r b -K DIR EXTRA... -C`.
+type StartFn = Box<dyn Fn(&str, &[&str]) -> Live>;
+/// Runs `tandem -d a -r b -K DIR EXTRA...` once.
+type OnceFn = Box<dyn Fn(&str, &[&str]) -> Run>;
+
+/// Two roots and a way to start `tandem -C` on them.
+struct Sides {
+    a: PathBuf,
+    b: PathBuf,
+    start: StartFn,
+    once: OnceFn,
+    ssh: Option<std::rc::Rc<SshFixture>>,
+    _keep: Box<dyn std::any::Any>,
+}
+
+fn over_pipe() -> Sides {
+    let f = std::rc::Rc::new(fixture());
+    let (g, h) = (f.clone(), f.clone());
+    Sides {
+        a: f.a.clone(),
+        b: f.b.clone(),
+        start: Box::new(move |dir, extra| {
+            let mut c = g.sync_command();
+            c.arg("-d")
+                .arg(&g.a)
+                .arg("-r")
+                .arg(&g.b)
+                .args(["-K", dir])
+                .args(extra);
+            Live::start(c)
+        }),
+        once: Box::new(move |dir, extra| h.sync(dir, extra)),
+        ssh: None,
+        _keep: Box::new(f),
+    }
+}
+
+fn over_ssh() -> Sides {
+    let s = std::rc::Rc::new(ssh_fixture());
+    let (g, h) = (s.clone(), s.clone());
+    Sides {
+        a: s.f.a.clone(),
+        b: s.f.b.clone(),
+        start: Box::new(move |dir, extra| Live::start(g.sync_command(dir, extra))),
+        once: Box::new(move |dir, extra| h.sync(dir, extra)),
+        ssh: Some(s.clone()),
+        _keep: Box::new(s),
+    }
+}
+
+fn both(scenario: fn(&Sides)) {
+    scenario(&over_pipe());
+    scenario(&over_ssh());
+}
+
+#[test]
+fn continuous_changes_on_either_side_arrive() {
+    both(|s| {
+        write(s.a.join("start"), "0");
+        let live = (s.start)("bidi", &[]);
+        assert_eq!(read(s.b.join("start")), "0");
+        // Created, modified, renamed, chmod-ed, deleted; files and directories; both sides.
+        write(s.a.join("new"), "from a");
+        arrives(&s.b.join("new"), "from a");
+        write(s.b.join("new"), "changed on b");
+        arrives(&s.a.join("new"), "changed on b");
+        std::fs::rename(s.a.join("new"), s.a.join("renamed")).unwrap();
+        arrives(&s.b.join("renamed"), "changed on b");
+        vanishes(&s.b.join("new"));
+        std::fs::set_permissions(s.b.join("renamed"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        poll("the mode to arrive", || {
+            std::fs::metadata(s.a.join("renamed"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+                == 0o600
+        });
+        std::fs::create_dir_all(s.b.join("d1/d2/d3")).unwrap();
+        write(s.b.join("d1/d2/d3/deep"), "deep");
+        arrives(&s.a.join("d1/d2/d3/deep"), "deep");
+        // An edit inside a directory the sync itself just created on this side.
+        write(s.a.join("d1/d2/d3/deep"), "edited where it arrived");
+        arrives(&s.b.join("d1/d2/d3/deep"), "edited where it arrived");
+        std::fs::rename(s.a.join("d1"), s.a.join("moved")).unwrap();
+        arrives(&s.b.join("moved/d2/d3/deep"), "edited where it arrived");
+        vanishes(&s.b.join("d1"));
+        std::fs::remove_file(s.b.join("renamed")).unwrap();
+        vanishes(&s.a.join("renamed"));
+        assert_same_tree(&s.a, &s.b);
+        // No echo: nothing came back the other way.
+        let back = live.count(|e| e["event"] == "conflict" || e["event"] == "error");
+        assert_eq!(back, 0, "{:#?}", live.events());
+        assert_eq!(live.terminate(), 0);
+    });
+}
+
+#[test]
+fn continuous_two_thousand_files_arrive_in_few_cycles() {
+    both(|s| {
+        let live = (s.start)("push", &[]);
+        std::fs::create_dir(s.a.join("many")).unwrap();
+        for i in 0..2000 {
+            write(s.a.join(format!("many/f{i:04}")), &i.to_string());
+        }
+        poll("2000 files to arrive", || {
+            std::fs::read_dir(s.b.join("many")).is_ok_and(|d| d.count() == 2000)
+        });
+        arrives(&s.b.join("many/f1999"), "1999");
+        assert_same_tree(&s.a, &s.b);
+        let cycles = live
+            .count(|e| e["event"] == "summary" && e["files_transferred"].as_u64().unwrap_or(0) > 0);
+        assert!(cycles <= 5, "{cycles} cycles for one burst");
+        assert_eq!(live.terminate(), 0);
+    });
+}
+
+#[test]
+fn continuous_push_keeps_the_replica_a_replica() {
+    both(|s| {
+        write(s.a.join("f"), "original");
+        let live = (s.start)("push", &[]);
+        arrives(&s.b.join("f"), "original");
+        write(s.b.join("f"), "stray edit");
+        write(s.b.join("stray"), "stray file");
+        arrives(&s.b.join("f"), "original");
+        vanishes(&s.b.join("stray"));
+        assert_eq!(live.terminate(), 0);
+    });
+}
+
+#[test]
+fn continuous_conflict_keeps_both_versions() {
+    both(|s| {
+        write(s.a.join("f"), "base");
+        let live = (s.start)("bidi", &[]);
+        arrives(&s.b.join("f"), "base");
+        // Both edits land within one cooloff: one cycle sees both.
+        write(s.a.join("f"), "local edit");
+        write(s.b.join("f"), "remote edit");
+        live.wait_event("a conflict", |e| {
+            e["event"] == "conflict" && e["path"] == "f" && e["resolution"] == "unresolved"
+        });
+        assert_eq!(read(s.a.join("f")), "local edit");
+        assert_eq!(read(s.b.join("f")), "remote edit");
+        assert_eq!(live.terminate(), 0);
+    });
+}
+
+#[test]
+fn continuous_sigterm_commits_the_baseline() {
+    both(|s| {
+        write(s.a.join("keep"), "k");
+        write(s.a.join("doomed"), "d");
+        let live = (s.start)("bidi", &[]);
+        write(s.a.join("late"), "late");
+        arrives(&s.b.join("late"), "late");
+        assert_eq!(live.terminate(), 0);
+        // A one-shot run right after is a no-op...
+        let r = (s.once)("bidi", &["--format", "json"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        let summary = json_events(&r.stdout).pop().unwrap();
+        assert_eq!(summary["files_transferred"], 0, "{r:?}");
+        // ...and a deletion made after the stop propagates (the baseline is current).
+        std::fs::remove_file(s.a.join("doomed")).unwrap();
+        let r = (s.once)("bidi", &[]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(!s.b.join("doomed").exists());
+        assert_eq!(read(s.b.join("keep")), "k");
+        // No temp files left behind.
+        for root in [&s.a, &s.b] {
+            let stray: Vec<String> = names(root)
+                .into_iter()
+                .filter(|n| n.contains(".tandem"))
+                .collect();
+            assert!(stray.is_empty(), "{stray:?}");
+        }
+    });
+}
+
+#[test]
+fn continuous_a_file_that_keeps_changing_waits_and_holds_back_nothing() {
+    both(|s| {
+        let live = (s.start)("push", &[]);
+        let log = s.a.join("growing.log");
+        let writer = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                // Appends every 200 ms for 6 s: never quiet for the 1 s cooloff.
+                for i in 0..30 {
+                    let mut text = std::fs::read_to_string(&log).unwrap_or_default();
+                    text.push_str(&format!("{i}\n"));
+                    std::fs::write(&log, text).unwrap();
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        };
+        poll("the log to start", || log.exists());
+        write(s.a.join("other"), "not held back");
+        arrives(&s.b.join("other"), "not held back");
+        assert!(!writer.is_finished(), "the writer should still be writing");
+        live.wait_event("the log reported as unsettled", |e| {
+            e["event"] == "file" && e["path"] == "growing.log" && e["status"] == "SYNCHRONIZED(skp)"
+        });
+        writer.join().unwrap();
+        arrives(&s.b.join("growing.log"), &read(&log));
+        assert_eq!(live.terminate(), 0);
+    });
+}
+
+#[test]
+fn continuous_reconnects_after_the_agent_is_killed() {
+    both(|s| {
+        let live = (s.start)("push", &[]);
+        match &s.ssh {
+            Some(ssh) => assert!(ssh.sshd.kill_connections() > 0),
+            None => {
+                let agents = children_of(live.pid());
+                assert!(!agents.is_empty());
+                for pid in agents {
+                    signal("KILL", pid);
+                }
+            }
+        }
+        live.wait_event("a reconnect", |e| e["event"] == "reconnecting");
+        live.wait_event("watching again", |e| e["event"] == "watching");
+        poll("a second watching event", || {
+            live.count(|e| e["event"] == "watching") >= 2
+        });
+        write(s.a.join("after"), "after the reconnect");
+        arrives(&s.b.join("after"), "after the reconnect");
+        assert_eq!(live.terminate(), 0);
+    });
+}
+
+#[test]
+fn continuous_session_is_locked_while_it_runs() {
+    let s = over_pipe();
+    let live = (s.start)("push", &[]);
+    let r = (s.once)("push", &[]);
+    assert_eq!(r.code, 16, "{r:?}");
+    assert_eq!(live.terminate(), 0);
+}
+
+#[test]
+fn continuous_idle_session_uses_almost_no_cpu() {
+    let s = over_pipe();
+    for i in 0..200 {
+        write(s.a.join(format!("f{i}")), "x");
+    }
+    let live = (s.start)("bidi", &[]);
+    let mut pids = children_of(live.pid());
+    pids.push(live.pid());
+    // Let the first cycle's echo settle, then measure 10 s of idling.
+    std::thread::sleep(Duration::from_secs(3));
+    let before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    std::thread::sleep(Duration::from_secs(10));
+    let after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    // Clock ticks are 1/100 s: allow 0.3 s of CPU in 10 s (3%).
+    assert!(after - before <= 30, "{} ticks idle", after - before);
+    assert_eq!(live.terminate(), 0);
+}
+
+#[test]
+fn continuous_rejects_bad_intervals_and_dry_run() {
+    let f = fixture();
+    for bad in [
+        &["--cooloff", "2m"][..],
+        &["--cooloff", "soon"],
+        &["--scan-interval", "often"],
+        &["--remote-scan-interval", "0s"],
+        &["-n"],
+    ] {
+        let mut args = vec!["-C"];
+        args.extend_from_slice(bad);
+        let r = f.sync("push", &args);
+        assert_eq!(r.code, 32, "{bad:?}: {r:?}");
+    }
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .arg("-P")
+        .arg(pid.to_string())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+/// User plus system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // After the command name: state is field 0, utime 11, stime 12.
+    field(11) + field(12)
+}
+
+#[test]
+fn continuous_ctrl_c_to_the_process_group_stops_cleanly() {
+    use std::os::unix::process::CommandExt;
+    let f = fixture();
+    write(f.a.join("f"), "1");
+    let mut c = f.sync_command();
+    c.arg("-d")
+        .arg(&f.a)
+        .arg("-r")
+        .arg(&f.b)
+        .args(["-K", "push"]);
+    // Its own process group, as a shell gives a foreground job: Ctrl-C reaches the agent too.
+    c.process_group(0);
+    let live = Live::start(c);
+    arrives(&f.b.join("f"), "1");
+    assert!(!children_of(live.pid()).is_empty());
+    // The whole group at once, client and agent, as the terminal does.
+    let ok = Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", live.pid())])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert_eq!(live.terminate(), 0);
+    let r = f.sync("push", &["--format", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        json_events(&r.stdout).pop().unwrap()["files_transferred"],
+        0
+    );
+}
+
+#[test]
+fn continuous_sigkilled_client_leaves_no_agent_and_recovers() {
+    let s = over_pipe();
+    write(s.a.join("f"), "1");
+    let live = (s.start)("bidi", &[]);
+    let agents = children_of(live.pid());
+    assert!(!agents.is_empty());
+    signal("KILL", live.pid());
+    for pid in agents {
+        poll("the agent to go", || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |st| st.contains(") Z"))
+        });
+    }
+    drop(live);
+    write(s.a.join("g"), "made while stopped");
+    let live = (s.start)("bidi", &[]);
+    arrives(&s.b.join("g"), "made while stopped");
+    assert_same_tree(&s.a, &s.b);
+    assert_eq!(live.terminate(), 0);
+}
+
+/// The unit in contrib/: `systemd-analyze verify` accepts it (where systemd is installed),
+/// and the command line it runs works as a service would run it.
+#[test]
+fn continuous_systemd_unit_verifies_and_its_command_runs() {
+    let f = fixture();
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/tandem@.service"),
+    )
+    .unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    let bin = env!("CARGO_BIN_EXE_tandem");
+    if Path::new("/usr/bin/systemd-analyze").exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join("svc.env");
+        std::fs::write(&env, "TANDEM_ARGS=-d /tmp -r /tmp -K push\n").unwrap();
+        let local = unit
+            .replace("/usr/local/bin/tandem", bin)
+            .replace("/etc/tandem/%i.env", &env.display().to_string())
+            .replace("Documentation=man:tandem(1)\n", "");
+        let path = dir.path().join("tandem@svc.service");
+        std::fs::write(&path, local).unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            out.status.success() && !text.contains("tandem@svc"),
+            "{text}"
+        );
+    }
+    // The command line itself, with the instance and the environment filled in.
+    let args = format!(
+        "-d {} -r {} -K push --agent-path {}",
+        f.a.display(),
+        f.b.display(),
+        agent_path().display()
+    );
+    let line = exec.replace("%i", "svc").replace("$TANDEM_ARGS", &args);
+    let mut words = line.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/tandem"));
+    write(f.a.join("f"), "served");
+    let mut c = f.command();
+    // Live::start adds its own output options; the unit's are checked above.
+    let words: Vec<&str> = words.filter(|w| *w != "-C").collect();
+    let format_at = words.iter().position(|w| *w == "--format").unwrap();
+    let mut rest = words.clone();
+    rest.drain(format_at..format_at + 2);
+    c.args(&rest);
+    let live = Live::start(c);
+    arrives(&f.b.join("f"), "served");
+    assert_eq!(live.terminate(), 0);
+}

@@ -29,6 +29,11 @@ pub struct AgentOptions {
     pub hard_links: bool,
     /// Where this side keeps ACLs and xattrs (`--preserve-acls`).
     pub acls: crate::xattrs::AclMode,
+    /// The client's cap on the wire in bits per second (`-l`); not the agent's business.
+    pub rate: Option<u64>,
+    /// `--keep-dir`: where deleted and replaced entries are kept (relative to the root, or
+    /// absolute).
+    pub keep_dir: Option<PathBuf>,
 }
 
 impl AgentOptions {
@@ -41,6 +46,7 @@ impl AgentOptions {
         let mut hard_links = true;
         let mut acls = crate::xattrs::AclMode::None;
         let mut compression = Compression::default();
+        let mut keep_dir = None;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
@@ -52,6 +58,7 @@ impl AgentOptions {
                 "--acls" => acls = crate::xattrs::AclMode::parse(&value()?)?,
                 "--die-with-parent" => die_with_parent()?,
                 "--compress" => compression = Compression::parse(&value()?)?,
+                "--keep-dir" => keep_dir = Some(PathBuf::from(value()?)),
                 other => return Err(format!("unknown argument '{other}'")),
             }
         }
@@ -64,7 +71,17 @@ impl AgentOptions {
             compression,
             hard_links,
             acls,
+            rate: None,
+            keep_dir,
         })
+    }
+
+    /// How the client talks to this agent.
+    pub fn link(&self) -> crate::endpoint::remote::Link {
+        crate::endpoint::remote::Link {
+            compression: self.compression,
+            rate: self.rate,
+        }
     }
 
     /// The command line that [`AgentOptions::parse`] reads back.
@@ -84,6 +101,10 @@ impl AgentOptions {
         if self.acls != crate::xattrs::AclMode::None {
             args.push("--acls".into());
             args.push(self.acls.word().into());
+        }
+        if let Some(k) = &self.keep_dir {
+            args.push("--keep-dir".into());
+            args.push(k.to_string_lossy().into_owned());
         }
         args.push("--compress".into());
         args.push(match self.compression {
@@ -205,6 +226,7 @@ pub fn serve(
     }
     let mut ep = LocalEndpoint::open(&opts.root, opts.label.clone(), opts.owner)
         .map(|ep| ep.with_hard_links(opts.hard_links).with_acls(opts.acls))
+        .and_then(|ep| ep.with_keep_dir(opts.keep_dir.as_deref()))
         .map_err(|e| out.stop(e))?;
     let mut source = Source::One(input);
     loop {
@@ -437,7 +459,7 @@ pub fn main_with_args(args: &[String]) -> u8 {
     let opts = match AgentOptions::parse(args) {
         Ok(o) => o,
         Err(why) => {
-            eprintln!("tandem-agent: {why}\nusage: tandem-agent --root DIR [--label TEXT] [--preserve-owner] [--no-hard-links] [--acls none|native|metafile] [--compress zstd[:LEVEL]|none]");
+            eprintln!("tandem-agent: {why}\nusage: tandem-agent --root DIR [--label TEXT] [--preserve-owner] [--no-hard-links] [--acls none|native|metafile] [--keep-dir DIR] [--compress zstd[:LEVEL]|none]");
             return 32;
         }
     };

@@ -1,7 +1,7 @@
 //! The command line: clap definitions as typed (`Args`), validated into a [`Job`].
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -96,7 +96,7 @@ pub struct Args {
     /// Decide and print the plan as shell commands; change nothing.
     #[arg(short = 'n', long = "dry-run")]
     pub dry_run: bool,
-    /// No per-file lines.
+    /// Print nothing but errors and unresolved conflicts (for cron).
     #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
     pub quiet: bool,
     /// Say why for every file.
@@ -141,6 +141,10 @@ pub struct Args {
     /// Keep paths matching this pattern even if excluded (repeatable).
     #[arg(long = "include", value_name = "PATTERN")]
     pub include: Vec<String>,
+    /// Leave alone directories whose mtime is older than this on either side (e.g. 7d,
+    /// 1w0d0h0m0s): their contents are neither copied nor deleted.
+    #[arg(long = "exclude-dirs-older-than", value_name = "DURATION")]
+    pub exclude_dirs_older_than: Option<String>,
     /// Read exclude patterns from a file (one per line, '!' to include).
     #[arg(long = "exclude-from", value_name = "FILE")]
     pub exclude_from: Vec<PathBuf>,
@@ -151,6 +155,24 @@ pub struct Args {
     /// none for a local -r directory].
     #[arg(long = "compress", value_name = "zstd[:LEVEL]|none")]
     pub compress: Option<String>,
+    /// Content already on the receiving side (same BLAKE3) is copied there (copy; a reflink
+    /// where possible) or hard-linked (hardlink, when attributes match) instead of sent.
+    #[arg(
+        long = "dedup",
+        value_name = "copy|hardlink|none",
+        default_value = "none"
+    )]
+    pub dedup: String,
+    /// Keep what the sync deletes or replaces on this side in DIR (dated subdirectories;
+    /// relative to the -d directory, and then excluded from the sync, or absolute).
+    #[arg(long = "keep-dir-local", value_name = "DIR")]
+    pub keep_dir_local: Option<PathBuf>,
+    /// The same on the other side (relative to its root, or absolute there).
+    #[arg(long = "keep-dir-remote", value_name = "DIR")]
+    pub keep_dir_remote: Option<PathBuf>,
+    /// Most bits per second on the wire, e.g. 500m (k, m, g: thousands, millions, billions).
+    #[arg(short = 'l', long = "target-rate", value_name = "RATE")]
+    pub target_rate: Option<String>,
     /// Most files in flight at once.
     #[arg(long = "pending-max", value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub pending_max: u64,
@@ -338,6 +360,52 @@ pub fn parse_duration(s: &str, what: &str) -> Result<std::time::Duration> {
             "bad {what} '{s}': {e}; give e.g. 30s, 4h or 1w0d0h0m0s"
         ))
     })
+}
+
+/// The pattern that keeps a keep directory inside a root out of the sync (none for one
+/// outside: absolute, or above the root).
+fn keep_dir_pattern(dir: &Path) -> Result<Option<String>> {
+    if dir.as_os_str().is_empty() || dir == Path::new(".") {
+        return Err(Error::Usage(
+            "a keep directory cannot be the root itself; give a subdirectory or an absolute path"
+                .into(),
+        ));
+    }
+    if dir.is_absolute() || dir.starts_with("..") {
+        return Ok(None);
+    }
+    let text = dir.to_str().ok_or_else(|| {
+        Error::Usage(format!(
+            "keep directory '{}' is not valid UTF-8",
+            dir.display()
+        ))
+    })?;
+    Ok(Some(format!(
+        "/{}",
+        text.trim_start_matches("./").trim_end_matches('/')
+    )))
+}
+
+/// `-l`: bits per second, with an optional k/m/g suffix (as async: `500m` is 500 Mbit/s).
+fn parse_rate(s: &str) -> Result<u64> {
+    let bad = || {
+        Error::Usage(format!(
+            "bad --target-rate '{s}': give bits per second, e.g. 800k, 500m or 1g"
+        ))
+    };
+    let lower = s.trim().to_ascii_lowercase();
+    let (digits, scale) = match lower.char_indices().last() {
+        Some((i, 'k')) => (&lower[..i], 1_000),
+        Some((i, 'm')) => (&lower[..i], 1_000_000),
+        Some((i, 'g')) => (&lower[..i], 1_000_000_000),
+        _ => (&lower[..], 1),
+    };
+    let n: f64 = digits.parse().map_err(|_| bad())?;
+    let bits = n * scale as f64;
+    if !(8.0..=1e15).contains(&bits) {
+        return Err(bad());
+    }
+    Ok(bits as u64)
 }
 
 /// The continuous-mode settings, if `-C` was given.
@@ -533,6 +601,12 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
     for f in &args.exclude_from {
         filter.read_exclude_file(f)?;
     }
+    for keep in [&args.keep_dir_local, &args.keep_dir_remote]
+        .into_iter()
+        .flatten()
+    {
+        filter.exclude.extend(keep_dir_pattern(keep)?);
+    }
     filter.build()?;
     let ssh = ssh_options(args, &remote, &mut notes)?;
     let acls = {
@@ -588,6 +662,14 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
         hard_links: !args.no_hard_links,
         numeric_ids: args.numeric_ids,
         acls,
+        exclude_dirs_older_than: args
+            .exclude_dirs_older_than
+            .as_deref()
+            .map(|v| parse_duration(v, "--exclude-dirs-older-than"))
+            .transpose()?,
+        rate: args.target_rate.as_deref().map(parse_rate).transpose()?,
+        keep_dirs: [args.keep_dir_local.clone(), args.keep_dir_remote.clone()],
+        dedup: crate::sync::dedup::Dedup::parse(&args.dedup).map_err(Error::Usage)?,
     };
     Ok((job, notes))
 }

@@ -181,6 +181,22 @@ pub enum Change {
         /// The attributes to give the copy.
         source: Entry,
     },
+    /// Make `path` from `from`, a file on this side with the content `source` describes
+    /// (`--dedup`): a copy checked against the digest, or a hard link.
+    Dedup {
+        /// Where.
+        path: RelPath,
+        /// What must be there now.
+        expect: Option<Entry>,
+        /// The file with the content.
+        from: RelPath,
+        /// What `from` must still be.
+        from_expect: Entry,
+        /// The source file (digest and attributes).
+        source: Entry,
+        /// Hard-link instead of copying.
+        hardlink: bool,
+    },
     /// Set a directory's mtime (it must still be a directory).
     Restamp {
         /// What.

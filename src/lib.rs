@@ -17,6 +17,7 @@ pub mod error;
 pub mod exit;
 pub mod fsops;
 pub mod hash_cache;
+pub mod keep;
 pub mod output;
 pub mod owners;
 pub mod path;

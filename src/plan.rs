@@ -119,6 +119,18 @@ pub enum Op {
         /// The source entry: attributes to apply.
         source: Entry,
     },
+    /// Make the file from `from`, a file on this same side with the content the other side's
+    /// file has (`--dedup`): copied there (or hard-linked), not sent.
+    Dedup {
+        /// The file on this side with that content.
+        from: RelPath,
+        /// What `from` must still be.
+        from_expect: Entry,
+        /// The source file: content digest and attributes to apply.
+        source: Entry,
+        /// Hard-link rather than copy (attributes already match).
+        hardlink: bool,
+    },
     /// Set a directory's mtime, last of all: writing inside a directory resets it, so every
     /// directory whose contents the run changes (or whose mtime alone differs) gets the
     /// time it should have. Not reported: it is bookkeeping, not news.
@@ -184,7 +196,7 @@ impl Action {
             Op::Delete if self.expect.as_ref().is_some_and(Entry::is_dir) => Phase::DeleteDir,
             Op::Delete => Phase::DeleteLeaf,
             Op::Mkdir { .. } => Phase::Mkdir,
-            Op::Copy { .. } => Phase::Copy,
+            Op::Copy { .. } | Op::Dedup { .. } => Phase::Copy,
             Op::Unlink { .. } => Phase::Unlink,
             Op::Link { .. } => Phase::Link,
             Op::SetMeta { .. } | Op::Restamp { .. } => Phase::Meta,
@@ -195,6 +207,7 @@ impl Action {
     pub fn result(&self) -> Option<&Entry> {
         match &self.op {
             Op::Copy { source, .. }
+            | Op::Dedup { source, .. }
             | Op::Mkdir { source }
             | Op::SetMeta { source }
             | Op::Link { source, .. }
@@ -313,6 +326,7 @@ pub fn apply_to(tree: &mut Tree, action: &Action, result: Option<Entry>) {
             }
         }
         Op::Copy { .. }
+        | Op::Dedup { .. }
         | Op::Mkdir { .. }
         | Op::SetMeta { .. }
         | Op::Link { .. }

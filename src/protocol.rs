@@ -190,6 +190,19 @@ fn change_ok(c: &Change) -> Result<(), String> {
             }
             expect.as_ref().map_or(Ok(()), entry_ok)
         }
+        Change::Dedup {
+            expect,
+            from_expect,
+            source,
+            ..
+        } => {
+            entry_ok(source)?;
+            entry_ok(from_expect)?;
+            if !source.is_file() || !from_expect.is_file() || source.digest.is_none() {
+                return Err("dedup of a non-file or without a digest".into());
+            }
+            expect.as_ref().map_or(Ok(()), entry_ok)
+        }
     }
 }
 

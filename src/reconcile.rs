@@ -161,7 +161,7 @@ fn restamp_touched_dirs(
                     touched.insert(key(&dir));
                 }
             }
-            Op::Copy { .. } | Op::Link { .. } | Op::Unlink { .. } => {}
+            Op::Copy { .. } | Op::Dedup { .. } | Op::Link { .. } | Op::Unlink { .. } => {}
         }
         if let Some(dir) = a.path.parent() {
             touched.insert(key(&dir));

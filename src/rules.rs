@@ -68,6 +68,13 @@ impl Filter {
         FilterSpec::default().build().expect("empty filter builds")
     }
 
+    /// True if `path`, or a directory above it, is left out of the sync.
+    pub fn excludes_here_or_above(&self, path: &RelPath, is_dir: bool) -> bool {
+        self.matcher
+            .matched_path_or_any_parents(Path::new(path.as_os_str()), is_dir)
+            .is_ignore()
+    }
+
     /// True if `path` is left out of the sync.
     pub fn excludes(&self, path: &RelPath, is_dir: bool) -> bool {
         self.matcher

@@ -2,6 +2,7 @@
 //! the plan action by action, and commit the baseline from what succeeded.
 
 pub mod continuous;
+pub mod dedup;
 mod dirty;
 mod refresh;
 pub mod transfer;
@@ -117,6 +118,16 @@ pub struct Job {
     /// Where each side keeps ACLs and xattrs (`[local, remote]`); kept only when neither
     /// side says none.
     pub acls: [crate::xattrs::AclMode; 2],
+    /// `--exclude-dirs-older-than`: directories older than this (on either side) are left
+    /// alone, contents and all.
+    pub exclude_dirs_older_than: Option<std::time::Duration>,
+    /// `-l`: most bits per second on the wire.
+    pub rate: Option<u64>,
+    /// `--keep-dir-local`, `--keep-dir-remote`: where each side keeps what the sync
+    /// deletes or replaces (relative to its root, or absolute).
+    pub keep_dirs: [Option<PathBuf>; 2],
+    /// `--dedup`: content already on the receiving side is copied there, not sent.
+    pub dedup: dedup::Dedup,
 }
 
 /// Asks the user to confirm the listed concerns; returns true to go ahead.
@@ -215,7 +226,8 @@ fn open_endpoints(job: &Job) -> Result<Opened> {
         job.preserve_owner,
     )?
     .with_hard_links(job.hard_links)
-    .with_acls(job.acls[0]);
+    .with_acls(job.acls[0])
+    .with_keep_dir(job.keep_dirs[0].as_deref())?;
     let agent = |root: PathBuf| AgentOptions {
         root,
         label: format!("remote '{}'", job.remote.display()),
@@ -223,6 +235,8 @@ fn open_endpoints(job: &Job) -> Result<Opened> {
         compression: job.compression,
         hard_links: job.hard_links,
         acls: job.acls[1],
+        rate: job.rate,
+        keep_dir: job.keep_dirs[1].clone(),
     };
     let mut notes = Vec::new();
     let remote: Box<dyn Endpoint> = match &job.remote {
@@ -232,7 +246,8 @@ fn open_endpoints(job: &Job) -> Result<Opened> {
                 LocalTransport::InProcess => Box::new(
                     LocalEndpoint::open(dir, opts.label, job.preserve_owner)?
                         .with_hard_links(job.hard_links)
-                        .with_acls(job.acls[1]),
+                        .with_acls(job.acls[1])
+                        .with_keep_dir(job.keep_dirs[1].as_deref())?,
                 ),
                 LocalTransport::Pipe { agent } => {
                     let agent = crate::transport::pipe::find_agent(agent.as_deref())?;
@@ -299,7 +314,7 @@ pub fn agent_thread(opts: AgentOptions, compression: Compression) -> Result<Remo
     let ours_w = ours
         .try_clone()
         .map_err(|e| Error::Unreachable(format!("socketpair: {e}")))?;
-    RemoteEndpoint::new(ours, HalfClose(ours_w), label, compression, None)
+    RemoteEndpoint::new(ours, HalfClose(ours_w), label, compression.into(), None)
 }
 
 /// The writing half of a socket: closing it must tell the peer "no more input" even while
@@ -465,11 +480,13 @@ fn cycle(
     watch: &mut dyn Watch,
     hot: Hot<'_>,
 ) -> Result<()> {
+    mark_old_dirs(job, &mut sides.trees);
     hash(sides, old, run)?;
     let Some(mut plan) = decide(job, sides, old, run, confirm)? else {
         return Ok(());
     };
     let held = hold_back(&mut plan, hot);
+    dedup::find(job.dedup, &mut plan, sides)?;
     let mut pending = execute(&plan, job, sides, run, watch);
     pending.extend(held);
     for n in sides.remote.notes() {
@@ -481,6 +498,40 @@ fn cycle(
         sides.remote.as_ref(),
     );
     commit(job, sides, old, !plan.actions.is_empty(), &pending)
+}
+
+/// How a directory left alone by `--exclude-dirs-older-than` is marked: as a path whose
+/// state is unknown, so nothing at or below it is decided and its baseline stays.
+const TOO_OLD: &str = "older than --exclude-dirs-older-than: not descended into";
+
+/// Marks directories older than `--exclude-dirs-older-than` on either side, on both sides.
+fn mark_old_dirs(job: &Job, trees: &mut [Tree; 2]) {
+    for t in trees.iter_mut() {
+        t.problems.retain(|_, why| why != TOO_OLD);
+    }
+    let Some(age) = job.exclude_dirs_older_than else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let cutoff = now.saturating_sub(age.as_nanos() as i64);
+    let old: Vec<RelPath> = trees
+        .iter()
+        .flat_map(|t| {
+            t.entries
+                .iter()
+                .filter(|(_, e)| e.is_dir() && e.mtime_ns < cutoff)
+                .map(|(p, _)| p.clone())
+        })
+        .collect();
+    for t in trees.iter_mut() {
+        for p in &old {
+            t.problems
+                .entry(p.clone())
+                .or_insert_with(|| TOO_OLD.into());
+        }
+    }
 }
 
 /// Fills digests from the hash cache and hashes what reconciliation needs to compare.
@@ -651,11 +702,19 @@ fn commit(
     }
     let (local_root, remote_root) = roots(job);
     let [lt, rt] = &sides.trees;
+    let mut tree = next_baseline(&old.tree, lt, rt, pending, job.policy.everything);
+    // What the filter leaves out now keeps its history, for when it is back in scope.
+    let filter = job.filter.build()?;
+    for (path, entry) in &old.tree.entries {
+        if filter.excludes_here_or_above(path, entry.is_dir()) {
+            tree.insert(path.clone(), entry.clone());
+        }
+    }
     let next = Baseline {
         local_root,
         remote_root,
         root_ids: [Some(sides.ids[0]), Some(sides.ids[1])],
-        tree: next_baseline(&old.tree, lt, rt, pending, job.policy.everything),
+        tree,
         caches: [
             crate::hash_cache::HashCache::from_tree(lt),
             crate::hash_cache::HashCache::from_tree(rt),
@@ -742,7 +801,7 @@ fn print_plan(plan: &Plan, roots: [&str; 2], everything: bool, run: &mut Run<'_>
 
 fn count(s: &mut Summary, a: &Action) {
     match &a.op {
-        Op::Copy { source, .. } | Op::Link { source, .. } => {
+        Op::Copy { source, .. } | Op::Link { source, .. } | Op::Dedup { source, .. } => {
             s.files_transferred += 1;
             if source.is_file() {
                 s.bytes_total += source.size;
@@ -1035,6 +1094,19 @@ fn change_of(a: &Action) -> Result<Change> {
         Op::Restamp { mtime_ns } => Change::Restamp {
             path,
             mtime_ns: *mtime_ns,
+        },
+        Op::Dedup {
+            from,
+            from_expect,
+            source,
+            hardlink,
+        } => Change::Dedup {
+            path,
+            expect: a.expect.clone(),
+            from: from.clone(),
+            from_expect: from_expect.clone(),
+            source: source.clone(),
+            hardlink: *hardlink,
         },
     })
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::delta::{self, Basis, DeltaOp, LITERAL_CHUNK, WINDOW};
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest};
 use crate::error::{Error, Result, WireError};
-use crate::fsops::{still_expected, CommitError, Root};
+use crate::fsops::{entry_at, still_expected, CommitError, Root};
 use crate::owners::{Database, OwnerAnswer, OwnerQuery};
 use crate::path::RelPath;
 use crate::rules::FilterSpec;
@@ -31,6 +31,7 @@ pub struct LocalEndpoint {
     staged_bytes: u64,
     done: Vec<Received>,
     watcher: Option<crate::watch::TreeWatcher>,
+    keep: Option<crate::keep::KeepDir>,
 }
 
 /// A file being received: its temp file, the old version for `Copy` ops, and a running hash.
@@ -73,7 +74,50 @@ impl LocalEndpoint {
             staged_bytes: 0,
             done: Vec::new(),
             watcher: None,
+            keep: None,
         })
+    }
+
+    /// `--keep-dir-*`: what is deleted or replaced here is kept in `dir` first (relative to
+    /// the root, or absolute).
+    pub fn with_keep_dir(mut self, dir: Option<&Path>) -> Result<LocalEndpoint> {
+        if let Some(d) = dir {
+            let path = self.root.path().join(d);
+            let keep = crate::keep::KeepDir::open(&path).map_err(|e| {
+                Error::Unreachable(format!(
+                    "{}: cannot use '{}' as the keep directory ({e}); check the path",
+                    self.place,
+                    path.display()
+                ))
+            })?;
+            self.keep = Some(keep);
+        }
+        Ok(self)
+    }
+
+    /// Keeps the entry at `path` (named `name` in `dir`) in the keep directory, if any,
+    /// before it is deleted or replaced (directories hold nothing of their own). Returns
+    /// what the entry must still be afterwards: keeping it by a hard link changes its ctime.
+    fn keep_old(&self, dir: &DirFd, path: &RelPath, old: Option<&Entry>) -> Result<Option<Entry>> {
+        let (Some(k), Some(e)) = (&self.keep, old) else {
+            return Ok(old.cloned());
+        };
+        if e.is_dir() {
+            return Ok(old.cloned());
+        }
+        let stat = || entry_at(dir, path.name()).map_err(|err| self.io("stat", path, err));
+        // Only what is still the scanned entry is kept, and then replaced.
+        if !still_expected(stat()?.as_ref(), Some(e)) {
+            return Err(self.changed(path));
+        }
+        k.save(dir, path.name(), path)
+            .map_err(|err| self.io("keep the old version of", path, err))?;
+        match stat()? {
+            Some(now) if now.stamp.ino == e.stamp.ino && now.mtime_ns == e.mtime_ns => {
+                Ok(Some(now))
+            }
+            _ => Err(self.changed(path)),
+        }
     }
 
     /// `--no-hard-links`: every name is scanned as a file of its own.
@@ -177,7 +221,14 @@ impl LocalEndpoint {
         path: &RelPath,
         expect: Option<&Entry>,
     ) -> Result<()> {
-        match self.root.commit_rename(dir, tmp, path, expect) {
+        let expect = match self.keep_old(dir, path, expect) {
+            Ok(e) => e,
+            Err(e) => {
+                Root::remove_name(dir, tmp);
+                return Err(e);
+            }
+        };
+        match self.root.commit_rename(dir, tmp, path, expect.as_ref()) {
             Ok(()) => Ok(()),
             Err(err) => {
                 Root::remove_name(dir, tmp);
@@ -485,6 +536,31 @@ impl LocalEndpoint {
             self.done.push((id, outcome));
         }
     }
+}
+
+/// Copies `src` into `dst` (sharing extents where the filesystem can), checking that what
+/// was copied has the BLAKE3 `want`.
+fn copy_checked(src: &mut File, dst: &mut File, want: Digest) -> io::Result<()> {
+    use std::io::{Read, Write};
+    let cloned = rustix::fs::ioctl_ficlone(&*dst, &*src).is_ok();
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if !cloned {
+            dst.write_all(&buf[..n])?;
+        }
+    }
+    if Digest(*hasher.finalize().as_bytes()) != want {
+        return Err(io::Error::other(
+            "the local copy does not match the sender's hash",
+        ));
+    }
+    Ok(())
 }
 
 impl Drop for LocalEndpoint {
@@ -849,6 +925,16 @@ impl LocalEndpoint {
                 source,
             } => self.set_meta(path, expect, source).map(Some),
             Change::Restamp { path, mtime_ns } => self.restamp(path, *mtime_ns).map(Some),
+            Change::Dedup {
+                path,
+                expect,
+                from,
+                from_expect,
+                source,
+                hardlink,
+            } => self
+                .dedup(path, expect.as_ref(), from, from_expect, source, *hardlink)
+                .map(Some),
             Change::Link {
                 path,
                 expect,
@@ -974,6 +1060,66 @@ impl LocalEndpoint {
         Ok(e)
     }
 
+    /// Makes `path` (replacing `expect`) from `from`, a file here with the content `source`
+    /// describes: hard-linked, or copied (a reflink where the filesystem can) and checked
+    /// against the digest before it is renamed into place.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dedup(
+        &mut self,
+        path: &RelPath,
+        expect: Option<&Entry>,
+        from: &RelPath,
+        from_expect: &Entry,
+        source: &Entry,
+        hardlink: bool,
+    ) -> Result<Entry> {
+        let now = self.check_same_file(path, expect)?;
+        self.check_same_file(from, Some(from_expect))?;
+        let digest = source
+            .digest
+            .ok_or_else(|| Error::Protocol(format!("dedup of '{path}' without a digest")))?;
+        if hardlink {
+            let src_dir = self
+                .root
+                .parent_fd(from)
+                .map_err(|e| self.io("open parent of", from, e))?;
+            let dir = self
+                .root
+                .parent_fd(path)
+                .map_err(|e| self.io("open parent of", path, e))?;
+            let tmp = crate::fsops::temp_name(path.name());
+            Root::remove_name(&dir, &tmp);
+            Root::link_at(&src_dir, from.name(), &dir, &tmp)
+                .map_err(|e| self.io("link", path, e))?;
+            self.commit(&dir, &tmp, path, now.as_ref())?;
+            return self.entry_now(path, Some(digest));
+        }
+        let mut src = self
+            .root
+            .open_read(from)
+            .map_err(|e| self.io("read", from, e))?;
+        let (dir, tmp, mut file) = self
+            .root
+            .create_temp(path)
+            .map_err(|e| self.io("create a temporary file for", path, e))?;
+        let copied = copy_checked(&mut src, &mut file, digest)
+            .and_then(|()| Root::set_meta_fd(&file, source, self.owner))
+            .and_then(|()| match (self.acls, &source.xattrs) {
+                (AclMode::Native, Some(x)) => xattrs::write_fd(&file, x),
+                _ => Ok(()),
+            })
+            .map_err(|e| self.io("copy", path, e));
+        if let Err(e) = copied {
+            Root::remove_name(&dir, &tmp);
+            return Err(e);
+        }
+        self.commit(&dir, &tmp, path, now.as_ref())?;
+        if self.acls == AclMode::Metafile {
+            self.put_xattrs(path, source)?;
+        }
+        self.entry_now(path, Some(digest))
+    }
+
     /// Sets a directory's mtime, if it is still a directory.
     pub fn restamp(&mut self, path: &RelPath, mtime_ns: i64) -> Result<Entry> {
         match self
@@ -1047,6 +1193,13 @@ impl LocalEndpoint {
             self.metafiles
                 .set(&self.root, path, None)
                 .map_err(|e| self.io("record the attributes of", path, e))?;
+        }
+        if self.keep.is_some() && !expect.is_dir() {
+            let dir = self
+                .root
+                .parent_fd(path)
+                .map_err(|e| self.io("delete", path, e))?;
+            self.keep_old(&dir, path, Some(expect))?;
         }
         self.root
             .remove(path, expect.is_dir())

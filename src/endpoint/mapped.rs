@@ -38,7 +38,8 @@ impl OwnerMapped {
             | Change::Mkdir { source, .. }
             | Change::SetMeta { source, .. }
             | Change::Link { source, .. }
-            | Change::Unlink { source, .. } => *source = self.outward(source.clone()),
+            | Change::Unlink { source, .. }
+            | Change::Dedup { source, .. } => *source = self.outward(source.clone()),
             Change::Rename { meta: Some(m), .. } => *m = self.outward(m.clone()),
             Change::Rename { meta: None, .. } | Change::Delete { .. } | Change::Restamp { .. } => {}
         }

@@ -6,6 +6,7 @@
 //! agent reports each file when it is committed, so many files are in flight at once.
 
 mod lanes;
+mod throttle;
 
 use std::collections::HashSet;
 use std::io::{BufReader, Read, Write};
@@ -27,6 +28,25 @@ use crate::tree::{Digest, Entry, Tree};
 
 use lanes::Lanes;
 pub use lanes::StreamPlan;
+pub use throttle::Throttle;
+
+/// How the client talks to an agent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    /// Compression of the client's frames.
+    pub compression: Compression,
+    /// `-l`: most bits per second on the wire, both ways together.
+    pub rate: Option<u64>,
+}
+
+impl From<Compression> for Link {
+    fn from(compression: Compression) -> Link {
+        Link {
+            compression,
+            rate: None,
+        }
+    }
+}
 
 /// Opens the extra streams of an invitation (socket name, secret): each a writer, or why
 /// it could not be opened.
@@ -75,6 +95,7 @@ pub struct RemoteEndpoint {
     guard: Option<Box<dyn Send>>,
     broken: Option<Error>,
     watchers: Watchers,
+    throttle: Option<Arc<Throttle>>,
 }
 
 /// A frame's size before compression (header included), for the compression ratio.
@@ -173,11 +194,15 @@ impl RemoteEndpoint {
         reader: impl Read + Send + 'static,
         writer: impl Write + Send + 'static,
         place: String,
-        compression: Compression,
+        link: Link,
         guard: Option<Box<dyn Send>>,
     ) -> Result<RemoteEndpoint> {
+        let throttle = link.rate.map(Throttle::new);
+        let reader = throttle::Throttled::new(reader, throttle.clone());
+        let writer = throttle::Throttled::new(writer, throttle.clone());
         let mut reader = BufReader::with_capacity(1 << 20, reader);
         let mut writer = std::io::BufWriter::with_capacity(1 << 20, writer);
+        let compression = link.compression;
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::Unreachable(format!("cannot start the agent for {place}: {e}"))
         };
@@ -221,6 +246,7 @@ impl RemoteEndpoint {
             guard,
             broken: None,
             watchers,
+            throttle,
         })
     }
 
@@ -277,7 +303,10 @@ impl RemoteEndpoint {
             };
             self.pending_joins = self.pending_joins.saturating_sub(1);
             match (stream, &mut self.to_agent) {
-                (Ok(w), Some(lanes)) => lanes.add(w, self.alarm.clone()),
+                (Ok(w), Some(lanes)) => {
+                    let w = Box::new(throttle::Throttled::new(w, self.throttle.clone()));
+                    lanes.add(w, self.alarm.clone())
+                }
                 (Ok(_), None) => {}
                 (Err(why), _) => self
                     .notes

@@ -97,6 +97,15 @@ pub fn commands(action: &Action, roots: [&str; 2], everything: bool) -> Vec<Stri
             _ => vec![format!("cp -p {} {dst}", full(src_root, from))],
         },
         Op::Link { to, .. } => vec![format!("ln -f {} {dst}", full(dst_root, to))],
+        Op::Dedup {
+            from,
+            hardlink: true,
+            ..
+        } => vec![format!("ln -f {} {dst}", full(dst_root, from))],
+        Op::Dedup { from, .. } => vec![format!(
+            "cp -p --reflink=auto {} {dst}",
+            full(dst_root, from)
+        )],
         Op::Unlink { .. } => vec![format!("cp -p --remove-destination {dst} {dst}")],
         Op::Mkdir { source } => vec![format!("mkdir -m {:o} {dst}", source.mode)],
         Op::Delete if action.expect.as_ref().is_some_and(Entry::is_dir) => {

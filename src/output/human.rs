@@ -7,7 +7,7 @@ use crate::plan::Resolution;
 
 /// Prints per-file lines (unless quiet), conflicts, errors and the summary.
 pub struct Human {
-    /// `-q`: no per-file lines.
+    /// `-q`: only errors and unresolved conflicts (on stderr).
     pub quiet: bool,
     /// `-v`: say why for every line.
     pub verbose: bool,
@@ -69,6 +69,12 @@ impl Human {
                 resolution,
             } => {
                 match resolution {
+                    // Quiet (cron): a problem still gets a line, on stderr.
+                    Resolution::Unresolved if self.quiet => writeln!(
+                        std::io::stderr(),
+                        "tandem: /{} CONFLICT ({reason}): left untouched on both sides",
+                        path
+                    ),
                     Resolution::Unresolved => writeln!(
                         out,
                         "/{:<38} CONFLICT ({reason}): left untouched on both sides",
@@ -89,6 +95,8 @@ impl Human {
                 }
             }
             Event::Error { message, .. } => writeln!(std::io::stderr(), "tandem: {message}"),
+            // Quiet means nothing at all on a run without problems (cron mails output).
+            Event::Notice { .. } | Event::Summary(_) if self.quiet => Ok(()),
             Event::Notice { message } => writeln!(std::io::stderr(), "tandem: {message}"),
             Event::Watching { message } if !self.quiet => {
                 writeln!(std::io::stderr(), "tandem: {message}")

@@ -110,6 +110,7 @@ fn describe(a: &Action) -> String {
         Op::Restamp { .. } => format!("{s} stamp {}", a.path),
         Op::Link { to, .. } => format!("{s} ln {to} {}", a.path),
         Op::Unlink { .. } => format!("{s} unlink {}", a.path),
+        Op::Dedup { from, .. } => format!("{s} dedup {from} {}", a.path),
     }
 }
 

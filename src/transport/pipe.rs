@@ -83,7 +83,7 @@ pub fn connect(agent: &AgentCommand, opts: &AgentOptions) -> Result<RemoteEndpoi
         stdout,
         stdin,
         label.clone(),
-        opts.compression,
+        opts.link(),
         Some(Box::new(AgentProcess(child))),
     )
 }

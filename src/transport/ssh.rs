@@ -202,7 +202,7 @@ mod connect {
             io.reader,
             io.writer,
             agent.label.clone(),
-            agent.compression,
+            agent.link(),
             Some(Box::new(guard)),
         )?;
         let extra = opts.threads.count.saturating_sub(1);

@@ -39,6 +39,10 @@ fn job(f: &Fixture, direction: Direction) -> Job {
         hard_links: true,
         numeric_ids: false,
         acls: Default::default(),
+        exclude_dirs_older_than: None,
+        rate: None,
+        keep_dirs: Default::default(),
+        dedup: Default::default(),
     }
 }
 

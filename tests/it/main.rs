@@ -13,3 +13,4 @@ mod protocol;
 mod safety;
 mod ssh;
 mod transports;
+mod unattended;

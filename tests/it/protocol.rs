@@ -305,7 +305,13 @@ fn hostile_agent(
     let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     std::thread::spawn(move || script(&mut theirs));
     let w = ours.try_clone().unwrap();
-    RemoteEndpoint::new(ours, w, "remote 'hostile'".into(), Compression::None, None)
+    RemoteEndpoint::new(
+        ours,
+        w,
+        "remote 'hostile'".into(),
+        Compression::None.into(),
+        None,
+    )
 }
 
 fn skip_client_hello(s: &mut std::os::unix::net::UnixStream) {

@@ -57,6 +57,10 @@ fn job(f: &Fixture, transport: LocalTransport, direction: Direction) -> Job {
         hard_links: true,
         numeric_ids: false,
         acls: Default::default(),
+        exclude_dirs_older_than: None,
+        rate: None,
+        keep_dirs: Default::default(),
+        dedup: Default::default(),
     }
 }
 
@@ -335,6 +339,8 @@ fn an_agent_whose_client_vanishes_keeps_a_large_partial_for_next_time() {
             compression: Default::default(),
             hard_links: true,
             acls: Default::default(),
+            rate: None,
+            keep_dir: None,
         },
         Default::default(),
     )

@@ -1,0 +1,256 @@
+//! The options for unattended runs: quiet output for cron, filters that keep history,
+//! old-directory pruning, a bandwidth cap, keep directories, dedup; over the pipe transport
+//! and over SSH.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::sshd::ssh_fixture;
+use crate::util::*;
+
+/// Runs `tandem -d a -r b -K DIR EXTRA...`.
+type SyncFn = Box<dyn Fn(&str, &[&str]) -> Run>;
+
+struct Sides {
+    a: PathBuf,
+    b: PathBuf,
+    sync: SyncFn,
+    _keep: Box<dyn std::any::Any>,
+}
+
+fn over_pipe() -> Sides {
+    let f = std::rc::Rc::new(fixture());
+    let g = f.clone();
+    Sides {
+        a: f.a.clone(),
+        b: f.b.clone(),
+        sync: Box::new(move |dir, extra| g.sync(dir, extra)),
+        _keep: Box::new(f),
+    }
+}
+
+fn over_ssh() -> Sides {
+    let s = std::rc::Rc::new(ssh_fixture());
+    let g = s.clone();
+    Sides {
+        a: s.f.a.clone(),
+        b: s.f.b.clone(),
+        sync: Box::new(move |dir, extra| g.sync(dir, extra)),
+        _keep: Box::new(s),
+    }
+}
+
+fn both(scenario: fn(&Sides)) {
+    scenario(&over_pipe());
+    scenario(&over_ssh());
+}
+
+#[track_caller]
+fn ok(r: &Run) {
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+fn summary(r: &Run) -> serde_json::Value {
+    json_events(&r.stdout).pop().expect("a summary")
+}
+
+#[test]
+fn quiet_prints_nothing_on_success_and_problems_on_stderr() {
+    let s = over_pipe();
+    write(s.a.join("f"), "1");
+    let r = (s.sync)("bidi", &["-q"]);
+    ok(&r);
+    assert_eq!((r.stdout.as_str(), r.stderr.as_str()), ("", ""));
+    write(s.a.join("f"), "local");
+    write(s.b.join("f"), "remote");
+    let r = (s.sync)("bidi", &["-q"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(r.stdout, "");
+    assert!(
+        r.stderr.contains("CONFLICT") && r.stderr.contains("/f"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn an_exclude_added_and_removed_keeps_the_history() {
+    both(|s| {
+        write(s.a.join("f.txt"), "v1");
+        ok(&(s.sync)("bidi", &[]));
+        ok(&(s.sync)("bidi", &["--exclude", "/f.txt"]));
+        write(s.a.join("f.txt"), "v2, edited while excluded");
+        let r = (s.sync)("bidi", &["--format", "json"]);
+        ok(&r);
+        assert_eq!(summary(&r)["conflicts"], 0, "{r:?}");
+        assert_eq!(read(s.b.join("f.txt")), "v2, edited while excluded");
+    });
+}
+
+#[test]
+fn old_directories_are_neither_copied_nor_deleted() {
+    both(|s| {
+        std::fs::create_dir_all(s.a.join("old/sub")).unwrap();
+        write(s.a.join("old/sub/f"), "old stuff");
+        write(s.a.join("new.txt"), "new");
+        ok(&(s.sync)("push", &[]));
+        // Time passes: the directory is now old on the far side, and gets a new file here.
+        let touched = std::process::Command::new("touch")
+            .args(["-d", "@1000000000"])
+            .arg(s.b.join("old"))
+            .status()
+            .unwrap();
+        assert!(touched.success());
+        write(s.a.join("old/added"), "not copied");
+        std::fs::remove_file(s.a.join("old/sub/f")).unwrap();
+        write(s.a.join("new.txt"), "newer");
+        ok(&(s.sync)("push", &["--exclude-dirs-older-than", "7d"]));
+        assert!(!s.b.join("old/added").exists());
+        assert_eq!(read(s.b.join("old/sub/f")), "old stuff");
+        assert_eq!(read(s.b.join("new.txt")), "newer");
+        // Without the option, the directory is in scope again.
+        ok(&(s.sync)("push", &[]));
+        assert_eq!(read(s.b.join("old/added")), "not copied");
+        assert!(!s.b.join("old/sub/f").exists());
+    });
+}
+
+#[test]
+fn a_rate_cap_paces_the_transfer() {
+    both(|s| {
+        std::fs::write(s.a.join("big"), pseudo_random(16 << 20, 9)).unwrap();
+        let start = Instant::now();
+        ok(&(s.sync)("push", &["-l", "40m", "--compress", "none"]));
+        let took = start.elapsed().as_secs_f64();
+        // 16 MiB at 40 Mbit/s is 3.36 s; the cap allows one small burst.
+        assert!((3.1..6.0).contains(&took), "{took} s");
+        assert_same_tree(&s.a, &s.b);
+    });
+}
+
+#[test]
+fn keep_dirs_hold_what_the_sync_deleted_or_replaced() {
+    both(|s| {
+        write(s.a.join("doomed"), "deleted later");
+        write(s.a.join("d/replaced"), "version 1");
+        ok(&(s.sync)("push", &["--keep-dir-remote", ".kept"]));
+        std::fs::remove_file(s.a.join("doomed")).unwrap();
+        write(s.a.join("d/replaced"), "version 2");
+        ok(&(s.sync)("push", &["--keep-dir-remote", ".kept"]));
+        write(s.a.join("d/replaced"), "version 3");
+        ok(&(s.sync)("push", &["--keep-dir-remote", ".kept"]));
+        assert_eq!(read(s.b.join("d/replaced")), "version 3");
+        assert!(!s.b.join("doomed").exists());
+        let kept = kept_files(&s.b.join(".kept"));
+        assert!(
+            kept.contains(&("doomed".into(), "deleted later".into())),
+            "{kept:?}"
+        );
+        assert!(
+            kept.contains(&("d/replaced".into(), "version 1".into())),
+            "{kept:?}"
+        );
+        assert!(
+            kept.contains(&("d/replaced".into(), "version 2".into())),
+            "{kept:?}"
+        );
+        // The keep directory is not synced back or deleted by a push.
+        assert!(!s.a.join(".kept").exists());
+        // And the local side's, absolute, outside the root.
+        let outside = s.a.parent().unwrap().join("kept-local");
+        write(s.b.join("d/replaced"), "remote edit");
+        ok(&(s.sync)(
+            "pull",
+            &["--keep-dir-local", outside.to_str().unwrap()],
+        ));
+        let kept = kept_files(&outside);
+        assert!(
+            kept.contains(&("d/replaced".into(), "version 3".into())),
+            "{kept:?}"
+        );
+    });
+}
+
+/// (relative path below the dated directory, content) of every file kept.
+fn kept_files(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for stamp in std::fs::read_dir(dir).unwrap() {
+        let stamp = stamp.unwrap().path();
+        let mut stack = vec![stamp.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p
+                        .strip_prefix(&stamp)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    // A second version kept in the same second carries a .N suffix.
+                    let rel = rel
+                        .trim_end_matches(|c: char| c.is_ascii_digit())
+                        .trim_end_matches('.')
+                        .to_string();
+                    out.push((rel, std::fs::read_to_string(&p).unwrap()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dedup_makes_a_copied_file_from_the_one_already_there() {
+    both(|s| {
+        std::fs::write(s.a.join("original"), pseudo_random(32 << 20, 3)).unwrap();
+        ok(&(s.sync)("push", &[]));
+        std::fs::copy(s.a.join("original"), s.a.join("copy")).unwrap();
+        let r = (s.sync)("push", &["--dedup", "copy", "--format", "json"]);
+        ok(&r);
+        let wire = summary(&r)["bytes_sent"].as_u64().unwrap()
+            + summary(&r)["bytes_received"].as_u64().unwrap();
+        assert!(wire < 1 << 20, "{wire} bytes on the wire");
+        let events = json_events(&r.stdout);
+        assert!(
+            events
+                .iter()
+                .any(|e| e["path"] == "copy" && e["status"] == "SYNCHRONIZED(ddp)"),
+            "{r:?}"
+        );
+        assert_same_tree(&s.a, &s.b);
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_ne!(ino(&s.b.join("copy")), ino(&s.b.join("original")));
+        // hardlink: the same inode when the attributes match.
+        std::fs::hard_link(s.a.join("original"), s.a.join("linked")).unwrap();
+        std::fs::remove_file(s.a.join("linked")).unwrap();
+        std::process::Command::new("cp")
+            .args(["-p"])
+            .arg(s.a.join("original"))
+            .arg(s.a.join("twin"))
+            .status()
+            .unwrap();
+        ok(&(s.sync)(
+            "push",
+            &["--dedup", "hardlink", "--no-hard-links"],
+        ));
+        assert_eq!(ino(&s.b.join("twin")), ino(&s.b.join("original")));
+    });
+}
+
+#[test]
+fn bad_values_of_the_unattended_options_are_refused() {
+    let f = fixture();
+    for bad in [
+        &["-l", "fast"][..],
+        &["-l", "0"],
+        &["--target-rate", "12x"],
+        &["--dedup", "maybe"],
+        &["--exclude-dirs-older-than", "old"],
+        &["--keep-dir-remote", "."],
+    ] {
+        let r = f.sync("push", bad);
+        assert_eq!(r.code, 32, "{bad:?}: {r:?}");
+    }
+}

@@ -34,6 +34,8 @@ pub struct AgentOptions {
     /// `--keep-dir`: where deleted and replaced entries are kept (relative to the root, or
     /// absolute).
     pub keep_dir: Option<PathBuf>,
+    /// `--log DIR[:MB]` (the client's `-R`): this side's log.
+    pub log: Option<crate::log::LogSpec>,
 }
 
 impl AgentOptions {
@@ -47,6 +49,7 @@ impl AgentOptions {
         let mut acls = crate::xattrs::AclMode::None;
         let mut compression = Compression::default();
         let mut keep_dir = None;
+        let mut log = None;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
@@ -59,6 +62,7 @@ impl AgentOptions {
                 "--die-with-parent" => die_with_parent()?,
                 "--compress" => compression = Compression::parse(&value()?)?,
                 "--keep-dir" => keep_dir = Some(PathBuf::from(value()?)),
+                "--log" => log = Some(crate::log::LogSpec::parse(&value()?)?),
                 other => return Err(format!("unknown argument '{other}'")),
             }
         }
@@ -73,6 +77,7 @@ impl AgentOptions {
             acls,
             rate: None,
             keep_dir,
+            log,
         })
     }
 
@@ -105,6 +110,10 @@ impl AgentOptions {
         if let Some(k) = &self.keep_dir {
             args.push("--keep-dir".into());
             args.push(k.to_string_lossy().into_owned());
+        }
+        if let Some(l) = &self.log {
+            args.push("--log".into());
+            args.push(l.to_arg());
         }
         args.push("--compress".into());
         args.push(match self.compression {
@@ -224,6 +233,16 @@ pub fn serve(
         }
         Err(e) => return Err(untold(Error::Protocol(e.to_string()))),
     }
+    let mut log =
+        match &opts.log {
+            Some(spec) => Journal {
+                log: Some(crate::log::Log::open(spec, "tandem-agent").map_err(|why| {
+                    out.stop(Error::Unreachable(format!("{}: {why}", opts.label)))
+                })?),
+                names: Default::default(),
+            },
+            None => Journal::default(),
+        };
     let mut ep = LocalEndpoint::open(&opts.root, opts.label.clone(), opts.owner)
         .map(|ep| ep.with_hard_links(opts.hard_links).with_acls(opts.acls))
         .and_then(|ep| ep.with_keep_dir(opts.keep_dir.as_deref()))
@@ -253,7 +272,7 @@ pub fn serve(
                 };
                 out.send(&reply).map_err(|e| out.stop(e))?;
             }
-            req => handle(&mut ep, req, &out).map_err(|e| out.stop(e))?,
+            req => handle(&mut ep, req, &out, &mut log).map_err(|e| out.stop(e))?,
         }
         out.flush()
             .map_err(|e| untold(Error::Protocol(format!("cannot write to the client: {e}"))))?;
@@ -265,7 +284,97 @@ fn wire<T>(r: Result<T, Error>) -> Result<T, WireError> {
 }
 
 /// Runs one request; `Err` only for protocol violations (which end the session).
-fn handle(ep: &mut LocalEndpoint, req: Request, out: &Out) -> Result<(), Error> {
+/// The agent's log (`-R`): what it changed, file by file.
+#[derive(Default)]
+struct Journal {
+    log: Option<crate::log::Log>,
+    /// Paths of the files being received, by transfer id.
+    names: std::collections::HashMap<u64, crate::path::RelPath>,
+}
+
+impl Journal {
+    fn receiving(&mut self, chunks: &[Chunk]) {
+        if self.log.is_none() {
+            return;
+        }
+        for c in chunks {
+            if let Chunk::Begin { id, path, .. } = c {
+                self.names.insert(*id, path.clone());
+            }
+        }
+    }
+
+    fn received(&mut self, done: &[crate::endpoint::Received]) {
+        let Some(log) = &self.log else { return };
+        for (id, r) in done {
+            let path = self
+                .names
+                .remove(id)
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            match r {
+                Ok(e) => log.line(&format!("/{path} SYNCHRONIZED ({} bytes received)", e.size)),
+                Err(e) => log.line(&format!("error: {e}")),
+            }
+        }
+    }
+
+    fn applied(
+        &self,
+        changes: &[crate::endpoint::Change],
+        results: &[crate::error::Result<Option<crate::tree::Entry>>],
+    ) {
+        let Some(log) = &self.log else { return };
+        for (c, r) in changes.iter().zip(results) {
+            match r {
+                Ok(_) => log.line(&format!("/{} {}", change_path(c), change_word(c))),
+                Err(e) => log.line(&format!("error: {e}")),
+            }
+        }
+    }
+
+    fn sent(&self, files: &[crate::endpoint::SendRequest]) {
+        let Some(log) = &self.log else { return };
+        for f in files {
+            log.line(&format!("/{} sent", f.path));
+        }
+    }
+}
+
+fn change_path(c: &crate::endpoint::Change) -> &crate::path::RelPath {
+    use crate::endpoint::Change;
+    match c {
+        Change::MakeNode { path, .. }
+        | Change::Mkdir { path, .. }
+        | Change::Delete { path, .. }
+        | Change::SetMeta { path, .. }
+        | Change::Link { path, .. }
+        | Change::Unlink { path, .. }
+        | Change::Restamp { path, .. }
+        | Change::Dedup { path, .. } => path,
+        Change::Rename { to, .. } => to,
+    }
+}
+
+fn change_word(c: &crate::endpoint::Change) -> &'static str {
+    use crate::endpoint::Change;
+    match c {
+        Change::Delete { .. } => "SYNCHRONIZED(del)",
+        Change::Rename { .. } | Change::SetMeta { .. } | Change::Unlink { .. } => {
+            "SYNCHRONIZED(mov)"
+        }
+        Change::Dedup { .. } => "SYNCHRONIZED(ddp)",
+        Change::Restamp { .. } => "restamped",
+        Change::MakeNode { .. } | Change::Mkdir { .. } | Change::Link { .. } => "SYNCHRONIZED",
+    }
+}
+
+fn handle(
+    ep: &mut LocalEndpoint,
+    req: Request,
+    out: &Out,
+    journal: &mut Journal,
+) -> Result<(), Error> {
     match req {
         Request::Scan { filter } => match ep.scan(&filter) {
             Ok(scan) => {
@@ -308,6 +417,7 @@ fn handle(ep: &mut LocalEndpoint, req: Request, out: &Out) -> Result<(), Error> 
             ))
         }
         Request::Send { files } => {
+            journal.sent(&files);
             let mut batch: Vec<Chunk> = Vec::new();
             let mut size = 0usize;
             let mut failed = None;
@@ -339,10 +449,12 @@ fn handle(ep: &mut LocalEndpoint, req: Request, out: &Out) -> Result<(), Error> 
             out.send(&Response::SendDone)
         }
         Request::Receive { chunks } => {
+            journal.receiving(&chunks);
             for c in chunks {
                 ep.receive(c)?;
             }
             let done = ep.received(false)?;
+            journal.received(&done);
             if done.is_empty() {
                 return Ok(());
             }
@@ -352,6 +464,7 @@ fn handle(ep: &mut LocalEndpoint, req: Request, out: &Out) -> Result<(), Error> 
         }
         Request::Commit => {
             let done = ep.received(true)?;
+            journal.received(&done);
             if done.is_empty() {
                 return Ok(());
             }
@@ -362,6 +475,7 @@ fn handle(ep: &mut LocalEndpoint, req: Request, out: &Out) -> Result<(), Error> 
         Request::Sync => out.send(&Response::Done(wire(ep.sync().map(|()| None)))),
         Request::Apply { changes } => {
             let results = ep.apply(&changes)?;
+            journal.applied(&changes, &results);
             out.send(&Response::Applied(results.into_iter().map(wire).collect()))
         }
         Request::Streams { .. } => Err(Error::Protocol("streams were already set up".into())),
@@ -459,7 +573,7 @@ pub fn main_with_args(args: &[String]) -> u8 {
     let opts = match AgentOptions::parse(args) {
         Ok(o) => o,
         Err(why) => {
-            eprintln!("tandem-agent: {why}\nusage: tandem-agent --root DIR [--label TEXT] [--preserve-owner] [--no-hard-links] [--acls none|native|metafile] [--keep-dir DIR] [--compress zstd[:LEVEL]|none]");
+            eprintln!("tandem-agent: {why}\nusage: tandem-agent --root DIR [--label TEXT] [--preserve-owner] [--no-hard-links] [--acls none|native|metafile] [--keep-dir DIR] [--log DIR[:MB]] [--compress zstd[:LEVEL]|none]");
             return 32;
         }
     };

@@ -155,6 +155,13 @@ pub struct Args {
     /// none for a local -r directory].
     #[arg(long = "compress", value_name = "zstd[:LEVEL]|none")]
     pub compress: Option<String>,
+    /// Write a log (timestamped status lines, conflicts, errors) into DIR, rotated at MB
+    /// megabytes (default 10).
+    #[arg(short = 'L', long = "local-logdir", value_name = "DIR[:MB]")]
+    pub local_logdir: Option<String>,
+    /// The same for the agent, on the other side.
+    #[arg(short = 'R', long = "remote-logdir", value_name = "DIR[:MB]")]
+    pub remote_logdir: Option<String>,
     /// Content already on the receiving side (same BLAKE3) is copied there (copy; a reflink
     /// where possible) or hard-linked (hardlink, when attributes match) instead of sent.
     #[arg(
@@ -670,8 +677,21 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
         rate: args.target_rate.as_deref().map(parse_rate).transpose()?,
         keep_dirs: [args.keep_dir_local.clone(), args.keep_dir_remote.clone()],
         dedup: crate::sync::dedup::Dedup::parse(&args.dedup).map_err(Error::Usage)?,
+        remote_log: args
+            .remote_logdir
+            .as_deref()
+            .map(crate::log::LogSpec::parse)
+            .transpose()
+            .map_err(Error::Usage)?,
     };
     Ok((job, notes))
+}
+
+/// The command line as one line for the log.
+fn shell_words(args: impl Iterator<Item = String>) -> String {
+    args.map(|a| crate::output::dryrun::shell_quote(a.as_bytes()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Asks on the terminal; without one, refuses (cron must pass `-y`).
@@ -775,6 +795,32 @@ pub fn main() -> u8 {
     };
     if let Some(Command::Agent { args }) = &args.command {
         return crate::agent::main_with_args(args);
+    }
+    // The log opens first, so a run that fails early is logged too.
+    if let Some(spec) = &args.local_logdir {
+        let log = crate::log::LogSpec::parse(spec)
+            .map_err(|why| (why, ExitStatus::USAGE))
+            .and_then(|s| {
+                crate::log::Log::open(&s, "tandem").map_err(|why| (why, ExitStatus::STATE))
+            });
+        match log {
+            Ok(log) => {
+                log.line(&format!("started: {}", shell_words(std::env::args())));
+                reporter = Box::new(crate::log::Logged {
+                    inner: reporter,
+                    log,
+                });
+            }
+            Err((why, bit)) => {
+                reporter.event(&Event::Error {
+                    path: None,
+                    side: None,
+                    message: &why,
+                    exit_bit: bit.0,
+                });
+                return bit.0;
+            }
+        }
     }
     if let Some(cmd) = &args.command {
         return match maintenance(cmd) {

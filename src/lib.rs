@@ -18,6 +18,7 @@ pub mod exit;
 pub mod fsops;
 pub mod hash_cache;
 pub mod keep;
+pub mod log;
 pub mod output;
 pub mod owners;
 pub mod path;

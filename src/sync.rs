@@ -128,6 +128,8 @@ pub struct Job {
     pub keep_dirs: [Option<PathBuf>; 2],
     /// `--dedup`: content already on the receiving side is copied there, not sent.
     pub dedup: dedup::Dedup,
+    /// `-R`: the agent's log on the far side.
+    pub remote_log: Option<crate::log::LogSpec>,
 }
 
 /// Asks the user to confirm the listed concerns; returns true to go ahead.
@@ -237,6 +239,7 @@ fn open_endpoints(job: &Job) -> Result<Opened> {
         acls: job.acls[1],
         rate: job.rate,
         keep_dir: job.keep_dirs[1].clone(),
+        log: job.remote_log.clone(),
     };
     let mut notes = Vec::new();
     let remote: Box<dyn Endpoint> = match &job.remote {

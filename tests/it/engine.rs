@@ -43,6 +43,7 @@ fn job(f: &Fixture, direction: Direction) -> Job {
         rate: None,
         keep_dirs: Default::default(),
         dedup: Default::default(),
+        remote_log: None,
     }
 }
 

@@ -61,6 +61,7 @@ fn job(f: &Fixture, transport: LocalTransport, direction: Direction) -> Job {
         rate: None,
         keep_dirs: Default::default(),
         dedup: Default::default(),
+        remote_log: None,
     }
 }
 
@@ -341,6 +342,7 @@ fn an_agent_whose_client_vanishes_keeps_a_large_partial_for_next_time() {
             acls: Default::default(),
             rate: None,
             keep_dir: None,
+            log: None,
         },
         Default::default(),
     )

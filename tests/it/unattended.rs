@@ -249,8 +249,88 @@ fn bad_values_of_the_unattended_options_are_refused() {
         &["--dedup", "maybe"],
         &["--exclude-dirs-older-than", "old"],
         &["--keep-dir-remote", "."],
+        &["-L", ":3"],
+        &["-R", "logs:0"],
     ] {
         let r = f.sync("push", bad);
         assert_eq!(r.code, 32, "{bad:?}: {r:?}");
     }
+}
+
+/// Every `.log*` file in `dir`, current one first, concatenated.
+fn logs(dir: &Path) -> (usize, String) {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let text = names
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect::<Vec<_>>()
+        .join("");
+    (names.len(), text)
+}
+
+#[test]
+fn logs_on_both_sides_with_rotation() {
+    both(|s| {
+        let dir = s.a.parent().unwrap().join("logs");
+        let far = s.a.parent().unwrap().join("far-logs");
+        let long = "x".repeat(120);
+        std::fs::create_dir(s.a.join("many")).unwrap();
+        for i in 0..9000 {
+            std::fs::write(s.a.join(format!("many/{long}{i:05}")), "").unwrap();
+        }
+        let local = format!("{}:1", dir.display());
+        let remote = format!("{}:1", far.display());
+        let r = (s.sync)("push", &["-q", "-L", &local, "-R", &remote]);
+        ok(&r);
+        let (files, text) = logs(&dir);
+        assert!(files >= 2, "the 1 MB log did not rotate: {files} file(s)");
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("/many/{long}00042 SYNCHRONIZED")))
+            .expect("a status line per file");
+        // A timestamp first, on the same line.
+        assert!(
+            line.starts_with("20") && line.as_bytes()[10] == b'T',
+            "{line}"
+        );
+        let (_, far_text) = logs(&far);
+        assert!(
+            far_text.contains(&format!("/many/{long}08999 SYNCHRONIZED")),
+            "far log lacks the file"
+        );
+    });
+}
+
+#[test]
+fn a_run_that_fails_early_is_logged() {
+    let f = fixture();
+    let dir = f.tmp.path().join("logs");
+    let r = f.run(&[
+        "-d",
+        "/no/such/dir",
+        "-r",
+        f.b.to_str().unwrap(),
+        "-K",
+        "push",
+        "-L",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 64, "{r:?}");
+    let (_, text) = logs(&dir);
+    assert!(text.contains("/no/such/dir"), "{text}");
+    let r = f.run(&[
+        "-d",
+        f.a.to_str().unwrap(),
+        "-r",
+        f.b.to_str().unwrap(),
+        "-K",
+        "push",
+        "-L",
+        "logs:0",
+    ]);
+    assert_eq!(r.code, 32, "{r:?}");
 }

@@ -60,7 +60,7 @@ pub enum Format {
     name = "tandem",
     version,
     args_conflicts_with_subcommands = true,
-    override_usage = "tandem [OPTIONS] -d LOCAL_DIR -r [USER@]HOST:PATH -K push|pull|bidi\n       tandem [OPTIONS] -d LOCAL_DIR -r OTHER_LOCAL_DIR -K push|pull|bidi\n       tandem sessions | tandem status -N NAME | tandem forget -N NAME",
+    override_usage = "tandem [OPTIONS] -d LOCAL_DIR -r [USER@]HOST:PATH -K push|pull|bidi\n       tandem [OPTIONS] -d LOCAL_DIR -r OTHER_LOCAL_DIR -K push|pull|bidi\n       tandem sessions | tandem status -N NAME | tandem forget -N NAME | tandem completions SHELL",
     disable_help_subcommand = true,
     after_help = "Exit status is an OR of: 1 resolvable conflicts (dry run), 2 unresolved conflicts, 4 named files missing, \
 8 permission problems, 16 state or rules file problems, 32 invalid arguments, 64 a root cannot be reached, 128 other errors."
@@ -263,6 +263,12 @@ pub enum Command {
         /// The session.
         #[arg(short = 'N', long = "name", value_name = "NAME")]
         name: String,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Serve the agent protocol on stdin/stdout (what tandem-agent does).
     #[command(hide = true)]
@@ -745,6 +751,15 @@ fn maintenance(cmd: &Command) -> Result<()> {
             }
         }
         Command::Agent { .. } => unreachable!("handled before"),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut <Args as clap::CommandFactory>::command(),
+                "tandem",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Forget { name } => {
             let s = Session::new(name.clone())?;
             let _lock = s.lock()?;
@@ -764,6 +779,42 @@ fn maintenance(cmd: &Command) -> Result<()> {
             }
         }
     }
+}
+
+/// `tandem-agent`'s command line, for its man page (the agent itself parses it without
+/// clap: see [`crate::agent::AgentOptions::parse`]).
+pub fn agent_command() -> clap::Command {
+    use clap::{Arg, ArgAction};
+    let flag = |name: &'static str, help: &'static str| {
+        Arg::new(name)
+            .long(name)
+            .action(ArgAction::SetTrue)
+            .help(help)
+    };
+    let value = |name: &'static str, v: &'static str, help: &'static str| {
+        Arg::new(name).long(name).value_name(v).help(help)
+    };
+    clap::Command::new("tandem-agent")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("The far side of tandem: serves one directory tree to a tandem client over stdin/stdout")
+        .long_about(
+            "tandem-agent is started by tandem, over SSH or as a child process for a local -r \
+             directory; it is not run by hand. It serves one root: scans it, hashes, sends and \
+             receives files as rsync deltas, applies changes, and watches it in continuous mode, \
+             never reading or writing outside the root (and the keep directory it is given). \
+             tandem uploads a static build to ~/.cache/tandem/VERSION/ on hosts without one.",
+        )
+        .arg(value("root", "DIR", "The directory served (required)").required(true))
+        .arg(value("label", "TEXT", "How messages name this side, e.g. remote 'host:/srv'"))
+        .arg(flag("preserve-owner", "Apply owners and groups (as root)"))
+        .arg(flag("no-hard-links", "Scan every name as a file of its own"))
+        .arg(value("acls", "none|native|metafile", "Where ACLs and xattrs are kept"))
+        .arg(value("compress", "zstd[:LEVEL]|none", "Compression of the agent's frames"))
+        .arg(value("keep-dir", "DIR", "Keep what is deleted or replaced in DIR"))
+        .arg(value("log", "DIR[:MB]", "Write a log into DIR, rotated at MB megabytes"))
+        .arg(flag("die-with-parent", "Exit when the process that started it dies"))
+        .arg(value("join", "NAME", "Relay an extra stream into a running agent (internal)"))
+        .arg(value("check-self", "BLAKE3", "Exit 0 if this executable has this hash (upload check)"))
 }
 
 /// The client's `main`: parses, runs, returns the exit status.

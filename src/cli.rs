@@ -752,12 +752,11 @@ fn maintenance(cmd: &Command) -> Result<()> {
         }
         Command::Agent { .. } => unreachable!("handled before"),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut <Args as clap::CommandFactory>::command(),
-                "tandem",
-                &mut std::io::stdout(),
-            );
+            // Into a buffer first: clap_complete panics on a closed pipe (`| head`).
+            let mut script = Vec::new();
+            let mut cmd = <Args as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "tandem", &mut script);
+            let _ = std::io::stdout().write_all(&script);
             Ok(())
         }
         Command::Forget { name } => {

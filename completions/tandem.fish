@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_tandem_global_optspecs
-    string join \n N/name= d/dir= r/remote-dir= user= host= P/port= K/direction= f/favor= keep-both n/dry-run q/quiet v/verbose y/yes e/everything m/preserve-mtime halt-on-error no-hard-links numeric-ids preserve-acls= remote-preserve-acls= exclude= include= exclude-dirs-older-than= exclude-from= max-delete= compress= L/local-logdir= R/remote-logdir= dedup= keep-dir-local= keep-dir-remote= l/target-rate= pending-max= agent-path= i/private-key-path= accept-new-host-key connect-timeout= c/cipher= proxy= J= transfer-threads= C/continuous scan-interval= remote-scan-interval= cooloff= format= h/help V/version
+    string join \n N/name= d/dir= r/remote-dir= user= host= P/port= K/direction= f/favor= keep-both n/dry-run q/quiet v/verbose y/yes e/everything m/preserve-mtime halt-on-error no-hard-links numeric-ids preserve-acls= remote-preserve-acls= exclude= include= exclude-dirs-older-than= exclude-from= max-delete= compress= L/local-logdir= R/remote-logdir= dedup= keep-dir-local= keep-dir-remote= l/target-rate= pending-max= agent-path= i/private-key-path= accept-new-host-key connect-timeout= c/cipher= proxy= J= transfer-threads= C/continuous scan-interval= remote-scan-interval= cooloff= format= s/source-dir= h/help V/version
 end
 
 function __fish_tandem_needs_command
@@ -64,6 +64,7 @@ complete -c tandem -n "__fish_tandem_needs_command" -l remote-scan-interval -d '
 complete -c tandem -n "__fish_tandem_needs_command" -l cooloff -d 'With -C: send a file only once it has stopped changing for this long (0 to 60s)' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l format -d 'Output format' -r -f -a "human\t'Status lines for people'
 json\t'One JSON object per line on stdout'"
+complete -c tandem -n "__fish_tandem_needs_command" -s s -l source-dir -d 'filesync form: the directory the named FILEs are copied from (with -d DST)' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l keep-both -d 'On conflict keep both versions; the loser is renamed NAME.conflict-HOST-TIME'
 complete -c tandem -n "__fish_tandem_needs_command" -s n -l dry-run -d 'Decide and print the plan as shell commands; change nothing'
 complete -c tandem -n "__fish_tandem_needs_command" -s q -l quiet -d 'Print nothing but errors and unresolved conflicts (for cron)'
@@ -78,11 +79,11 @@ complete -c tandem -n "__fish_tandem_needs_command" -l accept-new-host-key -d 'R
 complete -c tandem -n "__fish_tandem_needs_command" -s C -l continuous -d 'Keep running: watch both trees and sync each change as it settles'
 complete -c tandem -n "__fish_tandem_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tandem -n "__fish_tandem_needs_command" -s V -l version -d 'Print version'
-complete -c tandem -n "__fish_tandem_needs_command" -f -a "sessions" -d 'List the sessions that have a baseline'
-complete -c tandem -n "__fish_tandem_needs_command" -f -a "status" -d 'Show what a session\'s baseline holds'
-complete -c tandem -n "__fish_tandem_needs_command" -f -a "forget" -d 'Delete a session\'s baseline, so the next run starts over'
-complete -c tandem -n "__fish_tandem_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish or powershell)'
-complete -c tandem -n "__fish_tandem_needs_command" -f -a "agent" -d 'Serve the agent protocol on stdin/stdout (what tandem-agent does)'
+complete -c tandem -n "__fish_tandem_needs_command" -a "sessions" -d 'List the sessions that have a baseline'
+complete -c tandem -n "__fish_tandem_needs_command" -a "status" -d 'Show what a session\'s baseline holds'
+complete -c tandem -n "__fish_tandem_needs_command" -a "forget" -d 'Delete a session\'s baseline, so the next run starts over'
+complete -c tandem -n "__fish_tandem_needs_command" -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish or powershell)'
+complete -c tandem -n "__fish_tandem_needs_command" -a "agent" -d 'Serve the agent protocol on stdin/stdout (what tandem-agent does)'
 complete -c tandem -n "__fish_tandem_using_subcommand sessions" -s h -l help -d 'Print help'
 complete -c tandem -n "__fish_tandem_using_subcommand status" -s N -l name -d 'The session' -r
 complete -c tandem -n "__fish_tandem_using_subcommand status" -s h -l help -d 'Print help'

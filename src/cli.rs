@@ -55,12 +55,12 @@ pub enum Format {
 }
 
 /// tandem keeps two directory trees identical: push, pull or bidirectional.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(
     name = "tandem",
     version,
     args_conflicts_with_subcommands = true,
-    override_usage = "tandem [OPTIONS] -d LOCAL_DIR -r [USER@]HOST:PATH -K push|pull|bidi\n       tandem [OPTIONS] -d LOCAL_DIR -r OTHER_LOCAL_DIR -K push|pull|bidi\n       tandem sessions | tandem status -N NAME | tandem forget -N NAME | tandem completions SHELL",
+    override_usage = "tandem [OPTIONS] -d LOCAL_DIR -r [USER@]HOST:PATH -K push|pull|bidi\n       tandem [OPTIONS] -d LOCAL_DIR -r OTHER_LOCAL_DIR -K push|pull|bidi\n       tandem [OPTIONS] -s SRC_DIR -d DST_DIR FILE...   (adds rules, then syncs them)\n       tandem   (reconciles every rule in the rules file)\n       tandem sessions | tandem status -N NAME | tandem forget -N NAME | tandem completions SHELL",
     disable_help_subcommand = true,
     after_help = "Exit status is an OR of: 1 resolvable conflicts (dry run), 2 unresolved conflicts, 4 named files missing, \
 8 permission problems, 16 state or rules file problems, 32 invalid arguments, 64 a root cannot be reached, 128 other errors."
@@ -242,13 +242,23 @@ pub struct Args {
         value_name = "FORMAT"
     )]
     pub format: Format,
+    /// filesync form: the directory the named FILEs are copied from (with -d DST).
+    #[arg(short = 's', long = "source-dir", value_name = "SRC")]
+    pub source: Option<String>,
+    /// filesync form: files and directories below SRC to keep in sync with DST (quoted
+    /// wildcards are stored as written and evaluated at each run).
+    #[arg(value_name = "FILE")]
+    pub files: Vec<String>,
+    /// Rules-file IGNORE patterns (set by the rules-file forms, not on the command line).
+    #[arg(skip)]
+    pub ignore: Vec<String>,
     /// Maintenance commands.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
 /// Session maintenance.
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand)]
 pub enum Command {
     /// List the sessions that have a baseline.
     Sessions,
@@ -278,6 +288,8 @@ pub enum Command {
         args: Vec<String>,
     },
 }
+
+pub mod filesync;
 
 /// Parses `-r` (plus `--user`, `--host`, `-P`) into a [`RemoteSpec`].
 pub fn parse_remote(
@@ -610,6 +622,7 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
     let mut filter = FilterSpec {
         exclude: args.exclude.clone(),
         include: args.include.clone(),
+        ignore: args.ignore.clone(),
     };
     for f in &args.exclude_from {
         filter.read_exclude_file(f)?;
@@ -885,6 +898,12 @@ pub fn main() -> u8 {
                 e.exit_bit().0
             }
         };
+    }
+    if args.source.is_some() || !args.files.is_empty() {
+        return filesync::add_and_sync(&args, reporter.as_mut()).0;
+    }
+    if filesync::is_bare(&args) {
+        return filesync::reconcile_rules(&args, reporter.as_mut()).0;
     }
     let (job, notes, continuous) =
         match job(&args).and_then(|(j, n)| Ok((j, n, continuous_options(&args)?))) {

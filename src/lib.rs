@@ -21,6 +21,7 @@ pub mod keep;
 pub mod log;
 pub mod output;
 pub mod owners;
+pub mod packing;
 pub mod path;
 pub mod plan;
 pub mod protocol;

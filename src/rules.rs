@@ -21,6 +21,9 @@ pub struct FilterSpec {
     pub exclude: Vec<String>,
     /// Patterns of paths to keep even if excluded.
     pub include: Vec<String>,
+    /// Patterns of paths left out even if included (the rules file's `IGNORE` lines).
+    #[serde(default)]
+    pub ignore: Vec<String>,
 }
 
 impl FilterSpec {
@@ -54,6 +57,10 @@ impl FilterSpec {
         for pat in &self.include {
             b.add_line(None, &format!("!{pat}"))
                 .map_err(|e| Error::Usage(format!("bad --include pattern '{pat}': {e}")))?;
+        }
+        for pat in &self.ignore {
+            b.add_line(None, pat)
+                .map_err(|e| Error::Usage(format!("bad IGNORE pattern '{pat}': {e}")))?;
         }
         let matcher = b
             .build()
@@ -96,6 +103,7 @@ mod tests {
         let spec = FilterSpec {
             exclude: vec!["*.log".into(), "/build".into(), "cache/".into()],
             include: vec!["keep.log".into()],
+            ignore: vec![],
         };
         let f = spec.build().unwrap();
         assert!(f.excludes(&p("a.log"), false));

@@ -334,3 +334,69 @@ fn a_run_that_fails_early_is_logged() {
     ]);
     assert_eq!(r.code, 32, "{r:?}");
 }
+
+#[test]
+fn the_rules_file_form_end_to_end() {
+    // Over a pipe, then to an SSH destination (-d user@host:path).
+    for over_ssh in [false, true] {
+        let ssh = over_ssh.then(ssh_fixture);
+        let plain = fixture();
+        let f = ssh.as_ref().map_or(&plain, |s| &s.f);
+        let (a, b) = (&f.a, &f.b);
+        write(a.join("a.c"), "a");
+        write(a.join("b.c"), "not listed");
+        write(a.join("x.h"), "h");
+        write(a.join("sub/s.txt"), "s");
+        let command = || match &ssh {
+            Some(s) => {
+                let mut c = s.client();
+                c.arg("-P")
+                    .arg(s.sshd.port.to_string())
+                    .arg("-i")
+                    .arg(s.sshd.key())
+                    .arg("--agent-path")
+                    .arg(agent_path());
+                c
+            }
+            None => f.sync_command(),
+        };
+        let dst = match &ssh {
+            Some(s) => s.remote(),
+            None => b.display().to_string(),
+        };
+        let mut c = command();
+        c.arg("-s")
+            .arg(a)
+            .arg("-d")
+            .arg(&dst)
+            .args(["a.c", "*.h", "sub", "missing.c"]);
+        let r = output(c.output().unwrap());
+        assert_eq!(r.code, 4, "{r:?}");
+        assert!(r.stderr.contains("missing.c"), "{r:?}");
+        assert_eq!(read(b.join("a.c")), "a");
+        assert_eq!(read(b.join("x.h")), "h");
+        assert_eq!(read(b.join("sub/s.txt")), "s");
+        assert!(!b.join("b.c").exists() && !b.join("missing.c").exists());
+        let rules = std::fs::read_to_string(f.state.join("packingrules")).unwrap();
+        assert!(
+            rules.contains("LIST *.h") && !rules.contains("missing.c"),
+            "{rules}"
+        );
+        // Later: both sides change; a bare run reconciles every rule, both ways.
+        write(b.join("a.c"), "edited at the destination");
+        write(a.join("new.h"), "matches the stored wildcard");
+        let r = output(command().output().unwrap());
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(read(a.join("a.c")), "edited at the destination");
+        assert_eq!(read(b.join("new.h")), "matches the stored wildcard");
+        assert!(!b.join("b.c").exists());
+    }
+}
+
+#[test]
+fn a_bare_run_without_rules_says_how_to_add_them() {
+    let f = fixture();
+    let r = output(f.command().output().unwrap());
+    assert_eq!(r.code, 16, "{r:?}");
+    assert!(r.stderr.contains("-s SRC_DIR -d DST_DIR"), "{r:?}");
+}

@@ -32,6 +32,7 @@ pub struct LocalEndpoint {
     done: Vec<Received>,
     watcher: Option<crate::watch::TreeWatcher>,
     keep: Option<crate::keep::KeepDir>,
+    flusher: Flusher,
 }
 
 /// A file being received: its temp file, the old version for `Copy` ops, and a running hash.
@@ -47,6 +48,8 @@ struct Incoming {
     part: Option<Vec<u8>>,
     hasher: blake3::Hasher,
     written: u64,
+    /// Bytes handed to the background flusher so far.
+    flushed: u64,
     failed: Option<Error>,
 }
 
@@ -75,6 +78,7 @@ impl LocalEndpoint {
             done: Vec::new(),
             watcher: None,
             keep: None,
+            flusher: Flusher::default(),
         })
     }
 
@@ -400,6 +404,7 @@ impl LocalEndpoint {
                 part,
                 hasher,
                 written: 0,
+                flushed: 0,
                 failed: None,
             },
         );
@@ -419,7 +424,16 @@ impl LocalEndpoint {
         if inc.failed.is_some() {
             return Ok(());
         }
-        if let Err(e) = inc.apply(ops) {
+        let applied = inc.apply(ops);
+        // A large file is written back while it arrives, so the flush before its rename
+        // has only the tail left: disk and network work at the same time.
+        if applied.is_ok() && inc.written >= inc.flushed + FLUSH_EVERY {
+            inc.flushed = inc.written;
+            if let Ok(f) = inc.file.try_clone() {
+                self.flusher.flush(f);
+            }
+        }
+        if let Err(e) = applied {
             inc.failed = Some(match e {
                 ApplyError::Io(op, e) => Error::io(op, &inc.path, &place, e),
                 ApplyError::Peer(why) => {
@@ -578,6 +592,29 @@ impl Drop for LocalEndpoint {
         for (_, inc, _) in &self.staged {
             Root::remove_name(&inc.dir, &inc.tmp);
         }
+    }
+}
+
+/// Bytes of a file received between two background flushes.
+const FLUSH_EVERY: u64 = 32 << 20;
+
+/// A thread that writes received data back to disk while more arrives (started on first
+/// use; errors are left for the flush before the rename to report).
+#[derive(Default)]
+struct Flusher(Option<std::sync::mpsc::Sender<File>>);
+
+impl Flusher {
+    fn flush(&mut self, f: File) {
+        let tx = self.0.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<File>();
+            std::thread::spawn(move || {
+                for f in rx {
+                    let _ = f.sync_data();
+                }
+            });
+            tx
+        });
+        let _ = tx.send(f);
     }
 }
 

@@ -707,10 +707,12 @@ fn commit(
     let [lt, rt] = &sides.trees;
     let mut tree = next_baseline(&old.tree, lt, rt, pending, job.policy.everything);
     // What the filter leaves out now keeps its history, for when it is back in scope.
-    let filter = job.filter.build()?;
-    for (path, entry) in &old.tree.entries {
-        if filter.excludes_here_or_above(path, entry.is_dir()) {
-            tree.insert(path.clone(), entry.clone());
+    if job.filter != FilterSpec::default() {
+        let filter = job.filter.build()?;
+        for (path, entry) in &old.tree.entries {
+            if filter.excludes_here_or_above(path, entry.is_dir()) {
+                tree.insert(path.clone(), entry.clone());
+            }
         }
     }
     let next = Baseline {

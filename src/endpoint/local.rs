@@ -1077,24 +1077,29 @@ impl LocalEndpoint {
                 ))
             }
         }
-        let from = self
-            .root
-            .parent_fd(first)
-            .map_err(|e| self.io("open parent of", first, e))?;
-        let dir = self
-            .root
-            .parent_fd(path)
-            .map_err(|e| self.io("open parent of", path, e))?;
-        let tmp = crate::fsops::temp_name(path.name());
-        Root::remove_name(&dir, &tmp);
-        Root::link_at(&from, first.name(), &dir, &tmp).map_err(|e| self.io("link", path, e))?;
-        self.commit(&dir, &tmp, path, now.as_ref())?;
+        self.link_into_place(first, path, now.as_ref())?;
         if self.acls == AclMode::Metafile {
             self.put_xattrs(path, source)?;
         }
         let mut e = self.entry_now(path, source.digest)?;
         e.link = Some(Box::new(first.clone()));
         Ok(e)
+    }
+
+    /// Makes `path` another name of the file at `from` (a temp link renamed over `now`).
+    fn link_into_place(&self, from: &RelPath, path: &RelPath, now: Option<&Entry>) -> Result<()> {
+        let src_dir = self
+            .root
+            .parent_fd(from)
+            .map_err(|e| self.io("open parent of", from, e))?;
+        let dir = self
+            .root
+            .parent_fd(path)
+            .map_err(|e| self.io("open parent of", path, e))?;
+        let tmp = crate::fsops::temp_name(path.name());
+        Root::remove_name(&dir, &tmp);
+        Root::link_at(&src_dir, from.name(), &dir, &tmp).map_err(|e| self.io("link", path, e))?;
+        self.commit(&dir, &tmp, path, now)
     }
 
     /// Makes `path` (replacing `expect`) from `from`, a file here with the content `source`
@@ -1116,19 +1121,7 @@ impl LocalEndpoint {
             .digest
             .ok_or_else(|| Error::Protocol(format!("dedup of '{path}' without a digest")))?;
         if hardlink {
-            let src_dir = self
-                .root
-                .parent_fd(from)
-                .map_err(|e| self.io("open parent of", from, e))?;
-            let dir = self
-                .root
-                .parent_fd(path)
-                .map_err(|e| self.io("open parent of", path, e))?;
-            let tmp = crate::fsops::temp_name(path.name());
-            Root::remove_name(&dir, &tmp);
-            Root::link_at(&src_dir, from.name(), &dir, &tmp)
-                .map_err(|e| self.io("link", path, e))?;
-            self.commit(&dir, &tmp, path, now.as_ref())?;
+            self.link_into_place(from, path, now.as_ref())?;
             return self.entry_now(path, Some(digest));
         }
         let mut src = self

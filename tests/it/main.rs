@@ -1,5 +1,6 @@
 //! One integration-test binary: the real `tandem` on temp trees, whole trees compared.
 
+mod sides;
 mod sshd;
 mod util;
 

@@ -4,50 +4,8 @@
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::sshd::ssh_fixture;
+use crate::sides::{both, Sides};
 use crate::util::*;
-
-/// Runs `tandem -d a -r b -K DIR EXTRA...`.
-type SyncFn = Box<dyn Fn(&str, &[&str]) -> Run>;
-
-/// Two roots and a way to sync them: `-d a -r b` over a pipe, or over SSH.
-struct Sides {
-    a: PathBuf,
-    b: PathBuf,
-    sync: SyncFn,
-    // Keeps the fixture (and sshd) alive.
-    _keep: Box<dyn std::any::Any>,
-}
-
-fn over_pipe() -> Sides {
-    let f = fixture();
-    let (a, b) = (f.a.clone(), f.b.clone());
-    let f = std::rc::Rc::new(f);
-    let g = f.clone();
-    Sides {
-        a,
-        b,
-        sync: Box::new(move |dir, extra| g.sync(dir, extra)),
-        _keep: Box::new(f),
-    }
-}
-
-fn over_ssh() -> Sides {
-    let s = std::rc::Rc::new(ssh_fixture());
-    let (a, b) = (s.f.a.clone(), s.f.b.clone());
-    let g = s.clone();
-    Sides {
-        a,
-        b,
-        sync: Box::new(move |dir, extra| g.sync(dir, extra)),
-        _keep: Box::new(s),
-    }
-}
-
-fn both(scenario: fn(&Sides)) {
-    scenario(&over_pipe());
-    scenario(&over_ssh());
-}
 
 #[track_caller]
 fn ok(r: &Run) {

@@ -5,45 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::sides::{both, over_pipe};
 use crate::sshd::ssh_fixture;
 use crate::util::*;
-
-/// Runs `tandem -d a -r b -K DIR EXTRA...`.
-type SyncFn = Box<dyn Fn(&str, &[&str]) -> Run>;
-
-struct Sides {
-    a: PathBuf,
-    b: PathBuf,
-    sync: SyncFn,
-    _keep: Box<dyn std::any::Any>,
-}
-
-fn over_pipe() -> Sides {
-    let f = std::rc::Rc::new(fixture());
-    let g = f.clone();
-    Sides {
-        a: f.a.clone(),
-        b: f.b.clone(),
-        sync: Box::new(move |dir, extra| g.sync(dir, extra)),
-        _keep: Box::new(f),
-    }
-}
-
-fn over_ssh() -> Sides {
-    let s = std::rc::Rc::new(ssh_fixture());
-    let g = s.clone();
-    Sides {
-        a: s.f.a.clone(),
-        b: s.f.b.clone(),
-        sync: Box::new(move |dir, extra| g.sync(dir, extra)),
-        _keep: Box::new(s),
-    }
-}
-
-fn both(scenario: fn(&Sides)) {
-    scenario(&over_pipe());
-    scenario(&over_ssh());
-}
 
 #[track_caller]
 fn ok(r: &Run) {

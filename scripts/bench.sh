@@ -9,12 +9,17 @@
 #   scripts/bench.sh --ssh      # only the SSH table
 #   scripts/bench.sh --huge     # the local table plus one 4 GiB file, measuring peak RSS
 #   scripts/bench.sh --continuous  # -C: propagation latency and idle CPU (and Unison's)
+#   scripts/bench.sh --scale    # 100k and 1M tiny files, a copy of /usr/share, peak RSS,
+#                               # and delta bytes on a scattered 1% change (SCALE_SIZES=...)
 #
 # Needs rsync, GNU time and python3 (apt-get install rsync time openssh-server). Page
 # cache stays warm for all tools alike; runs alternate tandem / rsync.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 huge=0 local_table=1 ssh_table=1
+if [ "${1:-}" = --scale ]; then
+    exec bash scripts/bench-scale.sh
+fi
 if [ "${1:-}" = --continuous ]; then
     cargo build --release --quiet --workspace --bins
     work=$(mktemp -d -t tandem-bench.XXXXXX)
@@ -27,7 +32,7 @@ case "${1:-}" in
     --local) ssh_table=0 ;;
     --ssh) local_table=0 ;;
     "") ;;
-    *) echo "usage: bench.sh [--local|--ssh|--huge|--continuous]" >&2; exit 1 ;;
+    *) echo "usage: bench.sh [--local|--ssh|--huge|--continuous|--scale]" >&2; exit 1 ;;
 esac
 for tool in rsync /usr/bin/time python3 bc; do
     command -v "$tool" >/dev/null || { echo "bench.sh needs $tool (apt-get install -y rsync time bc)" >&2; exit 1; }
@@ -76,45 +81,7 @@ for b in range(4):
             f.write(rng.randbytes(16 << 20))
 PY
 
-now() { date +%s.%N; }
-declare -A T B R S
-# tandem_run NAME SRC DST [args...]: times a push, keeps bytes and peak RSS.
-tandem_run() {
-    local name=$1 src=$2 dst=$3; shift 3
-    sync  # nobody pays for flushing what was written before
-    rm -f "$work/agent.rss"
-    local t0; t0=$(now)
-    /usr/bin/time -f %M -o "$work/client.rss" "$tandem" -d "$src" -r "$dst" -K push -y -q --format json \
-        --agent-path "$work/agent" "$@" > "$work/$name.json"
-    T[$name]=$(echo "$(now) - $t0" | bc)
-    B[$name]=$(python3 -c "import json,sys; s=[json.loads(l) for l in open(sys.argv[1])][-1]; print(s['bytes_sent']+s['bytes_received'], s['bytes_saved_by_delta'], s['bytes_total'])" "$work/$name.json")
-    R[$name]="$(cat "$work/client.rss")/$(cat "$work/agent.rss" 2>/dev/null || echo -)"
-}
-# rsync_run NAME SRC DST [args...]
-rsync_run() {
-    local name=$1 src=$2 dst=$3; shift 3
-    sync
-    local t0; t0=$(now)
-    /usr/bin/time -f %M -o "$work/client.rss" rsync -a --stats "$@" "$src/" "$dst/" > "$work/$name.txt"
-    T[$name]=$(echo "$(now) - $t0" | bc)
-    # tandem makes its writes durable before it records them; rsync never syncs.
-    sync
-    S[$name]=$(echo "$(now) - $t0" | bc)
-    local sent recv lit
-    sent=$(awk -F': ' '/Total bytes sent/ {gsub(/,/,"",$2); print $2}' "$work/$name.txt")
-    recv=$(awk -F': ' '/Total bytes received/ {gsub(/,/,"",$2); print $2}' "$work/$name.txt")
-    lit=$(awk -F': ' '/Literal data/ {gsub(/[, ].*/,"",$2); print $2}' "$work/$name.txt")
-    B[$name]="$((sent + recv)) lit=$lit -"
-    R[$name]="$(cat "$work/client.rss")/-"
-}
-# cmd_run NAME COMMAND...: times any command (the raw ssh pipe).
-cmd_run() {
-    local name=$1; shift
-    sync
-    local t0; t0=$(now)
-    "$@"
-    T[$name]=$(echo "$(now) - $t0" | bc)
-}
+source scripts/bench-lib.sh
 row() {
     local label=$1 t=$2 r=$3
     printf '%-34s %8.2f %8.2f %6.2fx %10.2f   %-34s %-28s %s\n' "$label" "${T[$t]}" "${T[$r]}" "$(echo "${T[$t]} / ${T[$r]}" | bc -l)" "${S[$r]}" \

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub const WINDOW: usize = 16 << 20;
 /// Bytes per literal op; keeps messages small and pipelined.
 pub const LITERAL_CHUNK: usize = 256 << 10;
-/// MD4 bytes kept per block (the maximum).
+/// The most MD4 bytes a signature may keep per block.
 const HASH_SIZE: u32 = 16;
 
 /// One step of rebuilding a file.
@@ -89,10 +89,20 @@ pub fn write_sparse(file: &std::fs::File, offset: u64, data: &[u8]) -> io::Resul
     Ok(())
 }
 
-/// rsync's block size rule: about √size, a multiple of 8, between 704 B and 128 KiB.
-pub fn block_size(len: u64) -> u32 {
-    let root = (len as f64).sqrt() as u64;
-    (root.div_ceil(8) * 8).clamp(704, 128 << 10) as u32
+/// The signature's shape for a basis of `len` bytes: blocks of about √len / 2 bytes,
+/// rounded to a power of two (1 KiB to 128 KiB), so scattered page-sized edits cost a
+/// block each instead of rsync's √len; and a strong hash just long enough that a false
+/// match stays unlikely (2⁻²⁴ per file or less), since the BLAKE3 check of the result,
+/// not MD4, is what catches one (the file is then sent whole).
+pub fn options(len: u64) -> SignatureOptions {
+    let half_root = ((len as f64).sqrt() / 2.0).max(1.0);
+    let block_bits = (half_root.log2().round() as u32).clamp(10, 17);
+    let len_bits = 64 - len.max(1).leading_zeros();
+    let hash_bits = (2 * len_bits + 24).saturating_sub(block_bits);
+    SignatureOptions {
+        block_size: 1 << block_bits,
+        crypto_hash_size: hash_bits.div_ceil(8).clamp(8, HASH_SIZE),
+    }
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
@@ -111,10 +121,7 @@ pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// The signature of a basis of `len` bytes, computed a window at a time.
 pub fn signature(basis: &mut impl Read, len: u64) -> io::Result<Vec<u8>> {
-    let opts = SignatureOptions {
-        block_size: block_size(len),
-        crypto_hash_size: HASH_SIZE,
-    };
+    let opts = options(len);
     let bs = opts.block_size as usize;
     let mut buf = vec![0u8; (WINDOW / bs).max(1) * bs];
     let mut out: Vec<u8> = Vec::new();
@@ -301,13 +308,7 @@ mod tests {
     #[test]
     fn chunked_signature_equals_whole_file_signature() {
         let data = pseudo_random(WINDOW * 2 + 12345, 7);
-        let whole = Signature::calculate(
-            &data,
-            SignatureOptions {
-                block_size: block_size(data.len() as u64),
-                crypto_hash_size: HASH_SIZE,
-            },
-        );
+        let whole = Signature::calculate(&data, options(data.len() as u64));
         let chunked = signature(&mut &data[..], data.len() as u64).unwrap();
         assert_eq!(whole.serialized(), &chunked[..]);
     }
@@ -350,6 +351,71 @@ mod tests {
         assert!(Basis::parse(vec![1, 2, 3]).is_err());
     }
 
+    #[test]
+    fn signature_shape_follows_the_file_size() {
+        let o = options(64 << 20);
+        assert_eq!((o.block_size, o.crypto_hash_size), (4096, 9));
+        let o = options(4 << 30);
+        assert_eq!((o.block_size, o.crypto_hash_size), (32768, 10));
+        assert_eq!(options(0).block_size, 1024);
+        assert_eq!(options(u64::MAX).block_size, 128 << 10);
+        assert!(options(u64::MAX).crypto_hash_size <= HASH_SIZE);
+    }
+
+    /// Signature plus literal bytes for `new` against `old` with signature shape `opts`,
+    /// and the rebuilt file.
+    fn wire_cost(old: &[u8], new: &[u8], opts: SignatureOptions) -> (usize, Vec<u8>) {
+        let mut sig = Vec::new();
+        for (k, chunk) in old.chunks(opts.block_size as usize * 1024).enumerate() {
+            let part = Signature::calculate(chunk, opts);
+            sig.extend_from_slice(if k == 0 {
+                part.serialized()
+            } else {
+                &part.serialized()[12..]
+            });
+        }
+        if old.is_empty() {
+            sig = Signature::calculate(old, opts).serialized().to_vec();
+        }
+        let sig_len = sig.len();
+        let basis = Basis::parse(sig).unwrap();
+        let mut ops = Vec::new();
+        for w in new.chunks(WINDOW) {
+            diff_window(&basis.index(), w, &mut ops).unwrap();
+        }
+        let literal: usize = ops
+            .iter()
+            .filter(|o| matches!(o, DeltaOp::Literal(_)))
+            .map(|o| o.len() as usize)
+            .sum();
+        (sig_len + literal, rebuild(old, &ops))
+    }
+
+    #[test]
+    fn scattered_page_edits_cost_a_quarter_less_than_rsync() {
+        // 1% of a 64 MiB file changed in scattered, aligned 4 KiB pages.
+        let len = 64 << 20;
+        let old = pseudo_random(len, 3);
+        let mut new = old.clone();
+        let pages = len / 4096;
+        for k in 0..pages / 100 {
+            let at = (k * 7919 % pages) * 4096;
+            new[at..at + 4096].copy_from_slice(&pseudo_random(4096, k as u64 + 10));
+        }
+        let (cost, rebuilt) = wire_cost(&old, &new, options(len as u64));
+        assert!(rebuilt == new);
+        // rsync 3: √size blocks (8 KiB here) and 7 bytes of strong sum for this size.
+        let rsync = SignatureOptions {
+            block_size: 8192,
+            crypto_hash_size: 7,
+        };
+        let (rsync_cost, _) = wire_cost(&old, &new, rsync);
+        assert!(
+            cost * 4 <= rsync_cost * 3,
+            "{cost} bytes against rsync's {rsync_cost}"
+        );
+    }
+
     proptest! {
         #[test]
         fn delta_round_trips(old in prop::collection::vec(any::<u8>(), 0..5000), edits in prop::collection::vec((any::<usize>(), any::<u8>()), 0..20), extra in prop::collection::vec(any::<u8>(), 0..300)) {
@@ -362,6 +428,31 @@ mod tests {
             let mut ops = Vec::new();
             diff_window(&basis.index(), &new, &mut ops).unwrap();
             prop_assert_eq!(rebuild(&old, &ops), new);
+        }
+
+        #[test]
+        fn delta_round_trips_with_moves_inserts_and_deletes(
+            seed in any::<u64>(),
+            len in 0usize..300_000,
+            edits in prop::collection::vec((any::<usize>(), 0usize..3000, 0u8..3), 0..12),
+        ) {
+            let old = pseudo_random(len, seed);
+            let mut new = old.clone();
+            for (at, n, how) in edits {
+                let at = if new.is_empty() { 0 } else { at % new.len() };
+                match how {
+                    0 => { let end = (at + n).min(new.len()); new.drain(at..end); }
+                    1 => { let bytes = pseudo_random(n, seed ^ at as u64); new.splice(at..at, bytes); }
+                    _ => { let end = (at + n).min(new.len()); new[at..end].reverse(); }
+                }
+            }
+            // The signature as the receiver computes it, a window at a time.
+            let basis = Basis::parse(signature(&mut &old[..], len as u64).unwrap()).unwrap();
+            let mut ops = Vec::new();
+            for w in new.chunks(100_000) {
+                diff_window(&basis.index(), w, &mut ops).unwrap();
+            }
+            prop_assert!(rebuild(&old, &ops) == new);
         }
 
         #[test]

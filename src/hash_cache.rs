@@ -19,6 +19,7 @@ struct Cached {
 /// One side's remembered digests.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HashCache {
+    #[serde(deserialize_with = "crate::tree::bulk_map")]
     files: BTreeMap<RelPath, Cached>,
 }
 

@@ -95,7 +95,7 @@ pub fn next_baseline(
     pending: &[RelPath],
     everything: bool,
 ) -> Tree {
-    let mut next = Tree::default();
+    let mut next = Vec::new();
     let paths: BTreeSet<&RelPath> = old
         .entries
         .keys()
@@ -113,10 +113,10 @@ pub fn next_baseline(
             let mut e = e.clone();
             // Stamps are per side; the baseline holds the agreed state only.
             e.stamp = Default::default();
-            next.insert(p.clone(), e);
+            next.push((p.clone(), e));
         }
     }
-    next
+    Tree::from_entries(next)
 }
 
 /// The agreed value of one field, or `None` when both sides changed it differently.

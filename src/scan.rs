@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::fsops::{entry_at, scan_entry_at, LinkKey, Root, PART_PREFIX, TEMP_PREFIX};
 use crate::path::RelPath;
 use crate::rules::Filter;
-use crate::tree::{Digest, Tree};
+use crate::tree::{Digest, Entry, Tree};
 use crate::xattrs::{self, metafile, AclMode, Xattrs};
 
 /// Partial transfers left by an interrupted run: target path → bytes already there.
@@ -41,12 +41,12 @@ pub fn scan(root: &Root, filter: &Filter, opts: ScanOptions) -> (Tree, Partials)
         Ok(fd) => walk.dir(fd, None),
         Err(e) => {
             let top = RelPath::new(b"*".to_vec()).expect("valid");
-            walk.tree
-                .problems
+            walk.problems
                 .insert(top, format!("cannot read the root directory: {e}"));
         }
     }
-    (walk.tree, walk.partials)
+    let partials = std::mem::take(&mut walk.partials);
+    (walk.finish(), partials)
 }
 
 /// Scans `paths` again (each with everything below it when its flag is set, else the entry
@@ -77,7 +77,8 @@ pub fn rescan(
         walk.recurse = *deep;
         walk.name(&dir, path.parent().as_ref(), path.name(), None);
     }
-    (walk.tree, walk.linked)
+    let linked = walk.linked;
+    (walk.finish(), linked)
 }
 
 /// True if a directory above `path` is filtered out (a full scan never goes below it).
@@ -94,7 +95,10 @@ fn ancestor_excluded(filter: &Filter, path: &RelPath) -> bool {
 
 struct Walk<'a> {
     filter: &'a Filter,
-    tree: Tree,
+    /// Paths that could not be read.
+    problems: BTreeMap<RelPath, String>,
+    /// Entries found, in scan order.
+    entries: Vec<(RelPath, Entry)>,
     partials: Partials,
     /// First name seen of each (device, inode) with several names.
     links: Option<HashMap<LinkKey, RelPath>>,
@@ -110,7 +114,8 @@ impl<'a> Walk<'a> {
     fn new(root: &'a Root, filter: &'a Filter, opts: ScanOptions) -> Walk<'a> {
         Walk {
             filter,
-            tree: Tree::default(),
+            problems: BTreeMap::new(),
+            entries: Vec::new(),
             partials: Partials::new(),
             links: opts.hard_links.then(HashMap::new),
             acls: opts.acls,
@@ -120,11 +125,18 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// The tree: entries gathered in a list and built into the map in one go (full nodes).
+    fn finish(self) -> Tree {
+        let mut tree = Tree::from_entries(self.entries);
+        tree.problems = self.problems;
+        tree
+    }
+
     fn problem(&mut self, at: Option<&RelPath>, msg: String) {
         let p = at
             .cloned()
             .unwrap_or_else(|| RelPath::new(b"*".to_vec()).expect("valid"));
-        self.tree.problems.insert(p, msg);
+        self.problems.insert(p, msg);
     }
 
     fn dir(&mut self, dir: OwnedFd, at: Option<&RelPath>) {
@@ -178,7 +190,7 @@ impl<'a> Walk<'a> {
             Ok(Some(e)) => e,
             Ok(None) => return, // vanished since listing
             Err(e) => {
-                self.tree.problems.insert(path, format!("cannot stat: {e}"));
+                self.problems.insert(path, format!("cannot stat: {e}"));
                 return;
             }
         };
@@ -193,7 +205,7 @@ impl<'a> Walk<'a> {
                     Ok(x) => x,
                     Err(e) => {
                         let why = format!("cannot read extended attributes: {e}");
-                        self.tree.problems.insert(path, why);
+                        self.problems.insert(path, why);
                         return;
                     }
                 },
@@ -209,14 +221,13 @@ impl<'a> Walk<'a> {
             }
         }
         let is_dir = entry.is_dir();
-        self.tree.insert(path.clone(), entry);
+        self.entries.push((path.clone(), entry));
         if is_dir && self.recurse {
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             match rustix::fs::openat(dir, OsStr::from_bytes(name), flags, Mode::empty()) {
                 Ok(sub) => self.dir(sub, Some(&path)),
                 Err(e) => {
-                    self.tree
-                        .problems
+                    self.problems
                         .insert(path, format!("cannot open directory: {e}"));
                 }
             }

@@ -162,12 +162,52 @@ pub fn same_state(a: Option<&Entry>, b: Option<&Entry>, everything: bool) -> boo
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
     /// Every entry below the root, in tree order.
+    #[serde(deserialize_with = "bulk_map")]
     pub entries: BTreeMap<RelPath, Entry>,
     /// Paths that could not be read; nothing at or below them is decided this run.
     pub problems: BTreeMap<RelPath, String>,
 }
 
+/// Deserializes a map by collecting it first and building the `BTreeMap` in one go: its
+/// nodes come out full, where inserting keys one by one in order leaves every node about
+/// half empty (nearly twice the memory for a large tree).
+pub fn bulk_map<'de, D, K, V>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    K: Ord + Deserialize<'de>,
+    V: Deserialize<'de>,
+{
+    struct Pairs<K, V>(std::marker::PhantomData<(K, V)>);
+    impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> serde::de::Visitor<'de> for Pairs<K, V> {
+        type Value = Vec<(K, V)>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            // The hint comes from the input: cap it, a hostile length must not allocate.
+            let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(kv) = m.next_entry()? {
+                v.push(kv);
+            }
+            Ok(v)
+        }
+    }
+    let pairs = d.deserialize_map(Pairs(std::marker::PhantomData))?;
+    Ok(pairs.into_iter().collect())
+}
+
 impl Tree {
+    /// A tree of these entries (any order; a later duplicate wins), built in one go.
+    pub fn from_entries(entries: Vec<(RelPath, Entry)>) -> Tree {
+        Tree {
+            entries: entries.into_iter().collect(),
+            problems: BTreeMap::new(),
+        }
+    }
+
     /// The entry at `path`, if any.
     pub fn get(&self, path: &RelPath) -> Option<&Entry> {
         self.entries.get(path)

@@ -466,13 +466,19 @@ impl RemoteEndpoint {
     /// Sends a scan request and gathers its `ScanPart`s; returns the tree and the closing
     /// message.
     fn tree_parts(&mut self, req: &Request) -> Result<(Tree, Response)> {
-        let mut tree = Tree::default();
+        let (mut all, mut problems) = (Vec::new(), Vec::new());
         let mut r = self.call(req)?;
-        while let Response::ScanPart { entries, problems } = r {
-            tree.entries.extend(entries);
-            tree.problems.extend(problems);
+        while let Response::ScanPart {
+            entries,
+            problems: p,
+        } = r
+        {
+            all.extend(entries);
+            problems.extend(p);
             r = self.reply()?;
         }
+        let mut tree = Tree::from_entries(all);
+        tree.problems.extend(problems);
         Ok((tree, r))
     }
 
@@ -619,7 +625,10 @@ impl Endpoint for RemoteEndpoint {
     }
 
     fn received(&mut self, wait: bool) -> Result<Vec<Received>> {
-        self.flush_batch()?;
+        // Without waiting, only collect what has arrived: small files keep sharing frames.
+        if wait {
+            self.flush_batch()?;
+        }
         if wait && !self.in_flight.is_empty() {
             // The agent commits in batches: ask for the rest now.
             self.send_msg(&Request::Commit)?;

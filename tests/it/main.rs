@@ -12,6 +12,7 @@ mod man;
 mod metadata;
 mod protocol;
 mod safety;
+mod scale;
 mod ssh;
 mod transports;
 mod unattended;

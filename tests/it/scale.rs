@@ -1,0 +1,164 @@
+//! What the large-tree rework could break: tree order with odd names across scan parts,
+//! the wire and the baseline; exact move detection among many equal files; a baseline
+//! cut short anywhere.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::util::*;
+
+/// Names whose bytes sort around `/` (0x2f) and around each other in every tricky way:
+/// a tree ordered by plain byte strings would put `a-b` between `a` and `a/x`.
+const ODD: &[&[u8]] = &[
+    b"a",
+    b"a b",
+    b"a!",
+    b"a-b",
+    b"a.b",
+    b"a0",
+    b"A",
+    b"a\nnewline",
+    b"a\xffnot-utf8",
+    b"\xc3\xa4-umlaut",
+    b"-dash-first",
+    b".hidden",
+    b"z",
+];
+
+fn odd_tree(root: &Path) {
+    for dir in ODD {
+        let d = root.join(std::ffi::OsStr::from_bytes(dir));
+        std::fs::create_dir_all(&d).unwrap();
+        for name in ODD {
+            let p = d.join(std::ffi::OsStr::from_bytes(name));
+            std::fs::write(&p, [dir, &b"/"[..], name].concat()).unwrap();
+        }
+    }
+    // Enough entries that the far side's scan arrives in two parts (SCAN_BATCH).
+    for i in 0..20_100 {
+        write(
+            root.join(format!("a/many/{:04}-{}", i, i % 7)),
+            &i.to_string(),
+        );
+    }
+}
+
+#[test]
+fn odd_names_keep_their_order_through_scan_parts_wire_and_baseline() {
+    let f = fixture();
+    // Odd file names cannot also be directory names at the same level: files go one
+    // level down.
+    odd_tree(&f.a.join("top"));
+    let r = f.sync("bidi", &["-N", "odd"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&f.a, &f.b);
+
+    // A second run over the same trees, now with a baseline: nothing to do at all. A merge
+    // that lost its place in tree order would see adds and deletes here.
+    let r = f.sync("bidi", &["-N", "odd", "--format", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let moved: Vec<_> = json_events(&r.stdout)
+        .into_iter()
+        .filter(|e| e["event"] == "file" && e["status"] != "SYNCHRONIZED(exs)")
+        .collect();
+    assert!(moved.is_empty(), "a no-op run did something: {moved:?}");
+
+    // Deletions on each side propagate to exactly those paths.
+    let gone_a =
+        f.a.join("top")
+            .join(std::ffi::OsStr::from_bytes(b"a\xffnot-utf8"));
+    let gone_b =
+        f.b.join("top/a-b")
+            .join(std::ffi::OsStr::from_bytes(b"a\nnewline"));
+    std::fs::remove_dir_all(&gone_a).unwrap();
+    std::fs::remove_file(&gone_b).unwrap();
+    write(f.b.join("top/a/new"), "from b");
+    let r = f.sync("bidi", &["-N", "odd"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&f.a, &f.b);
+    assert!(!f
+        .b
+        .join("top")
+        .join(std::ffi::OsStr::from_bytes(b"a\xffnot-utf8"))
+        .exists());
+    assert!(!f
+        .a
+        .join("top/a-b")
+        .join(std::ffi::OsStr::from_bytes(b"a\nnewline"))
+        .exists());
+    assert_eq!(read(f.a.join("top/a/new")), "from b");
+    assert_eq!(read(f.a.join("top/a/many/20099-2")), "20099");
+}
+
+#[test]
+fn a_move_among_many_equal_files_is_replayed_exactly() {
+    let f = fixture();
+    for i in 0..300 {
+        write(
+            f.a.join(format!("dup/{i:03}")),
+            &"same content\n".repeat(50),
+        );
+    }
+    write(f.a.join("dup/unique"), &"only one like me\n".repeat(500));
+    assert_eq!(f.sync("push", &["-N", "mv"]).code, 0);
+    let ino = |p: &str| std::fs::metadata(f.b.join(p)).unwrap().ino();
+    let before: Vec<u64> = (0..300).map(|i| ino(&format!("dup/{i:03}"))).collect();
+    let unique = ino("dup/unique");
+
+    std::fs::create_dir(f.a.join("moved")).unwrap();
+    std::fs::rename(f.a.join("dup/unique"), f.a.join("moved/unique")).unwrap();
+    std::fs::rename(f.a.join("dup/150"), f.a.join("moved/150")).unwrap();
+    let r = f.sync("push", &["-N", "mv", "--format", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&f.a, &f.b);
+    assert_eq!(
+        ino("moved/unique"),
+        unique,
+        "the unique file was moved, not copied"
+    );
+    // Every other copy is left exactly where and as it was.
+    for (i, was) in before.iter().enumerate().filter(|(i, _)| *i != 150) {
+        assert_eq!(ino(&format!("dup/{i:03}")), *was, "dup/{i:03} was touched");
+    }
+    let events = json_events(&r.stdout);
+    let touched: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == "file" && e["status"] != "SYNCHRONIZED(exs)")
+        .map(|e| e["path"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for p in &touched {
+        assert!(
+            p.starts_with("moved") || p == "dup/150" || p == "dup/unique",
+            "{p} was touched by a run that only moved two files: {touched:?}"
+        );
+    }
+}
+
+#[test]
+fn a_baseline_cut_short_anywhere_is_exit_16_and_changes_nothing() {
+    let f = fixture();
+    for i in 0..200 {
+        write(f.a.join(format!("d/{i}")), &i.to_string());
+    }
+    assert_eq!(f.sync("bidi", &["-N", "cut"]).code, 0);
+    let path = f.state.join("cut.baseline");
+    let whole = std::fs::read(&path).unwrap();
+    std::fs::remove_file(f.a.join("d/7")).unwrap();
+    for cut in [0, 10, 40, whole.len() / 2, whole.len() - 1] {
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        let r = f.sync("bidi", &["-N", "cut"]);
+        assert_eq!(r.code, 16, "cut at {cut}: {r:?}");
+        assert!(r.stderr.contains("cut.baseline"), "cut at {cut}: {r:?}");
+        assert!(
+            f.b.join("d/7").exists(),
+            "cut at {cut}: a deletion went through"
+        );
+    }
+    std::fs::write(&path, &whole).unwrap();
+    assert_eq!(f.sync("bidi", &["-N", "cut"]).code, 0);
+    assert!(
+        !f.b.join("d/7").exists(),
+        "the intact baseline propagates the deletion"
+    );
+}

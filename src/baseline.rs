@@ -17,6 +17,24 @@ use crate::fsops::RootId;
 use crate::hash_cache::HashCache;
 use crate::tree::Tree;
 
+/// Hashes what it passes on.
+struct Hashing<W> {
+    out: W,
+    hasher: blake3::Hasher,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// Current format version.
 pub const FORMAT_VERSION: u32 = 1;
 const MAGIC: &str = "tandem baseline";
@@ -99,16 +117,31 @@ impl Baseline {
         rmp_serde::from_slice(payload).map_err(|e| format!("cannot decode: {e}"))
     }
 
-    /// The bytes written to disk.
-    pub fn encode(&self) -> Vec<u8> {
-        let payload = rmp_serde::to_vec(self).expect("baseline serializes");
-        let mut out = format!(
+    /// The header for a payload with this BLAKE3 hash (always the same length).
+    fn header(hash: &blake3::Hash) -> String {
+        format!(
             "{MAGIC}\nversion {FORMAT_VERSION}\nblake3 {}\n\n",
-            blake3::hash(&payload).to_hex()
+            hash.to_hex()
         )
-        .into_bytes();
-        out.extend_from_slice(&payload);
-        out
+    }
+
+    /// Writes the baseline to `out`: the payload streams through a hasher into the
+    /// file after room for the header, which goes in last, so a large baseline is never
+    /// held in memory a second time as bytes.
+    fn write_to(&self, out: &mut File) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let room = Self::header(&blake3::hash(b"")).len() as u64;
+        out.seek(SeekFrom::Start(room))?;
+        let mut sink = Hashing {
+            out: std::io::BufWriter::with_capacity(1 << 20, &mut *out),
+            hasher: blake3::Hasher::new(),
+        };
+        rmp_serde::encode::write(&mut sink, self).map_err(std::io::Error::other)?;
+        sink.out.flush()?;
+        let hash = sink.hasher.finalize();
+        drop(sink);
+        out.seek(SeekFrom::Start(0))?;
+        out.write_all(Self::header(&hash).as_bytes())
     }
 
     /// Writes atomically: temp file, fsync, rename, fsync of the directory.
@@ -122,7 +155,7 @@ impl Baseline {
         std::fs::create_dir_all(dir).map_err(|e| err("create the directory of", e))?;
         let tmp = path.with_extension("baseline.tmp");
         let mut f = File::create(&tmp).map_err(|e| err("create a temporary file for", e))?;
-        f.write_all(&self.encode()).map_err(|e| err("write", e))?;
+        self.write_to(&mut f).map_err(|e| err("write", e))?;
         f.sync_all().map_err(|e| err("flush", e))?;
         drop(f);
         std::fs::rename(&tmp, path).map_err(|e| err("rename into place", e))?;

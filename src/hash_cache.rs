@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::path::RelPath;
 use crate::tree::{Digest, Stamp, Tree};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Cached {
     size: u64,
     mtime_ns: i64,
@@ -44,23 +44,31 @@ impl HashCache {
 
     /// A cache of every file in `tree` whose digest is known.
     pub fn from_tree(tree: &Tree) -> HashCache {
-        let files = tree
-            .entries
-            .iter()
-            .filter(|(_, e)| e.is_file())
-            .filter_map(|(p, e)| {
-                let digest = e.digest?;
-                Some((
-                    p.clone(),
-                    Cached {
-                        size: e.size,
-                        mtime_ns: e.mtime_ns,
-                        stamp: e.stamp,
-                        digest,
-                    },
-                ))
-            })
-            .collect();
+        let files = known(tree).map(|(p, c)| (p.clone(), c)).collect();
         HashCache { files }
     }
+
+    /// True if [`HashCache::from_tree`] would give this same cache (without building it).
+    pub fn matches(&self, tree: &Tree) -> bool {
+        self.files.iter().map(|(p, c)| (p, *c)).eq(known(tree))
+    }
+}
+
+/// The files of `tree` whose digest is known, as cached, in tree order.
+fn known(tree: &Tree) -> impl Iterator<Item = (&RelPath, Cached)> {
+    tree.entries
+        .iter()
+        .filter(|(_, e)| e.is_file())
+        .filter_map(|(p, e)| {
+            let digest = e.digest?;
+            Some((
+                p,
+                Cached {
+                    size: e.size,
+                    mtime_ns: e.mtime_ns,
+                    stamp: e.stamp,
+                    digest,
+                },
+            ))
+        })
 }

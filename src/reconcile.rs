@@ -95,28 +95,38 @@ pub fn next_baseline(
     pending: &[RelPath],
     everything: bool,
 ) -> Tree {
-    let mut next = Vec::new();
+    Tree::from_entries(next_entries(old, local, remote, pending, everything).collect())
+}
+
+/// The entries of [`next_baseline`] in tree order, one at a time (a run can compare them
+/// with the old baseline without building the new one).
+pub fn next_entries<'a>(
+    old: &'a Tree,
+    local: &'a Tree,
+    remote: &'a Tree,
+    pending: &'a [RelPath],
+    everything: bool,
+) -> impl Iterator<Item = (RelPath, Entry)> + 'a {
     let paths: BTreeSet<&RelPath> = old
         .entries
         .keys()
         .chain(local.entries.keys())
         .chain(remote.entries.keys())
         .collect();
-    for p in paths {
+    paths.into_iter().filter_map(move |p| {
         let (l, r) = (local.get(p), remote.get(p));
         let unknown = local.has_problem_at_or_above(p)
             || remote.has_problem_at_or_above(p)
             || pending.iter().any(|q| p.starts_with(q));
         let agreed = !unknown && same_state(l, r, everything);
         let keep = if agreed { l } else { old.get(p) };
-        if let Some(e) = keep {
+        keep.map(|e| {
             let mut e = e.clone();
             // Stamps are per side; the baseline holds the agreed state only.
             e.stamp = Default::default();
-            next.push((p.clone(), e));
-        }
-    }
-    Tree::from_entries(next)
+            (p.clone(), e)
+        })
+    })
 }
 
 /// The agreed value of one field, or `None` when both sides changed it differently.

@@ -20,7 +20,7 @@ use crate::output::{dryrun, Event, Reporter, Summary};
 use crate::path::RelPath;
 use crate::plan::{apply_to, Action, Op, Plan, Resolution, Side, Status};
 use crate::reconcile::safety::{self, Concern, DeleteLimit};
-use crate::reconcile::{digests_needed, next_baseline, reconcile, Policy};
+use crate::reconcile::{digests_needed, next_baseline, next_entries, reconcile, Policy};
 use crate::rules::FilterSpec;
 use crate::session::Session;
 use crate::tree::{Entry, Tree};
@@ -500,7 +500,17 @@ fn cycle(
         sides.local.as_ref(),
         sides.remote.as_ref(),
     );
-    commit(job, sides, old, !plan.actions.is_empty(), &pending)
+    let done = plan.actions.len();
+    // The plan and the half-empty B-tree nodes its results were inserted into are not
+    // needed for the commit, which builds the largest structures of the run.
+    drop(plan);
+    for tree in &mut sides.trees {
+        if done > tree.len() / 16 {
+            tree.compact();
+        }
+    }
+    let wrote = done > 0;
+    commit(job, sides, old, wrote, &pending)
 }
 
 /// How a directory left alone by `--exclude-dirs-older-than` is marked: as a path whose
@@ -705,6 +715,28 @@ fn commit(
     }
     let (local_root, remote_root) = roots(job);
     let [lt, rt] = &sides.trees;
+    let ids = [Some(sides.ids[0]), Some(sides.ids[1])];
+    // A run that changed nothing leaves the baseline file alone (no rewrite, no fsync),
+    // and finds that out without building a second baseline beside the first.
+    let unchanged = || {
+        let mut next = next_entries(&old.tree, lt, rt, pending, job.policy.everything);
+        let same_tree = old.tree.problems.is_empty()
+            && old
+                .tree
+                .entries
+                .iter()
+                .all(|(p, e)| next.next().is_some_and(|(q, f)| *p == q && *e == f))
+            && next.next().is_none();
+        same_tree
+            && old.local_root == local_root
+            && old.remote_root == remote_root
+            && old.root_ids == ids
+            && old.caches[0].matches(lt)
+            && old.caches[1].matches(rt)
+    };
+    if job.filter == FilterSpec::default() && unchanged() {
+        return Ok(());
+    }
     let mut tree = next_baseline(&old.tree, lt, rt, pending, job.policy.everything);
     // What the filter leaves out now keeps its history, for when it is back in scope.
     if job.filter != FilterSpec::default() {
@@ -718,14 +750,13 @@ fn commit(
     let next = Baseline {
         local_root,
         remote_root,
-        root_ids: [Some(sides.ids[0]), Some(sides.ids[1])],
+        root_ids: ids,
         tree,
         caches: [
             crate::hash_cache::HashCache::from_tree(lt),
             crate::hash_cache::HashCache::from_tree(rt),
         ],
     };
-    // A run that changed nothing leaves the baseline file alone (no rewrite, no fsync).
     if next == *old {
         return Ok(());
     }

@@ -208,6 +208,12 @@ impl Tree {
         }
     }
 
+    /// Rebuilds the map with full nodes (entries inserted one by one leave them half
+    /// empty).
+    pub fn compact(&mut self) {
+        self.entries = std::mem::take(&mut self.entries).into_iter().collect();
+    }
+
     /// The entry at `path`, if any.
     pub fn get(&self, path: &RelPath) -> Option<&Entry> {
         self.entries.get(path)

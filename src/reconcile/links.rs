@@ -50,7 +50,10 @@ fn link_action(side: Side, path: &RelPath, to: &RelPath, target: &Tree, source: 
 /// files of their own to names that share one the source does not.
 fn regroup(plan: &mut Plan, target_side: Side, source: &Tree, target: &Tree, split: bool) {
     let src_groups = groups(source);
-    if src_groups.is_empty() && !split {
+    // Without a file of several names on either side, every name is its own file already:
+    // nothing to link or split (and no per-path bookkeeping to build for a large plan).
+    let target_linked = || target.entries.values().any(|e| e.link.is_some());
+    if src_groups.is_empty() && (!split || !target_linked()) {
         return;
     }
     // What the plan does at each target path, before links.

@@ -327,7 +327,10 @@ impl Journal {
         let Some(log) = &self.log else { return };
         for (c, r) in changes.iter().zip(results) {
             match r {
-                Ok(_) => log.line(&format!("/{} {}", change_path(c), change_word(c))),
+                Ok(_) => match change_path(c) {
+                    Some(path) => log.line(&format!("/{path} {}", change_word(c))),
+                    None => log.line(&format!("/ {}", change_word(c))),
+                },
                 Err(e) => log.line(&format!("error: {e}")),
             }
         }
@@ -341,9 +344,9 @@ impl Journal {
     }
 }
 
-fn change_path(c: &crate::endpoint::Change) -> &crate::path::RelPath {
+fn change_path(c: &crate::endpoint::Change) -> Option<&crate::path::RelPath> {
     use crate::endpoint::Change;
-    match c {
+    Some(match c {
         Change::MakeNode { path, .. }
         | Change::Mkdir { path, .. }
         | Change::Delete { path, .. }
@@ -353,7 +356,8 @@ fn change_path(c: &crate::endpoint::Change) -> &crate::path::RelPath {
         | Change::Restamp { path, .. }
         | Change::Dedup { path, .. } => path,
         Change::Rename { to, .. } => to,
-    }
+        Change::RootTime { .. } => return None,
+    })
 }
 
 fn change_word(c: &crate::endpoint::Change) -> &'static str {
@@ -364,7 +368,7 @@ fn change_word(c: &crate::endpoint::Change) -> &'static str {
             "SYNCHRONIZED(mov)"
         }
         Change::Dedup { .. } => "SYNCHRONIZED(ddp)",
-        Change::Restamp { .. } => "restamped",
+        Change::Restamp { .. } | Change::RootTime { .. } => "restamped",
         Change::MakeNode { .. } | Change::Mkdir { .. } | Change::Link { .. } => "SYNCHRONIZED",
     }
 }

@@ -204,6 +204,12 @@ pub enum Change {
         /// The mtime in nanoseconds.
         mtime_ns: i64,
     },
+    /// Report the root directory's own entry, after setting its mtime to `set` when given
+    /// (a replica's root keeps its source's mtime, as rsync's does).
+    RootTime {
+        /// The mtime to set, in nanoseconds.
+        set: Option<i64>,
+    },
 }
 
 /// Bytes over a connection.

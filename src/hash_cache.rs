@@ -27,16 +27,22 @@ impl HashCache {
     /// Fills in the digest of every file whose size, mtime, inode and ctime match what was
     /// cached; returns how many were filled.
     pub fn fill(&self, tree: &mut Tree) -> usize {
+        // Both maps are in tree order: walk them side by side (a merge join, no lookups).
         let mut n = 0;
+        let mut cached = self.files.iter().peekable();
         for (p, e) in tree.entries.iter_mut() {
-            if !e.is_file() || e.digest.is_some() {
+            while cached.next_if(|(q, _)| *q < p).is_some() {}
+            let Some((_, c)) = cached.next_if(|(q, _)| *q == p) else {
                 continue;
-            }
-            if let Some(c) = self.files.get(p) {
-                if c.size == e.size && c.mtime_ns == e.mtime_ns && c.stamp == e.stamp {
-                    e.digest = Some(c.digest);
-                    n += 1;
-                }
+            };
+            if e.is_file()
+                && e.digest.is_none()
+                && c.size == e.size
+                && c.mtime_ns == e.mtime_ns
+                && c.stamp == e.stamp
+            {
+                e.digest = Some(c.digest);
+                n += 1;
             }
         }
         n

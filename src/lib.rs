@@ -19,6 +19,7 @@ pub mod fsops;
 pub mod hash_cache;
 pub mod keep;
 pub mod log;
+pub mod merge;
 pub mod output;
 pub mod owners;
 pub mod packing;

@@ -181,7 +181,7 @@ fn change_ok(c: &Change) -> Result<(), String> {
             meta.as_ref().map_or(Ok(()), entry_ok)
         }
         Change::SetMeta { expect, source, .. } => entry_ok(expect).and_then(|_| entry_ok(source)),
-        Change::Restamp { .. } => Ok(()),
+        Change::Restamp { .. } | Change::RootTime { .. } => Ok(()),
         Change::Unlink { expect, source, .. } => entry_ok(expect).and_then(|_| entry_ok(source)),
         Change::Link { expect, source, .. } => {
             entry_ok(source)?;

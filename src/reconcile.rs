@@ -17,6 +17,7 @@ mod tests;
 
 use std::collections::{BTreeSet, HashSet};
 
+use crate::merge::merge;
 use crate::path::RelPath;
 use crate::plan::{Action, Conflict, Op, Plan, Resolution, Side, Status};
 use crate::tree::{same_state, Entry, EntryKind, Tree};
@@ -25,23 +26,32 @@ pub use policy::{Direction, Favor, Policy};
 
 /// Decides what to do to make `local` and `remote` agree, given the last agreed state.
 pub fn reconcile(base: &Tree, local: &Tree, remote: &Tree, policy: &Policy) -> Plan {
-    let paths: Vec<RelPath> = base
-        .entries
-        .keys()
-        .chain(local.entries.keys())
-        .chain(remote.entries.keys())
-        .chain(local.problems.keys())
-        .chain(remote.problems.keys())
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    // Every path of the three trees with its three entries, by one walk over them.
+    let mut rows: Vec<(&RelPath, Row<'_>)> =
+        merge([&base.entries, &local.entries, &remote.entries]).collect();
+    let unreadable = local.problems.keys().chain(remote.problems.keys());
+    let before = rows.len();
+    rows.extend(unreadable.map(|p| (p, [None; 3])));
+    if rows.len() > before {
+        // Unreadable paths with no entry anywhere are walked too (and skipped there).
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        rows.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = merge_rows(kept.1, later.1);
+            }
+            same
+        });
+    }
+    let (paths, rows): (Vec<&RelPath>, Vec<Row<'_>>) = rows.into_iter().unzip();
     let mut r = Reconciler {
         base,
         local,
         remote,
         policy,
         paths: &paths,
+        rows: &rows,
+        hint: std::cell::Cell::new(0),
         plan: Plan::default(),
         deleted: HashSet::new(),
         restoring: false,
@@ -107,19 +117,12 @@ pub fn next_entries<'a>(
     pending: &'a [RelPath],
     everything: bool,
 ) -> impl Iterator<Item = (RelPath, Entry)> + 'a {
-    let paths: BTreeSet<&RelPath> = old
-        .entries
-        .keys()
-        .chain(local.entries.keys())
-        .chain(remote.entries.keys())
-        .collect();
-    paths.into_iter().filter_map(move |p| {
-        let (l, r) = (local.get(p), remote.get(p));
+    merge([&old.entries, &local.entries, &remote.entries]).filter_map(move |(p, [o, l, r])| {
         let unknown = local.has_problem_at_or_above(p)
             || remote.has_problem_at_or_above(p)
             || pending.iter().any(|q| p.starts_with(q));
         let agreed = !unknown && same_state(l, r, everything);
-        let keep = if agreed { l } else { old.get(p) };
+        let keep = if agreed { l } else { o };
         keep.map(|e| {
             let mut e = e.clone();
             // Stamps are per side; the baseline holds the agreed state only.
@@ -213,12 +216,25 @@ fn restamp_touched_dirs(
     }
 }
 
+/// A path's entries in the base, local and remote trees.
+type Row<'a> = [Option<&'a Entry>; 3];
+
+/// The two rows of one path (one from the trees, one for its problem) as one.
+fn merge_rows<'a>(a: Row<'a>, b: Row<'a>) -> Row<'a> {
+    [a[0].or(b[0]), a[1].or(b[1]), a[2].or(b[2])]
+}
+
 struct Reconciler<'a> {
     base: &'a Tree,
     local: &'a Tree,
     remote: &'a Tree,
     policy: &'a Policy,
-    paths: &'a [RelPath],
+    /// Every path of the three trees (and the unreadable ones), in tree order.
+    paths: &'a [&'a RelPath],
+    /// The entries of `paths[i]`, found by merging the trees rather than by lookups.
+    rows: &'a [Row<'a>],
+    /// The index in `paths` being decided: lookups of that path use its row.
+    hint: std::cell::Cell<usize>,
     plan: Plan,
     deleted: HashSet<(Side, RelPath)>,
     /// Set while planning the undoing of a deletion (the other side modified it).
@@ -234,11 +250,27 @@ impl<'a> Reconciler<'a> {
     }
 
     fn at(&self, side: Side, p: &RelPath) -> Option<&'a Entry> {
-        self.tree(side).get(p)
+        match self.row(p) {
+            Some(row) => row[1 + side as usize],
+            None => self.tree(side).get(p),
+        }
+    }
+
+    fn at_base(&self, p: &RelPath) -> Option<&'a Entry> {
+        match self.row(p) {
+            Some(row) => row[0],
+            None => self.base.get(p),
+        }
+    }
+
+    /// The row of `p` when it is the path being decided (most lookups are).
+    fn row(&self, p: &RelPath) -> Option<&'a Row<'a>> {
+        let i = self.hint.get();
+        (self.paths.get(i) == Some(&p)).then(|| &self.rows[i])
     }
 
     fn subtree_end(&self, i: usize, end: usize) -> usize {
-        let p = &self.paths[i];
+        let p = self.paths[i];
         let mut j = i + 1;
         while j < end && self.paths[j].starts_with(p) {
             j += 1;
@@ -251,7 +283,7 @@ impl<'a> Reconciler<'a> {
     }
 
     fn changed(&self, side: Side, p: &RelPath) -> bool {
-        !same_state(self.base.get(p), self.at(side, p), self.policy.everything)
+        !same_state(self.at_base(p), self.at(side, p), self.policy.everything)
     }
 
     fn same(&self, p: &RelPath) -> bool {
@@ -265,7 +297,8 @@ impl<'a> Reconciler<'a> {
     fn walk(&mut self, start: usize, end: usize) {
         let mut i = start;
         while i < end {
-            let p = &self.paths[i];
+            let p = self.paths[i];
+            self.hint.set(i);
             let sub_end = self.subtree_end(i, end);
             if self.problem(p) {
                 // Unreadable on one side: deciding anything here could delete what we
@@ -283,7 +316,7 @@ impl<'a> Reconciler<'a> {
                     i += 1;
                 }
                 Direction::Bidi => {
-                    let base_dir = self.base.get(p).is_some_and(Entry::is_dir);
+                    let base_dir = self.at_base(p).is_some_and(Entry::is_dir);
                     let dirlike = |e: Option<&Entry>| e.map_or(base_dir, Entry::is_dir);
                     let (l, r) = (self.at(Side::Local, p), self.at(Side::Remote, p));
                     if dirlike(l) && dirlike(r) && (l.is_some() || r.is_some()) {
@@ -324,7 +357,7 @@ impl<'a> Reconciler<'a> {
         let keeper = gone.other();
         let survives = self.paths[child_start..child_end].iter().any(|q| {
             self.problem(q)
-                || (self.at(keeper, q).is_some() && !self.deleted.contains(&(keeper, q.clone())))
+                || (self.at(keeper, q).is_some() && !self.deleted.contains(&(keeper, (*q).clone())))
         });
         let kept = self.at(keeper, p).expect("keeper has the directory");
         if survives || self.changed(keeper, p) {
@@ -348,8 +381,9 @@ impl<'a> Reconciler<'a> {
     /// `-e` the owner), settled by `-f` — except a directory's mtime, which writing inside
     /// it changes on its own: the newer one wins.
     fn meta_divergence(&mut self, i: usize, l: &Entry, r: &Entry) {
-        let p = &self.paths[i];
-        let b = self.base.get(p).filter(|b| b.kind == l.kind);
+        let p = self.paths[i];
+        self.hint.set(i);
+        let b = self.at_base(p).filter(|b| b.kind == l.kind);
         let mut merged = l.clone();
         let mut clashes: Vec<&str> = Vec::new();
         if !matches!(l.kind, EntryKind::Symlink(_)) {
@@ -417,7 +451,8 @@ impl<'a> Reconciler<'a> {
 
     fn decide_subtree(&mut self, i: usize, end: usize) {
         let range = &self.paths[i..end];
-        let p = &self.paths[i];
+        let p = self.paths[i];
+        self.hint.set(i);
         if range.iter().any(|q| self.problem(q)) {
             return;
         }
@@ -428,7 +463,7 @@ impl<'a> Reconciler<'a> {
             if lc && rc {
                 for q in range {
                     if self.at(Side::Local, q).is_some() {
-                        self.plan.identical.push(q.clone());
+                        self.plan.identical.push((*q).clone());
                     }
                 }
             }
@@ -456,7 +491,7 @@ impl<'a> Reconciler<'a> {
     }
 
     fn describe(&self, side: Side, p: &RelPath) -> String {
-        let (b, x) = (self.base.get(p), self.at(side, p));
+        let (b, x) = (self.at_base(p), self.at(side, p));
         let what = match (b, x) {
             (None, Some(x)) => format!("created {}", x.kind.word()),
             (Some(b), Some(x)) if b.kind != x.kind => format!("changed to {}", x.kind.word()),
@@ -468,7 +503,8 @@ impl<'a> Reconciler<'a> {
     }
 
     fn content_conflict(&mut self, i: usize, end: usize) {
-        let p = &self.paths[i];
+        let p = self.paths[i];
+        self.hint.set(i);
         let reason = format!(
             "{}; {}",
             self.describe(Side::Local, p),
@@ -530,7 +566,8 @@ impl<'a> Reconciler<'a> {
         reason: &str,
     ) {
         let loser = winner.other();
-        let p = &self.paths[i];
+        let p = self.paths[i];
+        self.hint.set(i);
         let why = format!("conflict ({reason}): both kept");
         let loser_top = self.at(loser, p).cloned();
         self.plan.actions.push(Action {

@@ -20,6 +20,7 @@ use crate::output::{dryrun, Event, Reporter, Summary};
 use crate::path::RelPath;
 use crate::plan::{apply_to, Action, Op, Plan, Resolution, Side, Status};
 use crate::reconcile::safety::{self, Concern, DeleteLimit};
+use crate::reconcile::Direction;
 use crate::reconcile::{digests_needed, next_baseline, next_entries, reconcile, Policy};
 use crate::rules::FilterSpec;
 use crate::session::Session;
@@ -378,7 +379,57 @@ fn run_inner(
     let (_lock, mut old) = prepare(job)?;
     let opened = open_endpoints(job)?;
     let mut sides = first_scan(job, opened, run)?;
-    cycle(job, &mut sides, &mut old, run, confirm, watch, &NOTHING_HOT)
+    cycle(job, &mut sides, &mut old, run, confirm, watch, &NOTHING_HOT)?;
+    restamp_root(job, &mut sides, run)
+}
+
+/// A one-way run leaves the replica's root directory with its source's mtime, as rsync
+/// does (the root is no entry of the trees, so no plan ever restamps it).
+fn restamp_root(job: &Job, sides: &mut Sides, run: &mut Run<'_>) -> Result<()> {
+    let source = match job.policy.direction {
+        Direction::Push => Side::Local,
+        Direction::Pull => Side::Remote,
+        Direction::Bidi => return Ok(()),
+    };
+    if job.dry_run {
+        return Ok(());
+    }
+    let replica = source.other();
+    let ask = [Change::RootTime { set: None }];
+    let mut root_of = |side: Side| -> Result<Result<Entry>> {
+        let answer = sides.endpoint(side).apply(&ask)?.pop();
+        Ok(answer
+            .unwrap_or_else(|| Err(Error::Protocol("no answer about the root".into())))
+            .and_then(|e| e.ok_or_else(|| Error::Protocol("no root entry".into()))))
+    };
+    let (from, to) = match (root_of(source)?, root_of(replica)?) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(e), _) | (_, Err(e)) => {
+            run.error(None, None, &e);
+            return Ok(());
+        }
+    };
+    if from.mtime_ns != to.mtime_ns {
+        let set = [Change::RootTime {
+            set: Some(from.mtime_ns),
+        }];
+        match sides.endpoint(replica).apply(&set)?.pop() {
+            // Only the owner may set a directory's times: a replica root that belongs to
+            // someone else keeps its own (rsync warns the same way).
+            Some(Err(Error::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                let message = format!(
+                    "the root on {} keeps its own time: {source}",
+                    sides.endpoint(replica).place()
+                );
+                run.reporter.event(&Event::Notice { message: &message });
+            }
+            Some(Err(e)) => run.error(None, Some(replica), &e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Checks the roots, takes the session lock and loads the baseline.

@@ -962,6 +962,7 @@ impl LocalEndpoint {
                 source,
             } => self.set_meta(path, expect, source).map(Some),
             Change::Restamp { path, mtime_ns } => self.restamp(path, *mtime_ns).map(Some),
+            Change::RootTime { set } => self.root_time(*set).map(Some),
             Change::Dedup {
                 path,
                 expect,
@@ -1167,6 +1168,30 @@ impl LocalEndpoint {
         Root::set_mtime_at(&dir, path.name(), mtime_ns)
             .map_err(|e| self.io("set the time of", path, e))?;
         self.entry_now(path, None)
+    }
+
+    /// The root's own entry, after setting its mtime to `set` when given.
+    pub fn root_time(&mut self, set: Option<i64>) -> Result<Entry> {
+        let top = std::sync::Arc::new(
+            self.root
+                .fd()
+                .try_clone()
+                .map_err(|e| Error::io("open", "the root", &self.place, e))?,
+        );
+        if let Some(mtime_ns) = set {
+            Root::set_mtime_at(&top, b".", mtime_ns)
+                .map_err(|e| Error::io("set the time of", "the root", &self.place, e))?;
+        }
+        match crate::fsops::entry_at(&*top, b".") {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => Err(Error::io(
+                "stat",
+                "the root",
+                &self.place,
+                std::io::ErrorKind::NotFound.into(),
+            )),
+            Err(e) => Err(Error::io("stat", "the root", &self.place, e)),
+        }
     }
 
     /// Creates a symlink or special file like `source` at `path` (replacing `expect`).

@@ -41,7 +41,10 @@ impl OwnerMapped {
             | Change::Unlink { source, .. }
             | Change::Dedup { source, .. } => *source = self.outward(source.clone()),
             Change::Rename { meta: Some(m), .. } => *m = self.outward(m.clone()),
-            Change::Rename { meta: None, .. } | Change::Delete { .. } | Change::Restamp { .. } => {}
+            Change::Rename { meta: None, .. }
+            | Change::Delete { .. }
+            | Change::Restamp { .. }
+            | Change::RootTime { .. } => {}
         }
         c
     }

@@ -231,7 +231,10 @@ fn continuous_two_thousand_files_arrive_in_few_cycles() {
         assert_same_tree(&s.a, &s.b);
         let cycles = live
             .count(|e| e["event"] == "summary" && e["files_transferred"].as_u64().unwrap_or(0) > 0);
-        assert!(cycles <= 5, "{cycles} cycles for one burst");
+        // Each cycle takes what has been quiet for the cooloff; on a loaded machine the
+        // burst itself takes about a cooloff to write, so it may arrive in a few slices,
+        // never file by file.
+        assert!(cycles <= 12, "{cycles} cycles for one burst");
         assert_eq!(live.terminate(), 0);
     });
 }

@@ -75,6 +75,30 @@ fn every_kind_of_entry_keeps_its_mtime() {
     both(mtimes_of_every_kind);
 }
 
+fn root_mtimes(s: &Sides) {
+    write(s.a.join("top.txt"), "x");
+    write(s.a.join("d/inner"), "y");
+    set_times(&s.a, 1_500_000_000);
+    ok(&(s.sync)("push", &[]));
+    // Creating top.txt and d changed the replica root's time; it ends as the source's.
+    assert_eq!(mtime(&s.b), 1_500_000_000 * 1_000_000_000, "push");
+    // A dry run changes nothing, the root's time included.
+    set_times(&s.a, 1_510_000_000);
+    ok(&(s.sync)("push", &["-n"]));
+    assert_eq!(mtime(&s.b), 1_500_000_000 * 1_000_000_000, "dry run");
+    // A top-level deletion pulled the other way: the local root takes the far one's time.
+    std::fs::remove_file(s.b.join("top.txt")).unwrap();
+    set_times(&s.b, 1_600_000_000);
+    ok(&(s.sync)("pull", &[]));
+    assert!(!s.a.join("top.txt").exists());
+    assert_eq!(mtime(&s.a), 1_600_000_000 * 1_000_000_000, "pull");
+}
+
+#[test]
+fn the_replica_root_keeps_the_source_root_mtime() {
+    both(root_mtimes);
+}
+
 fn attribute_changes_alone(s: &Sides) {
     write(s.a.join("f"), "content");
     write(s.a.join("d/x"), "x");

@@ -380,17 +380,7 @@ fn handle(
     journal: &mut Journal,
 ) -> Result<(), Error> {
     match req {
-        Request::Scan { filter } => match ep.scan(&filter) {
-            Ok(scan) => {
-                send_tree(scan.tree, out)?;
-                let partials = scan.partials.into_iter().collect();
-                out.send(&Response::ScanDone {
-                    root_id: scan.root_id,
-                    partials,
-                })
-            }
-            Err(e) => out.send(&Response::Failed(WireError::from(&e))),
-        },
+        Request::Scan { filter } => scan_to(ep, &filter, out),
         Request::Rescan { filter, paths } => match ep.rescan(&filter, &paths) {
             Ok(r) => {
                 send_tree(r.tree, out)?;
@@ -488,6 +478,39 @@ fn handle(
 }
 
 /// Sends a tree in parts of at most [`SCAN_BATCH`] entries.
+/// Answers a scan: each batch of entries goes out as it is found, so the client receives
+/// while the scan runs and the agent never holds the whole tree.
+fn scan_to(
+    ep: &mut LocalEndpoint,
+    filter: &crate::rules::FilterSpec,
+    out: &Out,
+) -> Result<(), Error> {
+    let mut broken = None;
+    let mut sink = |entries: Vec<_>| {
+        if broken.is_none() {
+            let part = Response::ScanPart {
+                entries,
+                problems: vec![],
+            };
+            broken = out.send(&part).err();
+        }
+    };
+    let scanned = ep.scan_streamed(filter, SCAN_BATCH, &mut sink);
+    if let Some(e) = broken {
+        return Err(e);
+    }
+    match scanned {
+        Ok(scan) => {
+            send_tree(scan.tree, out)?;
+            out.send(&Response::ScanDone {
+                root_id: scan.root_id,
+                partials: scan.partials.into_iter().collect(),
+            })
+        }
+        Err(e) => out.send(&Response::Failed(WireError::from(&e))),
+    }
+}
+
 fn send_tree(tree: crate::tree::Tree, out: &Out) -> Result<(), Error> {
     let entries: Vec<_> = tree.entries.into_iter().collect();
     let mut problems: Vec<_> = tree.problems.into_iter().collect();

@@ -124,8 +124,8 @@ pub enum Op {
     Dedup {
         /// The file on this side with that content.
         from: RelPath,
-        /// What `from` must still be.
-        from_expect: Entry,
+        /// What `from` must still be (boxed: a rare op must not make every action larger).
+        from_expect: Box<Entry>,
         /// The source file: content digest and attributes to apply.
         source: Entry,
         /// Hard-link rather than copy (attributes already match).
@@ -343,5 +343,25 @@ pub fn apply_to(tree: &mut Tree, action: &Action, result: Option<Entry>) {
                 }
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// A plan holds one action per changed path: a million-file first run holds a million.
+    #[test]
+    fn actions_stay_small() {
+        let (action, op, entry) = (
+            std::mem::size_of::<Action>(),
+            std::mem::size_of::<Op>(),
+            std::mem::size_of::<Entry>(),
+        );
+        assert!(op <= entry + 40, "Op is {op} bytes, Entry {entry}");
+        assert!(
+            action <= 2 * entry + 96,
+            "Action is {action} bytes, Entry {entry}"
+        );
     }
 }

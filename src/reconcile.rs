@@ -612,7 +612,8 @@ impl<'a> Reconciler<'a> {
     /// Makes `from`'s other side equal to `from` for every path in the range.
     fn propagate(&mut self, from: Side, i: usize, end: usize, reason: &str) {
         for k in i..end {
-            let q = &self.paths[k];
+            let q = self.paths[k];
+            self.hint.set(k);
             self.converge(q, from, q, reason);
         }
     }

@@ -32,21 +32,60 @@ pub struct ScanOptions {
 /// Scans everything below the root; also lists partial transfers to resume.
 pub fn scan(root: &Root, filter: &Filter, opts: ScanOptions) -> (Tree, Partials) {
     let mut walk = Walk::new(root, filter, opts);
-    match rustix::fs::openat(
-        root.fd(),
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => walk.dir(fd, None),
-        Err(e) => {
-            let top = RelPath::new(b"*".to_vec()).expect("valid");
-            walk.problems
-                .insert(top, format!("cannot read the root directory: {e}"));
-        }
-    }
+    walk.top();
     let partials = std::mem::take(&mut walk.partials);
     (walk.finish(), partials)
+}
+
+/// Where a streamed scan hands its entries, a batch at a time, in tree order.
+pub type Sink<'a> = &'a mut dyn FnMut(Vec<(RelPath, Entry)>);
+
+/// [`scan`], handing the entries to `sink` in tree order, `batch` at a time, as they are
+/// found, and keeping none of them (the agent streams its scan to the client while it is
+/// still running); returns the unreadable paths and the partial transfers.
+pub fn scan_streamed(
+    root: &Root,
+    filter: &Filter,
+    opts: ScanOptions,
+    batch: usize,
+    sink: Sink<'_>,
+) -> (BTreeMap<RelPath, String>, Partials) {
+    let mut walk = Walk::new(root, filter, opts);
+    walk.stream = Some((batch.max(1), sink));
+    walk.top();
+    walk.flush();
+    (walk.problems, walk.partials)
+}
+
+impl Walk<'_> {
+    /// Walks the whole tree from the root.
+    fn top(&mut self) {
+        match rustix::fs::openat(
+            self.root.fd(),
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => self.dir(fd, None),
+            Err(e) => {
+                let top = RelPath::new(b"*".to_vec()).expect("valid");
+                self.problems
+                    .insert(top, format!("cannot read the root directory: {e}"));
+            }
+        }
+    }
+
+    /// Hands what was gathered to the sink, when streaming.
+    fn flush(&mut self) {
+        if let Some((batch, sink)) = self.stream.as_mut() {
+            if !self.entries.is_empty() {
+                sink(std::mem::replace(
+                    &mut self.entries,
+                    Vec::with_capacity(*batch),
+                ));
+            }
+        }
+    }
 }
 
 /// Scans `paths` again (each with everything below it when its flag is set, else the entry
@@ -95,6 +134,8 @@ fn ancestor_excluded(filter: &Filter, path: &RelPath) -> bool {
 
 struct Walk<'a> {
     filter: &'a Filter,
+    /// When streaming: the batch size and where batches go.
+    stream: Option<(usize, Sink<'a>)>,
     /// Paths that could not be read.
     problems: BTreeMap<RelPath, String>,
     /// Entries found, in scan order.
@@ -114,6 +155,7 @@ impl<'a> Walk<'a> {
     fn new(root: &'a Root, filter: &'a Filter, opts: ScanOptions) -> Walk<'a> {
         Walk {
             filter,
+            stream: None,
             problems: BTreeMap::new(),
             entries: Vec::new(),
             partials: Partials::new(),
@@ -222,6 +264,13 @@ impl<'a> Walk<'a> {
         }
         let is_dir = entry.is_dir();
         self.entries.push((path.clone(), entry));
+        if self
+            .stream
+            .as_ref()
+            .is_some_and(|(batch, _)| self.entries.len() >= *batch)
+        {
+            self.flush();
+        }
         if is_dir && self.recurse {
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             match rustix::fs::openat(dir, OsStr::from_bytes(name), flags, Mode::empty()) {

@@ -1191,7 +1191,7 @@ fn change_of(a: &Action) -> Result<Change> {
             path,
             expect: a.expect.clone(),
             from: from.clone(),
-            from_expect: from_expect.clone(),
+            from_expect: (**from_expect).clone(),
             source: source.clone(),
             hardlink: *hardlink,
         },

@@ -940,6 +940,31 @@ impl Endpoint for LocalEndpoint {
 }
 
 impl LocalEndpoint {
+    /// [`Endpoint::scan`], handing the entries to `sink` in tree order, `batch` at a time,
+    /// while the scan runs; the returned tree has the problems but no entries.
+    pub fn scan_streamed(
+        &mut self,
+        filter: &FilterSpec,
+        batch: usize,
+        sink: crate::scan::Sink<'_>,
+    ) -> Result<Scan> {
+        let filter = filter.build()?;
+        let opts = crate::scan::ScanOptions {
+            hard_links: self.hard_links,
+            acls: self.acls,
+        };
+        let (problems, partials) =
+            crate::scan::scan_streamed(&self.root, &filter, opts, batch, sink);
+        Ok(Scan {
+            tree: crate::tree::Tree {
+                entries: Default::default(),
+                problems,
+            },
+            root_id: self.root.id(),
+            partials,
+        })
+    }
+
     /// Makes one change.
     pub fn change(&mut self, c: &Change) -> Result<Option<Entry>> {
         match c {

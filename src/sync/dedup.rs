@@ -91,7 +91,7 @@ pub(super) fn find(mode: Dedup, plan: &mut Plan, sides: &mut Sides) -> Result<()
             let hardlink = mode == Dedup::Hardlink && same_attributes(&found_entry, &source);
             a.op = Op::Dedup {
                 from: (*found).clone(),
-                from_expect: found_entry,
+                from_expect: Box::new(found_entry),
                 source,
                 hardlink,
             };

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsops::RootId;
-use crate::hash_cache::HashCache;
+use crate::hash_cache::{CacheV1, HashCache};
 use crate::tree::Tree;
 
 /// Hashes what it passes on.
@@ -35,8 +35,8 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Current format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// Current format version (2: hash caches relative to the tree; 1 is still read).
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &str = "tandem baseline";
 
 /// Everything a session remembers between runs.
@@ -52,6 +52,30 @@ pub struct Baseline {
     pub tree: Tree,
     /// Digests per side (`[local, remote]`).
     pub caches: [HashCache; 2],
+}
+
+/// A baseline as format version 1 stored it (hash caches with a path per file).
+#[derive(Deserialize)]
+struct BaselineV1 {
+    local_root: String,
+    remote_root: String,
+    root_ids: [Option<RootId>; 2],
+    tree: Tree,
+    caches: [CacheV1; 2],
+}
+
+impl BaselineV1 {
+    fn upgrade(self) -> Baseline {
+        let [local, remote] = self.caches;
+        let caches = [local.upgrade(&self.tree), remote.upgrade(&self.tree)];
+        Baseline {
+            local_root: self.local_root,
+            remote_root: self.remote_root,
+            root_ids: self.root_ids,
+            tree: self.tree,
+            caches,
+        }
+    }
 }
 
 impl Baseline {
@@ -93,9 +117,9 @@ impl Baseline {
                     .ok()
             })
             .ok_or("missing version line")?;
-        if version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&version) {
             return Err(format!(
-                "format version {version}, this tandem reads version {FORMAT_VERSION}"
+                "format version {version}, this tandem reads versions 1 to {FORMAT_VERSION}"
             ));
         }
         let sum = lines
@@ -114,7 +138,12 @@ impl Baseline {
         if blake3::hash(payload).to_hex().as_str() != sum {
             return Err("checksum mismatch (the file is corrupt or truncated)".into());
         }
-        rmp_serde::from_slice(payload).map_err(|e| format!("cannot decode: {e}"))
+        let cannot = |e: rmp_serde::decode::Error| format!("cannot decode: {e}");
+        if version == 1 {
+            let v1: BaselineV1 = rmp_serde::from_slice(payload).map_err(cannot)?;
+            return Ok(v1.upgrade());
+        }
+        rmp_serde::from_slice(payload).map_err(cannot)
     }
 
     /// The header for a payload with this BLAKE3 hash (always the same length).
@@ -169,6 +198,103 @@ impl Baseline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_1_baseline_still_loads_and_its_cache_still_fills() {
+        use crate::path::RelPath;
+        use crate::tree::{Digest, Entry, EntryKind, Stamp};
+        // Version 1's layout, field for field (MessagePack is positional).
+        #[derive(Serialize)]
+        struct Cached {
+            size: u64,
+            mtime_ns: i64,
+            stamp: Stamp,
+            digest: Digest,
+        }
+        #[derive(Serialize)]
+        struct Cache {
+            files: std::collections::BTreeMap<RelPath, Cached>,
+        }
+        #[derive(Serialize)]
+        struct V1 {
+            local_root: String,
+            remote_root: String,
+            root_ids: [Option<RootId>; 2],
+            tree: Tree,
+            caches: [Cache; 2],
+        }
+        let path = RelPath::new(b"f".to_vec()).unwrap();
+        let stamp = Stamp {
+            ino: 5,
+            ctime_ns: 6,
+        };
+        let entry = Entry {
+            kind: EntryKind::File,
+            size: 3,
+            mtime_ns: 4,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            stamp: Stamp::default(),
+            digest: Some(Digest([9; 32])),
+            link: None,
+            xattrs: None,
+        };
+        let tree = Tree::from_entries(vec![(path.clone(), entry.clone())]);
+        let cache = |stamp| Cache {
+            files: [(
+                path.clone(),
+                Cached {
+                    size: 3,
+                    mtime_ns: 4,
+                    stamp,
+                    digest: Digest([9; 32]),
+                },
+            )]
+            .into(),
+        };
+        let v1 = V1 {
+            local_root: "/a".into(),
+            remote_root: "/b".into(),
+            root_ids: [None, None],
+            tree,
+            caches: [
+                cache(stamp),
+                cache(Stamp {
+                    ino: 7,
+                    ctime_ns: 8,
+                }),
+            ],
+        };
+        let payload = rmp_serde::to_vec(&v1).unwrap();
+        let mut bytes = format!(
+            "{MAGIC}\nversion 1\nblake3 {}\n\n",
+            blake3::hash(&payload).to_hex()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(&payload);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("old.baseline");
+        std::fs::write(&file, &bytes).unwrap();
+        let b = Baseline::load(&file).unwrap().unwrap();
+        assert_eq!(b.local_root, "/a");
+        let mut now = Tree::from_entries(vec![(
+            path.clone(),
+            Entry {
+                stamp,
+                digest: None,
+                ..entry
+            },
+        )]);
+        assert_eq!(b.caches[0].fill(&b.tree, &mut now), 1);
+        assert_eq!(now.get(&path).unwrap().digest, Some(Digest([9; 32])));
+        // Written back, it is version 2 and says the same.
+        b.commit(&file).unwrap();
+        assert!(std::fs::read(&file)
+            .unwrap()
+            .starts_with(format!("{MAGIC}\nversion 2\n").as_bytes()));
+        assert_eq!(Baseline::load(&file).unwrap().unwrap(), b);
+    }
 
     #[test]
     fn round_trips_and_detects_corruption() {

@@ -1,12 +1,18 @@
 //! `HashCache`: content digests remembered by (size, mtime, inode, ctime), kept in the
 //! session state so an unchanged file is never read twice.
+//!
+//! Most files are in the baseline's state on both sides, and the baseline already holds
+//! their size, mtime and digest: for those a side keeps only its inode and ctime, in a
+//! list that follows the baseline's files in tree order (16 bytes a file, no path). Files
+//! a side holds in another state (unresolved conflicts, pending changes) are kept whole.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::merge::merge;
 use crate::path::RelPath;
-use crate::tree::{Digest, Stamp, Tree};
+use crate::tree::{Digest, Entry, EntryKind, Stamp, Tree};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Cached {
@@ -16,65 +22,219 @@ struct Cached {
     digest: Digest,
 }
 
-/// One side's remembered digests.
+/// One side's remembered digests, relative to the baseline tree they are stored with.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HashCache {
+    /// For each file of the baseline tree that has a digest, in tree order: this side's
+    /// stamp when its copy was in the baseline's state, else zero (nothing cached).
+    stamps: Vec<Stamp>,
+    /// Files this side holds in a state the baseline does not.
     #[serde(deserialize_with = "crate::tree::bulk_map")]
-    files: BTreeMap<RelPath, Cached>,
+    others: BTreeMap<RelPath, Cached>,
+}
+
+/// The baseline's files whose digest is known, in tree order: what `stamps` follows.
+fn known(base: &Tree) -> impl Iterator<Item = (&RelPath, &Entry)> {
+    base.entries
+        .iter()
+        .filter(|(_, e)| e.is_file() && e.digest.is_some())
+}
+
+fn cached(e: &Entry) -> Option<Cached> {
+    let digest = e.digest.filter(|_| e.is_file())?;
+    Some(Cached {
+        size: e.size,
+        mtime_ns: e.mtime_ns,
+        stamp: e.stamp,
+        digest,
+    })
 }
 
 impl HashCache {
-    /// Fills in the digest of every file whose size, mtime, inode and ctime match what was
-    /// cached; returns how many were filled.
-    pub fn fill(&self, tree: &mut Tree) -> usize {
-        // Both maps are in tree order: walk them side by side (a merge join, no lookups).
+    /// What `tree` (one side, as it is now) tells about digests, relative to `base`.
+    pub fn of(base: &Tree, tree: &Tree) -> HashCache {
+        let mut stamps = Vec::new();
+        let mut others = Vec::new();
+        for (p, [b, t]) in merge([&base.entries, &tree.entries]) {
+            let b = b.and_then(cached);
+            let t = t.and_then(cached);
+            match (b, t) {
+                (Some(b), Some(t))
+                    if (b.size, b.mtime_ns, b.digest) == (t.size, t.mtime_ns, t.digest) =>
+                {
+                    stamps.push(t.stamp)
+                }
+                (b, t) => {
+                    if b.is_some() {
+                        stamps.push(Stamp::default());
+                    }
+                    if let Some(t) = t {
+                        others.push((p.clone(), t));
+                    }
+                }
+            }
+        }
+        HashCache {
+            stamps,
+            others: others.into_iter().collect(),
+        }
+    }
+
+    /// Fills in the digest of every file of `tree` whose size, mtime, inode and ctime match
+    /// what was cached (with `base`, the tree this cache was stored with); returns how many.
+    pub fn fill(&self, base: &Tree, tree: &mut Tree) -> usize {
+        // All three are in tree order: walk them side by side (no lookups).
+        let mut known = known(base).zip(&self.stamps).peekable();
+        let mut others = self.others.iter().peekable();
         let mut n = 0;
-        let mut cached = self.files.iter().peekable();
         for (p, e) in tree.entries.iter_mut() {
-            while cached.next_if(|(q, _)| *q < p).is_some() {}
-            let Some((_, c)) = cached.next_if(|(q, _)| *q == p) else {
-                continue;
+            let from_base = {
+                while known.next_if(|((q, _), _)| *q < p).is_some() {}
+                known
+                    .next_if(|((q, _), _)| *q == p)
+                    .map(|((_, b), s)| (b, *s))
             };
-            if e.is_file()
-                && e.digest.is_none()
-                && c.size == e.size
-                && c.mtime_ns == e.mtime_ns
-                && c.stamp == e.stamp
-            {
-                e.digest = Some(c.digest);
+            let from_other = {
+                while others.next_if(|(q, _)| *q < p).is_some() {}
+                others.next_if(|(q, _)| *q == p).map(|(_, c)| c)
+            };
+            if !e.is_file() || e.digest.is_some() || e.stamp == Stamp::default() {
+                continue;
+            }
+            let hit =
+                |size, mtime_ns, stamp| (size, mtime_ns, stamp) == (e.size, e.mtime_ns, e.stamp);
+            let digest = from_base
+                .filter(|(b, s)| hit(b.size, b.mtime_ns, *s))
+                .and_then(|(b, _)| b.digest)
+                .or_else(|| {
+                    from_other
+                        .filter(|c| hit(c.size, c.mtime_ns, c.stamp))
+                        .map(|c| c.digest)
+                });
+            if let Some(d) = digest {
+                e.digest = Some(d);
                 n += 1;
             }
         }
         n
     }
+}
 
-    /// A cache of every file in `tree` whose digest is known.
-    pub fn from_tree(tree: &Tree) -> HashCache {
-        let files = known(tree).map(|(p, c)| (p.clone(), c)).collect();
-        HashCache { files }
-    }
+/// A side's cache as format version 1 stored it: every file with its path.
+#[derive(Deserialize)]
+pub struct CacheV1 {
+    #[serde(deserialize_with = "crate::tree::bulk_map")]
+    files: BTreeMap<RelPath, Cached>,
+}
 
-    /// True if [`HashCache::from_tree`] would give this same cache (without building it).
-    pub fn matches(&self, tree: &Tree) -> bool {
-        self.files.iter().map(|(p, c)| (p, *c)).eq(known(tree))
+impl CacheV1 {
+    /// The same knowledge in today's form, relative to `base`.
+    pub fn upgrade(self, base: &Tree) -> HashCache {
+        let entries = self
+            .files
+            .into_iter()
+            .map(|(p, c)| {
+                let e = Entry {
+                    kind: EntryKind::File,
+                    size: c.size,
+                    mtime_ns: c.mtime_ns,
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    stamp: c.stamp,
+                    digest: Some(c.digest),
+                    link: None,
+                    xattrs: None,
+                };
+                (p, e)
+            })
+            .collect();
+        HashCache::of(base, &Tree::from_entries(entries))
     }
 }
 
-/// The files of `tree` whose digest is known, as cached, in tree order.
-fn known(tree: &Tree) -> impl Iterator<Item = (&RelPath, Cached)> {
-    tree.entries
-        .iter()
-        .filter(|(_, e)| e.is_file())
-        .filter_map(|(p, e)| {
-            let digest = e.digest?;
-            Some((
-                p,
-                Cached {
-                    size: e.size,
-                    mtime_ns: e.mtime_ns,
-                    stamp: e.stamp,
-                    digest,
-                },
-            ))
-        })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(size: u64, mtime_ns: i64, ino: u64, digest: u8) -> Entry {
+        Entry {
+            kind: EntryKind::File,
+            size,
+            mtime_ns,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            stamp: Stamp { ino, ctime_ns: 7 },
+            digest: Some(Digest([digest; 32])),
+            link: None,
+            xattrs: None,
+        }
+    }
+
+    fn tree(entries: &[(&str, Entry)]) -> Tree {
+        let v = entries
+            .iter()
+            .map(|(p, e)| (RelPath::new(p.as_bytes().to_vec()).unwrap(), e.clone()))
+            .collect();
+        Tree::from_entries(v)
+    }
+
+    fn unhashed(mut t: Tree) -> Tree {
+        for e in t.entries.values_mut() {
+            e.digest = None;
+        }
+        t
+    }
+
+    #[test]
+    fn fills_what_is_unchanged_and_nothing_else() {
+        // The baseline: a, b, c agreed; `x` is only on this side (not agreed yet).
+        let base = tree(&[
+            ("a", file(1, 1, 10, 1)),
+            ("b", file(2, 2, 20, 2)),
+            ("c", file(3, 3, 30, 3)),
+        ]);
+        let seen = tree(&[
+            ("a", file(1, 1, 10, 1)),
+            ("b", file(2, 2, 21, 2)),
+            ("c", file(3, 3, 30, 3)),
+            ("x", file(4, 4, 40, 4)),
+        ]);
+        let cache = HashCache::of(&base, &seen);
+        assert_eq!(cache.stamps.len(), 3);
+        assert_eq!(cache.others.len(), 1, "only x is kept with its path");
+        // Now: a unchanged; b replaced (other inode); c touched (other mtime); x unchanged.
+        let mut now = unhashed(tree(&[
+            ("a", file(1, 1, 10, 0)),
+            ("b", file(2, 2, 22, 0)),
+            ("c", file(3, 9, 30, 0)),
+            ("x", file(4, 4, 40, 0)),
+        ]));
+        assert_eq!(cache.fill(&base, &mut now), 2);
+        let digest = |p: &str| {
+            now.get(&RelPath::new(p.as_bytes().to_vec()).unwrap())
+                .unwrap()
+                .digest
+        };
+        assert_eq!(digest("a"), Some(Digest([1; 32])));
+        assert_eq!(digest("b"), None, "another inode is another file");
+        assert_eq!(digest("c"), None, "another mtime may be other content");
+        assert_eq!(digest("x"), Some(Digest([4; 32])));
+    }
+
+    #[test]
+    fn a_version_1_cache_upgrades_to_the_same_knowledge() {
+        let base = tree(&[("a", file(1, 1, 10, 1)), ("b", file(2, 2, 20, 2))]);
+        let seen = tree(&[("a", file(1, 1, 10, 1)), ("b", file(2, 5, 20, 3))]);
+        let files: BTreeMap<RelPath, Cached> = seen
+            .entries
+            .iter()
+            .map(|(p, e)| (p.clone(), cached(e).unwrap()))
+            .collect();
+        assert_eq!(
+            CacheV1 { files }.upgrade(&base),
+            HashCache::of(&base, &seen)
+        );
+    }
 }

@@ -30,6 +30,8 @@ pub struct Summary {
     pub conflicts_resolved: u64,
     /// Errors reported.
     pub errors: u64,
+    /// Files read to learn their digest (the hash cache spares the unchanged ones).
+    pub files_hashed: u64,
     /// Size of the files brought up to date.
     pub bytes_total: u64,
     /// File bytes sent as literal data.

@@ -16,6 +16,7 @@ use crate::compress::Compression;
 use crate::endpoint::{Change, Endpoint, LocalEndpoint, RemoteEndpoint};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
+use crate::hash_cache::HashCache;
 use crate::output::{dryrun, Event, Reporter, Summary};
 use crate::path::RelPath;
 use crate::plan::{apply_to, Action, Op, Plan, Resolution, Side, Status};
@@ -601,13 +602,14 @@ fn mark_old_dirs(job: &Job, trees: &mut [Tree; 2]) {
 /// Fills digests from the hash cache and hashes what reconciliation needs to compare.
 fn hash(sides: &mut Sides, old: &Baseline, run: &mut Run<'_>) -> Result<()> {
     let [lt, rt] = &mut sides.trees;
-    old.caches[0].fill(lt);
-    old.caches[1].fill(rt);
+    old.caches[0].fill(&old.tree, lt);
+    old.caches[1].fill(&old.tree, rt);
     let [need_l, need_r] = digests_needed(&old.tree, lt, rt);
     for (side, need) in [(Side::Local, need_l), (Side::Remote, need_r)] {
         if need.is_empty() {
             continue;
         }
+        run.summary.files_hashed += need.len() as u64;
         let found = sides.endpoint(side).digests(&need)?;
         let place = sides.endpoint(side).place().to_string();
         let tree = &mut sides.trees[side as usize];
@@ -782,8 +784,8 @@ fn commit(
             && old.local_root == local_root
             && old.remote_root == remote_root
             && old.root_ids == ids
-            && old.caches[0].matches(lt)
-            && old.caches[1].matches(rt)
+            && old.caches[0] == HashCache::of(&old.tree, lt)
+            && old.caches[1] == HashCache::of(&old.tree, rt)
     };
     if job.filter == FilterSpec::default() && unchanged() {
         return Ok(());
@@ -798,15 +800,13 @@ fn commit(
             }
         }
     }
+    let caches = [HashCache::of(&tree, lt), HashCache::of(&tree, rt)];
     let next = Baseline {
         local_root,
         remote_root,
         root_ids: ids,
         tree,
-        caches: [
-            crate::hash_cache::HashCache::from_tree(lt),
-            crate::hash_cache::HashCache::from_tree(rt),
-        ],
+        caches,
     };
     if next == *old {
         return Ok(());

@@ -162,3 +162,34 @@ fn a_baseline_cut_short_anywhere_is_exit_16_and_changes_nothing() {
         "the intact baseline propagates the deletion"
     );
 }
+
+#[test]
+fn unchanged_files_are_never_hashed_twice() {
+    let f = fixture();
+    for i in 0..50 {
+        write(f.a.join(format!("d/{i}")), &format!("same size {i:02}"));
+        write(f.b.join(format!("d/{i}")), &format!("same size {i:02}"));
+    }
+    let hashed = |r: &Run| {
+        assert_eq!(r.code, 0, "{r:?}");
+        let events = json_events(&r.stdout);
+        let summary = events
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "summary")
+            .expect("a summary");
+        summary["files_hashed"].as_u64().expect("files_hashed")
+    };
+    // Equal sizes on both sides: only content can tell, so the first run reads them all.
+    assert_eq!(
+        hashed(&f.sync("bidi", &["-N", "h", "--format", "json"])),
+        100
+    );
+    // From the baseline's cache: nothing is read again.
+    assert_eq!(hashed(&f.sync("bidi", &["-N", "h", "--format", "json"])), 0);
+    // Rewritten with the same size: that one file is read again (on its side only).
+    write(f.a.join("d/7"), "same size XX");
+    assert_eq!(hashed(&f.sync("bidi", &["-N", "h", "--format", "json"])), 1);
+    assert_eq!(read(f.b.join("d/7")), "same size XX");
+    assert_eq!(hashed(&f.sync("bidi", &["-N", "h", "--format", "json"])), 0);
+}

@@ -477,7 +477,6 @@ fn handle(
     }
 }
 
-/// Sends a tree in parts of at most [`SCAN_BATCH`] entries.
 /// Answers a scan: each batch of entries goes out as it is found, so the client receives
 /// while the scan runs and the agent never holds the whole tree.
 fn scan_to(
@@ -511,6 +510,7 @@ fn scan_to(
     }
 }
 
+/// Sends a tree in parts of at most [`SCAN_BATCH`] entries.
 fn send_tree(tree: crate::tree::Tree, out: &Out) -> Result<(), Error> {
     let entries: Vec<_> = tree.entries.into_iter().collect();
     let mut problems: Vec<_> = tree.problems.into_iter().collect();

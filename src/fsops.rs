@@ -449,7 +449,7 @@ impl Root {
     }
 
     /// Sets the mtime (and atime) of `name` in `dir`, never following a symlink.
-    pub fn set_mtime_at(dir: &DirFd, name: &[u8], mtime_ns: i64) -> io::Result<()> {
+    pub fn set_mtime_at(dir: &impl AsFd, name: &[u8], mtime_ns: i64) -> io::Result<()> {
         let t = to_ts(mtime_ns);
         let times = Timestamps {
             last_access: t,

@@ -804,10 +804,7 @@ impl Endpoint for LocalEndpoint {
 
     fn scan(&mut self, filter: &FilterSpec) -> Result<Scan> {
         let filter = filter.build()?;
-        let opts = crate::scan::ScanOptions {
-            hard_links: self.hard_links,
-            acls: self.acls,
-        };
+        let opts = self.scan_options();
         let (tree, partials) = scan(&self.root, &filter, opts);
         Ok(Scan {
             tree,
@@ -826,10 +823,7 @@ impl Endpoint for LocalEndpoint {
             });
         }
         let built = filter.build()?;
-        let opts = crate::scan::ScanOptions {
-            hard_links: self.hard_links,
-            acls: self.acls,
-        };
+        let opts = self.scan_options();
         let (tree, linked) = crate::scan::rescan(&self.root, &built, opts, paths);
         // A file with several names: its first name may lie outside what was rescanned.
         if linked {
@@ -940,6 +934,14 @@ impl Endpoint for LocalEndpoint {
 }
 
 impl LocalEndpoint {
+    /// What this endpoint's scans record beyond the basics.
+    fn scan_options(&self) -> crate::scan::ScanOptions {
+        crate::scan::ScanOptions {
+            hard_links: self.hard_links,
+            acls: self.acls,
+        }
+    }
+
     /// [`Endpoint::scan`], handing the entries to `sink` in tree order, `batch` at a time,
     /// while the scan runs; the returned tree has the problems but no entries.
     pub fn scan_streamed(
@@ -949,10 +951,7 @@ impl LocalEndpoint {
         sink: crate::scan::Sink<'_>,
     ) -> Result<Scan> {
         let filter = filter.build()?;
-        let opts = crate::scan::ScanOptions {
-            hard_links: self.hard_links,
-            acls: self.acls,
-        };
+        let opts = self.scan_options();
         let (problems, partials) =
             crate::scan::scan_streamed(&self.root, &filter, opts, batch, sink);
         Ok(Scan {
@@ -1197,17 +1196,12 @@ impl LocalEndpoint {
 
     /// The root's own entry, after setting its mtime to `set` when given.
     pub fn root_time(&mut self, set: Option<i64>) -> Result<Entry> {
-        let top = std::sync::Arc::new(
-            self.root
-                .fd()
-                .try_clone()
-                .map_err(|e| Error::io("open", "the root", &self.place, e))?,
-        );
+        let top = self.root.fd();
         if let Some(mtime_ns) = set {
-            Root::set_mtime_at(&top, b".", mtime_ns)
+            Root::set_mtime_at(top, b".", mtime_ns)
                 .map_err(|e| Error::io("set the time of", "the root", &self.place, e))?;
         }
-        match crate::fsops::entry_at(&*top, b".") {
+        match crate::fsops::entry_at(top, b".") {
             Ok(Some(e)) => Ok(e),
             Ok(None) => Err(Error::io(
                 "stat",

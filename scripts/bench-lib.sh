@@ -40,3 +40,17 @@ cmd_run() {
     "$@"
     T[$name]=$(echo "$(now) - $t0" | bc)
 }
+# median NAME RUNS: T[NAME] (and S[NAME]) become the median of NAME.1 .. NAME.RUNS, with
+# the bytes and peak RSS of the first run (one run of a noisy VM proves little).
+median() {
+    local name=$1 runs=$2 i
+    local ts=() ss=()
+    for i in $(seq "$runs"); do
+        ts+=("${T[$name.$i]}")
+        ss+=("${S[$name.$i]:-0}")
+    done
+    T[$name]=$(printf '%s\n' "${ts[@]}" | sort -n | sed -n "$(((runs + 1) / 2))p")
+    S[$name]=$(printf '%s\n' "${ss[@]}" | sort -n | sed -n "$(((runs + 1) / 2))p")
+    B[$name]=${B[$name.1]:-}
+    R[$name]=${R[$name.1]:-}
+}

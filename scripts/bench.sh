@@ -4,9 +4,10 @@
 # to a throwaway sshd on 127.0.0.1 (tandem, rsync -a -e ssh, rsync -az with zstd, and the
 # raw ssh pipe as the limit), with a long-link row through a 25 ms-each-way proxy.
 #
-#   scripts/bench.sh            # both tables (the SSH one when sshd is installed; ~1.1 GB)
-#   scripts/bench.sh --local    # only the local table
-#   scripts/bench.sh --ssh      # only the SSH table
+#   scripts/bench.sh            # both tables (the SSH one when sshd is installed)
+#   scripts/bench.sh --local    # only the local table (~3 GB of disk)
+#   scripts/bench.sh --ssh      # only the SSH table: each row the median of BENCH_RUNS
+#                               # runs (default 3; ~4 GB of disk per run)
 #   scripts/bench.sh --huge     # the local table plus one 4 GiB file, measuring peak RSS
 #   scripts/bench.sh --continuous  # -C: propagation latency and idle CPU (and Unison's)
 #   scripts/bench.sh --scale    # 100k and 1M tiny files, a copy of /usr/share, peak RSS,
@@ -17,6 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 huge=0 local_table=1 ssh_table=1
+runs=${BENCH_RUNS:-3}  # the SSH rows: each the median of this many runs
 if [ "${1:-}" = --scale ]; then
     exec bash scripts/bench-scale.sh
 fi
@@ -107,37 +109,44 @@ ssh_bench() {
     # Both clients get the same cipher: the fastest on a CPU with AES.
     local ssh="ssh -i $key -o UserKnownHostsFile=$work/home/.ssh/known_hosts -o BatchMode=yes -c aes128-gcm@openssh.com"
     local remote="$user@127.0.0.1:$work/s"
-    mkdir -p "$work"/{s,z}/{tsmall,tbig,rsmall,rbig,far-t,far-r}
     ts() { HOME="$work/home" tandem_run "$@" -P "$port" -i "$key"; }
     rs() { rsync_run "$@" -e "$ssh -p $port"; }
-
-    echo "SSH: 10,000 small files, initial push"
-    ts ssh-small-t "$work/src/small" "$remote/tsmall"
-    rs ssh-small-r "$work/src/small" "$remote/rsmall"
-    rsync_run ssh-small-z "$work/src/small" "$user@127.0.0.1:$work/z/rsmall" -z --compress-choice=zstd -e "$ssh -p $port"
-    echo "SSH: 4 x 256 MiB, initial push"
-    ts ssh-big-t "$work/src/big" "$remote/tbig"
-    rs ssh-big-r "$work/src/big" "$remote/rbig"
-    rsync_run ssh-big-z "$work/src/big" "$user@127.0.0.1:$work/z/rbig" -z --compress-choice=zstd -e "$ssh -p $port"
-    cmd_run ssh-big-pipe sh -c "cat '$work'/src/big/* | $ssh -p $port $user@127.0.0.1 'cat >/dev/null'"
-    echo "SSH: no-op re-runs"
-    ts ssh-noop-small-t "$work/src/small" "$remote/tsmall"
-    rs ssh-noop-small-r "$work/src/small" "$remote/rsmall"
-    ts ssh-noop-big-t "$work/src/big" "$remote/tbig"
-    rs ssh-noop-big-r "$work/src/big" "$remote/rbig"
-    same "$work/src/small" "$work/s/tsmall"
-    same "$work/src/big" "$work/s/tbig"
-
-    echo "SSH through 25 ms each way: one 256 MiB file"
+    local i n names
     mkdir -p "$work/one" && ln -f "$work/src/big/blob0" "$work/one/blob0"
-    HOME="$work/home" tandem_run far-t "$work/one" "$remote/far-t" -P "$lport" -i "$key" --transfer-threads 4
-    rsync_run far-r "$work/one" "$remote/far-r" -e "$ssh -p $lport"
-    same "$work/one" "$work/s/far-t"
+    # Each measurement runs $runs times, alternating tools, into fresh directories (no
+    # deletes in between: a directory just deleted slows the next one's inode allocation).
+    for i in $(seq "$runs"); do
+        echo "SSH, run $i of $runs: 10,000 small files, initial push"
+        mkdir -p "$work"/{s,z}/$i/{tsmall,tbig,rsmall,rbig,far-t,far-r}
+        ts ssh-small-t.$i "$work/src/small" "$remote/$i/tsmall"
+        rs ssh-small-r.$i "$work/src/small" "$remote/$i/rsmall"
+        rsync_run ssh-small-z.$i "$work/src/small" "$user@127.0.0.1:$work/z/$i/rsmall" -z --compress-choice=zstd -e "$ssh -p $port"
+        echo "SSH, run $i of $runs: 4 x 256 MiB, initial push"
+        ts ssh-big-t.$i "$work/src/big" "$remote/$i/tbig"
+        rs ssh-big-r.$i "$work/src/big" "$remote/$i/rbig"
+        rsync_run ssh-big-z.$i "$work/src/big" "$user@127.0.0.1:$work/z/$i/rbig" -z --compress-choice=zstd -e "$ssh -p $port"
+        cmd_run ssh-big-pipe.$i sh -c "cat '$work'/src/big/* | $ssh -p $port $user@127.0.0.1 'cat >/dev/null'"
+        echo "SSH, run $i of $runs: no-op re-runs"
+        ts ssh-noop-small-t.$i "$work/src/small" "$remote/1/tsmall"
+        rs ssh-noop-small-r.$i "$work/src/small" "$remote/1/rsmall"
+        ts ssh-noop-big-t.$i "$work/src/big" "$remote/1/tbig"
+        rs ssh-noop-big-r.$i "$work/src/big" "$remote/1/rbig"
+        echo "SSH through 25 ms each way, run $i of $runs: one 256 MiB file"
+        HOME="$work/home" tandem_run far-t.$i "$work/one" "$remote/$i/far-t" -P "$lport" -i "$key" --transfer-threads 4
+        rsync_run far-r.$i "$work/one" "$remote/$i/far-r" -e "$ssh -p $lport"
+        same "$work/src/small" "$work/s/$i/tsmall"
+        same "$work/src/big" "$work/s/$i/tbig"
+        same "$work/one" "$work/s/$i/far-t"
+    done
+    names="ssh-small-t ssh-small-r ssh-small-z ssh-big-t ssh-big-r ssh-big-z ssh-big-pipe"
+    names+=" ssh-noop-small-t ssh-noop-small-r ssh-noop-big-t ssh-noop-big-r far-t far-r"
+    for n in $names; do median "$n" "$runs"; done
 
     local big=$((1024 << 20)) pipe_rate t_rate
     pipe_rate=$(echo "$big / ${T[ssh-big-pipe]} / 1048576" | bc -l)
     t_rate=$(echo "$big / ${T[ssh-big-t]} / 1048576" | bc -l)
     echo
+    echo "(median of $runs runs each)"
     printf '%-34s %8s %8s %7s %10s   %-34s %-28s %s\n' "over SSH (loopback sshd)" "tandem s" "rsync s" "ratio" "rsync+sync" "tandem bytes" "rsync -e ssh bytes" "peak RSS client/agent, rsync"
     row "10,000 small files, initial" ssh-small-t ssh-small-r
     row "  vs rsync -az (zstd)" ssh-small-t ssh-small-z

@@ -473,7 +473,6 @@ fn handle(
             out.send(&Response::Applied(results.into_iter().map(wire).collect()))
         }
         Request::Streams { .. } => Err(Error::Protocol("streams were already set up".into())),
-        Request::Owners(q) => out.send(&Response::Owners(ep.owners(&q)?)),
     }
 }
 
@@ -504,6 +503,7 @@ fn scan_to(
             out.send(&Response::ScanDone {
                 root_id: scan.root_id,
                 partials: scan.partials.into_iter().collect(),
+                owners: scan.owners,
             })
         }
         Err(e) => out.send(&Response::Failed(WireError::from(&e))),
@@ -593,7 +593,7 @@ pub fn main_with_args(args: &[String]) -> u8 {
             println!("{}", version_line());
             return 0;
         }
-        [flag, name] if flag == "--join" => return small_job(streams::join(name)),
+        [flag] if flag == "--join" => return small_job(streams::join()),
         [flag, hash] if flag == "--check-self" => return small_job(check_self(hash)),
         _ => {}
     }

@@ -33,6 +33,9 @@ pub struct Scan {
     pub root_id: RootId,
     /// Partial transfers an interrupted run left, by target path and size.
     pub partials: crate::scan::Partials,
+    /// This side's user and group names, when owners are kept: they travel with the
+    /// scan, so mapping owners by name costs no round trip of its own.
+    pub owners: Option<crate::owners::Database>,
 }
 
 /// What a rescan found.
@@ -205,7 +208,7 @@ pub enum Change {
         mtime_ns: i64,
     },
     /// Report the root directory's own entry, after setting its mtime to `set` when given
-    /// (a replica's root keeps its source's mtime, as rsync's does).
+    /// and different (a replica's root keeps its source's mtime, as rsync's does).
     RootTime {
         /// The mtime to set, in nanoseconds.
         set: Option<i64>,
@@ -280,8 +283,6 @@ pub trait Endpoint: Send {
     fn streams(&self) -> Vec<u64> {
         Vec::new()
     }
-    /// Names of owner ids and ids of owner names in this side's user database.
-    fn owners(&mut self, query: &crate::owners::OwnerQuery) -> Result<crate::owners::OwnerAnswer>;
     /// Things the user should hear about the connection since the last call (a stream
     /// that could not be opened).
     fn notes(&mut self) -> Vec<String> {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::tree::{Entry, Tree};
 
 /// Users and groups by number and by name, as one side's database has them.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Database {
     users: HashMap<u32, String>,
     groups: HashMap<u32, String>,
@@ -63,7 +63,7 @@ impl Database {
 }
 
 /// What one side is asked: the names of its ids, and its ids for the other side's names.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OwnerQuery {
     /// User ids to name.
     pub uids: Vec<u32>,
@@ -76,7 +76,7 @@ pub struct OwnerQuery {
 }
 
 /// The answer, in the query's order.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OwnerAnswer {
     /// Names of `uids`.
     pub user_names: Vec<Option<String>>,

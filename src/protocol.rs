@@ -73,8 +73,6 @@ pub enum Request {
         /// The changes.
         changes: Vec<Change>,
     },
-    /// Names of owner ids, ids of owner names (answered by `Owners`).
-    Owners(crate::owners::OwnerQuery),
     /// Accept this many extra input streams (answered by `Streams` or `NoStreams`, which
     /// may come among other answers). Every client frame after this one, on any stream,
     /// carries a sequence number.
@@ -100,6 +98,8 @@ pub enum Response {
         root_id: RootId,
         /// Partial transfers left by an interrupted run (target, bytes).
         partials: Vec<(RelPath, u64)>,
+        /// The agent's user and group names, when it keeps owners.
+        owners: Option<crate::owners::Database>,
     },
     /// The end of a rescan; `whole` if the agent scanned the whole tree instead.
     Rescanned {
@@ -129,8 +129,6 @@ pub enum Response {
         /// The secret each joining stream sends first.
         token: serde_bytes::ByteBuf,
     },
-    /// Answer to `Owners`.
-    Owners(crate::owners::OwnerAnswer),
     /// Answer to `Streams` when the agent cannot take extra ones (why); the first stream
     /// stays sequenced.
     NoStreams(String),
@@ -233,8 +231,7 @@ impl Validate for Request {
             | Request::Watch
             | Request::Digests { .. }
             | Request::Commit
-            | Request::Sync
-            | Request::Owners(_) => Ok(()),
+            | Request::Sync => Ok(()),
             Request::Signatures { files } => files
                 .iter()
                 .try_for_each(|(_, e)| e.as_ref().map_or(Ok(()), entry_ok)),

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::hash_cache::HashCache;
 use crate::output::{dryrun, Event, Reporter, Summary};
+use crate::owners::Database;
 use crate::path::RelPath;
 use crate::plan::{apply_to, Action, Op, Plan, Resolution, Side, Status};
 use crate::reconcile::safety::{self, Concern, DeleteLimit};
@@ -396,39 +397,35 @@ fn restamp_root(job: &Job, sides: &mut Sides, run: &mut Run<'_>) -> Result<()> {
         return Ok(());
     }
     let replica = source.other();
-    let ask = [Change::RootTime { set: None }];
-    let mut root_of = |side: Side| -> Result<Result<Entry>> {
-        let answer = sides.endpoint(side).apply(&ask)?.pop();
+    let root_time = |sides: &mut Sides, side: Side, set: Option<i64>| -> Result<Result<Entry>> {
+        let answer = sides
+            .endpoint(side)
+            .apply(&[Change::RootTime { set }])?
+            .pop();
         Ok(answer
             .unwrap_or_else(|| Err(Error::Protocol("no answer about the root".into())))
             .and_then(|e| e.ok_or_else(|| Error::Protocol("no root entry".into()))))
     };
-    let (from, to) = match (root_of(source)?, root_of(replica)?) {
-        (Ok(from), Ok(to)) => (from, to),
-        (Err(e), _) | (_, Err(e)) => {
+    let from = match root_time(sides, source, None)? {
+        Ok(from) => from,
+        Err(e) => {
             run.error(None, None, &e);
             return Ok(());
         }
     };
-    if from.mtime_ns != to.mtime_ns {
-        let set = [Change::RootTime {
-            set: Some(from.mtime_ns),
-        }];
-        match sides.endpoint(replica).apply(&set)?.pop() {
-            // Only the owner may set a directory's times: a replica root that belongs to
-            // someone else keeps its own (rsync warns the same way).
-            Some(Err(Error::Io { source, .. }))
-                if source.kind() == std::io::ErrorKind::PermissionDenied =>
-            {
-                let message = format!(
-                    "the root on {} keeps its own time: {source}",
-                    sides.endpoint(replica).place()
-                );
-                run.reporter.event(&Event::Notice { message: &message });
-            }
-            Some(Err(e)) => run.error(None, Some(replica), &e),
-            _ => {}
+    // One round trip: the replica sets the time only where it differs.
+    match root_time(sides, replica, Some(from.mtime_ns))? {
+        // Only the owner may set a directory's times: a replica root that belongs to
+        // someone else keeps its own (rsync warns the same way).
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            let message = format!(
+                "the root on {} keeps its own time: {source}",
+                sides.endpoint(replica).place()
+            );
+            run.reporter.event(&Event::Notice { message: &message });
         }
+        Err(e) => run.error(None, Some(replica), &e),
+        Ok(_) => {}
     }
     Ok(())
 }
@@ -491,10 +488,11 @@ fn first_scan(job: &Job, opened: Opened, run: &mut Run<'_>) -> Result<Sides> {
         let r = remote.scan(&job.filter);
         (l.join().expect("scanner thread"), r)
     });
-    let (ls, mut rs) = (ls?, rs?);
+    let (mut ls, mut rs) = (ls?, rs?);
     report_problems(run, Side::Local, local.place(), &ls.tree);
     report_problems(run, Side::Remote, remote.place(), &rs.tree);
-    let remote = map_owners(job, remote, &ls.tree, &mut rs.tree)?;
+    let owners = [ls.owners.take(), rs.owners.take()];
+    let remote = map_owners(job, remote, owners, &ls.tree, &mut rs.tree)?;
     Ok(Sides {
         local,
         remote,
@@ -820,18 +818,24 @@ fn commit(
 /// and the far endpoint wrapped to renumber what goes back.
 fn map_owners(
     job: &Job,
-    mut remote: Box<dyn Endpoint>,
+    remote: Box<dyn Endpoint>,
+    [near, far]: [Option<Database>; 2],
     local_tree: &Tree,
     remote_tree: &mut Tree,
 ) -> Result<Box<dyn Endpoint>> {
-    use crate::owners::{Database, IdMap};
+    use crate::owners::IdMap;
     if !job.preserve_owner || job.numeric_ids {
         return Ok(remote);
     }
-    let db = Database::load();
-    let query = IdMap::query(&db, local_tree, remote_tree);
-    let answer = remote.owners(&query)?;
-    let map = IdMap::build(&db, &query, &answer);
+    let near = near.unwrap_or_else(Database::load);
+    let far = far.ok_or_else(|| {
+        Error::Protocol(format!(
+            "{} sent no user names to map owners by",
+            remote.place()
+        ))
+    })?;
+    let query = IdMap::query(&near, local_tree, remote_tree);
+    let map = IdMap::build(&near, &query, &far.answer(&query));
     if map.is_identity() {
         return Ok(remote);
     }

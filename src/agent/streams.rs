@@ -2,11 +2,13 @@
 //!
 //! An SSH channel can carry only as much as the server's window per round trip (sshd:
 //! 2 MiB), so a long fat link needs several channels. Each extra channel runs
-//! `tandem-agent --join NAME`, a relay that connects to this agent's listening socket and
-//! copies its stdin there. Once streams are on, every frame the client sends, on any
-//! stream, carries a sequence number, and the agent handles frames strictly in that order:
-//! the streams merge back into the one conversation the protocol already is. Answers
-//! always go out on the first stream.
+//! `tandem-agent --join`, a relay that greets, reads the name of this agent's listening
+//! socket from its stdin, connects and copies the rest of its stdin there (the client
+//! starts relays while the agent itself starts, and names the socket once it is invited).
+//! Once streams are on, every frame the client sends, on any stream, carries a sequence
+//! number, and the agent handles frames strictly in that order: the streams merge back
+//! into the one conversation the protocol already is. Answers always go out on the first
+//! stream.
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read, Write};
@@ -179,29 +181,45 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
-/// `tandem-agent --join NAME`: relays stdin into the agent listening on NAME. Greets first,
-/// so the client knows the relay (not a shell) reads what it sends next.
+/// `tandem-agent --join`: greets first, so the client knows the relay (not a shell) reads
+/// what it sends next; then reads the socket's name (a line) and relays the rest of stdin
+/// into the agent listening there.
 #[cfg(target_os = "linux")]
-pub fn join(name: &str) -> Result<(), String> {
+pub fn join() -> Result<(), String> {
+    use std::io::BufRead;
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixStream};
 
-    let addr = SocketAddr::from_abstract_name(name.as_bytes()).map_err(|e| e.to_string())?;
-    let mut sock = UnixStream::connect_addr(&addr)
-        .map_err(|e| format!("cannot reach the agent's stream socket '{name}': {e}"))?;
-    super::widen_input_pipe();
     let mut out = std::io::stdout().lock();
     send_hello(&mut out).map_err(|e| format!("cannot greet the client: {e}"))?;
     out.flush().map_err(|e| e.to_string())?;
-    std::io::copy(&mut std::io::stdin().lock(), &mut sock)
-        .map_err(|e| format!("relay to the agent failed: {e}"))?;
+    super::widen_input_pipe();
+    let mut input = std::io::stdin().lock();
+    let mut line = Vec::new();
+    input
+        .by_ref()
+        .take(NAME_MAX as u64)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| format!("cannot read the stream's name: {e}"))?;
+    let name = line
+        .strip_suffix(b"\n")
+        .ok_or("the client named no stream (input ended)")?;
+    let shown = String::from_utf8_lossy(name).into_owned();
+    let addr = SocketAddr::from_abstract_name(name).map_err(|e| e.to_string())?;
+    let mut sock = UnixStream::connect_addr(&addr)
+        .map_err(|e| format!("cannot reach the agent's stream socket '{shown}': {e}"))?;
+    // The rest of what was read ahead (the token, perhaps frames) goes first.
+    std::io::copy(&mut input, &mut sock).map_err(|e| format!("relay to the agent failed: {e}"))?;
     let _ = sock.shutdown(std::net::Shutdown::Write);
     Ok(())
 }
 
+/// Longest socket name line a relay reads.
+const NAME_MAX: usize = 128;
+
 /// Extra streams need abstract sockets.
 #[cfg(not(target_os = "linux"))]
-pub fn join(_name: &str) -> Result<(), String> {
+pub fn join() -> Result<(), String> {
     Err("extra transfer streams need a Linux agent".into())
 }
 

@@ -11,7 +11,7 @@ use crate::delta::{self, Basis, DeltaOp, LITERAL_CHUNK, WINDOW};
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest};
 use crate::error::{Error, Result, WireError};
 use crate::fsops::{entry_at, still_expected, CommitError, Root};
-use crate::owners::{Database, OwnerAnswer, OwnerQuery};
+use crate::owners::Database;
 use crate::path::RelPath;
 use crate::rules::FilterSpec;
 use crate::scan::{hash_file, scan};
@@ -810,6 +810,7 @@ impl Endpoint for LocalEndpoint {
             tree,
             root_id: self.root.id(),
             partials,
+            owners: self.owner.then(Database::load),
         })
     }
 
@@ -927,10 +928,6 @@ impl Endpoint for LocalEndpoint {
     fn apply(&mut self, changes: &[Change]) -> Result<Vec<Result<Option<Entry>>>> {
         Ok(changes.iter().map(|c| self.change(c)).collect())
     }
-
-    fn owners(&mut self, query: &OwnerQuery) -> Result<OwnerAnswer> {
-        Ok(Database::load().answer(query))
-    }
 }
 
 impl LocalEndpoint {
@@ -961,6 +958,7 @@ impl LocalEndpoint {
             },
             root_id: self.root.id(),
             partials,
+            owners: self.owner.then(Database::load),
         })
     }
 
@@ -1194,14 +1192,10 @@ impl LocalEndpoint {
         self.entry_now(path, None)
     }
 
-    /// The root's own entry, after setting its mtime to `set` when given.
+    /// The root's own entry, after setting its mtime to `set` when given and different.
     pub fn root_time(&mut self, set: Option<i64>) -> Result<Entry> {
         let top = self.root.fd();
-        if let Some(mtime_ns) = set {
-            Root::set_mtime_at(top, b".", mtime_ns)
-                .map_err(|e| Error::io("set the time of", "the root", &self.place, e))?;
-        }
-        match crate::fsops::entry_at(top, b".") {
+        let stat = || match crate::fsops::entry_at(top, b".") {
             Ok(Some(e)) => Ok(e),
             Ok(None) => Err(Error::io(
                 "stat",
@@ -1210,6 +1204,16 @@ impl LocalEndpoint {
                 std::io::ErrorKind::NotFound.into(),
             )),
             Err(e) => Err(Error::io("stat", "the root", &self.place, e)),
+        };
+        let now = stat()?;
+        match set {
+            // Setting a time the root already has would still touch its ctime.
+            Some(mtime_ns) if mtime_ns != now.mtime_ns => {
+                Root::set_mtime_at(top, b".", mtime_ns)
+                    .map_err(|e| Error::io("set the time of", "the root", &self.place, e))?;
+                stat()
+            }
+            _ => Ok(now),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest, Traffic};
 use crate::error::Result;
-use crate::owners::{IdMap, OwnerAnswer, OwnerQuery};
+use crate::owners::IdMap;
 use crate::path::RelPath;
 use crate::rules::FilterSpec;
 use crate::tree::{Digest, Entry};
@@ -133,10 +133,6 @@ impl Endpoint for OwnerMapped {
         let out: Vec<Change> = changes.iter().map(|c| self.change_out(c)).collect();
         let results = self.inner.apply(&out)?;
         Ok(results.into_iter().map(|r| self.inward(r)).collect())
-    }
-
-    fn owners(&mut self, query: &OwnerQuery) -> Result<OwnerAnswer> {
-        self.inner.owners(query)
     }
 
     fn traffic(&self) -> Traffic {

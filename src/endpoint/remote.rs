@@ -500,10 +500,15 @@ impl Endpoint for RemoteEndpoint {
             filter: filter.clone(),
         })?;
         match end {
-            Response::ScanDone { root_id, partials } => Ok(Scan {
+            Response::ScanDone {
+                root_id,
+                partials,
+                owners,
+            } => Ok(Scan {
                 tree,
                 root_id,
                 partials: partials.into_iter().collect(),
+                owners,
             }),
             _ => Err(self.unexpected("scan")),
         }
@@ -668,20 +673,6 @@ impl Endpoint for RemoteEndpoint {
 
     fn streams(&self) -> Vec<u64> {
         self.per_stream()
-    }
-
-    fn owners(&mut self, query: &crate::owners::OwnerQuery) -> Result<crate::owners::OwnerAnswer> {
-        match self.call(&Request::Owners(query.clone()))? {
-            Response::Owners(a)
-                if a.user_names.len() == query.uids.len()
-                    && a.group_names.len() == query.gids.len()
-                    && a.uids.len() == query.users.len()
-                    && a.gids.len() == query.groups.len() =>
-            {
-                Ok(a)
-            }
-            _ => Err(self.unexpected("owners")),
-        }
     }
 
     fn notes(&mut self) -> Vec<String> {

@@ -192,6 +192,15 @@ mod connect {
         let mut session = Session::connect(&route, opts.cipher)?;
         let mut notes = std::mem::take(&mut session.notes);
         let session = Arc::new(session);
+        let extra = opts.threads.count.saturating_sub(1);
+        // Relays for the extra streams start beside the agent: by the time it says where
+        // to join, they are running, and data spreads over all streams from the start.
+        let relays: Vec<_> = (0..extra)
+            .map(|_| {
+                let (session, agent_path) = (session.clone(), opts.agent_path.clone());
+                std::thread::spawn(move || bootstrap::start_relay(&session, agent_path.as_deref()))
+            })
+            .collect();
         let agent_path = opts.agent_path.as_deref();
         let io = bootstrap::start_agent(&session, agent_path, &agent_args(agent), &mut notes)?;
         let guard = Connection {
@@ -205,24 +214,25 @@ mod connect {
             agent.link(),
             Some(Box::new(guard)),
         )?;
-        let extra = opts.threads.count.saturating_sub(1);
         if extra > 0 {
             let plan = StreamPlan {
                 large_above: opts.threads.large_above,
             };
             let agent_path = opts.agent_path.clone();
-            // The streams join while the trees are scanned: their round trips cost nothing.
             let joiner = Box::new(move |name: String, token: Vec<u8>| {
                 std::thread::scope(|scope| {
-                    let joins: Vec<_> = (0..extra)
-                        .map(|_| {
-                            scope.spawn(|| {
-                                bootstrap::join_stream(
-                                    &session,
-                                    agent_path.as_deref(),
-                                    &name,
-                                    &token,
-                                )
+                    let joins: Vec<_> = relays
+                        .into_iter()
+                        .map(|relay| {
+                            let (session, agent_path) = (&session, agent_path.as_deref());
+                            let (name, token) = (&name, &token);
+                            scope.spawn(move || {
+                                // A relay that found no agent (it was being uploaded) starts again.
+                                let relay = match relay.join() {
+                                    Ok(Ok(r)) => r,
+                                    _ => bootstrap::start_relay(session, agent_path)?,
+                                };
+                                bootstrap::join_relay(relay, name, token, &session.label)
                             })
                         })
                         .collect();

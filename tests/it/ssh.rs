@@ -95,6 +95,30 @@ fn the_agent_is_uploaded_to_a_host_without_one_and_reused() {
     assert_same_tree(&s.f.a, &s.f.b);
 }
 
+/// Extra streams start beside the agent; on a host without one they find nothing to run
+/// until it is uploaded, and start again once it is.
+#[test]
+fn extra_streams_join_in_the_run_that_uploads_the_agent() {
+    let s = ssh_fixture();
+    std::fs::write(s.f.a.join("large.bin"), pseudo_random(12 << 20, 5)).unwrap();
+    let mut c = s.client();
+    c.arg("-d")
+        .arg(&s.f.a)
+        .args(["-r", &s.remote(), "-K", "push"]);
+    c.args(["-P", &s.sshd.port.to_string(), "--transfer-threads", "3"]);
+    c.args(["--format", "json"]).arg("-i").arg(s.sshd.key());
+    let r = output(c.output().unwrap());
+    ok(&r);
+    assert!(r.stdout.contains("installed tandem-agent"), "{r:?}");
+    assert_same_tree(&s.f.a, &s.f.b);
+    let summary = json_events(&r.stdout).pop().unwrap();
+    let streams = summary["bytes_sent_per_stream"].as_array().unwrap();
+    assert_eq!(streams.len(), 3, "{summary}");
+    for s in streams {
+        assert!(s.as_u64().unwrap() > 1 << 20, "{summary}");
+    }
+}
+
 #[test]
 fn two_first_runs_at_once_install_one_working_agent() {
     let s = ssh_fixture();

@@ -206,9 +206,6 @@ impl Endpoint for Corrupting {
     fn apply(&mut self, c: &[Change]) -> Result<Vec<Result<Option<Entry>>>> {
         self.inner.apply(c)
     }
-    fn owners(&mut self, q: &tandem::owners::OwnerQuery) -> Result<tandem::owners::OwnerAnswer> {
-        self.inner.owners(q)
-    }
 }
 
 fn open(dir: &Path) -> LocalEndpoint {

@@ -246,33 +246,49 @@ fn upload(session: &Session, system: &str, notes: &mut Vec<String>) -> Result<()
     Ok(())
 }
 
-/// Starts a relay that joins the agent's extra stream `name`; returns its input.
-pub fn join_stream(
+/// Starts a relay for an extra transfer stream (before the agent has said where it
+/// listens), and returns its input once the relay has greeted.
+pub fn start_relay(
     session: &Session,
     agent_path: Option<&str>,
-    name: &str,
-    token: &[u8],
 ) -> Result<super::channel::ChannelWriter> {
-    let what = "a transfer stream";
-    let args = format!("--join {}", quote(name));
-    let mut io = run_sh(session, &find_and_exec(agent_path, &args), what)?;
+    let mut io = run_sh(session, &find_and_exec(agent_path, "--join"), RELAY)?;
     match answer(&mut io) {
         Ok(Answer::Greeting(_)) => {}
         _ => {
             return Err(Error::Unreachable(format!(
-                "{what} to {} did not start: {}",
+                "{RELAY} to {} did not start: {}",
                 session.label,
                 io.state.stderr()
             )))
         }
     }
     // Past the greeting the relay says nothing: its output is dropped, never left unread.
-    let ChannelIo { mut writer, .. } = io;
-    writer
-        .write_all(token)
-        .map_err(|e| Error::Unreachable(format!("{what} to {}: {e}", session.label)))?;
-    Ok(writer)
+    Ok(io.writer)
 }
+
+/// Points a started relay at the agent's stream socket `name`, presenting `token`.
+pub fn join_relay(
+    mut relay: super::channel::ChannelWriter,
+    name: &str,
+    token: &[u8],
+    label: &str,
+) -> Result<super::channel::ChannelWriter> {
+    if name.contains('\n') {
+        return Err(Error::Protocol(format!(
+            "the agent on {label} named its stream socket {name:?}"
+        )));
+    }
+    let mut hello = format!("{name}\n").into_bytes();
+    hello.extend_from_slice(token);
+    relay
+        .write_all(&hello)
+        .map_err(|e| Error::Unreachable(format!("{RELAY} to {label}: {e}")))?;
+    Ok(relay)
+}
+
+/// What a relay is called in messages.
+const RELAY: &str = "a transfer stream";
 
 /// The file name an uploadable agent for `system` has beside the client.
 fn upload_name(system: &str) -> Option<String> {

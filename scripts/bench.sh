@@ -126,6 +126,8 @@ ssh_bench() {
         rs ssh-big-r.$i "$work/src/big" "$remote/$i/rbig"
         rsync_run ssh-big-z.$i "$work/src/big" "$user@127.0.0.1:$work/z/$i/rbig" -z --compress-choice=zstd -e "$ssh -p $port"
         cmd_run ssh-big-pipe.$i sh -c "cat '$work'/src/big/* | $ssh -p $port $user@127.0.0.1 'cat >/dev/null'"
+        # tandem makes what it writes durable before it records it: the disk is a limit too.
+        cmd_run disk.$i sh -c "cat '$work'/src/big/* | dd of='$work/disk.$i' bs=1M conv=fsync status=none"
         echo "SSH, run $i of $runs: no-op re-runs"
         ts ssh-noop-small-t.$i "$work/src/small" "$remote/1/tsmall"
         rs ssh-noop-small-r.$i "$work/src/small" "$remote/1/rsmall"
@@ -138,13 +140,14 @@ ssh_bench() {
         same "$work/src/big" "$work/s/$i/tbig"
         same "$work/one" "$work/s/$i/far-t"
     done
-    names="ssh-small-t ssh-small-r ssh-small-z ssh-big-t ssh-big-r ssh-big-z ssh-big-pipe"
+    names="ssh-small-t ssh-small-r ssh-small-z ssh-big-t ssh-big-r ssh-big-z ssh-big-pipe disk"
     names+=" ssh-noop-small-t ssh-noop-small-r ssh-noop-big-t ssh-noop-big-r far-t far-r"
     for n in $names; do median "$n" "$runs"; done
 
-    local big=$((1024 << 20)) pipe_rate t_rate
+    local big=$((1024 << 20)) pipe_rate t_rate disk_rate
     pipe_rate=$(echo "$big / ${T[ssh-big-pipe]} / 1048576" | bc -l)
     t_rate=$(echo "$big / ${T[ssh-big-t]} / 1048576" | bc -l)
+    disk_rate=$(echo "$big / ${T[disk]} / 1048576" | bc -l)
     echo
     echo "(median of $runs runs each)"
     printf '%-34s %8s %8s %7s %10s   %-34s %-28s %s\n' "over SSH (loopback sshd)" "tandem s" "rsync s" "ratio" "rsync+sync" "tandem bytes" "rsync -e ssh bytes" "peak RSS client/agent, rsync"
@@ -158,6 +161,14 @@ ssh_bench() {
     echo
     printf '4 x 256 MiB: raw ssh pipe %.2f s (%.0f MiB/s); tandem %.0f MiB/s = %.0f%% of the pipe\n' \
         "${T[ssh-big-pipe]}" "$pipe_rate" "$t_rate" "$(echo "100 * $t_rate / $pipe_rate" | bc -l)"
+    printf '4 x 256 MiB: disk, written and flushed %.2f s (%.0f MiB/s); tandem = %.0f%% of the slower of pipe and disk\n' \
+        "${T[disk]}" "$disk_rate" "$(echo "r = $pipe_rate; if ($disk_rate < r) r = $disk_rate; 100 * $t_rate / r" | bc -l)"
+    echo "each run (tandem / rsync):"
+    for n in ssh-small ssh-big ssh-noop-small ssh-noop-big far; do
+        printf '  %-16s' "$n"
+        for i in $(seq "$runs"); do printf ' %5.2f/%-5.2f' "${T[$n-t.$i]}" "${T[$n-r.$i]}"; done
+        echo
+    done
     printf 'long link: tandem --transfer-threads 4 is %.1fx as fast as rsync -e ssh\n' \
         "$(echo "${T[far-r]} / ${T[far-t]}" | bc -l)"
     kill "$proxy_pid" "$sshd_pid" 2>/dev/null || true

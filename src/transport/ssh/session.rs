@@ -231,7 +231,13 @@ async fn tcp(t: &Target) -> Result<tokio::net::TcpStream> {
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
     for a in addrs {
         match tokio::net::TcpStream::connect(a).await {
-            Ok(s) => return Ok(s),
+            Ok(s) => {
+                // Requests are small and each waits for its answer: Nagle's algorithm would
+                // hold one back until the previous segment is acknowledged (a delayed ACK:
+                // up to 40 ms). Bulk data goes out in full packets either way.
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
             Err(e) => last = e,
         }
     }
@@ -385,6 +391,29 @@ mod tests {
         );
         assert!(order.contains(&Algorithm::Ed25519));
         assert_eq!(host_key_order(&[])[0], Algorithm::Ed25519);
+    }
+
+    #[test]
+    fn connections_send_small_requests_at_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let t = Target {
+            alias: "here".into(),
+            host: "127.0.0.1".into(),
+            port: listener.local_addr().unwrap().port(),
+            user: "u".into(),
+            identities: vec![],
+            default_identities: false,
+            known_hosts: vec![],
+            accept_new: false,
+            connect_timeout: Duration::from_secs(5),
+            keepalive: Duration::from_secs(15),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let stream = rt.block_on(tcp(&t)).unwrap();
+        assert!(stream.nodelay().unwrap(), "Nagle's algorithm is on");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use russh::{cipher, Preferred};
 use super::channel::ChannelIo;
 use super::config::{Route, Target};
 use super::known_hosts::{self, KnownHosts, Verdict};
+use super::quick_ack::QuickAck;
 use super::Cipher;
 use crate::error::{Error, Result};
 
@@ -218,7 +219,7 @@ fn timed_out(t: &Target, what: &str) -> Error {
     )
 }
 
-async fn tcp(t: &Target) -> Result<tokio::net::TcpStream> {
+async fn tcp(t: &Target) -> Result<QuickAck> {
     let addrs: Vec<_> = tokio::net::lookup_host((t.host.as_str(), t.port))
         .await
         .map_err(|e| {
@@ -231,13 +232,7 @@ async fn tcp(t: &Target) -> Result<tokio::net::TcpStream> {
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
     for a in addrs {
         match tokio::net::TcpStream::connect(a).await {
-            Ok(s) => {
-                // Requests are small and each waits for its answer: Nagle's algorithm would
-                // hold one back until the previous segment is acknowledged (a delayed ACK:
-                // up to 40 ms). Bulk data goes out in full packets either way.
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
+            Ok(s) => return Ok(QuickAck::new(s)),
             Err(e) => last = e,
         }
     }
@@ -413,7 +408,10 @@ mod tests {
             .build()
             .unwrap();
         let stream = rt.block_on(tcp(&t)).unwrap();
-        assert!(stream.nodelay().unwrap(), "Nagle's algorithm is on");
+        assert!(
+            stream.get_ref().nodelay().unwrap(),
+            "Nagle's algorithm is on"
+        );
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct LocalEndpoint {
     watcher: Option<crate::watch::TreeWatcher>,
     keep: Option<crate::keep::KeepDir>,
     flusher: Flusher,
+    /// Bytes received since the flusher was last asked to write back.
+    unflushed: u64,
 }
 
 /// A file being received: its temp file, the old version for `Copy` ops, and a running hash.
@@ -48,8 +50,6 @@ struct Incoming {
     part: Option<Vec<u8>>,
     hasher: blake3::Hasher,
     written: u64,
-    /// Bytes handed to the background flusher so far.
-    flushed: u64,
     failed: Option<Error>,
 }
 
@@ -79,6 +79,7 @@ impl LocalEndpoint {
             watcher: None,
             keep: None,
             flusher: Flusher::default(),
+            unflushed: 0,
         })
     }
 
@@ -404,7 +405,6 @@ impl LocalEndpoint {
                 part,
                 hasher,
                 written: 0,
-                flushed: 0,
                 failed: None,
             },
         );
@@ -424,14 +424,15 @@ impl LocalEndpoint {
         if inc.failed.is_some() {
             return Ok(());
         }
+        let before = inc.written;
         let applied = inc.apply(ops);
-        // A large file is written back while it arrives, so the flush before its rename
-        // has only the tail left: disk and network work at the same time.
-        if applied.is_ok() && inc.written >= inc.flushed + FLUSH_EVERY {
-            inc.flushed = inc.written;
-            if let Ok(f) = inc.file.try_clone() {
-                self.flusher.flush(f);
-            }
+        // What arrives is written back while more arrives (large files and many small
+        // ones alike), so the flushes before renames and before the baseline have only
+        // the tail left: disk and network work at the same time.
+        self.unflushed += inc.written.saturating_sub(before);
+        if self.unflushed >= FLUSH_EVERY {
+            self.unflushed = 0;
+            self.flusher.flush(self.root.fd());
         }
         if let Err(e) = applied {
             inc.failed = Some(match e {
@@ -595,26 +596,31 @@ impl Drop for LocalEndpoint {
     }
 }
 
-/// Bytes of a file received between two background flushes.
+/// Bytes received between two background flushes.
 const FLUSH_EVERY: u64 = 32 << 20;
 
 /// A thread that writes received data back to disk while more arrives (started on first
-/// use; errors are left for the flush before the rename to report).
+/// use; errors are left for the flushes before renames and the baseline to report).
 #[derive(Default)]
-struct Flusher(Option<std::sync::mpsc::Sender<File>>);
+struct Flusher(Option<std::sync::mpsc::SyncSender<()>>);
 
 impl Flusher {
-    fn flush(&mut self, f: File) {
-        let tx = self.0.get_or_insert_with(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<File>();
+    /// Asks for the filesystem of `root` to be written back; a request made while one
+    /// runs waits for it, and any more are one and the same.
+    fn flush(&mut self, root: &std::os::fd::OwnedFd) {
+        if self.0.is_none() {
+            let Ok(fd) = root.try_clone() else { return };
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
             std::thread::spawn(move || {
-                for f in rx {
-                    let _ = f.sync_data();
+                for () in rx {
+                    let _ = rustix::fs::syncfs(&fd);
                 }
             });
-            tx
-        });
-        let _ = tx.send(f);
+            self.0 = Some(tx);
+        }
+        if let Some(tx) = &self.0 {
+            let _ = tx.try_send(());
+        }
     }
 }
 

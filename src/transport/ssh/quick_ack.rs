@@ -76,3 +76,41 @@ impl AsyncWrite for QuickAck {
         Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// After a few requests and answers Linux would delay its ACKs (it takes the exchange
+    /// for an interactive one); reading through `QuickAck` keeps them immediate.
+    #[test]
+    fn acknowledgements_stay_immediate_through_an_exchange() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut b = [0u8; 4];
+            while s.read_exact(&mut b).is_ok() {
+                s.write_all(b"answer").unwrap();
+            }
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut s = QuickAck::new(TcpStream::connect(addr).await.unwrap());
+            assert!(s.get_ref().nodelay().unwrap());
+            for _ in 0..5 {
+                s.write_all(b"ask!").await.unwrap();
+                let mut answer = [0u8; 6];
+                s.read_exact(&mut answer).await.unwrap();
+                assert_eq!(&answer, b"answer");
+            }
+            assert!(rustix::net::sockopt::tcp_quickack(s.get_ref()).unwrap());
+        });
+        server.join().unwrap();
+    }
+}

@@ -48,8 +48,9 @@ cargo build --release --quiet --workspace --bins
 tandem="$PWD/target/release/tandem"
 agent="$PWD/target/release/tandem-agent"
 work=$(mktemp -d -t tandem-bench.XXXXXX)
-sshd_pid='' proxy_pid=''
+sshd_pid='' proxy_pid='' shm=''
 cleanup() {
+    if [ -n "$shm" ]; then rm -rf "$shm"; fi
     if [ -n "$sshd_pid" ]; then kill "$sshd_pid" 2>/dev/null || true; fi
     if [ -n "$proxy_pid" ]; then kill "$proxy_pid" 2>/dev/null || true; fi
     rm -rf "$work"
@@ -112,6 +113,10 @@ ssh_bench() {
     ts() { HOME="$work/home" tandem_run "$@" -P "$port" -i "$key"; }
     rs() { rsync_run "$@" -e "$ssh -p $port"; }
     local i n names
+    # A replica in memory, where there is room for one (tmpfs: no disk in the way).
+    if [ -d /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR == 2 {print $4}')" -gt $((2 << 20)) ]; then
+        shm=$(mktemp -d /dev/shm/tandem-bench.XXXXXX)
+    fi
     mkdir -p "$work/one" && ln -f "$work/src/big/blob0" "$work/one/blob0"
     # Each measurement runs $runs times, alternating tools, into fresh directories (no
     # deletes in between: a directory just deleted slows the next one's inode allocation).
@@ -128,6 +133,13 @@ ssh_bench() {
         cmd_run ssh-big-pipe.$i sh -c "cat '$work'/src/big/* | $ssh -p $port $user@127.0.0.1 'cat >/dev/null'"
         # tandem makes what it writes durable before it records it: the disk is a limit too.
         cmd_run disk.$i sh -c "cat '$work'/src/big/* | dd of='$work/disk.$i' bs=1M conv=fsync status=none"
+        # The same push into memory (tmpfs) shows what the connection alone allows.
+        if [ -n "$shm" ]; then
+            mkdir -p "$shm/$i"
+            ts ssh-big-shm.$i "$work/src/big" "$user@127.0.0.1:$shm/$i"
+            same "$work/src/big" "$shm/$i"
+            rm -rf "${shm:?}/$i"
+        fi
         echo "SSH, run $i of $runs: no-op re-runs"
         ts ssh-noop-small-t.$i "$work/src/small" "$remote/1/tsmall"
         rs ssh-noop-small-r.$i "$work/src/small" "$remote/1/rsmall"
@@ -142,6 +154,7 @@ ssh_bench() {
     done
     names="ssh-small-t ssh-small-r ssh-small-z ssh-big-t ssh-big-r ssh-big-z ssh-big-pipe disk"
     names+=" ssh-noop-small-t ssh-noop-small-r ssh-noop-big-t ssh-noop-big-r far-t far-r"
+    if [ -n "$shm" ]; then names+=" ssh-big-shm"; fi
     for n in $names; do median "$n" "$runs"; done
 
     local big=$((1024 << 20)) pipe_rate t_rate disk_rate
@@ -163,6 +176,13 @@ ssh_bench() {
         "${T[ssh-big-pipe]}" "$pipe_rate" "$t_rate" "$(echo "100 * $t_rate / $pipe_rate" | bc -l)"
     printf '4 x 256 MiB: disk, written and flushed %.2f s (%.0f MiB/s); tandem = %.0f%% of the slower of pipe and disk\n' \
         "${T[disk]}" "$disk_rate" "$(echo "r = $pipe_rate; if ($disk_rate < r) r = $disk_rate; 100 * $t_rate / r" | bc -l)"
+    if [ -n "$shm" ]; then
+        printf '4 x 256 MiB into tmpfs (no disk): tandem %.2f s (%.0f MiB/s) = %.0f%% of the pipe\n' \
+            "${T[ssh-big-shm]}" "$(echo "$big / ${T[ssh-big-shm]} / 1048576" | bc -l)" \
+            "$(echo "100 * ${T[ssh-big-pipe]} / ${T[ssh-big-shm]}" | bc -l)"
+        rmdir "$shm"
+        shm=''
+    fi
     echo "each run (tandem / rsync):"
     for n in ssh-small ssh-big ssh-noop-small ssh-noop-big far; do
         printf '  %-16s' "$n"

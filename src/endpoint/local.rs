@@ -23,6 +23,8 @@ pub struct LocalEndpoint {
     root: Root,
     place: String,
     owner: bool,
+    /// Owners are kept by name: scans carry this side's user and group names.
+    owner_names: bool,
     hard_links: bool,
     acls: AclMode,
     metafiles: metafile::Store,
@@ -58,6 +60,8 @@ impl LocalEndpoint {
     /// this process may give files away (root); elsewhere files belong to this side's user,
     /// silently, as with rsync.
     pub fn open(dir: &Path, place: String, owner: bool) -> Result<LocalEndpoint> {
+        // Owners are asked for by name even where this side cannot give files away.
+        let owner_names = owner;
         let owner = owner && rustix::process::geteuid().is_root();
         let root = Root::open(dir).map_err(|e| {
             let what = crate::fsops::describe_missing(dir);
@@ -69,6 +73,7 @@ impl LocalEndpoint {
             root,
             place,
             owner,
+            owner_names,
             hard_links: true,
             acls: AclMode::None,
             metafiles: metafile::Store::default(),
@@ -816,7 +821,7 @@ impl Endpoint for LocalEndpoint {
             tree,
             root_id: self.root.id(),
             partials,
-            owners: self.owner.then(Database::load),
+            owners: self.owner_names.then(Database::load),
         })
     }
 
@@ -964,7 +969,7 @@ impl LocalEndpoint {
             },
             root_id: self.root.id(),
             partials,
-            owners: self.owner.then(Database::load),
+            owners: self.owner_names.then(Database::load),
         })
     }
 

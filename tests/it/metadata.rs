@@ -395,6 +395,36 @@ fn owners_travel_by_name_unless_numeric_ids() {
     assert_eq!(owner(&f.b.join("alices")), (2001, 3001));
 }
 
+/// A root client keeps owners; an agent that is not root cannot give files away, but still
+/// names its users, so the run works and the files are simply its user's.
+#[test]
+fn owners_kept_by_a_root_client_with_an_unprivileged_agent() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to run the agent as another user (CI runs as root)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    for p in [f.tmp.path(), &f.b] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let agent = f.tmp.path().join("agent-as-nobody");
+    std::fs::write(
+        &agent,
+        format!(
+            "#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups '{}' \"$@\"\n",
+            agent_path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write(f.a.join("f"), "x");
+    let r = f.sync("push", &["--agent-path", agent.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(read(f.b.join("f")), "x");
+    assert_eq!(std::fs::metadata(f.b.join("f")).unwrap().uid(), 65534);
+}
+
 fn facl(path: &Path) -> String {
     let out = std::process::Command::new("getfacl")
         .args(["-c", "-n", "-p"])

@@ -56,16 +56,7 @@ fn push_pull_and_bidi_over_ssh_give_identical_trees() {
 fn the_agent_is_uploaded_to_a_host_without_one_and_reused() {
     let s = ssh_fixture();
     tree(&s.f.a);
-    let run = || {
-        let mut c = s.client();
-        c.args(["-d"])
-            .arg(&s.f.a)
-            .args(["-r", &s.remote(), "-K", "push"]);
-        c.args(["-P", &s.sshd.port.to_string()])
-            .arg("-i")
-            .arg(s.sshd.key());
-        output(c.output().unwrap())
-    };
+    let run = || output(s.uploading_command("push", &[]).output().unwrap());
     let first = run();
     ok(&first);
     assert!(
@@ -101,13 +92,8 @@ fn the_agent_is_uploaded_to_a_host_without_one_and_reused() {
 fn extra_streams_join_in_the_run_that_uploads_the_agent() {
     let s = ssh_fixture();
     std::fs::write(s.f.a.join("large.bin"), pseudo_random(12 << 20, 5)).unwrap();
-    let mut c = s.client();
-    c.arg("-d")
-        .arg(&s.f.a)
-        .args(["-r", &s.remote(), "-K", "push"]);
-    c.args(["-P", &s.sshd.port.to_string(), "--transfer-threads", "3"]);
-    c.args(["--format", "json"]).arg("-i").arg(s.sshd.key());
-    let r = output(c.output().unwrap());
+    let extra = ["--transfer-threads", "3", "--format", "json"];
+    let r = output(s.uploading_command("push", &extra).output().unwrap());
     ok(&r);
     assert!(r.stdout.contains("installed tandem-agent"), "{r:?}");
     assert_same_tree(&s.f.a, &s.f.b);

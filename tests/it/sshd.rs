@@ -160,6 +160,14 @@ impl SshFixture {
 
     /// `tandem -d a -r USER@127.0.0.1:b -P PORT -i KEY --agent-path AGENT -K dir extra...`
     pub fn sync_command(&self, dir: &str, extra: &[&str]) -> Command {
+        let mut c = self.uploading_command(dir, extra);
+        c.arg("--agent-path").arg(crate::util::agent_path());
+        c
+    }
+
+    /// [`SshFixture::sync_command`] without `--agent-path`: the agent is the host's own,
+    /// or uploaded.
+    pub fn uploading_command(&self, dir: &str, extra: &[&str]) -> Command {
         let mut c = self.client();
         c.arg("-d")
             .arg(&self.f.a)
@@ -169,8 +177,6 @@ impl SshFixture {
             .arg(self.sshd.port.to_string())
             .arg("-i")
             .arg(self.sshd.key())
-            .arg("--agent-path")
-            .arg(crate::util::agent_path())
             .arg("-K")
             .arg(dir)
             .args(extra);

@@ -62,11 +62,13 @@ pub fn hash_zeros(hasher: &mut blake3::Hasher, mut len: u64) {
 
 /// Writes `data` at `offset`, leaving every all-zero 4 KiB block (aligned in the file)
 /// unwritten: in a new file it stays a hole, so sparse files stay sparse and runs of zeros
-/// cost no disk. The caller sets the file's length at the end.
-pub fn write_sparse(file: &std::fs::File, offset: u64, data: &[u8]) -> io::Result<()> {
+/// cost no disk. Returns where the last byte written ends, if any was: the caller sets the
+/// file's length at the end when that falls short of it.
+pub fn write_sparse(file: &std::fs::File, offset: u64, data: &[u8]) -> io::Result<Option<u64>> {
     use std::os::unix::fs::FileExt;
     const BLOCK: u64 = 4096;
     let mut run: Option<usize> = None; // start of the pending non-zero run in `data`
+    let mut end_written = None;
     let mut i = 0usize;
     while i < data.len() {
         let at = offset + i as u64;
@@ -76,6 +78,7 @@ pub fn write_sparse(file: &std::fs::File, offset: u64, data: &[u8]) -> io::Resul
         match (zero, run) {
             (true, Some(start)) => {
                 file.write_all_at(&data[start..i], offset + start as u64)?;
+                end_written = Some(offset + i as u64);
                 run = None;
             }
             (false, None) => run = Some(i),
@@ -85,8 +88,9 @@ pub fn write_sparse(file: &std::fs::File, offset: u64, data: &[u8]) -> io::Resul
     }
     if let Some(start) = run {
         file.write_all_at(&data[start..], offset + start as u64)?;
+        end_written = Some(offset + data.len() as u64);
     }
-    Ok(())
+    Ok(end_written)
 }
 
 /// The signature's shape for a basis of `len` bytes: blocks of about √len / 2 bytes,
@@ -266,16 +270,34 @@ mod tests {
         want.extend(vec![0u8; 3 << 20]);
         want.extend(pseudo_random(777, 2));
         want.extend(vec![0u8; 100_000]);
-        let mut at = 0;
+        let (mut at, mut extent) = (0, 0);
         for piece in want.chunks(300_001) {
-            write_sparse(&file, at, piece).unwrap();
+            extent = write_sparse(&file, at, piece).unwrap().unwrap_or(extent);
             at += piece.len() as u64;
         }
+        assert_eq!(extent, file.metadata().unwrap().len());
         file.set_len(at).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), want);
         assert!(
             file.metadata().unwrap().blocks() * 512 < 1 << 20,
             "zeros were written"
+        );
+    }
+
+    #[test]
+    fn write_sparse_says_where_its_writes_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        let mut data = vec![7u8; 10];
+        data.resize(3 * 4096, 0);
+        // Only the first block holds data: the two zero blocks after it are holes, so the
+        // file is short until its length is set.
+        assert_eq!(write_sparse(&file, 0, &data).unwrap(), Some(4096));
+        assert_eq!(file.metadata().unwrap().len(), 4096);
+        assert_eq!(write_sparse(&file, 3 * 4096, &[0; 4096]).unwrap(), None);
+        assert_eq!(
+            write_sparse(&file, 4 * 4096, &[1; 5]).unwrap(),
+            Some(4 * 4096 + 5)
         );
     }
 

@@ -130,25 +130,21 @@ pub struct CacheV1 {
 impl CacheV1 {
     /// The same knowledge in today's form, relative to `base`.
     pub fn upgrade(self, base: &Tree) -> HashCache {
-        let entries = self
-            .files
-            .into_iter()
-            .map(|(p, c)| {
-                let e = Entry {
-                    kind: EntryKind::File,
-                    size: c.size,
-                    mtime_ns: c.mtime_ns,
-                    mode: 0,
-                    uid: 0,
-                    gid: 0,
-                    stamp: c.stamp,
-                    digest: Some(c.digest),
-                    link: None,
-                    xattrs: None,
-                };
-                (p, e)
-            })
-            .collect();
+        let entries = self.files.into_iter().map(|(p, c)| {
+            let e = Entry {
+                kind: EntryKind::File,
+                size: c.size,
+                mtime_ns: c.mtime_ns,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                stamp: c.stamp,
+                digest: Some(c.digest),
+                link: None,
+                xattrs: None,
+            };
+            (p, e)
+        });
         HashCache::of(base, &Tree::from_entries(entries))
     }
 }
@@ -173,7 +169,7 @@ mod tests {
     }
 
     fn tree(entries: &[(&str, Entry)]) -> Tree {
-        let v = entries
+        let v: Vec<_> = entries
             .iter()
             .map(|(p, e)| (RelPath::new(p.as_bytes().to_vec()).unwrap(), e.clone()))
             .collect();

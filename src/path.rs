@@ -16,8 +16,10 @@ pub const MAX_PATH: usize = 4096;
 
 /// A non-empty, `/`-separated path below a root: no leading `/`, no empty, `.` or `..`
 /// components, no NUL, each component at most 255 bytes.
+// A boxed slice, not a `Vec`: trees hold millions of these, and the capacity word is 8
+// bytes each.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct RelPath(Vec<u8>);
+pub struct RelPath(Box<[u8]>);
 
 /// Why a byte string is not a valid [`RelPath`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,7 +46,7 @@ impl RelPath {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, PathError> {
         let bytes = bytes.into();
         validate(&bytes)?;
-        Ok(RelPath(bytes))
+        Ok(RelPath(bytes.into_boxed_slice()))
     }
 
     /// The raw bytes of the path.
@@ -76,7 +78,7 @@ impl RelPath {
         self.0
             .iter()
             .rposition(|&b| b == b'/')
-            .map(|i| RelPath(self.0[..i].to_vec()))
+            .map(|i| RelPath(self.0[..i].into()))
     }
 
     /// This path with one more component appended; `name` must be a valid component.
@@ -98,7 +100,7 @@ impl RelPath {
 
     /// The same path with a suffix added to its last component (e.g. a conflict copy's name).
     pub fn with_suffix(&self, suffix: &str) -> Result<RelPath, PathError> {
-        let mut v = self.0.clone();
+        let mut v = self.0.to_vec();
         v.extend_from_slice(suffix.as_bytes());
         RelPath::new(v)
     }
@@ -112,9 +114,9 @@ impl RelPath {
     /// Replaces the leading `from` (which must be a prefix) with `to`.
     pub fn rebase(&self, from: &RelPath, to: &RelPath) -> RelPath {
         debug_assert!(self.starts_with(from));
-        let mut v = to.0.clone();
+        let mut v = to.0.to_vec();
         v.extend_from_slice(&self.0[from.0.len()..]);
-        RelPath(v)
+        RelPath(v.into_boxed_slice())
     }
 
     /// The path escaped for display: printable UTF-8 as is, anything else as `\xNN`.

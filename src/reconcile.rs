@@ -26,24 +26,7 @@ pub use policy::{Direction, Favor, Policy};
 
 /// Decides what to do to make `local` and `remote` agree, given the last agreed state.
 pub fn reconcile(base: &Tree, local: &Tree, remote: &Tree, policy: &Policy) -> Plan {
-    // Every path of the three trees with its three entries, by one walk over them.
-    let mut rows: Vec<(&RelPath, Row<'_>)> =
-        merge([&base.entries, &local.entries, &remote.entries]).collect();
-    let unreadable = local.problems.keys().chain(remote.problems.keys());
-    let before = rows.len();
-    rows.extend(unreadable.map(|p| (p, [None; 3])));
-    if rows.len() > before {
-        // Unreadable paths with no entry anywhere are walked too (and skipped there).
-        rows.sort_by(|a, b| a.0.cmp(b.0));
-        rows.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same {
-                kept.1 = merge_rows(kept.1, later.1);
-            }
-            same
-        });
-    }
-    let (paths, rows): (Vec<&RelPath>, Vec<Row<'_>>) = rows.into_iter().unzip();
+    let (paths, rows) = rows_of(base, local, remote);
     let mut r = Reconciler {
         base,
         local,
@@ -105,7 +88,7 @@ pub fn next_baseline(
     pending: &[RelPath],
     everything: bool,
 ) -> Tree {
-    Tree::from_entries(next_entries(old, local, remote, pending, everything).collect())
+    Tree::from_entries(next_entries(old, local, remote, pending, everything))
 }
 
 /// The entries of [`next_baseline`] in tree order, one at a time (a run can compare them
@@ -218,6 +201,41 @@ fn restamp_touched_dirs(
 
 /// A path's entries in the base, local and remote trees.
 type Row<'a> = [Option<&'a Entry>; 3];
+
+/// Every path of the three trees in tree order, with its three entries, found by one walk
+/// over them; unreadable paths with no entry anywhere are included too (and skipped when
+/// walked). Two lists sized up front: on a large tree a list of pairs grown by doubling,
+/// then split, held several times what they do.
+fn rows_of<'a>(
+    base: &'a Tree,
+    local: &'a Tree,
+    remote: &'a Tree,
+) -> (Vec<&'a RelPath>, Vec<Row<'a>>) {
+    let size = base.len().max(local.len()).max(remote.len());
+    let (mut paths, mut rows) = (Vec::with_capacity(size), Vec::with_capacity(size));
+    for (p, row) in merge([&base.entries, &local.entries, &remote.entries]) {
+        paths.push(p);
+        rows.push(row);
+    }
+    let unreadable = local.problems.keys().chain(remote.problems.keys());
+    if local.problems.is_empty() && remote.problems.is_empty() {
+        return (paths, rows);
+    }
+    let mut all: Vec<(&RelPath, Row<'_>)> = paths
+        .into_iter()
+        .zip(rows)
+        .chain(unreadable.map(|p| (p, [None; 3])))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(b.0));
+    all.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1 = merge_rows(kept.1, later.1);
+        }
+        same
+    });
+    all.into_iter().unzip()
+}
 
 /// The two rows of one path (one from the trees, one for its problem) as one.
 fn merge_rows<'a>(a: Row<'a>, b: Row<'a>) -> Row<'a> {

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::fsops::{entry_at, scan_entry_at, LinkKey, Root, PART_PREFIX, TEMP_PREFIX};
 use crate::path::RelPath;
 use crate::rules::Filter;
-use crate::tree::{Digest, Entry, Tree};
+use crate::tree::{Digest, Entry, MapBuilder, Tree};
 use crate::xattrs::{self, metafile, AclMode, Xattrs};
 
 /// Partial transfers left by an interrupted run: target path → bytes already there.
@@ -138,8 +138,10 @@ struct Walk<'a> {
     stream: Option<(usize, Sink<'a>)>,
     /// Paths that could not be read.
     problems: BTreeMap<RelPath, String>,
-    /// Entries found, in scan order.
+    /// When streaming: entries found since the last batch.
     entries: Vec<(RelPath, Entry)>,
+    /// Otherwise: the tree being built.
+    tree: MapBuilder<RelPath, Entry>,
     partials: Partials,
     /// First name seen of each (device, inode) with several names.
     links: Option<HashMap<LinkKey, RelPath>>,
@@ -158,6 +160,7 @@ impl<'a> Walk<'a> {
             stream: None,
             problems: BTreeMap::new(),
             entries: Vec::new(),
+            tree: MapBuilder::default(),
             partials: Partials::new(),
             links: opts.hard_links.then(HashMap::new),
             acls: opts.acls,
@@ -167,11 +170,12 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// The tree: entries gathered in a list and built into the map in one go (full nodes).
+    /// The tree of what was found.
     fn finish(self) -> Tree {
-        let mut tree = Tree::from_entries(self.entries);
-        tree.problems = self.problems;
-        tree
+        Tree {
+            entries: self.tree.finish(),
+            problems: self.problems,
+        }
     }
 
     fn problem(&mut self, at: Option<&RelPath>, msg: String) {
@@ -263,13 +267,14 @@ impl<'a> Walk<'a> {
             }
         }
         let is_dir = entry.is_dir();
-        self.entries.push((path.clone(), entry));
-        if self
-            .stream
-            .as_ref()
-            .is_some_and(|(batch, _)| self.entries.len() >= *batch)
-        {
-            self.flush();
+        match &self.stream {
+            Some((batch, _)) => {
+                self.entries.push((path.clone(), entry));
+                if self.entries.len() >= *batch {
+                    self.flush();
+                }
+            }
+            None => self.tree.push(path.clone(), entry),
         }
         if is_dir && self.recurse {
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;

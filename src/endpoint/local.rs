@@ -52,6 +52,8 @@ struct Incoming {
     part: Option<Vec<u8>>,
     hasher: blake3::Hasher,
     written: u64,
+    /// Where the last byte written to the temp file ends (zero blocks are skipped).
+    extent: u64,
     failed: Option<Error>,
 }
 
@@ -410,6 +412,7 @@ impl LocalEndpoint {
                 part,
                 hasher,
                 written: 0,
+                extent: 0,
                 failed: None,
             },
         );
@@ -507,9 +510,11 @@ impl LocalEndpoint {
             });
         }
         // Zero blocks at the end were left unwritten (holes): the length says they exist.
-        inc.file
-            .set_len(inc.written)
-            .map_err(|e| self.io("write", &inc.path, e))?;
+        if inc.extent < inc.written {
+            inc.file
+                .set_len(inc.written)
+                .map_err(|e| self.io("write", &inc.path, e))?;
+        }
         Root::set_meta_fd(&inc.file, &inc.meta, self.owner)
             .map_err(|e| self.io("set attributes of", &inc.path, e))?;
         if let (AclMode::Native, Some(x)) = (self.acls, &inc.meta.xattrs) {
@@ -774,8 +779,9 @@ impl Incoming {
             }
             match op {
                 DeltaOp::Literal(data) => {
-                    delta::write_sparse(&self.file, self.written, &data)
+                    let end = delta::write_sparse(&self.file, self.written, &data)
                         .map_err(|e| ApplyError::Io("write", e))?;
+                    self.extent = end.unwrap_or(self.extent);
                     self.hasher.update(&data);
                 }
                 DeltaOp::Hole(len) => delta::hash_zeros(&mut self.hasher, len),
@@ -795,8 +801,9 @@ impl Incoming {
                         basis
                             .read_exact_at(&mut buf, offset + done)
                             .map_err(|e| ApplyError::Io("read the old version of", e))?;
-                        delta::write_sparse(&self.file, self.written + done, &buf)
+                        let end = delta::write_sparse(&self.file, self.written + done, &buf)
                             .map_err(|e| ApplyError::Io("write", e))?;
+                        self.extent = end.unwrap_or(self.extent);
                         self.hasher.update(&buf);
                         done += n as u64;
                     }

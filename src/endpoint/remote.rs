@@ -24,7 +24,7 @@ use crate::protocol::frame::{read_frame, FrameError, Kind};
 use crate::protocol::handshake::{read_hello, send_hello};
 use crate::protocol::{decode, encode, Request, Response, PATH_BATCH};
 use crate::rules::FilterSpec;
-use crate::tree::{Digest, Entry, Tree};
+use crate::tree::{Digest, Entry, MapBuilder, Tree};
 
 use lanes::Lanes;
 pub use lanes::StreamPlan;
@@ -466,7 +466,7 @@ impl RemoteEndpoint {
     /// Sends a scan request and gathers its `ScanPart`s; returns the tree and the closing
     /// message.
     fn tree_parts(&mut self, req: &Request) -> Result<(Tree, Response)> {
-        let (mut all, mut problems) = (Vec::new(), Vec::new());
+        let (mut all, mut problems) = (MapBuilder::default(), Vec::new());
         let mut r = self.call(req)?;
         while let Response::ScanPart {
             entries,
@@ -477,8 +477,10 @@ impl RemoteEndpoint {
             problems.extend(p);
             r = self.reply()?;
         }
-        let mut tree = Tree::from_entries(all);
-        tree.problems.extend(problems);
+        let tree = Tree {
+            entries: all.finish(),
+            problems: problems.into_iter().collect(),
+        };
         Ok((tree, r))
     }
 

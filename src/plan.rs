@@ -175,7 +175,9 @@ pub struct Action {
     /// The change.
     pub op: Op,
     /// What `path` on `side` must still be just before the change (`None`: absent).
-    pub expect: Option<Entry>,
+    // Boxed: most actions create a path, and a million creations would each carry an
+    // empty entry's worth of bytes.
+    pub expect: Option<Box<Entry>>,
     /// Status word reported when it succeeds.
     pub status: Status,
     /// Why, for `-v`.
@@ -193,7 +195,7 @@ impl Action {
         match &self.op {
             Op::Rename { .. } if self.conflict_copy => Phase::ConflictRename,
             Op::Rename { .. } => Phase::Move,
-            Op::Delete if self.expect.as_ref().is_some_and(Entry::is_dir) => Phase::DeleteDir,
+            Op::Delete if self.expect.as_deref().is_some_and(Entry::is_dir) => Phase::DeleteDir,
             Op::Delete => Phase::DeleteLeaf,
             Op::Mkdir { .. } => Phase::Mkdir,
             Op::Copy { .. } | Op::Dedup { .. } => Phase::Copy,
@@ -212,7 +214,7 @@ impl Action {
             | Op::SetMeta { source }
             | Op::Link { source, .. }
             | Op::Unlink { source } => Some(source),
-            Op::Rename { source, .. } => source.as_ref().or(self.expect.as_ref()),
+            Op::Rename { source, .. } => source.as_ref().or(self.expect.as_deref()),
             Op::Delete | Op::Restamp { .. } => None,
         }
     }

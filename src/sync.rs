@@ -26,7 +26,7 @@ use crate::reconcile::Direction;
 use crate::reconcile::{digests_needed, next_baseline, next_entries, reconcile, Policy};
 use crate::rules::FilterSpec;
 use crate::session::Session;
-use crate::tree::{Entry, Tree};
+use crate::tree::{Digest, Entry, MapBuilder, Tree};
 use transfer::{Stats, Watch};
 
 /// How a `-r` directory on this machine is reached.
@@ -954,7 +954,7 @@ fn execute(
             let bytes = copies.iter().map(|&k| plan.actions[k].bytes()).sum();
             watch.start(copies.len() as u64, bytes);
             let mut stats = Stats::default();
-            let mut results = Vec::with_capacity(copies.len());
+            let mut placed = Placed::default();
             let outcome = transfer::copy_files(
                 &plan.actions,
                 &copies,
@@ -975,17 +975,15 @@ fn execute(
                     let a = &plan.actions[i];
                     let r = r.map(Some);
                     halted |= settle(a, &r, job, run, &mut pending);
-                    results.push((i, r));
+                    if let Ok(Some(entry)) = r {
+                        placed.add(i, a, entry);
+                    }
                     !halted && !run.stopping()
                 },
             );
             run.summary.bytes_literal = stats.literal;
             run.summary.bytes_saved_by_delta = stats.matched;
-            for (i, r) in results {
-                if let Ok(entry) = r {
-                    record(&plan.actions[i], entry, lt, rt);
-                }
-            }
+            placed.record(&plan.actions, lt, rt);
             if let Err(e) = outcome {
                 run.error(None, None, &e);
                 halted = true;
@@ -1056,6 +1054,47 @@ fn apply_batch<'e>(
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(Error::Protocol("a change got no answer".into()))))
         .collect())
+}
+
+/// Files the transfers placed, gathered while they run (the trees are borrowed by then)
+/// and recorded in one merge per side when they are over: thousands of new files inserted
+/// one by one would leave the tree's nodes half empty.
+#[derive(Default)]
+struct Placed {
+    /// What now stands at each target, per side (`[local, remote]`).
+    entries: [MapBuilder<RelPath, Entry>; 2],
+    /// The digest each transfer computed of its source, by action.
+    digests: Vec<(usize, Digest)>,
+}
+
+impl Placed {
+    fn add(&mut self, i: usize, a: &Action, entry: Entry) {
+        if let Some(d) = entry.digest {
+            self.digests.push((i, d));
+        }
+        self.entries[a.side as usize].push(a.path.clone(), entry);
+    }
+
+    /// Updates the trees: the targets' new entries, and the digests the transfers learned
+    /// of their sources, so both sides agree.
+    fn record(self, actions: &[Action], lt: &mut Tree, rt: &mut Tree) {
+        for (i, digest) in self.digests {
+            let a = &actions[i];
+            let src_tree = if a.side == Side::Local {
+                &mut *rt
+            } else {
+                &mut *lt
+            };
+            if let Op::Copy { from, .. } = &a.op {
+                if let Some(src) = src_tree.entries.get_mut(from).filter(|e| e.is_file()) {
+                    src.digest = Some(digest);
+                }
+            }
+        }
+        let [l, r] = self.entries;
+        lt.absorb(l.finish());
+        rt.absorb(r.finish());
+    }
 }
 
 /// Updates the trees with an action that succeeded.
@@ -1143,13 +1182,14 @@ fn change_of(a: &Action) -> Result<Change> {
     let path = a.path.clone();
     let expect = || {
         a.expect
-            .clone()
+            .as_deref()
+            .cloned()
             .ok_or_else(|| Error::Protocol(format!("plan for '{}' lacks its precondition", a.path)))
     };
     Ok(match &a.op {
         Op::Link { to, source } => Change::Link {
             path,
-            expect: a.expect.clone(),
+            expect: a.expect.as_deref().cloned(),
             first: to.clone(),
             source: source.clone(),
         },
@@ -1160,7 +1200,7 @@ fn change_of(a: &Action) -> Result<Change> {
         },
         Op::Copy { source, .. } => Change::MakeNode {
             path,
-            expect: a.expect.clone(),
+            expect: a.expect.as_deref().cloned(),
             source: source.clone(),
         },
         Op::Mkdir { source } => Change::Mkdir {
@@ -1193,7 +1233,7 @@ fn change_of(a: &Action) -> Result<Change> {
             hardlink,
         } => Change::Dedup {
             path,
-            expect: a.expect.clone(),
+            expect: a.expect.as_deref().cloned(),
             from: from.clone(),
             from_expect: (**from_expect).clone(),
             source: source.clone(),

@@ -293,6 +293,16 @@ impl Tree {
         self.entries.get(path)
     }
 
+    /// Adds or replaces the entries of `more`: in one merge that keeps the nodes full when
+    /// they are many, one by one when they are few next to the tree.
+    pub fn absorb(&mut self, mut more: BTreeMap<RelPath, Entry>) {
+        if more.len() > self.entries.len() / 16 {
+            self.entries.append(&mut more);
+        } else {
+            self.entries.extend(more);
+        }
+    }
+
     /// Adds or replaces an entry.
     pub fn insert(&mut self, path: RelPath, entry: Entry) {
         self.entries.insert(path, entry);

@@ -108,7 +108,7 @@ pub fn commands(action: &Action, roots: [&str; 2], everything: bool) -> Vec<Stri
         )],
         Op::Unlink { .. } => vec![format!("cp -p --remove-destination {dst} {dst}")],
         Op::Mkdir { source } => vec![format!("mkdir -m {:o} {dst}", source.mode)],
-        Op::Delete if action.expect.as_ref().is_some_and(Entry::is_dir) => {
+        Op::Delete if action.expect.as_deref().is_some_and(Entry::is_dir) => {
             vec![format!("rmdir {dst}")]
         }
         Op::Delete => vec![format!("rm {dst}")],
@@ -119,13 +119,13 @@ pub fn commands(action: &Action, roots: [&str; 2], everything: bool) -> Vec<Stri
                 v.extend(meta_commands(
                     &to_full,
                     s,
-                    action.expect.as_ref(),
+                    action.expect.as_deref(),
                     everything,
                 ));
             }
             v
         }
-        Op::SetMeta { source } => meta_commands(&dst, source, action.expect.as_ref(), everything),
+        Op::SetMeta { source } => meta_commands(&dst, source, action.expect.as_deref(), everything),
         Op::Restamp { mtime_ns } => vec![touch(&dst, *mtime_ns)],
     }
 }

@@ -38,7 +38,7 @@ fn link_action(side: Side, path: &RelPath, to: &RelPath, target: &Tree, source: 
             to: to.clone(),
             source: source.get(path).cloned().expect("a source name"),
         },
-        expect: target.get(path).cloned(),
+        expect: target.get(path).cloned().map(Box::new),
         status: Status::Synchronized,
         reason: format!("hard link to '{to}', as on {}", side.other().word()),
         conflict_copy: false,
@@ -145,7 +145,7 @@ fn regroup(plan: &mut Plan, target_side: Side, source: &Tree, target: &Tree, spl
                         op: Op::Unlink {
                             source: source.get(n).cloned().expect("a source name"),
                         },
-                        expect: target.get(n).cloned(),
+                        expect: target.get(n).cloned().map(Box::new),
                         status: Status::Moved,
                         reason: format!("no longer a hard link on {}", target_side.other().word()),
                         conflict_copy: false,

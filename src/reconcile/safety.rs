@@ -136,7 +136,7 @@ mod tests {
                 side,
                 path: crate::path::RelPath::new(format!("f{i}").into_bytes()).unwrap(),
                 op: Op::Delete,
-                expect: Some(e.clone()),
+                expect: Some(Box::new(e.clone())),
                 status: Status::Deleted,
                 reason: String::new(),
                 conflict_copy: false,

@@ -160,7 +160,7 @@ fn simulate(plan: &Plan, local: &Tree, remote: &Tree) -> (Tree, Tree) {
                 source: Some(source),
                 ..
             } => {
-                let mut e = a.expect.clone().unwrap();
+                let mut e = *a.expect.clone().unwrap();
                 (e.mode, e.mtime_ns, e.uid, e.gid) =
                     (source.mode, source.mtime_ns, source.uid, source.gid);
                 Some(e)
@@ -1157,7 +1157,7 @@ fn actions_carry_the_scanned_target_as_precondition() {
         &remote,
         &Policy::new(Direction::Bidi),
     );
-    assert_eq!(plan.actions[0].expect.as_ref(), remote.get(&p("a")));
+    assert_eq!(plan.actions[0].expect.as_deref(), remote.get(&p("a")));
 }
 
 #[test]

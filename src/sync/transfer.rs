@@ -156,7 +156,12 @@ fn transfer(
         .collect();
     let files: Vec<_> = basis
         .iter()
-        .map(|&i| (actions[i].path.clone(), actions[i].expect.clone()))
+        .map(|&i| {
+            (
+                actions[i].path.clone(),
+                actions[i].expect.as_deref().cloned(),
+            )
+        })
         .collect();
     let mut signatures: HashMap<usize, Vec<u8>> = HashMap::new();
     if !files.is_empty() {
@@ -176,7 +181,7 @@ fn transfer(
                 path: from.clone(),
                 expect: expect.clone(),
                 target: actions[i].path.clone(),
-                target_expect: actions[i].expect.clone(),
+                target_expect: actions[i].expect.as_deref().cloned(),
                 signature: signatures.remove(&i).map(serde_bytes::ByteBuf::from),
             }
         })

@@ -235,7 +235,7 @@ fn a_delta_that_fails_verification_is_resent_whole_once() {
             from: p.clone(),
             source: lt.get(&p).unwrap().clone(),
         },
-        expect: rt.get(&p).cloned(),
+        expect: rt.get(&p).cloned().map(Box::new),
         status: Status::Synchronized,
         reason: String::new(),
         conflict_copy: false,

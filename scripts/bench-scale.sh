@@ -9,6 +9,11 @@
 #
 # Replicas are never deleted and recreated during the run: ext4 slows down creating
 # inodes right after many were freed, which would penalize whichever tool runs next.
+# For the same reason an initial push is timed twice per tool, in the order tandem,
+# rsync, rsync, tandem, each into a fresh directory, and the faster of the two is kept:
+# whichever tool runs first on a filesystem that freed many inodes a few minutes before
+# pays for it. The 100k push is also timed into tmpfs (/dev/shm), where only the tools'
+# own work counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=${SCALE_SIZES:-100000 1000000}
@@ -47,30 +52,49 @@ line() {  # line LABEL TANDEM RSYNC
     printf '%-36s %9.2f %9.2f %6.2fx %9.2f   %s kB / %s kB\n' "$1" "${T[$2]}" "${T[$3]}" \
         "$(echo "${T[$2]} / ${T[$3]}" | bc -l)" "${S[$3]}" "${R[$2]}" "${R[$3]%/-}"
 }
+# abba NAME SRC TDST RDST [rsync args...]: initial pushes into TDST.1, RDST.1, RDST.2,
+# TDST.2 in that order; NAME-t and NAME-r keep the faster run of each tool.
+abba() {
+    local name=$1 src=$2 t=$3 r=$4; shift 4
+    mkdir -p "$t.1" "$t.2" "$r.1" "$r.2"
+    tandem_run "$name-t.1" "$src" "$t.1"
+    rsync_run "$name-r.1" "$src" "$r.1" "$@"
+    rsync_run "$name-r.2" "$src" "$r.2" "$@"
+    tandem_run "$name-t.2" "$src" "$t.2"
+    median "$name-t" 2
+    median "$name-r" 2
+    echo "  $name: tandem ${T[$name-t.1]} / ${T[$name-t.2]} s, rsync ${T[$name-r.1]} / ${T[$name-r.2]} s"
+}
+
 rows=()
 declare -A entries
 for n in $sizes; do
     echo "generating $n tiny files (seed 42) ..."
     tiny "$n" "$work/tiny$n"
     entries[$n]=$(find "$work/tiny$n" | wc -l)
-    mkdir -p "$work/t$n" "$work/r$n"
-    tandem_run "init$n-t" "$work/tiny$n" "$work/t$n"
-    rsync_run "init$n-r" "$work/tiny$n" "$work/r$n"
-    tandem_run "noop$n-t" "$work/tiny$n" "$work/t$n"
-    rsync_run "noop$n-r" "$work/tiny$n" "$work/r$n"
-    diff -r "$work/tiny$n" "$work/t$n" >/dev/null || { echo "replica of $n files differs!" >&2; exit 1; }
+    abba "init$n" "$work/tiny$n" "$work/t$n" "$work/r$n"
+    tandem_run "noop$n-t" "$work/tiny$n" "$work/t$n.1"
+    rsync_run "noop$n-r" "$work/tiny$n" "$work/r$n.1"
+    diff -r "$work/tiny$n" "$work/t$n.1" >/dev/null || { echo "replica of $n files differs!" >&2; exit 1; }
     rows+=("$n tiny files, initial push|init$n-t|init$n-r" "$n tiny files, no-op|noop$n-t|noop$n-r")
 done
 
+first=${sizes%% *}
+shm=/dev/shm/tandem-scale.$$
+if [ -d /dev/shm ] && mkdir "$shm" 2>/dev/null; then
+    trap 'rm -rf "$work" "$shm"' EXIT
+    cp -a "$work/tiny$first" "$shm/src"
+    abba shm "$shm/src" "$shm/t" "$shm/r"
+    rows+=("$first tiny, initial push, tmpfs|shm-t|shm-r")
+fi
+
 if [ -d /usr/share ]; then
     echo "/usr/share: $(find /usr/share | wc -l) entries, $(du -sh /usr/share | cut -f1)"
-    mkdir -p "$work/tshare" "$work/rshare"
     tar cf - /usr/share 2>/dev/null | cat >/dev/null  # warm the page cache for both
-    tandem_run share-t /usr/share "$work/tshare"
-    rsync_run share-r /usr/share "$work/rshare" -H
-    tandem_run share-noop-t /usr/share "$work/tshare"
-    rsync_run share-noop-r /usr/share "$work/rshare" -H
-    differ=$(rsync -n -i -aH --checksum /usr/share/ "$work/tshare/" | wc -l)
+    abba share /usr/share "$work/tshare" "$work/rshare" -H
+    tandem_run share-noop-t /usr/share "$work/tshare.1"
+    rsync_run share-noop-r /usr/share "$work/rshare.1" -H
+    differ=$(rsync -n -i -aH --checksum /usr/share/ "$work/tshare.1/" | wc -l)
     rows+=("/usr/share, initial push (-aH)|share-t|share-r" "/usr/share, no-op (-aH)|share-noop-t|share-noop-r")
 fi
 
@@ -99,6 +123,7 @@ rsync_run delta-r "$work/dsrc" "$work/dr" -I --no-whole-file
 cmp "$work/dsrc/blob" "$work/dt/blob"
 
 echo
+echo "(an initial push: the faster of two runs per tool, in the order tandem, rsync, rsync, tandem)"
 printf '%-36s %9s %9s %7s %9s   %s\n' "local directories" "tandem s" "rsync s" "ratio" "rsync+sync" "peak RSS tandem client/agent, rsync"
 for r in "${rows[@]}"; do
     IFS='|' read -r label t rs <<<"$r"

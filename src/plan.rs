@@ -181,7 +181,9 @@ pub struct Action {
     /// Status word reported when it succeeds.
     pub status: Status,
     /// Why, for `-v`.
-    pub reason: String,
+    // Shared: the actions of one subtree all give the same reason, and a million of them
+    // would each carry a copy.
+    pub reason: std::sync::Arc<str>,
     /// True for keep-both conflict renames (run before everything else).
     pub conflict_copy: bool,
     /// True when this brings back what the other side deleted, because this side changed

@@ -38,6 +38,7 @@ pub fn reconcile(base: &Tree, local: &Tree, remote: &Tree, policy: &Policy) -> P
         plan: Plan::default(),
         deleted: HashSet::new(),
         restoring: false,
+        last_reason: None,
     };
     r.walk(0, paths.len());
     let mut plan = r.plan;
@@ -257,6 +258,8 @@ struct Reconciler<'a> {
     deleted: HashSet<(Side, RelPath)>,
     /// Set while planning the undoing of a deletion (the other side modified it).
     restoring: bool,
+    /// The reason of the last action pushed, shared with the next one that gives it.
+    last_reason: Option<std::sync::Arc<str>>,
 }
 
 impl<'a> Reconciler<'a> {
@@ -597,7 +600,7 @@ impl<'a> Reconciler<'a> {
             },
             expect: loser_top.map(Box::new),
             status: Status::Moved,
-            reason: why.clone(),
+            reason: why.as_str().into(),
             conflict_copy: true,
             restores: false,
         });
@@ -713,15 +716,24 @@ impl<'a> Reconciler<'a> {
         status: Status,
         reason: &str,
     ) {
+        let reason = self.shared(reason);
         self.plan.actions.push(Action {
             side,
             path: q.clone(),
             op,
             expect: expect.cloned().map(Box::new),
             status,
-            reason: reason.to_string(),
+            reason,
             conflict_copy: false,
             restores: self.restoring,
         });
+    }
+
+    /// `reason` as an action holds it: the previous action's copy when it is the same.
+    fn shared(&mut self, reason: &str) -> std::sync::Arc<str> {
+        match &self.last_reason {
+            Some(r) if **r == *reason => r.clone(),
+            _ => self.last_reason.insert(reason.into()).clone(),
+        }
     }
 }

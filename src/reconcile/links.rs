@@ -40,7 +40,7 @@ fn link_action(side: Side, path: &RelPath, to: &RelPath, target: &Tree, source: 
         },
         expect: target.get(path).cloned().map(Box::new),
         status: Status::Synchronized,
-        reason: format!("hard link to '{to}', as on {}", side.other().word()),
+        reason: format!("hard link to '{to}', as on {}", side.other().word()).into(),
         conflict_copy: false,
         restores: false,
     }
@@ -102,7 +102,7 @@ fn regroup(plan: &mut Plan, target_side: Side, source: &Tree, target: &Tree, spl
                 to: m.clone(),
                 source: s.clone(),
             };
-            a.reason = format!("hard link to '{m}', as on {}", target_side.other().word());
+            a.reason = format!("hard link to '{m}', as on {}", target_side.other().word()).into();
         }
     }
 
@@ -147,7 +147,8 @@ fn regroup(plan: &mut Plan, target_side: Side, source: &Tree, target: &Tree, spl
                         },
                         expect: target.get(n).cloned().map(Box::new),
                         status: Status::Moved,
-                        reason: format!("no longer a hard link on {}", target_side.other().word()),
+                        reason: format!("no longer a hard link on {}", target_side.other().word())
+                            .into(),
                         conflict_copy: false,
                         restores: false,
                     });

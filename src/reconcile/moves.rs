@@ -72,7 +72,7 @@ pub fn detect(plan: &mut Plan) {
             };
             let to = plan.actions[copy].path.clone();
             let d = &mut plan.actions[del];
-            d.reason = format!("moved to '{to}' on {}", side.other().word());
+            d.reason = format!("moved to '{to}' on {}", side.other().word()).into();
             d.op = Op::Rename {
                 to,
                 source: Some(source),

@@ -138,7 +138,7 @@ mod tests {
                 op: Op::Delete,
                 expect: Some(Box::new(e.clone())),
                 status: Status::Deleted,
-                reason: String::new(),
+                reason: "".into(),
                 conflict_copy: false,
                 restores: false,
             })

@@ -1312,3 +1312,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn actions_of_one_subtree_share_their_reason() {
+    let local = t(&[
+        ("d", d()),
+        ("d/a", f("a")),
+        ("d/b", f("b")),
+        ("d/c", f("c")),
+    ]);
+    let plan = reconcile(&t(&[]), &local, &t(&[]), &Policy::new(Direction::Bidi));
+    let creations: Vec<_> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a.op, Op::Copy { .. } | Op::Mkdir { .. }))
+        .collect();
+    assert_eq!(creations.len(), 4);
+    let first = &creations[0].reason;
+    for a in &creations {
+        assert!(
+            std::sync::Arc::ptr_eq(&a.reason, first),
+            "'{}' is not shared with '{first}'",
+            a.reason
+        );
+    }
+}

@@ -96,7 +96,7 @@ pub(super) fn find(mode: Dedup, plan: &mut Plan, sides: &mut Sides) -> Result<()
                 hardlink,
             };
             a.status = Status::Dedup;
-            a.reason = format!("{}; content already here as '{found}'", a.reason);
+            a.reason = format!("{}; content already here as '{found}'", a.reason).into();
         }
     }
     Ok(())

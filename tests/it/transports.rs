@@ -237,7 +237,7 @@ fn a_delta_that_fails_verification_is_resent_whole_once() {
         },
         expect: rt.get(&p).cloned().map(Box::new),
         status: Status::Synchronized,
-        reason: String::new(),
+        reason: "".into(),
         conflict_copy: false,
         restores: false,
     };

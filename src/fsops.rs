@@ -291,15 +291,18 @@ impl Root {
         Ok((f, size, part))
     }
 
-    /// Creates (or truncates) the temporary file for `path` in its target directory.
-    pub fn create_temp(&self, path: &RelPath) -> io::Result<(DirFd, Vec<u8>, File)> {
+    /// Creates (or truncates) the temporary file for `path` in its target directory, with
+    /// the permission bits of `mode` (less the umask) and always read and write for its
+    /// owner (a leftover temp file must stay writable): most files then need no change of
+    /// mode afterwards, which would cost one more inode write each.
+    pub fn create_temp(&self, path: &RelPath, mode: u32) -> io::Result<(DirFd, Vec<u8>, File)> {
         let dir = self.parent_fd(path)?;
         let tmp = temp_name(path.name());
         let fd = rustix::fs::openat(
             &dir,
             os(&tmp),
             OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
+            Mode::from_raw_mode(mode & 0o777 | 0o600),
         )?;
         Ok((dir, tmp, File::from(fd)))
     }
@@ -459,16 +462,23 @@ impl Root {
         Ok(())
     }
 
-    /// Applies `src`'s metadata to an open file before it is renamed into place.
+    /// Applies `src`'s metadata to an open file before it is renamed into place, changing
+    /// owner and mode only where they differ: each change rewrites the inode, and a new
+    /// file made by the right user with the right mode needs only its times.
     pub fn set_meta_fd(fd: impl AsFd, src: &Entry, owner: bool) -> io::Result<()> {
-        if owner {
+        let st = rustix::fs::fstat(&fd)?;
+        let chown = owner && (st.st_uid != src.uid || st.st_gid != src.gid);
+        if chown {
             rustix::fs::fchown(
                 &fd,
                 Some(rustix::fs::Uid::from_raw(src.uid)),
                 Some(rustix::fs::Gid::from_raw(src.gid)),
             )?;
         }
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(src.mode))?;
+        // A change of owner clears the set-id bits: the mode goes on after it.
+        if chown || st.st_mode & 0o7777 != src.mode {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(src.mode))?;
+        }
         let t = to_ts(src.mtime_ns);
         rustix::fs::futimens(
             &fd,

@@ -390,7 +390,7 @@ impl LocalEndpoint {
                 }
             },
         };
-        let (dir, tmp, file) = match self.root.create_temp(&path) {
+        let (dir, tmp, file) = match self.root.create_temp(&path, meta.mode) {
             Ok(t) => t,
             Err(e) => {
                 self.done
@@ -1063,7 +1063,7 @@ impl LocalEndpoint {
             .map_err(|e| self.io("read", path, e))?;
         let (dir, tmp, mut file) = self
             .root
-            .create_temp(path)
+            .create_temp(path, source.mode)
             .map_err(|e| self.io("create a temporary file for", path, e))?;
         let native = match (self.acls, &source.xattrs) {
             (AclMode::Native, Some(x)) => Some(x),
@@ -1171,7 +1171,7 @@ impl LocalEndpoint {
             .map_err(|e| self.io("read", from, e))?;
         let (dir, tmp, mut file) = self
             .root
-            .create_temp(path)
+            .create_temp(path, source.mode)
             .map_err(|e| self.io("create a temporary file for", path, e))?;
         let copied = copy_checked(&mut src, &mut file, digest)
             .and_then(|()| Root::set_meta_fd(&file, source, self.owner))

@@ -112,7 +112,7 @@ impl Store {
                 })?;
             } else {
                 let bytes = rmp_serde::to_vec(records).map_err(io::Error::other)?;
-                let (fd, tmp, mut file) = root.create_temp(&path)?;
+                let (fd, tmp, mut file) = root.create_temp(&path, 0o600)?;
                 file.write_all(&bytes)?;
                 file.sync_data()?;
                 Root::rename_in(&fd, &tmp, NAME)?;

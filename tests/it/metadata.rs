@@ -112,6 +112,48 @@ fn the_replica_root_keeps_the_source_root_mtime() {
     both(root_mtimes);
 }
 
+fn new_file_modes(s: &Sides) {
+    // Temp files start with the source's permission bits (and owner read/write); whatever
+    // the umask or a change of owner does to them is set right before the rename.
+    let modes = [
+        0o000, 0o400, 0o444, 0o600, 0o640, 0o664, 0o755, 0o777, 0o4755, 0o2750,
+    ];
+    let name = |m: u32| format!("m{m:04o}");
+    for m in modes {
+        write(s.a.join(name(m)), "x");
+        if is_root() && m == 0o4755 {
+            // A change of owner clears set-id bits: the receiver must set them after it
+            // (and so must this test).
+            std::os::unix::fs::chown(s.a.join(name(m)), Some(4321), Some(4321)).unwrap();
+        }
+        std::fs::set_permissions(s.a.join(name(m)), std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    ok(&(s.sync)("push", &[]));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    for m in modes {
+        assert_eq!(mode(&s.b.join(name(m))), m, "{}", name(m));
+    }
+    if is_root() {
+        assert_eq!(
+            std::fs::metadata(s.b.join(name(0o4755))).unwrap().uid(),
+            4321
+        );
+    }
+    // New contents over a read-only file keep its mode too.
+    let ro = s.a.join(name(0o400));
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write(&ro, "changed");
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o400)).unwrap();
+    ok(&(s.sync)("push", &[]));
+    assert_eq!(std::fs::read(s.b.join(name(0o400))).unwrap(), b"changed");
+    assert_eq!(mode(&s.b.join(name(0o400))), 0o400);
+}
+
+#[test]
+fn new_files_arrive_with_their_modes_and_owners() {
+    both(new_file_modes);
+}
+
 fn attribute_changes_alone(s: &Sides) {
     write(s.a.join("f"), "content");
     write(s.a.join("d/x"), "x");

@@ -169,11 +169,11 @@ mod tests {
     }
 
     fn tree(entries: &[(&str, Entry)]) -> Tree {
-        let v: Vec<_> = entries
-            .iter()
-            .map(|(p, e)| (RelPath::new(p.as_bytes().to_vec()).unwrap(), e.clone()))
-            .collect();
-        Tree::from_entries(v)
+        Tree::from_entries(
+            entries
+                .iter()
+                .map(|(p, e)| (RelPath::new(p.as_bytes().to_vec()).unwrap(), e.clone())),
+        )
     }
 
     fn unhashed(mut t: Tree) -> Tree {

@@ -218,10 +218,10 @@ fn rows_of<'a>(
         paths.push(p);
         rows.push(row);
     }
-    let unreadable = local.problems.keys().chain(remote.problems.keys());
     if local.problems.is_empty() && remote.problems.is_empty() {
         return (paths, rows);
     }
+    let unreadable = local.problems.keys().chain(remote.problems.keys());
     let mut all: Vec<(&RelPath, Row<'_>)> = paths
         .into_iter()
         .zip(rows)

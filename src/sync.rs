@@ -1085,11 +1085,7 @@ impl Placed {
             } else {
                 &mut *lt
             };
-            if let Op::Copy { from, .. } = &a.op {
-                if let Some(src) = src_tree.entries.get_mut(from).filter(|e| e.is_file()) {
-                    src.digest = Some(digest);
-                }
-            }
+            learn_digest(a, digest, src_tree);
         }
         let [l, r] = self.entries;
         lt.absorb(l.finish());
@@ -1104,15 +1100,19 @@ fn record(a: &Action, entry: Option<Entry>, lt: &mut Tree, rt: &mut Tree) {
     } else {
         (rt, lt)
     };
-    if let (Op::Copy { from, .. }, Some(written)) = (&a.op, &entry) {
-        // The transfer hashed the source: remember it, so both sides agree.
-        if let Some(src) = src_tree.entries.get_mut(from) {
-            if src.is_file() && written.digest.is_some() {
-                src.digest = written.digest;
-            }
-        }
+    if let Some(digest) = entry.as_ref().and_then(|e| e.digest) {
+        learn_digest(a, digest, src_tree);
     }
     apply_to(dst_tree, a, entry);
+}
+
+/// A copy hashed its source: the source's tree remembers the digest, so both sides agree.
+fn learn_digest(a: &Action, digest: Digest, src_tree: &mut Tree) {
+    if let Op::Copy { from, .. } = &a.op {
+        if let Some(src) = src_tree.entries.get_mut(from).filter(|e| e.is_file()) {
+            src.digest = Some(digest);
+        }
+    }
 }
 
 /// Reports an action's outcome; returns true if the run must stop (`--halt-on-error`).

@@ -252,15 +252,20 @@ impl<K: Ord, V> MapBuilder<K, V> {
 
     /// The map of every pair pushed.
     pub fn finish(mut self) -> BTreeMap<K, V> {
-        if self.pending.len() < self.map.len() / 16 {
-            // A merge would move the whole map for a few pairs; inserting them leaves a
-            // few nodes half empty instead.
-            self.map.extend(self.pending);
-        } else {
+        if worth_merging(self.pending.len(), self.map.len()) {
             self.merge();
+        } else {
+            self.map.extend(self.pending);
         }
         self.map
     }
+}
+
+/// Whether `part` new pairs should join a map of `map` pairs by a merge (which rebuilds the
+/// map with full nodes) rather than one insert each: not for a few, where the merge would
+/// move the whole map and inserting leaves only a few nodes half empty.
+fn worth_merging(part: usize, map: usize) -> bool {
+    part > map / 16
 }
 
 impl<K: Ord, V> Extend<(K, V)> for MapBuilder<K, V> {
@@ -296,7 +301,7 @@ impl Tree {
     /// Adds or replaces the entries of `more`: in one merge that keeps the nodes full when
     /// they are many, one by one when they are few next to the tree.
     pub fn absorb(&mut self, mut more: BTreeMap<RelPath, Entry>) {
-        if more.len() > self.entries.len() / 16 {
+        if worth_merging(more.len(), self.entries.len()) {
             self.entries.append(&mut more);
         } else {
             self.entries.extend(more);

@@ -437,11 +437,7 @@ impl LocalEndpoint {
         // What arrives is written back while more arrives (large files and many small
         // ones alike), so the flushes before renames and before the baseline have only
         // the tail left: disk and network work at the same time.
-        self.unflushed += inc.written.saturating_sub(before);
-        if self.unflushed >= FLUSH_EVERY {
-            self.unflushed = 0;
-            self.flusher.flush(self.root.fd());
-        }
+        let grew = inc.written.saturating_sub(before);
         if let Err(e) = applied {
             inc.failed = Some(match e {
                 ApplyError::Io(op, e) => Error::io(op, &inc.path, &place, e),
@@ -450,6 +446,7 @@ impl LocalEndpoint {
                 }
             });
         }
+        self.written_back_later(grew);
         Ok(())
     }
 
@@ -469,6 +466,9 @@ impl LocalEndpoint {
         if let Some(part) = inc.part.take() {
             Root::remove_name(&inc.dir, &part);
         }
+        // A file costs the disk a block and an inode however small it is: a run of many
+        // tiny files has as much to write back as their count says, not their bytes.
+        self.written_back_later(FILE_BLOCK);
         let verified = match (abort, inc.failed.take(), digest) {
             (Some(e), _, _) | (None, Some(e), _) => Err(e),
             (None, None, Some(sent)) => self.verify(&inc, sent),
@@ -498,6 +498,16 @@ impl LocalEndpoint {
             }
         }
         Ok(())
+    }
+
+    /// Counts `bytes` as written and not yet on disk, asking the flusher to write back
+    /// once enough has gathered.
+    fn written_back_later(&mut self, bytes: u64) {
+        self.unflushed += bytes;
+        if self.unflushed >= FLUSH_EVERY {
+            self.unflushed = 0;
+            self.flusher.flush(self.root.fd());
+        }
     }
 
     /// Checks a complete temp file against the sender's digest and gives it its attributes.
@@ -608,6 +618,8 @@ impl Drop for LocalEndpoint {
 
 /// Bytes received between two background flushes.
 const FLUSH_EVERY: u64 = 32 << 20;
+/// What a received file counts towards a flush on top of its bytes (a block, an inode).
+const FILE_BLOCK: u64 = 4 << 10;
 
 /// A thread that writes received data back to disk while more arrives (started on first
 /// use; errors are left for the flushes before renames and the baseline to report).

@@ -237,8 +237,7 @@ mod tests {
             gid: 0,
             stamp: Stamp::default(),
             digest: Some(Digest([9; 32])),
-            link: None,
-            xattrs: None,
+            extra: None,
         };
         let tree = Tree::from_entries(vec![(path.clone(), entry.clone())]);
         let cache = |stamp| Cache {

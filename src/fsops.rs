@@ -76,13 +76,10 @@ pub fn entry_from_stat(st: &rustix::fs::Stat, target: Option<Vec<u8>>) -> Entry 
     let kind = match format {
         S_IFREG => EntryKind::File,
         S_IFDIR => EntryKind::Dir,
-        S_IFLNK => EntryKind::Symlink(target.unwrap_or_default()),
-        _ => EntryKind::Special {
-            format,
-            rdev: st.st_rdev,
-        },
+        S_IFLNK => EntryKind::Symlink,
+        _ => EntryKind::Special,
     };
-    Entry {
+    let mut e = Entry {
         size: if kind == EntryKind::File {
             st.st_size as u64
         } else {
@@ -98,9 +95,14 @@ pub fn entry_from_stat(st: &rustix::fs::Stat, target: Option<Vec<u8>>) -> Entry 
             ctime_ns: ts_ns(st.st_ctime, st.st_ctime_nsec),
         },
         digest: None,
-        link: None,
-        xattrs: None,
+        extra: None,
+    };
+    match kind {
+        EntryKind::Symlink => e.set_target(target.unwrap_or_default()),
+        EntryKind::Special => e.set_special(format, st.st_rdev),
+        EntryKind::File | EntryKind::Dir => {}
     }
+    e
 }
 
 /// True if the entry on disk is still the one the plan expected: same kind, and for
@@ -398,20 +400,17 @@ impl Root {
 
     /// Creates a symlink or special file at a temporary name in `path`'s directory and
     /// returns the directory and that name, ready for [`Root::commit_rename`].
-    pub fn create_node_temp(
-        &self,
-        path: &RelPath,
-        kind: &EntryKind,
-        mode: u32,
-    ) -> io::Result<(DirFd, Vec<u8>)> {
+    pub fn create_node_temp(&self, path: &RelPath, source: &Entry) -> io::Result<(DirFd, Vec<u8>)> {
         let dir = self.parent_fd(path)?;
         let tmp = temp_name(path.name());
         Root::remove_name(&dir, &tmp);
-        match kind {
-            EntryKind::Symlink(target) => rustix::fs::symlinkat(os(target), &dir, os(&tmp))?,
-            EntryKind::Special { format, rdev } => {
-                let ft = rustix::fs::FileType::from_raw_mode(*format);
-                rustix::fs::mknodat(&dir, os(&tmp), ft, Mode::from_raw_mode(mode), *rdev)?;
+        match source.kind {
+            EntryKind::Symlink => rustix::fs::symlinkat(os(source.target()), &dir, os(&tmp))?,
+            EntryKind::Special => {
+                let (format, rdev) = source.special();
+                let ft = rustix::fs::FileType::from_raw_mode(format);
+                let mode = Mode::from_raw_mode(source.mode);
+                rustix::fs::mknodat(&dir, os(&tmp), ft, mode, rdev)?;
             }
             _ => {
                 return Err(io::Error::new(
@@ -426,7 +425,7 @@ impl Root {
     /// Applies mode, mtime and (with `owner`) ownership to the name `name` in `dir`.
     pub fn set_meta_at(dir: &DirFd, name: &[u8], src: &Entry, owner: bool) -> io::Result<()> {
         let n = os(name);
-        let is_link = matches!(src.kind, EntryKind::Symlink(_));
+        let is_link = src.is_symlink();
         if owner {
             let uid = rustix::fs::Uid::from_raw(src.uid);
             let gid = rustix::fs::Gid::from_raw(src.gid);

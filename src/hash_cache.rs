@@ -140,8 +140,7 @@ impl CacheV1 {
                 gid: 0,
                 stamp: c.stamp,
                 digest: Some(c.digest),
-                link: None,
-                xattrs: None,
+                extra: None,
             };
             (p, e)
         });
@@ -163,8 +162,7 @@ mod tests {
             gid: 0,
             stamp: Stamp { ino, ctime_ns: 7 },
             digest: Some(Digest([digest; 32])),
-            link: None,
-            xattrs: None,
+            extra: None,
         }
     }
 

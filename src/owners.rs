@@ -211,8 +211,7 @@ mod tests {
             gid,
             stamp: Default::default(),
             digest: None,
-            link: None,
-            xattrs: None,
+            extra: None,
         };
         let p = |s: &str| crate::path::RelPath::new(s.as_bytes().to_vec()).unwrap();
         near_tree.insert(p("mine"), entry(1000, 50));

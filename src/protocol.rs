@@ -17,7 +17,7 @@ use crate::error::{Error, WireError};
 use crate::fsops::RootId;
 use crate::path::RelPath;
 use crate::rules::FilterSpec;
-use crate::tree::{Digest, Entry, EntryKind};
+use crate::tree::{Digest, Entry};
 use frame::{Kind, MAX_FRAME};
 
 /// Entries per scan message, so a huge tree never needs one huge frame.
@@ -146,10 +146,11 @@ pub trait Validate {
 }
 
 fn entry_ok(e: &Entry) -> Result<(), String> {
-    if let Some(x) = &e.xattrs {
+    if let Some(x) = e.xattrs() {
         crate::xattrs::valid(x)?;
     }
-    if let EntryKind::Symlink(t) = &e.kind {
+    if e.is_symlink() {
+        let t = e.target();
         if t.is_empty() || t.len() > crate::path::MAX_PATH || t.contains(&0) {
             return Err("invalid symlink target".into());
         }
@@ -354,7 +355,8 @@ mod tests {
         // Mutations of valid messages: closer to what a fuzzer finds.
         #[test]
         fn decoding_mutated_messages_never_panics(flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
-            let e = Entry { kind: EntryKind::Symlink(b"target".to_vec()), size: 0, mtime_ns: 1, mode: 0o777, uid: 0, gid: 0, stamp: Default::default(), digest: None, link: None, xattrs: None };
+            let mut e = Entry::new(crate::tree::EntryKind::Symlink, 0, 1, 0o777);
+            e.set_target(b"target".to_vec());
             let change = Change::Rename { from: RelPath::new(b"a/b".to_vec()).unwrap(), to: RelPath::new(b"c".to_vec()).unwrap(), expect: e.clone(), meta: Some(e) };
             let req = Request::Apply { changes: vec![change] };
             let (_, mut payload) = encode(&req, Compression::None).unwrap();

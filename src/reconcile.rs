@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashSet};
 use crate::merge::merge;
 use crate::path::RelPath;
 use crate::plan::{Action, Conflict, Op, Plan, Resolution, Side, Status};
-use crate::tree::{same_state, Entry, EntryKind, Tree};
+use crate::tree::{same_state, Entry, Tree};
 
 pub use policy::{Direction, Favor, Policy};
 
@@ -407,7 +407,7 @@ impl<'a> Reconciler<'a> {
         let b = self.at_base(p).filter(|b| b.kind == l.kind);
         let mut merged = l.clone();
         let mut clashes: Vec<&str> = Vec::new();
-        if !matches!(l.kind, EntryKind::Symlink(_)) {
+        if !l.is_symlink() {
             match merge_field(l.mode.into(), r.mode.into(), b.map(|b| b.mode.into())) {
                 Some(m) => merged.mode = m as u32,
                 None => clashes.push("mode"),
@@ -418,11 +418,11 @@ impl<'a> Reconciler<'a> {
             None if l.is_dir() => merged.mtime_ns = l.mtime_ns.max(r.mtime_ns),
             None => clashes.push("modification time"),
         }
-        if l.xattrs != r.xattrs {
-            let base = b.map(|b| &b.xattrs);
+        if l.xattrs() != r.xattrs() {
+            let base = b.map(|b| b.xattrs());
             match base {
-                Some(bx) if *bx == l.xattrs => merged.xattrs = r.xattrs.clone(),
-                Some(bx) if *bx == r.xattrs => {}
+                Some(bx) if bx == l.xattrs() => merged.set_xattrs(r.xattrs().cloned()),
+                Some(bx) if bx == r.xattrs() => {}
                 _ => clashes.push("ACLs or extended attributes"),
             }
         }

@@ -215,18 +215,12 @@ impl<'a> Walk<'a> {
             _ => Default::default(),
         };
         for name in names {
-            let record = records.remove(&name).map(Box::new);
+            let record = records.remove(&name);
             self.name(&dir, at, &name, record);
         }
     }
 
-    fn name(
-        &mut self,
-        dir: &OwnedFd,
-        at: Option<&RelPath>,
-        name: &[u8],
-        record: Option<Box<Xattrs>>,
-    ) {
+    fn name(&mut self, dir: &OwnedFd, at: Option<&RelPath>, name: &[u8], record: Option<Xattrs>) {
         let path = match at {
             Some(p) => p.join(name),
             None => RelPath::from_name(name),
@@ -244,7 +238,7 @@ impl<'a> Walk<'a> {
             return;
         }
         if entry.is_file() || entry.is_dir() {
-            entry.xattrs = match self.acls {
+            let xattrs = match self.acls {
                 AclMode::None => None,
                 AclMode::Metafile => record,
                 AclMode::Native => match xattrs::read_at(dir, name) {
@@ -256,11 +250,12 @@ impl<'a> Walk<'a> {
                     }
                 },
             };
+            entry.set_xattrs(xattrs);
         }
         self.linked |= linked.is_some() && self.links.is_some();
         if let (Some(key), Some(links)) = (linked, self.links.as_mut()) {
             match links.get(&key) {
-                Some(first) => entry.link = Some(Box::new(first.clone())),
+                Some(first) => entry.set_link(Some(first.clone())),
                 None => {
                     links.insert(key, path.clone());
                 }

@@ -33,22 +33,18 @@ impl fmt::Debug for Digest {
     }
 }
 
-/// What kind of thing lives at a path.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What kind of thing lives at a path (what else a symlink or special file has is in
+/// its entry's [`Extra`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
     /// A regular file.
     File,
     /// A directory.
     Dir,
-    /// A symbolic link, with its target as raw bytes (never followed).
-    Symlink(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// A fifo, socket or device node: the `S_IFMT` bits and the device number.
-    Special {
-        /// File-type bits (`st_mode & S_IFMT`).
-        format: u32,
-        /// Device number for block and character devices.
-        rdev: u64,
-    },
+    /// A symbolic link (its target is [`Entry::target`]; never followed).
+    Symlink,
+    /// A fifo, socket or device node (its type and device are [`Entry::special`]).
+    Special,
 }
 
 impl EntryKind {
@@ -62,8 +58,8 @@ impl EntryKind {
         match self {
             EntryKind::File => "file",
             EntryKind::Dir => "directory",
-            EntryKind::Symlink(_) => "symlink",
-            EntryKind::Special { .. } => "special file",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Special => "special file",
         }
     }
 }
@@ -79,7 +75,10 @@ pub struct Stamp {
 }
 
 /// One file, directory, symlink or special file as scanned.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Kept small (a tree holds one per path, and a run up to three trees): what only few
+/// entries have lives in one optional box, [`Extra`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// What it is.
     pub kind: EntryKind,
@@ -97,17 +96,43 @@ pub struct Entry {
     pub stamp: Stamp,
     /// BLAKE3 of the contents, when known (computed lazily, files only).
     pub digest: Option<Digest>,
-    /// For a file that shares its inode with an earlier name in the tree (a hard link):
-    /// that first name. Compared apart from content (see `reconcile::links`).
-    // Messages are positional: only the last field may be left out when empty.
-    #[serde(default)]
-    pub link: Option<Box<RelPath>>,
-    /// POSIX ACLs and `user.*` xattrs, when they are kept (`--preserve-acls`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub xattrs: Option<Box<crate::xattrs::Xattrs>>,
+    /// Symlink target, device number, hard link, xattrs: `None` when it would be empty,
+    /// so that equal entries compare equal (set through [`Entry::set_target`] and the like).
+    pub extra: Option<Box<Extra>>,
+}
+
+/// What few entries have beyond the basics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extra {
+    target: Vec<u8>,
+    format: u32,
+    rdev: u64,
+    link: Option<RelPath>,
+    xattrs: Option<crate::xattrs::Xattrs>,
+}
+
+impl Extra {
+    fn is_empty(&self) -> bool {
+        *self == Extra::default()
+    }
 }
 
 impl Entry {
+    /// An entry of `kind` with these attributes and nothing else known.
+    pub fn new(kind: EntryKind, size: u64, mtime_ns: i64, mode: u32) -> Entry {
+        Entry {
+            kind,
+            size,
+            mtime_ns,
+            mode,
+            uid: 0,
+            gid: 0,
+            stamp: Stamp::default(),
+            digest: None,
+            extra: None,
+        }
+    }
+
     /// True if this is a regular file.
     pub fn is_file(&self) -> bool {
         self.kind == EntryKind::File
@@ -118,15 +143,77 @@ impl Entry {
         self.kind.is_dir()
     }
 
+    /// True if this is a symbolic link.
+    pub fn is_symlink(&self) -> bool {
+        self.kind == EntryKind::Symlink
+    }
+
+    fn edit(&mut self, f: impl FnOnce(&mut Extra)) {
+        let extra = self.extra.get_or_insert_default();
+        f(extra);
+        if extra.is_empty() {
+            self.extra = None;
+        }
+    }
+
+    /// A symlink's target as raw bytes (empty for anything else).
+    pub fn target(&self) -> &[u8] {
+        self.extra.as_ref().map_or(&[], |x| &x.target)
+    }
+
+    /// Sets a symlink's target.
+    pub fn set_target(&mut self, target: Vec<u8>) {
+        self.edit(|x| x.target = target);
+    }
+
+    /// A special file's type bits (`st_mode & S_IFMT`) and device number (zeros for
+    /// anything else).
+    pub fn special(&self) -> (u32, u64) {
+        self.extra.as_ref().map_or((0, 0), |x| (x.format, x.rdev))
+    }
+
+    /// Sets a special file's type bits and device number.
+    pub fn set_special(&mut self, format: u32, rdev: u64) {
+        self.edit(|x| (x.format, x.rdev) = (format, rdev));
+    }
+
+    /// For a file that shares its inode with an earlier name in the tree (a hard link):
+    /// that first name. Compared apart from content (see `reconcile::links`).
+    pub fn link(&self) -> Option<&RelPath> {
+        self.extra.as_ref()?.link.as_ref()
+    }
+
+    /// Sets or clears the first name of a hard link.
+    pub fn set_link(&mut self, link: Option<RelPath>) {
+        if link.is_some() || self.extra.is_some() {
+            self.edit(|x| x.link = link);
+        }
+    }
+
+    /// POSIX ACLs and `user.*` xattrs, when they are kept (`--preserve-acls`).
+    pub fn xattrs(&self) -> Option<&crate::xattrs::Xattrs> {
+        self.extra.as_ref()?.xattrs.as_ref()
+    }
+
+    /// Sets or clears the ACLs and xattrs.
+    pub fn set_xattrs(&mut self, xattrs: Option<crate::xattrs::Xattrs>) {
+        if xattrs.is_some() || self.extra.is_some() {
+            self.edit(|x| x.xattrs = xattrs);
+        }
+    }
+
     /// Same thing with the same contents: kind, and for files size and digest (an unknown
-    /// digest never counts as equal), for symlinks the target.
+    /// digest never counts as equal), for symlinks the target, for special files the type
+    /// and device.
     pub fn same_content(&self, other: &Entry) -> bool {
-        match (&self.kind, &other.kind) {
+        match (self.kind, other.kind) {
             (EntryKind::File, EntryKind::File) => {
                 self.size == other.size
                     && matches!((self.digest, other.digest), (Some(a), Some(b)) if a == b)
             }
-            (a, b) => a == b,
+            (a, b) => {
+                a == b && self.target() == other.target() && self.special() == other.special()
+            }
         }
     }
 
@@ -138,14 +225,124 @@ impl Entry {
     /// Same metadata but the mtime: mode (not for symlinks, whose mode means nothing on
     /// Linux), ACLs and xattrs (where kept), and with `everything` the owner and group.
     pub fn same_attrs(&self, other: &Entry, everything: bool) -> bool {
-        let mode_ok = matches!(self.kind, EntryKind::Symlink(_)) || self.mode == other.mode;
+        let mode_ok = self.is_symlink() || self.mode == other.mode;
         let owner_ok = !everything || (self.uid == other.uid && self.gid == other.gid);
-        mode_ok && owner_ok && self.xattrs == other.xattrs
+        mode_ok && owner_ok && self.xattrs() == other.xattrs()
     }
 
     /// Same content and metadata.
     pub fn same_state(&self, other: &Entry, everything: bool) -> bool {
         self.same_content(other) && self.same_meta(other, everything)
+    }
+}
+
+/// An entry as messages and the baseline have always stored it (the kind carries a
+/// symlink's target or a device; hard link and xattrs last).
+#[derive(Serialize)]
+#[serde(rename = "EntryKind")]
+enum WireKindRef<'a> {
+    File,
+    Dir,
+    Symlink(#[serde(with = "serde_bytes")] &'a [u8]),
+    Special { format: u32, rdev: u64 },
+}
+
+/// [`WireKindRef`], read back.
+#[derive(Deserialize)]
+#[serde(rename = "EntryKind")]
+enum WireKind {
+    File,
+    Dir,
+    Symlink(#[serde(with = "serde_bytes")] Vec<u8>),
+    Special { format: u32, rdev: u64 },
+}
+
+#[derive(Serialize)]
+#[serde(rename = "Entry")]
+struct WireRef<'a> {
+    kind: WireKindRef<'a>,
+    size: u64,
+    mtime_ns: i64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    stamp: Stamp,
+    digest: Option<Digest>,
+    // Messages are positional: only the last field may be left out when empty.
+    link: Option<&'a RelPath>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    xattrs: Option<&'a crate::xattrs::Xattrs>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "Entry")]
+struct Wire {
+    kind: WireKind,
+    size: u64,
+    mtime_ns: i64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    stamp: Stamp,
+    digest: Option<Digest>,
+    #[serde(default)]
+    link: Option<RelPath>,
+    #[serde(default)]
+    xattrs: Option<crate::xattrs::Xattrs>,
+}
+
+impl Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (format, rdev) = self.special();
+        WireRef {
+            kind: match self.kind {
+                EntryKind::File => WireKindRef::File,
+                EntryKind::Dir => WireKindRef::Dir,
+                EntryKind::Symlink => WireKindRef::Symlink(self.target()),
+                EntryKind::Special => WireKindRef::Special { format, rdev },
+            },
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            stamp: self.stamp,
+            digest: self.digest,
+            link: self.link(),
+            xattrs: self.xattrs(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Entry, D::Error> {
+        let w = Wire::deserialize(d)?;
+        let kind = match w.kind {
+            WireKind::File => EntryKind::File,
+            WireKind::Dir => EntryKind::Dir,
+            WireKind::Symlink(_) => EntryKind::Symlink,
+            WireKind::Special { .. } => EntryKind::Special,
+        };
+        let mut e = Entry {
+            kind,
+            size: w.size,
+            mtime_ns: w.mtime_ns,
+            mode: w.mode,
+            uid: w.uid,
+            gid: w.gid,
+            stamp: w.stamp,
+            digest: w.digest,
+            extra: None,
+        };
+        match w.kind {
+            WireKind::Symlink(target) => e.set_target(target),
+            WireKind::Special { format, rdev } => e.set_special(format, rdev),
+            WireKind::File | WireKind::Dir => {}
+        }
+        e.set_link(w.link);
+        e.set_xattrs(w.xattrs);
+        Ok(e)
     }
 }
 
@@ -387,5 +584,154 @@ mod tests {
         let mut tail = ascending.clone();
         tail.extend([(n + 5, 0), (7, 99)]);
         check(&tail);
+    }
+
+    /// `Entry` as it was derived before its rare parts moved into a box: messages and
+    /// baselines written by either must read the same.
+    #[derive(Clone, Serialize, Deserialize, PartialEq, Debug)]
+    enum OldKind {
+        File,
+        Dir,
+        Symlink(#[serde(with = "serde_bytes")] Vec<u8>),
+        Special { format: u32, rdev: u64 },
+    }
+
+    #[derive(Clone, Serialize, Deserialize, PartialEq, Debug)]
+    struct OldEntry {
+        kind: OldKind,
+        size: u64,
+        mtime_ns: i64,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        stamp: Stamp,
+        digest: Option<Digest>,
+        #[serde(default)]
+        link: Option<Box<RelPath>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        xattrs: Option<Box<crate::xattrs::Xattrs>>,
+    }
+
+    #[test]
+    fn entries_are_small_and_keep_their_encoding() {
+        assert!(
+            std::mem::size_of::<Entry>() <= 88,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
+        let path = |s: &str| RelPath::new(s.as_bytes().to_vec()).unwrap();
+        let base = OldEntry {
+            kind: OldKind::File,
+            size: 5,
+            mtime_ns: -7,
+            mode: 0o4755,
+            uid: 1,
+            gid: 2,
+            stamp: Stamp {
+                ino: 3,
+                ctime_ns: 4,
+            },
+            digest: Some(Digest::of(b"hello")),
+            link: None,
+            xattrs: None,
+        };
+        let cases = [
+            base.clone(),
+            OldEntry {
+                kind: OldKind::Dir,
+                size: 0,
+                digest: None,
+                ..base.clone()
+            },
+            OldEntry {
+                kind: OldKind::Symlink(b"../t".to_vec()),
+                size: 0,
+                digest: None,
+                ..base.clone()
+            },
+            OldEntry {
+                kind: OldKind::Special {
+                    format: 0o020000,
+                    rdev: 259,
+                },
+                size: 0,
+                digest: None,
+                ..base.clone()
+            },
+            OldEntry {
+                kind: OldKind::Special {
+                    format: 0o010000,
+                    rdev: 0,
+                },
+                size: 0,
+                digest: None,
+                ..base.clone()
+            },
+            OldEntry {
+                link: Some(Box::new(path("a/first"))),
+                ..base.clone()
+            },
+            OldEntry {
+                xattrs: Some(Box::new(vec![(b"user.k".to_vec(), b"v".to_vec())])),
+                ..base.clone()
+            },
+            OldEntry {
+                link: Some(Box::new(path("f"))),
+                xattrs: Some(Box::new(vec![(b"user.k".to_vec(), vec![])])),
+                ..base.clone()
+            },
+        ];
+        for old in cases {
+            let bytes = rmp_serde::to_vec(&old).unwrap();
+            let new: Entry = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(rmp_serde::to_vec(&new).unwrap(), bytes, "{old:?}");
+            let back: OldEntry = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(back, old);
+            // Read back, the rare parts are where the accessors find them.
+            assert_eq!(new.link(), old.link.as_deref(), "{old:?}");
+            assert_eq!(new.xattrs(), old.xattrs.as_deref(), "{old:?}");
+            match &old.kind {
+                OldKind::Symlink(t) => {
+                    assert_eq!((new.kind, new.target()), (EntryKind::Symlink, &t[..]))
+                }
+                OldKind::Special { format, rdev } => {
+                    assert_eq!(
+                        (new.kind, new.special()),
+                        (EntryKind::Special, (*format, *rdev))
+                    )
+                }
+                OldKind::File => assert_eq!(
+                    (new.kind, new.extra.is_some()),
+                    (EntryKind::File, old.link.is_some() || old.xattrs.is_some())
+                ),
+                OldKind::Dir => assert_eq!((new.kind, new.extra), (EntryKind::Dir, None)),
+            }
+        }
+    }
+
+    #[test]
+    fn clearing_the_rare_parts_leaves_an_equal_entry() {
+        let plain = Entry::new(EntryKind::File, 1, 2, 0o644);
+        let mut e = plain.clone();
+        e.set_link(Some(RelPath::new(b"x".to_vec()).unwrap()));
+        e.set_xattrs(Some(vec![(b"user.a".to_vec(), b"1".to_vec())]));
+        assert_ne!(e, plain);
+        e.set_link(None);
+        assert_ne!(e, plain);
+        e.set_xattrs(None);
+        assert_eq!(e, plain);
+        assert!(e.extra.is_none());
+        // Different targets, devices: different content.
+        let mut a = Entry::new(EntryKind::Symlink, 0, 2, 0o777);
+        a.set_target(b"a".to_vec());
+        let mut b = a.clone();
+        assert!(a.same_content(&b));
+        b.set_target(b"b".to_vec());
+        assert!(!a.same_content(&b));
+        let mut c = Entry::new(EntryKind::Special, 0, 2, 0o600);
+        c.set_special(0o020000, 1);
+        let mut d = c.clone();
+        d.set_special(0o020000, 2);
+        assert!(!c.same_content(&d) && c.same_content(&c.clone()));
     }
 }

@@ -94,7 +94,7 @@ fn os(b: &[u8]) -> &std::ffi::OsStr {
 }
 
 /// Reads the kept attributes of `name` in `dir` (`None` when it has none).
-pub fn read_at(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<Box<Xattrs>>> {
+pub fn read_at(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<Xattrs>> {
     let path = proc_path(dir, name);
     let mut list = vec![0u8; 4096];
     let n = loop {
@@ -127,13 +127,13 @@ pub fn read_at(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<Box<Xattrs>>> 
         }
     }
     out.sort();
-    Ok((!out.is_empty()).then(|| Box::new(out)))
+    Ok((!out.is_empty()).then_some(out))
 }
 
 /// Makes the kept attributes of `name` in `dir` exactly `want`.
 pub fn write_at(dir: &impl AsFd, name: &[u8], want: Option<&Xattrs>) -> io::Result<()> {
     let path = proc_path(dir, name);
-    let have = read_at(dir, name)?.map(|b| *b).unwrap_or_default();
+    let have = read_at(dir, name)?.unwrap_or_default();
     let want = want.cloned().unwrap_or_default();
     for (n, _) in have
         .iter()

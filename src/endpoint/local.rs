@@ -145,7 +145,7 @@ impl LocalEndpoint {
     }
 
     /// The ACLs and xattrs `path` has now (where they are kept).
-    fn xattrs_now(&mut self, path: &RelPath) -> Result<Option<Box<Xattrs>>> {
+    fn xattrs_now(&mut self, path: &RelPath) -> Result<Option<Xattrs>> {
         match self.acls {
             AclMode::None => Ok(None),
             AclMode::Native => {
@@ -160,7 +160,7 @@ impl LocalEndpoint {
                 let records = metafile::load(&self.root, path.parent().as_ref())
                     .map_err(|e| self.io("read the attribute file of", path, e))?;
                 let pending = self.metafiles.get(path);
-                Ok(pending.unwrap_or_else(|| records.get(path.name()).cloned().map(Box::new)))
+                Ok(pending.unwrap_or_else(|| records.get(path.name()).cloned()))
             }
         }
     }
@@ -170,7 +170,7 @@ impl LocalEndpoint {
         if !(source.is_file() || source.is_dir()) {
             return Ok(());
         }
-        let want = source.xattrs.as_deref();
+        let want = source.xattrs();
         match self.acls {
             AclMode::None => Ok(()),
             AclMode::Native => {
@@ -217,7 +217,8 @@ impl LocalEndpoint {
             Ok(Some(mut e)) => {
                 e.digest = digest;
                 if e.is_file() || e.is_dir() {
-                    e.xattrs = self.xattrs_now(path)?;
+                    let xattrs = self.xattrs_now(path)?;
+                    e.set_xattrs(xattrs);
                 }
                 Ok(e)
             }
@@ -527,7 +528,7 @@ impl LocalEndpoint {
         }
         Root::set_meta_fd(&inc.file, &inc.meta, self.owner)
             .map_err(|e| self.io("set attributes of", &inc.path, e))?;
-        if let (AclMode::Native, Some(x)) = (self.acls, &inc.meta.xattrs) {
+        if let (AclMode::Native, Some(x)) = (self.acls, inc.meta.xattrs()) {
             xattrs::write_fd(&inc.file, x)
                 .map_err(|e| self.io("set extended attributes of", &inc.path, e))?;
         }
@@ -1077,7 +1078,7 @@ impl LocalEndpoint {
             .root
             .create_temp(path, source.mode)
             .map_err(|e| self.io("create a temporary file for", path, e))?;
-        let native = match (self.acls, &source.xattrs) {
+        let native = match (self.acls, source.xattrs()) {
             (AclMode::Native, Some(x)) => Some(x),
             _ => None,
         };
@@ -1113,7 +1114,7 @@ impl LocalEndpoint {
         if let (Some(n), Some(h)) = (&now, &held) {
             if n.stamp.ino == h.stamp.ino {
                 let mut e = n.clone();
-                e.link = Some(Box::new(first.clone()));
+                e.set_link(Some(first.clone()));
                 return Ok(e); // already one file
             }
         }
@@ -1135,7 +1136,7 @@ impl LocalEndpoint {
             self.put_xattrs(path, source)?;
         }
         let mut e = self.entry_now(path, source.digest)?;
-        e.link = Some(Box::new(first.clone()));
+        e.set_link(Some(first.clone()));
         Ok(e)
     }
 
@@ -1187,7 +1188,7 @@ impl LocalEndpoint {
             .map_err(|e| self.io("create a temporary file for", path, e))?;
         let copied = copy_checked(&mut src, &mut file, digest)
             .and_then(|()| Root::set_meta_fd(&file, source, self.owner))
-            .and_then(|()| match (self.acls, &source.xattrs) {
+            .and_then(|()| match (self.acls, source.xattrs()) {
                 (AclMode::Native, Some(x)) => xattrs::write_fd(&file, x),
                 _ => Ok(()),
             })
@@ -1257,7 +1258,7 @@ impl LocalEndpoint {
         self.check(path, expect)?;
         let (dir, tmp) = self
             .root
-            .create_node_temp(path, &source.kind, source.mode)
+            .create_node_temp(path, source)
             .map_err(|e| self.io("create", path, e))?;
         if let Err(e) = Root::set_meta_at(&dir, &tmp, source, self.owner) {
             Root::remove_name(&dir, &tmp);

@@ -44,11 +44,11 @@ fn meta_commands(dst: &str, src: &Entry, now: Option<&Entry>, everything: bool) 
     if everything && changed(|e| e.uid as i64) {
         out.push(format!("chown {}:{} {dst}", src.uid, src.gid));
     }
-    if !matches!(src.kind, EntryKind::Symlink(_)) && changed(|e| e.mode as i64) {
+    if !src.is_symlink() && changed(|e| e.mode as i64) {
         out.push(format!("chmod {:o} {dst}", src.mode));
     }
-    if now.is_none_or(|n| n.xattrs != src.xattrs) && src.xattrs.is_some() {
-        let n = src.xattrs.as_ref().map_or(0, |x| x.len());
+    if now.is_none_or(|n| n.xattrs() != src.xattrs()) && src.xattrs().is_some() {
+        let n = src.xattrs().map_or(0, |x| x.len());
         out.push(format!(
             "setfattr --restore=- {dst}  # {n} ACL/xattr entries"
         ));
@@ -75,21 +75,18 @@ pub fn commands(action: &Action, roots: [&str; 2], everything: bool) -> Vec<Stri
     };
     let dst = full(dst_root, &action.path);
     match &action.op {
-        Op::Copy { from, source } => match &source.kind {
-            EntryKind::Symlink(t) => vec![format!("ln -sfn {} {dst}", shell_quote(t))],
-            EntryKind::Special { format, rdev } => {
+        Op::Copy { from, source } => match source.kind {
+            EntryKind::Symlink => vec![format!("ln -sfn {} {dst}", shell_quote(source.target()))],
+            EntryKind::Special => {
+                let (format, rdev) = source.special();
                 let kind = match format & 0o170000 {
                     0o010000 => "p".to_string(),
-                    0o020000 => format!(
-                        "c {} {}",
-                        rustix::fs::major(*rdev),
-                        rustix::fs::minor(*rdev)
-                    ),
-                    0o060000 => format!(
-                        "b {} {}",
-                        rustix::fs::major(*rdev),
-                        rustix::fs::minor(*rdev)
-                    ),
+                    0o020000 => {
+                        format!("c {} {}", rustix::fs::major(rdev), rustix::fs::minor(rdev))
+                    }
+                    0o060000 => {
+                        format!("b {} {}", rustix::fs::major(rdev), rustix::fs::minor(rdev))
+                    }
                     _ => "?".to_string(),
                 };
                 vec![format!("mknod -m {:o} {dst} {kind}", source.mode)]

@@ -16,14 +16,14 @@ use crate::plan::{Action, Op, Plan, Side, Status};
 use crate::tree::Tree;
 
 fn anchor<'a>(tree: &'a Tree, p: &'a RelPath) -> &'a RelPath {
-    tree.get(p).and_then(|e| e.link.as_deref()).unwrap_or(p)
+    tree.get(p).and_then(|e| e.link()).unwrap_or(p)
 }
 
 /// Names of each source file with more than one name, by anchor.
 fn groups(tree: &Tree) -> HashMap<&RelPath, Vec<&RelPath>> {
     let mut out: HashMap<&RelPath, Vec<&RelPath>> = HashMap::new();
     for (p, e) in &tree.entries {
-        if let Some(a) = e.link.as_deref() {
+        if let Some(a) = e.link() {
             out.entry(a).or_insert_with(|| vec![a]).push(p);
         }
     }
@@ -52,7 +52,7 @@ fn regroup(plan: &mut Plan, target_side: Side, source: &Tree, target: &Tree, spl
     let src_groups = groups(source);
     // Without a file of several names on either side, every name is its own file already:
     // nothing to link or split (and no per-path bookkeeping to build for a large plan).
-    let target_linked = || target.entries.values().any(|e| e.link.is_some());
+    let target_linked = || target.entries.values().any(|e| e.link().is_some());
     if src_groups.is_empty() && (!split || !target_linked()) {
         return;
     }

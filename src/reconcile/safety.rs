@@ -128,8 +128,7 @@ mod tests {
             gid: 0,
             stamp: Stamp::default(),
             digest: None,
-            link: None,
-            xattrs: None,
+            extra: None,
         };
         let actions = (0..n)
             .map(|i| Action {

@@ -16,8 +16,7 @@ fn file_m(content: &str, mtime: i64, mode: u32) -> Entry {
         gid: 1000,
         stamp: Stamp::default(),
         digest: Some(Digest::of(content.as_bytes())),
-        link: None,
-        xattrs: None,
+        extra: None,
     }
 }
 fn f(content: &str) -> Entry {
@@ -39,8 +38,7 @@ fn other(kind: EntryKind, mode: u32) -> Entry {
         gid: 1000,
         stamp: Stamp::default(),
         digest: None,
-        link: None,
-        xattrs: None,
+        extra: None,
     }
 }
 fn d() -> Entry {
@@ -56,20 +54,18 @@ fn dt(mtime: i64) -> Entry {
     }
 }
 fn l(target: &str) -> Entry {
-    other(EntryKind::Symlink(target.as_bytes().to_vec()), 0o777)
+    let mut e = other(EntryKind::Symlink, 0o777);
+    e.set_target(target.as_bytes().to_vec());
+    e
 }
 fn fifo() -> Entry {
-    other(
-        EntryKind::Special {
-            format: 0o010000,
-            rdev: 0,
-        },
-        0o644,
-    )
+    let mut e = other(EntryKind::Special, 0o644);
+    e.set_special(0o010000, 0);
+    e
 }
 /// `e` as a later name of the file whose first name is `first` (a hard link).
 fn linked(mut e: Entry, first: &str) -> Entry {
-    e.link = Some(Box::new(p(first)));
+    e.set_link(Some(p(first)));
     e
 }
 fn owned(mut e: Entry, uid: u32) -> Entry {
@@ -167,12 +163,12 @@ fn simulate(plan: &Plan, local: &Tree, remote: &Tree) -> (Tree, Tree) {
             }
             Op::Link { to, source } => {
                 let mut e = source.clone();
-                e.link = Some(Box::new(to.clone()));
+                e.set_link(Some(to.clone()));
                 Some(e)
             }
             Op::Unlink { source } => {
                 let mut e = source.clone();
-                e.link = None;
+                e.set_link(None);
                 Some(e)
             }
             _ => a.result().cloned(),

@@ -77,8 +77,7 @@ mod tests {
             gid: 0,
             stamp: Stamp::default(),
             digest: None,
-            link: None,
-            xattrs: None,
+            extra: None,
         }
     }
 

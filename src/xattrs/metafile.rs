@@ -64,9 +64,9 @@ impl Store {
     }
 
     /// A change to `path`'s record not yet written: `Some(record)` if there is one.
-    pub fn get(&self, path: &RelPath) -> Option<Option<Box<Xattrs>>> {
+    pub fn get(&self, path: &RelPath) -> Option<Option<Xattrs>> {
         let (records, dirty) = self.dirs.get(&path.parent())?;
-        dirty.then(|| records.get(path.name()).cloned().map(Box::new))
+        dirty.then(|| records.get(path.name()).cloned())
     }
 
     /// Forgets a directory about to be removed, with its side file.

@@ -109,8 +109,7 @@ fn file_entry(size: u64) -> Entry {
         gid: 0,
         stamp: Stamp::default(),
         digest: None,
-        link: None,
-        xattrs: None,
+        extra: None,
     }
 }
 
@@ -175,7 +174,8 @@ fn agent_rejects_paths_that_escape_or_are_malformed() {
     }
     // A symlink target with a NUL, and an impossible mode.
     let mut e = file_entry(0);
-    e.kind = EntryKind::Symlink(b"ab".to_vec());
+    e.kind = EntryKind::Symlink;
+    e.set_target(b"ab".to_vec());
     let req = Request::Apply {
         changes: vec![tandem::endpoint::Change::MakeNode {
             path: rel("l"),

@@ -233,14 +233,15 @@ pub type Received = (u64, Result<Entry>);
 pub trait Endpoint: Send {
     /// Which side this is, for messages: `local '/data'`, `remote 'host:/srv'`.
     fn place(&self) -> &str;
-    /// Scans the tree below the root.
-    fn scan(&mut self, filter: &FilterSpec) -> Result<Scan>;
+    /// Scans the tree below the root; the paths it shares with `known` (a tree the caller
+    /// holds, such as the baseline) share their bytes with it.
+    fn scan(&mut self, filter: &FilterSpec, known: &Tree) -> Result<Scan>;
     /// Scans `paths` again (with everything below those flagged `true`); may scan the
     /// whole tree instead and say so.
     fn rescan(&mut self, filter: &FilterSpec, paths: &[(RelPath, bool)]) -> Result<Rescan> {
         let _ = paths;
         Ok(Rescan {
-            tree: self.scan(filter)?.tree,
+            tree: self.scan(filter, &Tree::default())?.tree,
             whole: true,
         })
     }

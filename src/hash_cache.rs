@@ -50,34 +50,62 @@ fn cached(e: &Entry) -> Option<Cached> {
     })
 }
 
+/// One item of a side's cache, in tree order: the stamp of the next baseline file with a
+/// digest (zero if this side's copy differs), or a file this side holds in another state.
+enum Part<'a> {
+    Stamp(Stamp),
+    Other(&'a RelPath, Cached),
+}
+
+/// What `tree` (one side, as it is now) tells about digests, relative to `base`, one
+/// part at a time.
+fn parts<'a>(base: &'a Tree, tree: &'a Tree) -> impl Iterator<Item = Part<'a>> + 'a {
+    merge([&base.entries, &tree.entries]).flat_map(|(p, [b, t])| {
+        let b = b.and_then(cached);
+        let t = t.and_then(cached);
+        match (b, t) {
+            (Some(b), Some(t))
+                if (b.size, b.mtime_ns, b.digest) == (t.size, t.mtime_ns, t.digest) =>
+            {
+                [Some(Part::Stamp(t.stamp)), None]
+            }
+            (b, t) => [
+                b.map(|_| Part::Stamp(Stamp::default())),
+                t.map(|t| Part::Other(p, t)),
+            ],
+        }
+        .into_iter()
+        .flatten()
+    })
+}
+
 impl HashCache {
     /// What `tree` (one side, as it is now) tells about digests, relative to `base`.
     pub fn of(base: &Tree, tree: &Tree) -> HashCache {
         let mut stamps = Vec::new();
         let mut others = Vec::new();
-        for (p, [b, t]) in merge([&base.entries, &tree.entries]) {
-            let b = b.and_then(cached);
-            let t = t.and_then(cached);
-            match (b, t) {
-                (Some(b), Some(t))
-                    if (b.size, b.mtime_ns, b.digest) == (t.size, t.mtime_ns, t.digest) =>
-                {
-                    stamps.push(t.stamp)
-                }
-                (b, t) => {
-                    if b.is_some() {
-                        stamps.push(Stamp::default());
-                    }
-                    if let Some(t) = t {
-                        others.push((p.clone(), t));
-                    }
-                }
+        for part in parts(base, tree) {
+            match part {
+                Part::Stamp(s) => stamps.push(s),
+                Part::Other(p, c) => others.push((p.clone(), c)),
             }
         }
         HashCache {
             stamps,
             others: others.into_iter().collect(),
         }
+    }
+
+    /// Whether this cache is [`HashCache::of`]`(base, tree)`, found without building that
+    /// (a run that changed nothing finds it out at its peak of memory).
+    pub fn is_of(&self, base: &Tree, tree: &Tree) -> bool {
+        let mut stamps = self.stamps.iter();
+        let mut others = self.others.iter();
+        parts(base, tree).all(|part| match part {
+            Part::Stamp(s) => stamps.next() == Some(&s),
+            Part::Other(p, c) => others.next() == Some((p, &c)),
+        }) && stamps.next().is_none()
+            && others.next().is_none()
     }
 
     /// Fills in the digest of every file of `tree` whose size, mtime, inode and ctime match
@@ -215,6 +243,59 @@ mod tests {
         assert_eq!(digest("b"), None, "another inode is another file");
         assert_eq!(digest("c"), None, "another mtime may be other content");
         assert_eq!(digest("x"), Some(Digest([4; 32])));
+    }
+
+    #[test]
+    fn is_of_agrees_with_building_the_cache() {
+        let base = tree(&[
+            ("a", file(1, 1, 10, 1)),
+            ("b", file(2, 2, 20, 2)),
+            ("c", file(3, 3, 30, 3)),
+        ]);
+        let sides = [
+            tree(&[]),
+            tree(&[
+                ("a", file(1, 1, 10, 1)),
+                ("b", file(2, 2, 20, 2)),
+                ("c", file(3, 3, 30, 3)),
+            ]),
+            tree(&[
+                ("a", file(1, 1, 11, 1)),
+                ("b", file(2, 2, 20, 2)),
+                ("c", file(3, 3, 30, 3)),
+            ]),
+            tree(&[("a", file(1, 1, 10, 1)), ("c", file(3, 3, 30, 3))]),
+            tree(&[
+                ("a", file(1, 1, 10, 1)),
+                ("b", file(2, 2, 20, 9)),
+                ("c", file(3, 3, 30, 3)),
+            ]),
+            tree(&[
+                ("a", file(1, 1, 10, 1)),
+                ("b", file(2, 2, 20, 2)),
+                ("c", file(3, 3, 30, 3)),
+                ("d", file(4, 4, 40, 4)),
+            ]),
+            tree(&[
+                ("a", file(1, 1, 10, 1)),
+                ("b", file(2, 2, 20, 2)),
+                ("c", file(3, 3, 30, 3)),
+                ("d", file(4, 4, 41, 4)),
+            ]),
+            unhashed(tree(&[("a", file(1, 1, 10, 1))])),
+        ];
+        for (i, x) in sides.iter().enumerate() {
+            let cache = HashCache::of(&base, x);
+            for (j, y) in sides.iter().enumerate() {
+                let same = cache == HashCache::of(&base, y);
+                assert_eq!(
+                    cache.is_of(&base, y),
+                    same,
+                    "cache of side {i} against side {j}"
+                );
+            }
+            assert!(cache.is_of(&base, x));
+        }
     }
 
     #[test]

@@ -16,10 +16,11 @@ pub const MAX_PATH: usize = 4096;
 
 /// A non-empty, `/`-separated path below a root: no leading `/`, no empty, `.` or `..`
 /// components, no NUL, each component at most 255 bytes.
-// A boxed slice, not a `Vec`: trees hold millions of these, and the capacity word is 8
-// bytes each.
+// Shared, not owned: the trees of a run (baseline, both sides, the plan, the next
+// baseline) hold millions of the same paths, and a clone costs no copy of the bytes (see
+// `tree::SharedPaths`). A slice, not a `Vec`: no capacity word.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct RelPath(Box<[u8]>);
+pub struct RelPath(std::sync::Arc<[u8]>);
 
 /// Why a byte string is not a valid [`RelPath`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,12 +47,17 @@ impl RelPath {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, PathError> {
         let bytes = bytes.into();
         validate(&bytes)?;
-        Ok(RelPath(bytes.into_boxed_slice()))
+        Ok(RelPath(bytes.into()))
     }
 
     /// The raw bytes of the path.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// True if both are one and the same copy of the bytes (shared, not only equal).
+    pub fn same_bytes(&self, other: &RelPath) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The path as an `OsStr`, for calls into the operating system.
@@ -116,7 +122,7 @@ impl RelPath {
         debug_assert!(self.starts_with(from));
         let mut v = to.0.to_vec();
         v.extend_from_slice(&self.0[from.0.len()..]);
-        RelPath(v.into_boxed_slice())
+        RelPath(v.into())
     }
 
     /// The path escaped for display: printable UTF-8 as is, anything else as `\xNN`.

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::fsops::{entry_at, scan_entry_at, LinkKey, Root, PART_PREFIX, TEMP_PREFIX};
 use crate::path::RelPath;
 use crate::rules::Filter;
-use crate::tree::{Digest, Entry, MapBuilder, Tree};
+use crate::tree::{Digest, Entry, MapBuilder, SharedPaths, Tree};
 use crate::xattrs::{self, metafile, AclMode, Xattrs};
 
 /// Partial transfers left by an interrupted run: target path → bytes already there.
@@ -30,8 +30,14 @@ pub struct ScanOptions {
 }
 
 /// Scans everything below the root; also lists partial transfers to resume.
-pub fn scan(root: &Root, filter: &Filter, opts: ScanOptions) -> (Tree, Partials) {
+pub fn scan<'a>(
+    root: &'a Root,
+    filter: &'a Filter,
+    opts: ScanOptions,
+    known: SharedPaths<'a>,
+) -> (Tree, Partials) {
     let mut walk = Walk::new(root, filter, opts);
+    walk.known = known;
     walk.top();
     let partials = std::mem::take(&mut walk.partials);
     (walk.finish(), partials)
@@ -140,8 +146,10 @@ struct Walk<'a> {
     problems: BTreeMap<RelPath, String>,
     /// When streaming: entries found since the last batch.
     entries: Vec<(RelPath, Entry)>,
-    /// Otherwise: the tree being built.
+    /// Otherwise: the tree being built...
     tree: MapBuilder<RelPath, Entry>,
+    /// ...sharing these paths.
+    known: SharedPaths<'a>,
     partials: Partials,
     /// First name seen of each (device, inode) with several names.
     links: Option<HashMap<LinkKey, RelPath>>,
@@ -161,6 +169,7 @@ impl<'a> Walk<'a> {
             problems: BTreeMap::new(),
             entries: Vec::new(),
             tree: MapBuilder::default(),
+            known: SharedPaths::none(),
             partials: Partials::new(),
             links: opts.hard_links.then(HashMap::new),
             acls: opts.acls,
@@ -226,6 +235,7 @@ impl<'a> Walk<'a> {
             None => RelPath::from_name(name),
         };
         let Ok(path) = path else { return };
+        let path = self.known.share(path);
         let (mut entry, linked) = match scan_entry_at(dir, name) {
             Ok(Some(e)) => e,
             Ok(None) => return, // vanished since listing

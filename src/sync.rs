@@ -380,7 +380,7 @@ fn run_inner(
 ) -> Result<()> {
     let (_lock, mut old) = prepare(job)?;
     let opened = open_endpoints(job)?;
-    let mut sides = first_scan(job, opened, run)?;
+    let mut sides = first_scan(job, opened, &old, run)?;
     cycle(job, &mut sides, &mut old, run, confirm, watch, &NOTHING_HOT)?;
     restamp_root(job, &mut sides, run)
 }
@@ -474,7 +474,7 @@ impl Sides {
 }
 
 /// Scans both sides at once, reports what could not be read, and maps owners by name.
-fn first_scan(job: &Job, opened: Opened, run: &mut Run<'_>) -> Result<Sides> {
+fn first_scan(job: &Job, opened: Opened, old: &Baseline, run: &mut Run<'_>) -> Result<Sides> {
     let Opened {
         mut local,
         mut remote,
@@ -484,8 +484,10 @@ fn first_scan(job: &Job, opened: Opened, run: &mut Run<'_>) -> Result<Sides> {
         run.reporter.event(&Event::Notice { message: n });
     }
     let (ls, rs) = std::thread::scope(|s| {
-        let l = s.spawn(|| local.scan(&job.filter));
-        let r = remote.scan(&job.filter);
+        // Both trees hold their paths shared with the baseline: a path held three times
+        // costs its bytes once.
+        let l = s.spawn(|| local.scan(&job.filter, &old.tree));
+        let r = remote.scan(&job.filter, &old.tree);
         (l.join().expect("scanner thread"), r)
     });
     let (mut ls, mut rs) = (ls?, rs?);
@@ -782,8 +784,8 @@ fn commit(
             && old.local_root == local_root
             && old.remote_root == remote_root
             && old.root_ids == ids
-            && old.caches[0] == HashCache::of(&old.tree, lt)
-            && old.caches[1] == HashCache::of(&old.tree, rt)
+            && old.caches[0].is_of(&old.tree, lt)
+            && old.caches[1].is_of(&old.tree, rt)
     };
     if job.filter == FilterSpec::default() && unchanged() {
         return Ok(());

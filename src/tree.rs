@@ -394,6 +394,40 @@ where
     d.deserialize_map(Pairs(std::marker::PhantomData))
 }
 
+/// The paths of a tree already held (the baseline), handed out to a tree being built
+/// alongside so that both hold each path's bytes once. Paths are asked for in tree order,
+/// as scans find them: one walk over the held tree, no lookups (a path out of order is
+/// simply not shared).
+pub struct SharedPaths<'a> {
+    held: Option<std::iter::Peekable<std::collections::btree_map::Keys<'a, RelPath, Entry>>>,
+}
+
+impl<'a> SharedPaths<'a> {
+    /// Shares the paths of `held`.
+    pub fn of(held: &'a Tree) -> SharedPaths<'a> {
+        SharedPaths {
+            held: Some(held.entries.keys().peekable()),
+        }
+    }
+
+    /// Shares nothing.
+    pub fn none() -> SharedPaths<'a> {
+        SharedPaths { held: None }
+    }
+
+    /// `path`, as the held tree's copy when it has one.
+    pub fn share(&mut self, path: RelPath) -> RelPath {
+        let Some(held) = &mut self.held else {
+            return path;
+        };
+        while held.next_if(|q| **q < path).is_some() {}
+        match held.peek() {
+            Some(q) if **q == path => (*q).clone(),
+            _ => path,
+        }
+    }
+}
+
 /// Builds a `BTreeMap` with full nodes from pairs that arrive one at a time, in any order
 /// (a later duplicate wins), without ever holding all of them twice.
 ///
@@ -423,6 +457,11 @@ impl<K: Ord, V> MapBuilder<K, V> {
 
     /// Adds a pair.
     pub fn push(&mut self, key: K, value: V) {
+        if self.pending.capacity() == 0 && !self.map.is_empty() {
+            // Sized once: a list that doubles its way up touches fresh memory at every
+            // step. Not before it is needed: after the last merge it would be wasted.
+            self.pending.reserve_exact(self.threshold());
+        }
         self.pending.push((key, value));
         if self.pending.len() >= self.threshold() {
             self.merge();
@@ -443,8 +482,6 @@ impl<K: Ord, V> MapBuilder<K, V> {
         } else {
             self.map.append(&mut part);
         }
-        // Sized once: a list that doubles its way up touches fresh memory at every step.
-        self.pending = Vec::with_capacity(self.threshold());
     }
 
     /// The map of every pair pushed.
@@ -733,5 +770,35 @@ mod tests {
         let mut d = c.clone();
         d.set_special(0o020000, 2);
         assert!(!c.same_content(&d) && c.same_content(&c.clone()));
+    }
+
+    #[test]
+    fn shared_paths_hand_out_the_held_copy_in_tree_order() {
+        let path = |s: &str| RelPath::new(s.as_bytes().to_vec()).unwrap();
+        let held = Tree::from_entries(
+            ["a", "a/x", "a/y", "b", "c/d"]
+                .map(|p| (path(p), Entry::new(EntryKind::File, 0, 0, 0o644))),
+        );
+        let copy = |p: &str| held.entries.get_key_value(&path(p)).unwrap().0;
+        let mut shared = SharedPaths::of(&held);
+        // In tree order, with paths the held tree lacks in between.
+        for (p, held_there) in [
+            ("a", true),
+            ("a/x", true),
+            ("a/xx", false),
+            ("a/y", true),
+            ("c", false),
+            ("c/d", true),
+            ("z", false),
+        ] {
+            let got = shared.share(path(p));
+            assert_eq!(got, path(p));
+            assert_eq!(held_there && got.same_bytes(copy(p)), held_there, "{p}");
+        }
+        // Out of order: the same path, just not shared.
+        let late = shared.share(path("b"));
+        assert!(late == path("b") && !late.same_bytes(copy("b")));
+        let nothing = SharedPaths::none().share(path("a"));
+        assert!(!nothing.same_bytes(copy("a")));
     }
 }

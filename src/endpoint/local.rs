@@ -15,7 +15,7 @@ use crate::owners::Database;
 use crate::path::RelPath;
 use crate::rules::FilterSpec;
 use crate::scan::{hash_file, scan};
-use crate::tree::{Digest, Entry};
+use crate::tree::{Digest, Entry, SharedPaths, Tree};
 use crate::xattrs::{self, metafile, AclMode, Xattrs};
 
 /// A root directory on this machine.
@@ -833,10 +833,10 @@ impl Endpoint for LocalEndpoint {
         &self.place
     }
 
-    fn scan(&mut self, filter: &FilterSpec) -> Result<Scan> {
+    fn scan(&mut self, filter: &FilterSpec, known: &Tree) -> Result<Scan> {
         let filter = filter.build()?;
         let opts = self.scan_options();
-        let (tree, partials) = scan(&self.root, &filter, opts);
+        let (tree, partials) = scan(&self.root, &filter, opts, SharedPaths::of(known));
         Ok(Scan {
             tree,
             root_id: self.root.id(),
@@ -850,7 +850,7 @@ impl Endpoint for LocalEndpoint {
         // would lose them.
         if self.acls == AclMode::Metafile {
             return Ok(Rescan {
-                tree: self.scan(filter)?.tree,
+                tree: self.scan(filter, &Tree::default())?.tree,
                 whole: true,
             });
         }
@@ -860,7 +860,7 @@ impl Endpoint for LocalEndpoint {
         // A file with several names: its first name may lie outside what was rescanned.
         if linked {
             return Ok(Rescan {
-                tree: self.scan(filter)?.tree,
+                tree: self.scan(filter, &Tree::default())?.tree,
                 whole: true,
             });
         }

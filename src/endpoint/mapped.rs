@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::owners::IdMap;
 use crate::path::RelPath;
 use crate::rules::FilterSpec;
-use crate::tree::{Digest, Entry};
+use crate::tree::{Digest, Entry, Tree};
 
 /// Another endpoint, seen through an [`IdMap`].
 pub struct OwnerMapped {
@@ -55,8 +55,8 @@ impl Endpoint for OwnerMapped {
         self.inner.place()
     }
 
-    fn scan(&mut self, filter: &FilterSpec) -> Result<Scan> {
-        let mut scan = self.inner.scan(filter)?;
+    fn scan(&mut self, filter: &FilterSpec, known: &Tree) -> Result<Scan> {
+        let mut scan = self.inner.scan(filter, known)?;
         for e in scan.tree.entries.values_mut() {
             self.map.inward(e);
         }

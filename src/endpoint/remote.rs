@@ -24,7 +24,7 @@ use crate::protocol::frame::{read_frame, FrameError, Kind};
 use crate::protocol::handshake::{read_hello, send_hello};
 use crate::protocol::{decode, encode, Request, Response, PATH_BATCH};
 use crate::rules::FilterSpec;
-use crate::tree::{Digest, Entry, MapBuilder, Tree};
+use crate::tree::{Digest, Entry, MapBuilder, SharedPaths, Tree};
 
 use lanes::Lanes;
 pub use lanes::StreamPlan;
@@ -463,9 +463,13 @@ impl RemoteEndpoint {
         self.send_frame(&Request::Receive { chunks }, self.batch_large)
     }
 
-    /// Sends a scan request and gathers its `ScanPart`s; returns the tree and the closing
-    /// message.
-    fn tree_parts(&mut self, req: &Request) -> Result<(Tree, Response)> {
+    /// Sends a scan request and gathers its `ScanPart`s (sharing the paths of `known`);
+    /// returns the tree and the closing message.
+    fn tree_parts(
+        &mut self,
+        req: &Request,
+        mut known: SharedPaths<'_>,
+    ) -> Result<(Tree, Response)> {
         let (mut all, mut problems) = (MapBuilder::default(), Vec::new());
         let mut r = self.call(req)?;
         while let Response::ScanPart {
@@ -473,7 +477,7 @@ impl RemoteEndpoint {
             problems: p,
         } = r
         {
-            all.extend(entries);
+            all.extend(entries.into_iter().map(|(p, e)| (known.share(p), e)));
             problems.extend(p);
             r = self.reply()?;
         }
@@ -497,10 +501,11 @@ impl Endpoint for RemoteEndpoint {
         &self.place
     }
 
-    fn scan(&mut self, filter: &FilterSpec) -> Result<Scan> {
-        let (tree, end) = self.tree_parts(&Request::Scan {
+    fn scan(&mut self, filter: &FilterSpec, known: &Tree) -> Result<Scan> {
+        let request = Request::Scan {
             filter: filter.clone(),
-        })?;
+        };
+        let (tree, end) = self.tree_parts(&request, SharedPaths::of(known))?;
         match end {
             Response::ScanDone {
                 root_id,
@@ -517,10 +522,11 @@ impl Endpoint for RemoteEndpoint {
     }
 
     fn rescan(&mut self, filter: &FilterSpec, paths: &[(RelPath, bool)]) -> Result<Rescan> {
-        let (tree, end) = self.tree_parts(&Request::Rescan {
+        let request = Request::Rescan {
             filter: filter.clone(),
             paths: paths.to_vec(),
-        })?;
+        };
+        let (tree, end) = self.tree_parts(&request, SharedPaths::none())?;
         match end {
             Response::Rescanned { whole } => Ok(Rescan { tree, whole }),
             _ => Err(self.unexpected("rescan")),

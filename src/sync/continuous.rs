@@ -260,7 +260,7 @@ impl Continuous<'_> {
                 let _ = tx.send(Wake::Hint(side, generation, hint));
             }))?;
         }
-        let mut sides = first_scan(self.job, opened, run)?;
+        let mut sides = first_scan(self.job, opened, &self.old, run)?;
         let now = Instant::now();
         for side in [Side::Local, Side::Remote] {
             self.dirty[side as usize].clear();
@@ -443,7 +443,9 @@ impl Continuous<'_> {
         if self.dirty[i].full {
             self.dirty[i].clear();
             self.next_full[i] = self.interval(side).map(|d| now + d);
-            let scan = sides.endpoint(side).scan(&self.job.filter)?;
+            let scan = sides
+                .endpoint(side)
+                .scan(&self.job.filter, &self.old.tree)?;
             report_problems(run, side, sides.endpoint(side).place(), &scan.tree);
             sides.trees[i] = scan.tree;
             return Ok(());

@@ -272,7 +272,7 @@ fn agent_refuses_a_client_that_lies_about_sizes_and_hashes() {
     // A copy that reaches past the end of a real old version.
     let expect = tandem::endpoint::LocalEndpoint::open(&f.b, "t".into(), false)
         .unwrap()
-        .scan(&Default::default())
+        .scan(&Default::default(), &Default::default())
         .unwrap()
         .tree
         .get(&rel("old"))
@@ -365,7 +365,9 @@ fn client_rejects_a_lying_agent() {
         write_frame(s, Kind::Message, &p).unwrap();
     })
     .unwrap();
-    let e = ep.scan(&Default::default()).unwrap_err();
+    let e = ep
+        .scan(&Default::default(), &Default::default())
+        .unwrap_err();
     assert!(e.to_string().contains("invalid message"), "{e}");
     // An oversized frame.
     let mut ep = hostile_agent(|s| {
@@ -376,7 +378,7 @@ fn client_rejects_a_lying_agent() {
     })
     .unwrap();
     assert!(ep
-        .scan(&Default::default())
+        .scan(&Default::default(), &Default::default())
         .unwrap_err()
         .to_string()
         .contains("exceeds"));
@@ -389,7 +391,7 @@ fn client_rejects_a_lying_agent() {
     })
     .unwrap();
     assert!(ep
-        .scan(&Default::default())
+        .scan(&Default::default(), &Default::default())
         .unwrap_err()
         .to_string()
         .contains("middle of a frame"));
@@ -463,7 +465,7 @@ fn huge_copy_lengths_do_not_overflow_the_receiver() {
     write(f.a.join("old"), "0123456789");
     let mut local = tandem::endpoint::LocalEndpoint::open(&f.a, "local".into(), false).unwrap();
     let expect = local
-        .scan(&Default::default())
+        .scan(&Default::default(), &Default::default())
         .unwrap()
         .tree
         .get(&rel("old"))

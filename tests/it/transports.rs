@@ -163,8 +163,8 @@ impl Endpoint for Corrupting {
     fn place(&self) -> &str {
         self.inner.place()
     }
-    fn scan(&mut self, f: &FilterSpec) -> Result<Scan> {
-        self.inner.scan(f)
+    fn scan(&mut self, f: &FilterSpec, known: &tandem::tree::Tree) -> Result<Scan> {
+        self.inner.scan(f, known)
     }
     fn digests(&mut self, p: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>> {
         self.inner.digests(p)
@@ -225,8 +225,14 @@ fn a_delta_that_fails_verification_is_resent_whole_once() {
         corrupted: false,
     };
     let mut remote = open(&f.b);
-    let lt = local.scan(&FilterSpec::default()).unwrap().tree;
-    let rt = remote.scan(&FilterSpec::default()).unwrap().tree;
+    let lt = local
+        .scan(&FilterSpec::default(), &Default::default())
+        .unwrap()
+        .tree;
+    let rt = remote
+        .scan(&FilterSpec::default(), &Default::default())
+        .unwrap()
+        .tree;
     let p = RelPath::new(b"x".to_vec()).unwrap();
     let action = Action {
         side: Side::Remote,
@@ -325,6 +331,54 @@ fn an_interrupted_transfer_resumes_from_its_partial_file() {
     );
 }
 
+/// Both forms of endpoint build their scanned tree with the paths of a tree the client
+/// holds (the baseline): one copy of each path's bytes, whatever holds it.
+#[test]
+fn scans_share_the_paths_of_the_baseline() {
+    let f = fixture();
+    for dir in ["a/b", "c/d/e", "f"] {
+        std::fs::create_dir_all(f.a.join(dir)).unwrap();
+        std::fs::create_dir_all(f.b.join(dir)).unwrap();
+    }
+    for name in ["a/b/x", "a/y", "a b", "a.b", "c/d/e/z", "g", "h\nnewline"] {
+        write(f.a.join(name), name);
+        write(f.b.join(name), name);
+    }
+    let mut local = open(&f.a);
+    let known = local
+        .scan(&FilterSpec::default(), &Default::default())
+        .unwrap()
+        .tree;
+    let mut agent = tandem::sync::agent_thread(
+        tandem::agent::AgentOptions {
+            root: f.b.clone(),
+            label: "remote".into(),
+            owner: false,
+            compression: Default::default(),
+            hard_links: true,
+            acls: Default::default(),
+            rate: None,
+            keep_dir: None,
+            log: None,
+        },
+        Default::default(),
+    )
+    .unwrap();
+    for (what, ep) in [
+        ("local", &mut local as &mut dyn Endpoint),
+        ("remote", &mut agent),
+    ] {
+        let tree = ep.scan(&FilterSpec::default(), &known).unwrap().tree;
+        assert_eq!(tree.entries.len(), known.entries.len(), "{what}");
+        for ((p, _), (q, _)) in tree.entries.iter().zip(&known.entries) {
+            assert!(
+                p == q && p.same_bytes(q),
+                "{what}: {p} is a copy of its own"
+            );
+        }
+    }
+}
+
 #[test]
 fn an_agent_whose_client_vanishes_keeps_a_large_partial_for_next_time() {
     let f = fixture();
@@ -346,7 +400,10 @@ fn an_agent_whose_client_vanishes_keeps_a_large_partial_for_next_time() {
     .unwrap();
     std::fs::write(f.a.join("big"), pseudo_random(4 << 20, 5)).unwrap();
     write(f.a.join("small"), "tiny");
-    let tree = local.scan(&FilterSpec::default()).unwrap().tree;
+    let tree = local
+        .scan(&FilterSpec::default(), &Default::default())
+        .unwrap()
+        .tree;
     let req = |path: &str, id| {
         let p = RelPath::new(path.as_bytes().to_vec()).unwrap();
         SendRequest {

@@ -331,6 +331,25 @@ fn an_interrupted_transfer_resumes_from_its_partial_file() {
     );
 }
 
+/// An agent on `root`, run in a thread of this process over a pipe.
+fn in_process_agent(root: &Path) -> tandem::endpoint::RemoteEndpoint {
+    tandem::sync::agent_thread(
+        tandem::agent::AgentOptions {
+            root: root.to_path_buf(),
+            label: "remote".into(),
+            owner: false,
+            compression: Default::default(),
+            hard_links: true,
+            acls: Default::default(),
+            rate: None,
+            keep_dir: None,
+            log: None,
+        },
+        Default::default(),
+    )
+    .unwrap()
+}
+
 /// Both forms of endpoint build their scanned tree with the paths of a tree the client
 /// holds (the baseline): one copy of each path's bytes, whatever holds it.
 #[test]
@@ -349,21 +368,7 @@ fn scans_share_the_paths_of_the_baseline() {
         .scan(&FilterSpec::default(), &Default::default())
         .unwrap()
         .tree;
-    let mut agent = tandem::sync::agent_thread(
-        tandem::agent::AgentOptions {
-            root: f.b.clone(),
-            label: "remote".into(),
-            owner: false,
-            compression: Default::default(),
-            hard_links: true,
-            acls: Default::default(),
-            rate: None,
-            keep_dir: None,
-            log: None,
-        },
-        Default::default(),
-    )
-    .unwrap();
+    let mut agent = in_process_agent(&f.b);
     for (what, ep) in [
         ("local", &mut local as &mut dyn Endpoint),
         ("remote", &mut agent),
@@ -383,21 +388,7 @@ fn scans_share_the_paths_of_the_baseline() {
 fn an_agent_whose_client_vanishes_keeps_a_large_partial_for_next_time() {
     let f = fixture();
     let mut local = open(&f.a);
-    let mut agent = tandem::sync::agent_thread(
-        tandem::agent::AgentOptions {
-            root: f.b.clone(),
-            label: "remote".into(),
-            owner: false,
-            compression: Default::default(),
-            hard_links: true,
-            acls: Default::default(),
-            rate: None,
-            keep_dir: None,
-            log: None,
-        },
-        Default::default(),
-    )
-    .unwrap();
+    let mut agent = in_process_agent(&f.b);
     std::fs::write(f.a.join("big"), pseudo_random(4 << 20, 5)).unwrap();
     write(f.a.join("small"), "tiny");
     let tree = local

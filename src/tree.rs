@@ -3,6 +3,7 @@
 //! Flat and sorted in tree order (parents first, children right after them), so a
 //! subtree is a contiguous range and literal fixtures in tests stay small.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound;
@@ -118,7 +119,8 @@ impl Extra {
 }
 
 impl Entry {
-    /// An entry of `kind` with these attributes and nothing else known.
+    /// An entry of `kind` with these attributes and nothing else known (test fixtures).
+    #[cfg(test)]
     pub fn new(kind: EntryKind, size: u64, mtime_ns: i64, mode: u32) -> Entry {
         Entry {
             kind,
@@ -237,30 +239,22 @@ impl Entry {
 }
 
 /// An entry as messages and the baseline have always stored it (the kind carries a
-/// symlink's target or a device; hard link and xattrs last).
-#[derive(Serialize)]
+/// symlink's target or a device; hard link and xattrs last). Borrowed when written,
+/// owned when read.
+#[derive(Serialize, Deserialize)]
 #[serde(rename = "EntryKind")]
-enum WireKindRef<'a> {
+enum WireKind<'a> {
     File,
     Dir,
-    Symlink(#[serde(with = "serde_bytes")] &'a [u8]),
+    Symlink(#[serde(with = "serde_bytes", borrow)] Cow<'a, [u8]>),
     Special { format: u32, rdev: u64 },
 }
 
-/// [`WireKindRef`], read back.
-#[derive(Deserialize)]
-#[serde(rename = "EntryKind")]
-enum WireKind {
-    File,
-    Dir,
-    Symlink(#[serde(with = "serde_bytes")] Vec<u8>),
-    Special { format: u32, rdev: u64 },
-}
-
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(rename = "Entry")]
-struct WireRef<'a> {
-    kind: WireKindRef<'a>,
+struct Wire<'a> {
+    #[serde(borrow)]
+    kind: WireKind<'a>,
     size: u64,
     mtime_ns: i64,
     mode: u32,
@@ -269,37 +263,21 @@ struct WireRef<'a> {
     stamp: Stamp,
     digest: Option<Digest>,
     // Messages are positional: only the last field may be left out when empty.
-    link: Option<&'a RelPath>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    xattrs: Option<&'a crate::xattrs::Xattrs>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename = "Entry")]
-struct Wire {
-    kind: WireKind,
-    size: u64,
-    mtime_ns: i64,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    stamp: Stamp,
-    digest: Option<Digest>,
     #[serde(default)]
     link: Option<RelPath>,
-    #[serde(default)]
-    xattrs: Option<crate::xattrs::Xattrs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    xattrs: Option<Cow<'a, crate::xattrs::Xattrs>>,
 }
 
 impl Serialize for Entry {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (format, rdev) = self.special();
-        WireRef {
+        Wire {
             kind: match self.kind {
-                EntryKind::File => WireKindRef::File,
-                EntryKind::Dir => WireKindRef::Dir,
-                EntryKind::Symlink => WireKindRef::Symlink(self.target()),
-                EntryKind::Special => WireKindRef::Special { format, rdev },
+                EntryKind::File => WireKind::File,
+                EntryKind::Dir => WireKind::Dir,
+                EntryKind::Symlink => WireKind::Symlink(Cow::Borrowed(self.target())),
+                EntryKind::Special => WireKind::Special { format, rdev },
             },
             size: self.size,
             mtime_ns: self.mtime_ns,
@@ -308,8 +286,8 @@ impl Serialize for Entry {
             gid: self.gid,
             stamp: self.stamp,
             digest: self.digest,
-            link: self.link(),
-            xattrs: self.xattrs(),
+            link: self.link().cloned(),
+            xattrs: self.xattrs().map(Cow::Borrowed),
         }
         .serialize(s)
     }
@@ -318,14 +296,8 @@ impl Serialize for Entry {
 impl<'de> Deserialize<'de> for Entry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Entry, D::Error> {
         let w = Wire::deserialize(d)?;
-        let kind = match w.kind {
-            WireKind::File => EntryKind::File,
-            WireKind::Dir => EntryKind::Dir,
-            WireKind::Symlink(_) => EntryKind::Symlink,
-            WireKind::Special { .. } => EntryKind::Special,
-        };
         let mut e = Entry {
-            kind,
+            kind: EntryKind::File,
             size: w.size,
             mtime_ns: w.mtime_ns,
             mode: w.mode,
@@ -336,12 +308,19 @@ impl<'de> Deserialize<'de> for Entry {
             extra: None,
         };
         match w.kind {
-            WireKind::Symlink(target) => e.set_target(target),
-            WireKind::Special { format, rdev } => e.set_special(format, rdev),
-            WireKind::File | WireKind::Dir => {}
+            WireKind::File => {}
+            WireKind::Dir => e.kind = EntryKind::Dir,
+            WireKind::Symlink(target) => {
+                e.kind = EntryKind::Symlink;
+                e.set_target(target.into_owned());
+            }
+            WireKind::Special { format, rdev } => {
+                e.kind = EntryKind::Special;
+                e.set_special(format, rdev);
+            }
         }
         e.set_link(w.link);
-        e.set_xattrs(w.xattrs);
+        e.set_xattrs(w.xattrs.map(Cow::into_owned));
         Ok(e)
     }
 }

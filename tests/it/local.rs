@@ -95,6 +95,9 @@ fn bidi_first_run_merges_and_reports_identical_files() {
     let f = fixture();
     write(f.a.join("same"), "same");
     write(f.b.join("same"), "same");
+    // Identical means the same mtime too: two writes can straddle a clock tick.
+    set_mtime(f.a.join("same"), 1_600_000_000);
+    set_mtime(f.b.join("same"), 1_600_000_000);
     write(f.a.join("only-a"), "a");
     write(f.b.join("only-b"), "b");
     let r = f.sync("bidi", &[]);

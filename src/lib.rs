@@ -7,6 +7,7 @@
 //! Every step is reported as an [`output::Event`].
 
 pub mod agent;
+pub mod allocator;
 pub mod baseline;
 #[cfg(feature = "client")]
 pub mod cli;

@@ -5,6 +5,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    tandem::allocator::tune();
     let args: Vec<String> = std::env::args().skip(1).collect();
     std::process::ExitCode::from(tandem::agent::main_with_args(&args))
 }

@@ -236,7 +236,7 @@ mod tests {
             uid: 0,
             gid: 0,
             stamp: Stamp::default(),
-            digest: Some(Digest([9; 32])),
+            digest: Some(Digest([9; 32]).into()),
             extra: None,
         };
         let tree = Tree::from_entries(vec![(path.clone(), entry.clone())]);
@@ -286,7 +286,7 @@ mod tests {
             },
         )]);
         assert_eq!(b.caches[0].fill(&b.tree, &mut now), 1);
-        assert_eq!(now.get(&path).unwrap().digest, Some(Digest([9; 32])));
+        assert_eq!(now.get(&path).unwrap().digest, Some(Digest([9; 32]).into()));
         // Written back, it is version 2 and says the same.
         b.commit(&file).unwrap();
         assert!(std::fs::read(&file)

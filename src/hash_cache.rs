@@ -7,6 +7,7 @@
 //! a side holds in another state (unresolved conflicts, pending changes) are kept whole.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +42,7 @@ fn known(base: &Tree) -> impl Iterator<Item = (&RelPath, &Entry)> {
 }
 
 fn cached(e: &Entry) -> Option<Cached> {
-    let digest = e.digest.filter(|_| e.is_file())?;
+    let digest = *e.digest.as_deref().filter(|_| e.is_file())?;
     Some(Cached {
         size: e.size,
         mtime_ns: e.mtime_ns,
@@ -133,11 +134,11 @@ impl HashCache {
                 |size, mtime_ns, stamp| (size, mtime_ns, stamp) == (e.size, e.mtime_ns, e.stamp);
             let digest = from_base
                 .filter(|(b, s)| hit(b.size, b.mtime_ns, *s))
-                .and_then(|(b, _)| b.digest)
+                .and_then(|(b, _)| b.digest.clone())
                 .or_else(|| {
                     from_other
                         .filter(|c| hit(c.size, c.mtime_ns, c.stamp))
-                        .map(|c| c.digest)
+                        .map(|c| Arc::new(c.digest))
                 });
             if let Some(d) = digest {
                 e.digest = Some(d);
@@ -167,7 +168,7 @@ impl CacheV1 {
                 uid: 0,
                 gid: 0,
                 stamp: c.stamp,
-                digest: Some(c.digest),
+                digest: Some(Arc::new(c.digest)),
                 extra: None,
             };
             (p, e)
@@ -189,7 +190,7 @@ mod tests {
             uid: 0,
             gid: 0,
             stamp: Stamp { ino, ctime_ns: 7 },
-            digest: Some(Digest([digest; 32])),
+            digest: Some(Digest([digest; 32]).into()),
             extra: None,
         }
     }
@@ -238,11 +239,12 @@ mod tests {
             now.get(&RelPath::new(p.as_bytes().to_vec()).unwrap())
                 .unwrap()
                 .digest
+                .clone()
         };
-        assert_eq!(digest("a"), Some(Digest([1; 32])));
+        assert_eq!(digest("a"), Some(Digest([1; 32]).into()));
         assert_eq!(digest("b"), None, "another inode is another file");
         assert_eq!(digest("c"), None, "another mtime may be other content");
-        assert_eq!(digest("x"), Some(Digest([4; 32])));
+        assert_eq!(digest("x"), Some(Digest([4; 32]).into()));
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod refresh;
 pub mod transfer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::agent::{self, AgentOptions};
@@ -617,7 +618,7 @@ fn hash(sides: &mut Sides, old: &Baseline, run: &mut Run<'_>) -> Result<()> {
             match digest {
                 Ok(d) => {
                     if let Some(e) = tree.entries.get_mut(&path) {
-                        e.digest = Some(d);
+                        e.digest = Some(Arc::new(d));
                     }
                 }
                 Err(why) => {
@@ -1066,13 +1067,13 @@ struct Placed {
     /// What now stands at each target, per side (`[local, remote]`).
     entries: [MapBuilder<RelPath, Entry>; 2],
     /// The digest each transfer computed of its source, by action.
-    digests: Vec<(usize, Digest)>,
+    digests: Vec<(usize, Arc<Digest>)>,
 }
 
 impl Placed {
     fn add(&mut self, i: usize, a: &Action, entry: Entry) {
-        if let Some(d) = entry.digest {
-            self.digests.push((i, d));
+        if let Some(d) = &entry.digest {
+            self.digests.push((i, d.clone()));
         }
         self.entries[a.side as usize].push(a.path.clone(), entry);
     }
@@ -1102,14 +1103,14 @@ fn record(a: &Action, entry: Option<Entry>, lt: &mut Tree, rt: &mut Tree) {
     } else {
         (rt, lt)
     };
-    if let Some(digest) = entry.as_ref().and_then(|e| e.digest) {
+    if let Some(digest) = entry.as_ref().and_then(|e| e.digest.clone()) {
         learn_digest(a, digest, src_tree);
     }
     apply_to(dst_tree, a, entry);
 }
 
 /// A copy hashed its source: the source's tree remembers the digest, so both sides agree.
-fn learn_digest(a: &Action, digest: Digest, src_tree: &mut Tree) {
+fn learn_digest(a: &Action, digest: Arc<Digest>, src_tree: &mut Tree) {
     if let Op::Copy { from, .. } = &a.op {
         if let Some(src) = src_tree.entries.get_mut(from).filter(|e| e.is_file()) {
             src.digest = Some(digest);

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::delta::{self, Basis, DeltaOp, LITERAL_CHUNK, WINDOW};
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest};
@@ -212,7 +213,7 @@ impl LocalEndpoint {
         }
     }
 
-    fn entry_now(&mut self, path: &RelPath, digest: Option<Digest>) -> Result<Entry> {
+    fn entry_now(&mut self, path: &RelPath, digest: Option<Arc<Digest>>) -> Result<Entry> {
         match self.root.entry(path) {
             Ok(Some(mut e)) => {
                 e.digest = digest;
@@ -541,7 +542,7 @@ impl LocalEndpoint {
         if self.acls == AclMode::Metafile {
             self.put_xattrs(path, meta)?;
         }
-        self.entry_now(path, Some(digest))
+        self.entry_now(path, Some(Arc::new(digest)))
     }
 
     /// Makes the staged temp files (those replacing an existing file) durable, then renames
@@ -1094,7 +1095,7 @@ impl LocalEndpoint {
         if self.acls == AclMode::Metafile {
             self.put_xattrs(path, source)?;
         }
-        self.entry_now(path, expect.digest)
+        self.entry_now(path, expect.digest.clone())
     }
 
     /// Makes `path` another name of `first` (replacing `expect`), if `first` is the file
@@ -1135,7 +1136,7 @@ impl LocalEndpoint {
         if self.acls == AclMode::Metafile {
             self.put_xattrs(path, source)?;
         }
-        let mut e = self.entry_now(path, source.digest)?;
+        let mut e = self.entry_now(path, source.digest.clone())?;
         e.set_link(Some(first.clone()));
         Ok(e)
     }
@@ -1173,6 +1174,7 @@ impl LocalEndpoint {
         self.check_same_file(from, Some(from_expect))?;
         let digest = source
             .digest
+            .clone()
             .ok_or_else(|| Error::Protocol(format!("dedup of '{path}' without a digest")))?;
         if hardlink {
             self.link_into_place(from, path, now.as_ref())?;
@@ -1186,7 +1188,7 @@ impl LocalEndpoint {
             .root
             .create_temp(path, source.mode)
             .map_err(|e| self.io("create a temporary file for", path, e))?;
-        let copied = copy_checked(&mut src, &mut file, digest)
+        let copied = copy_checked(&mut src, &mut file, *digest)
             .and_then(|()| Root::set_meta_fd(&file, source, self.owner))
             .and_then(|()| match (self.acls, source.xattrs()) {
                 (AclMode::Native, Some(x)) => xattrs::write_fd(&file, x),
@@ -1354,7 +1356,7 @@ impl LocalEndpoint {
                 .map_err(|e| self.io("set attributes of", to, e))?;
             self.put_xattrs(to, meta)?;
         }
-        self.entry_now(to, expect.digest)
+        self.entry_now(to, expect.digest.clone())
     }
 
     /// Applies `source`'s attributes if `path` is still `expect`.
@@ -1367,6 +1369,6 @@ impl LocalEndpoint {
         Root::set_meta_at(&dir, path.name(), source, self.owner)
             .map_err(|e| self.io("set attributes of", path, e))?;
         self.put_xattrs(path, source)?;
-        self.entry_now(path, expect.digest)
+        self.entry_now(path, expect.digest.clone())
     }
 }

@@ -15,7 +15,7 @@ fn file_m(content: &str, mtime: i64, mode: u32) -> Entry {
         uid: 1000,
         gid: 1000,
         stamp: Stamp::default(),
-        digest: Some(Digest::of(content.as_bytes())),
+        digest: Some(Digest::of(content.as_bytes()).into()),
         extra: None,
     }
 }

@@ -4,6 +4,7 @@
 //! hard-linked when mode, owner and mtime match too.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::Sides;
 use crate::error::Result;
@@ -71,7 +72,11 @@ pub(super) fn find(mode: Dedup, plan: &mut Plan, sides: &mut Sides) -> Result<()
         let by_digest: HashMap<Digest, &RelPath> = candidates
             .values()
             .flatten()
-            .filter_map(|p| tree.get(p).and_then(|e| e.digest).map(|d| (d, p)))
+            .filter_map(|p| {
+                tree.get(p)
+                    .and_then(|e| e.digest.as_deref())
+                    .map(|d| (*d, p))
+            })
             .collect();
         for &i in &copies {
             let a = &mut plan.actions[i];
@@ -79,10 +84,10 @@ pub(super) fn find(mode: Dedup, plan: &mut Plan, sides: &mut Sides) -> Result<()
                 continue;
             };
             let src = sides.trees[side.other() as usize].get(from);
-            let Some(digest) = src.and_then(|e| e.digest) else {
+            let Some(digest) = src.and_then(|e| e.digest.clone()) else {
                 continue;
             };
-            let Some(found) = by_digest.get(&digest) else {
+            let Some(found) = by_digest.get(&*digest) else {
                 continue;
             };
             let found_entry = tree.get(found).expect("candidate in the tree").clone();
@@ -163,7 +168,7 @@ fn fill(sides: &mut Sides, side: Side, paths: &[RelPath]) -> Result<()> {
     let tree = &mut sides.trees[side as usize];
     for (p, d) in found {
         if let (Ok(d), Some(e)) = (d, tree.entries.get_mut(&p)) {
-            e.digest = Some(d);
+            e.digest = Some(Arc::new(d));
         }
     }
     Ok(())

@@ -119,13 +119,6 @@ pub fn still_expected(now: Option<&Entry>, expect: Option<&Entry>) -> bool {
     }
 }
 
-/// True if a file of `size` bytes occupies less disk than its size: it has holes.
-pub fn is_sparse(file: &File, size: u64) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    file.metadata()
-        .is_ok_and(|m| m.blocks().saturating_mul(512) < size)
-}
-
 /// The next data region of `file` at or after `pos` (start, end), or `None` when only a
 /// hole is left. Filesystems without `SEEK_DATA` report all data.
 pub fn data_region(file: &File, pos: u64) -> io::Result<Option<(u64, u64)>> {
@@ -214,16 +207,17 @@ impl Root {
 
     /// Opens the directory holding `path`, without following any symlink on the way.
     pub fn parent_fd(&self, path: &RelPath) -> io::Result<DirFd> {
-        let parent = path.parent();
-        let Some(parent) = parent else {
+        let Some(bytes) = path.parent_bytes() else {
             return Ok(self.top.clone());
         };
         let mut cache = self.last_parent.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((p, fd)) = cache.as_ref() {
-            if *p == parent {
+            // Compared as bytes: most calls hit, and a hit then allocates nothing.
+            if p.as_bytes() == bytes {
                 return Ok(fd.clone());
             }
         }
+        let parent = path.parent().expect("a path with a parent");
         let mut fd: Option<OwnedFd> = None;
         for c in parent.components() {
             let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -263,13 +257,14 @@ impl Root {
         entry_at(&dir, path.name())
     }
 
-    /// Opens a regular file for reading, refusing symlinks.
+    /// Opens a regular file for reading, refusing symlinks. Without blocking: a FIFO put
+    /// where a file was would otherwise hang the open until some writer came.
     pub fn open_read(&self, path: &RelPath) -> io::Result<File> {
         let dir = self.parent_fd(path)?;
         let fd = rustix::fs::openat(
             &dir,
             os(path.name()),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
             Mode::empty(),
         )?;
         Ok(File::from(fd))

@@ -81,10 +81,15 @@ impl RelPath {
 
     /// The parent path, or `None` for a top-level name.
     pub fn parent(&self) -> Option<RelPath> {
+        self.parent_bytes().map(|p| RelPath(p.into()))
+    }
+
+    /// The bytes of [`RelPath::parent`], without making a path of them.
+    pub fn parent_bytes(&self) -> Option<&[u8]> {
         self.0
             .iter()
             .rposition(|&b| b == b'/')
-            .map(|i| RelPath(self.0[..i].into()))
+            .map(|i| &self.0[..i])
     }
 
     /// This path with one more component appended; `name` must be a valid component.

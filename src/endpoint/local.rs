@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::delta::{self, Basis, DeltaOp, LITERAL_CHUNK, WINDOW};
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest};
 use crate::error::{Error, Result, WireError};
-use crate::fsops::{entry_at, still_expected, CommitError, Root};
+use crate::fsops::{entry_at, entry_from_stat, still_expected, CommitError, Root};
 use crate::owners::Database;
 use crate::path::RelPath;
 use crate::rules::FilterSpec;
@@ -254,22 +254,32 @@ impl LocalEndpoint {
         }
     }
 
-    /// Opens a source file, checking it is still the scanned one.
-    fn open_source(&self, path: &RelPath, expect: &Entry) -> Result<File> {
+    /// Opens a source file and checks, on the open file, that it is still the scanned one;
+    /// returns it with whether it is sparse.
+    fn open_source(&self, path: &RelPath, expect: &Entry) -> Result<(File, bool)> {
         let source_changed = || Error::SourceChanged {
             path: path.to_string(),
             place: self.place.clone(),
         };
-        let now = self
-            .root
-            .entry(path)
-            .map_err(|e| self.io("stat", path, e))?;
-        if !still_expected(now.as_ref(), Some(expect)) {
-            return Err(source_changed());
+        let opened = self.root.open_read(path).and_then(|file| {
+            let st = rustix::fs::fstat(&file)?;
+            Ok((file, st))
+        });
+        match opened {
+            Ok((file, st)) => {
+                if !still_expected(Some(&entry_from_stat(&st, None)), Some(expect)) {
+                    return Err(source_changed());
+                }
+                // Holes: it occupies less disk than its size.
+                let sparse = (st.st_blocks as u64).saturating_mul(512) < expect.size;
+                Ok((file, sparse))
+            }
+            // Gone, or no longer a file (a symlink will not open): changed since the scan.
+            Err(err) => match self.root.entry(path) {
+                Ok(now) if !still_expected(now.as_ref(), Some(expect)) => Err(source_changed()),
+                _ => Err(self.io("read", path, err)),
+            },
         }
-        self.root
-            .open_read(path)
-            .map_err(|e| self.io("read", path, e))
     }
 
     /// Streams one file: whole, or as a delta against the receiver's signature.
@@ -293,8 +303,8 @@ impl LocalEndpoint {
                 ))))
             }
         };
-        let mut file = match self.open_source(&req.path, &req.expect) {
-            Ok(f) => f,
+        let (mut file, sparse) = match self.open_source(&req.path, &req.expect) {
+            Ok(opened) => opened,
             Err(e) => return sink(abort(&e)),
         };
         sink(Chunk::Begin {
@@ -306,7 +316,7 @@ impl LocalEndpoint {
         })?;
         let index = basis.as_ref().map(Basis::index);
         let mut hasher = blake3::Hasher::new();
-        let read = if index.is_none() && crate::fsops::is_sparse(&file, req.expect.size) {
+        let read = if index.is_none() && sparse {
             send_sparse(&file, req.expect.size, id, &mut hasher, sink)
         } else {
             send_windows(
@@ -326,9 +336,12 @@ impl LocalEndpoint {
             }
             Err(SendError::Sink(e)) => return Err(e),
         }
-        // Re-stat after reading: a file written to while we read it would arrive torn.
-        match self.root.entry(&req.path) {
-            Ok(now) if still_expected(now.as_ref(), Some(&req.expect)) => sink(Chunk::End {
+        // Re-stat after reading: a file written to while we read it would arrive torn. The
+        // open file, not the name: what was read is that file's content, whatever the name
+        // holds by now (a file renamed over it is new, for the next run).
+        let after = rustix::fs::fstat(&file).map(|st| entry_from_stat(&st, None));
+        match after.map_err(io::Error::from) {
+            Ok(now) if still_expected(Some(&now), Some(&req.expect)) => sink(Chunk::End {
                 id,
                 digest: Digest(*hasher.finalize().as_bytes()),
             }),
@@ -720,12 +733,17 @@ fn send_windows(
     } else {
         4 * LITERAL_CHUNK
     };
-    let mut buf = vec![0u8; (size as usize).saturating_add(1).min(cap)];
-    loop {
-        let n = delta::read_full(file, &mut buf).map_err(SendError::Read)?;
+    // Reading stops at the scanned size, without the read that would find the end: a file
+    // that grew meanwhile is caught by the stat after reading.
+    let mut buf = vec![0u8; (size as usize).min(cap)];
+    let mut left = size;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = delta::read_full(file, &mut buf[..want]).map_err(SendError::Read)?;
         if n == 0 {
             return Ok(());
         }
+        left -= n as u64;
         let window = &buf[..n];
         hasher.update(window);
         let mut ops = Vec::new();
@@ -734,10 +752,11 @@ fn send_windows(
             None => delta::literal_ops(window, &mut ops),
         }
         send_ops(id, ops, sink)?;
-        if n < buf.len() {
+        if n < want {
             return Ok(());
         }
     }
+    Ok(())
 }
 
 /// Sends a sparse file whole: its data regions as literals, its holes as holes, found with
@@ -902,7 +921,7 @@ impl Endpoint for LocalEndpoint {
             .map(|(path, expect)| {
                 let (mut f, size) = match expect {
                     Some(e) => (
-                        self.open_source(path, e).map_err(|e| e.to_string())?,
+                        self.open_source(path, e).map_err(|e| e.to_string())?.0,
                         e.size,
                     ),
                     None => {

@@ -198,6 +198,55 @@ fn a_source_written_while_read_is_not_committed() {
     );
 }
 
+/// A source replaced after the scan (by a FIFO, a symlink, another file of the same size,
+/// or nothing) is reported as changed and not sent, and the FIFO does not hang the sender.
+#[test]
+fn a_source_replaced_after_the_scan_is_reported_changed_and_not_sent() {
+    type Replace = fn(&Path);
+    let cases: [(&str, Replace); 4] = [
+        ("fifo", |p| {
+            let made = std::process::Command::new("mkfifo")
+                .arg(p)
+                .status()
+                .unwrap();
+            assert!(made.success());
+        }),
+        ("symlink", |p| {
+            std::os::unix::fs::symlink("elsewhere", p).unwrap()
+        }),
+        ("another file", |p| write(p, "12345")),
+        ("nothing", |_| {}),
+    ];
+    for (what, replace) in cases {
+        let f = fixture();
+        write(f.a.join("f"), "abcde");
+        let mut src = endpoint(&f.a);
+        let req = request(&mut src, "f");
+        std::fs::remove_file(f.a.join("f")).unwrap();
+        replace(&f.a.join("f"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut chunks = Vec::new();
+            let sent = src.send(std::slice::from_ref(&req), &mut |c| {
+                chunks.push(c);
+                Ok(())
+            });
+            let _ = tx.send((sent.is_ok(), chunks));
+        });
+        let (ok, chunks) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{what}: the sender hangs"));
+        assert!(ok, "{what}");
+        match &chunks[..] {
+            [Chunk::Abort { error, .. }] => {
+                let e: Error = error.clone().into();
+                assert!(matches!(e, Error::SourceChanged { .. }), "{what}: {e:?}");
+            }
+            other => panic!("{what}: sent {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn data_failing_hash_verification_is_never_renamed_into_place() {
     let f = fixture();

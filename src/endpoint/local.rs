@@ -200,6 +200,14 @@ impl LocalEndpoint {
         }
     }
 
+    /// A source no longer what the scan saw.
+    fn source_changed(&self, path: &RelPath) -> Error {
+        Error::SourceChanged {
+            path: path.to_string(),
+            place: self.place.clone(),
+        }
+    }
+
     /// Fails with `Changed` unless `path` still holds `expect`.
     fn check(&self, path: &RelPath, expect: Option<&Entry>) -> Result<()> {
         let now = self
@@ -257,26 +265,22 @@ impl LocalEndpoint {
     /// Opens a source file and checks, on the open file, that it is still the scanned one;
     /// returns it with whether it is sparse.
     fn open_source(&self, path: &RelPath, expect: &Entry) -> Result<(File, bool)> {
-        let source_changed = || Error::SourceChanged {
-            path: path.to_string(),
-            place: self.place.clone(),
-        };
         let opened = self.root.open_read(path).and_then(|file| {
-            let st = rustix::fs::fstat(&file)?;
-            Ok((file, st))
+            let checked = still_scanned(&file, expect)?;
+            Ok((file, checked))
         });
         match opened {
-            Ok((file, st)) => {
-                if !still_expected(Some(&entry_from_stat(&st, None)), Some(expect)) {
-                    return Err(source_changed());
-                }
-                // Holes: it occupies less disk than its size.
-                let sparse = (st.st_blocks as u64).saturating_mul(512) < expect.size;
-                Ok((file, sparse))
-            }
+            Ok((_, (false, _))) => Err(self.source_changed(path)),
+            // Holes: it occupies less disk than its size.
+            Ok((file, (true, st))) => Ok((
+                file,
+                (st.st_blocks as u64).saturating_mul(512) < expect.size,
+            )),
             // Gone, or no longer a file (a symlink will not open): changed since the scan.
             Err(err) => match self.root.entry(path) {
-                Ok(now) if !still_expected(now.as_ref(), Some(expect)) => Err(source_changed()),
+                Ok(now) if !still_expected(now.as_ref(), Some(expect)) => {
+                    Err(self.source_changed(path))
+                }
                 _ => Err(self.io("read", path, err)),
             },
         }
@@ -339,16 +343,12 @@ impl LocalEndpoint {
         // Re-stat after reading: a file written to while we read it would arrive torn. The
         // open file, not the name: what was read is that file's content, whatever the name
         // holds by now (a file renamed over it is new, for the next run).
-        let after = rustix::fs::fstat(&file).map(|st| entry_from_stat(&st, None));
-        match after.map_err(io::Error::from) {
-            Ok(now) if still_expected(Some(&now), Some(&req.expect)) => sink(Chunk::End {
+        match still_scanned(&file, &req.expect) {
+            Ok((true, _)) => sink(Chunk::End {
                 id,
                 digest: Digest(*hasher.finalize().as_bytes()),
             }),
-            Ok(_) => sink(abort(&Error::SourceChanged {
-                path: req.path.to_string(),
-                place: self.place.clone(),
-            })),
+            Ok((false, _)) => sink(abort(&self.source_changed(&req.path))),
             Err(e) => sink(abort(&self.io("stat", &req.path, e))),
         }
     }
@@ -716,6 +716,16 @@ fn send_ops(
         sink(Chunk::Data { id, ops: batch }).map_err(SendError::Sink)?;
     }
     Ok(())
+}
+
+/// Whether the open `file` is still the scanned `expect` (by its own stat, whatever its
+/// name holds by now), with that stat.
+fn still_scanned(file: &File, expect: &Entry) -> io::Result<(bool, rustix::fs::Stat)> {
+    let st = rustix::fs::fstat(file)?;
+    Ok((
+        still_expected(Some(&entry_from_stat(&st, None)), Some(expect)),
+        st,
+    ))
 }
 
 /// Reads a file window by window: whole, or as a delta against `index`.

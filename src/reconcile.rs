@@ -26,7 +26,24 @@ pub use policy::{Direction, Favor, Policy};
 
 /// Decides what to do to make `local` and `remote` agree, given the last agreed state.
 pub fn reconcile(base: &Tree, local: &Tree, remote: &Tree, policy: &Policy) -> Plan {
-    let (paths, rows) = rows_of(base, local, remote);
+    let unsettled = |row: &Row<'_>| !settled(row, policy.everything);
+    decide(
+        base,
+        local,
+        remote,
+        policy,
+        rows_of(base, local, remote, unsettled),
+    )
+}
+
+/// [`reconcile`] over the rows given (tests give every row, settled or not).
+fn decide<'a>(
+    base: &'a Tree,
+    local: &'a Tree,
+    remote: &'a Tree,
+    policy: &'a Policy,
+    (paths, rows): (Vec<&'a RelPath>, Vec<Row<'a>>),
+) -> Plan {
     let mut r = Reconciler {
         base,
         local,
@@ -35,7 +52,11 @@ pub fn reconcile(base: &Tree, local: &Tree, remote: &Tree, policy: &Policy) -> P
         paths: &paths,
         rows: &rows,
         hint: std::cell::Cell::new(0),
-        plan: Plan::default(),
+        // Most rows give one action (creations, deletions), few give more: no doubling.
+        plan: Plan {
+            actions: Vec::with_capacity(rows.len()),
+            ..Plan::default()
+        },
         deleted: HashSet::new(),
         restoring: false,
         last_reason: None,
@@ -203,28 +224,43 @@ fn restamp_touched_dirs(
 /// A path's entries in the base, local and remote trees.
 type Row<'a> = [Option<&'a Entry>; 3];
 
-/// Every path of the three trees in tree order, with its three entries, found by one walk
-/// over them; unreadable paths with no entry anywhere are included too (and skipped when
-/// walked). Two lists sized up front: on a large tree a list of pairs grown by doubling,
-/// then split, held several times what they do.
+/// True when a row needs no decision in any direction: the path is on both sides and in
+/// the baseline, all in one state. In bidi, a directory like that is walked into only to
+/// find each child settled or not on its own; whatever is above an unsettled path is
+/// never consulted (a subtree decided as a whole has a side without the directory).
+fn settled(row: &Row<'_>, everything: bool) -> bool {
+    match row {
+        [Some(b), Some(l), Some(r)] => b.same_state(l, everything) && l.same_state(r, everything),
+        _ => false,
+    }
+}
+
+/// Every path of the three trees in tree order whose row is wanted, with its three entries,
+/// found by one walk over them (a path settled everywhere is left out: a run that changed
+/// nothing holds no rows); unreadable paths with no entry anywhere are included too (and
+/// skipped when walked). Two lists sized exactly, by a first walk that counts: on a large
+/// tree a list grown by doubling holds up to twice what it needs.
 fn rows_of<'a>(
     base: &'a Tree,
     local: &'a Tree,
     remote: &'a Tree,
+    wanted: impl Fn(&Row<'a>) -> bool,
 ) -> (Vec<&'a RelPath>, Vec<Row<'a>>) {
-    let size = base.len().max(local.len()).max(remote.len());
-    let (mut paths, mut rows) = (Vec::with_capacity(size), Vec::with_capacity(size));
-    for (p, row) in merge([&base.entries, &local.entries, &remote.entries]) {
+    let rows =
+        || merge([&base.entries, &local.entries, &remote.entries]).filter(|(_, row)| wanted(row));
+    let size = rows().count();
+    let (mut paths, mut kept) = (Vec::with_capacity(size), Vec::with_capacity(size));
+    for (p, row) in rows() {
         paths.push(p);
-        rows.push(row);
+        kept.push(row);
     }
     if local.problems.is_empty() && remote.problems.is_empty() {
-        return (paths, rows);
+        return (paths, kept);
     }
     let unreadable = local.problems.keys().chain(remote.problems.keys());
     let mut all: Vec<(&RelPath, Row<'_>)> = paths
         .into_iter()
-        .zip(rows)
+        .zip(kept)
         .chain(unreadable.map(|p| (p, [None; 3])))
         .collect();
     all.sort_by(|a, b| a.0.cmp(b.0));

@@ -1222,6 +1222,34 @@ fn arb_tree() -> impl Strategy<Value = Tree> {
     })
 }
 
+/// Tree of `entries` (one per [`UNIVERSE`] path), leaving out what has no directory above.
+fn tree_of(entries: impl IntoIterator<Item = Option<Entry>>) -> Tree {
+    let mut tree = Tree::default();
+    for (name, e) in UNIVERSE.iter().zip(entries) {
+        let path = p(name);
+        let parent_ok = path
+            .parent()
+            .is_none_or(|pp| tree.get(&pp).is_some_and(Entry::is_dir));
+        if let (Some(e), true) = (e, parent_ok) {
+            tree.insert(path, e);
+        }
+    }
+    tree
+}
+
+/// A baseline and two sides that each changed a few of its paths: most paths settled, as
+/// in a real run (independent random trees rarely agree anywhere).
+fn arb_edited() -> impl Strategy<Value = (Tree, Tree, Tree)> {
+    let n = UNIVERSE.len();
+    let edits = || prop::collection::vec(prop::option::weighted(0.25, arb_entry()), n);
+    (prop::collection::vec(arb_entry(), n), edits(), edits()).prop_map(|(base, l, r)| {
+        let side = |edits: Vec<Option<Option<Entry>>>| {
+            tree_of(base.iter().zip(edits).map(|(b, e)| e.unwrap_or(b.clone())))
+        };
+        (tree_of(base.clone()), side(l), side(r))
+    })
+}
+
 fn arb_policy() -> impl Strategy<Value = Policy> {
     (
         prop::sample::select(vec![Direction::Push, Direction::Pull, Direction::Bidi]),
@@ -1280,6 +1308,13 @@ proptest! {
         let (a, c) = mirror_plan(&plan);
         prop_assert_eq!(a, sorted(swapped.actions.iter().map(describe)));
         prop_assert_eq!(c, sorted(swapped.conflicts.iter().map(describe_conflict)));
+    }
+
+    #[test]
+    fn leaving_out_settled_paths_changes_no_decision((base, local, remote) in arb_edited(), policy in arb_policy()) {
+        let every = decide(&base, &local, &remote, &policy, rows_of(&base, &local, &remote, |_| true));
+        let plan = reconcile(&base, &local, &remote, &policy);
+        prop_assert_eq!(plan, every);
     }
 
     #[test]

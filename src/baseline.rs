@@ -79,6 +79,17 @@ impl BaselineV1 {
 }
 
 impl Baseline {
+    /// Rebuilds the hash caches a run spent filling `trees` (`[local, remote]`), from what
+    /// the trees now know: a continuous sync fills its rescans from them again. Nothing is
+    /// lost, as a cached digest that did not fill a tree belonged to a file since changed.
+    pub fn renew_caches(&mut self, trees: &[Tree; 2]) {
+        for (cache, tree) in self.caches.iter_mut().zip(trees) {
+            if cache.is_spent() {
+                *cache = HashCache::of(&self.tree, tree);
+            }
+        }
+    }
+
     /// Reads a baseline; `Ok(None)` if there is none yet.
     pub fn load(path: &Path) -> Result<Option<Baseline>> {
         let bytes = match std::fs::read(path) {
@@ -175,6 +186,11 @@ impl Baseline {
 
     /// Writes atomically: temp file, fsync, rename, fsync of the directory.
     pub fn commit(&self, path: &Path) -> Result<()> {
+        // A spent cache holds only a fingerprint: written, it would forget every digest.
+        debug_assert!(
+            self.caches.iter().all(|c| !c.is_spent()),
+            "a spent hash cache is committed"
+        );
         let err = |what: &str, e: std::io::Error| {
             Error::State(format!("cannot {what} baseline '{}': {e}", path.display()))
         };
@@ -285,7 +301,7 @@ mod tests {
                 ..entry
             },
         )]);
-        assert_eq!(b.caches[0].fill(&b.tree, &mut now), 1);
+        assert_eq!(b.caches[0].clone().fill(&b.tree, &mut now), 1);
         assert_eq!(now.get(&path).unwrap().digest, Some(Digest([9; 32]).into()));
         // Written back, it is version 2 and says the same.
         b.commit(&file).unwrap();

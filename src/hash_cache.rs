@@ -32,6 +32,52 @@ pub struct HashCache {
     /// Files this side holds in a state the baseline does not.
     #[serde(deserialize_with = "crate::tree::bulk_map")]
     others: BTreeMap<RelPath, Cached>,
+    /// Set once the cache has filled a run's trees ([`HashCache::fill`]): the two lists
+    /// are then dropped, and only their fingerprint is kept, for [`HashCache::is_of`]. A
+    /// run that changed nothing would otherwise hold them, 32 bytes a file for both
+    /// sides, through its peak of memory.
+    #[serde(skip)]
+    spent: Option<Fingerprint>,
+}
+
+/// A hash of what a cache holds, part by part in tree order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    stamps: [u8; 32],
+    others: [u8; 32],
+}
+
+/// Builds a [`Fingerprint`]. The stamps and the other files are hashed apart: a cache
+/// stores them apart, a tree gives them interleaved.
+#[derive(Default)]
+struct Printer {
+    stamps: blake3::Hasher,
+    others: blake3::Hasher,
+}
+
+impl Printer {
+    fn stamp(&mut self, s: &Stamp) {
+        self.stamps.update(&s.ino.to_le_bytes());
+        self.stamps.update(&s.ctime_ns.to_le_bytes());
+    }
+
+    fn other(&mut self, p: &RelPath, c: &Cached) {
+        let h = &mut self.others;
+        h.update(&(p.as_bytes().len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+        h.update(&c.size.to_le_bytes());
+        h.update(&c.mtime_ns.to_le_bytes());
+        h.update(&c.stamp.ino.to_le_bytes());
+        h.update(&c.stamp.ctime_ns.to_le_bytes());
+        h.update(&c.digest.0);
+    }
+
+    fn finish(&self) -> Fingerprint {
+        Fingerprint {
+            stamps: *self.stamps.finalize().as_bytes(),
+            others: *self.others.finalize().as_bytes(),
+        }
+    }
 }
 
 /// The baseline's files whose digest is known, in tree order: what `stamps` follows.
@@ -94,12 +140,39 @@ impl HashCache {
         HashCache {
             stamps,
             others: others.into_iter().collect(),
+            spent: None,
         }
+    }
+
+    /// True once [`HashCache::fill`] has used it up.
+    pub fn is_spent(&self) -> bool {
+        self.spent.is_some()
+    }
+
+    /// The fingerprint of what this cache holds (or held, once spent).
+    fn fingerprint(&self) -> Fingerprint {
+        if let Some(f) = self.spent {
+            return f;
+        }
+        let mut printer = Printer::default();
+        self.stamps.iter().for_each(|s| printer.stamp(s));
+        self.others.iter().for_each(|(p, c)| printer.other(p, c));
+        printer.finish()
     }
 
     /// Whether this cache is [`HashCache::of`]`(base, tree)`, found without building that
     /// (a run that changed nothing finds it out at its peak of memory).
     pub fn is_of(&self, base: &Tree, tree: &Tree) -> bool {
+        if let Some(spent) = self.spent {
+            let mut printer = Printer::default();
+            for part in parts(base, tree) {
+                match part {
+                    Part::Stamp(s) => printer.stamp(&s),
+                    Part::Other(p, c) => printer.other(p, &c),
+                }
+            }
+            return printer.finish() == spent;
+        }
         let mut stamps = self.stamps.iter();
         let mut others = self.others.iter();
         parts(base, tree).all(|part| match part {
@@ -111,7 +184,16 @@ impl HashCache {
 
     /// Fills in the digest of every file of `tree` whose size, mtime, inode and ctime match
     /// what was cached (with `base`, the tree this cache was stored with); returns how many.
-    pub fn fill(&self, base: &Tree, tree: &mut Tree) -> usize {
+    /// The cache is spent: it fills nothing more, and [`HashCache::is_of`] still answers.
+    pub fn fill(&mut self, base: &Tree, tree: &mut Tree) -> usize {
+        let n = self.fill_from(base, tree);
+        self.spent = Some(self.fingerprint());
+        self.stamps = Vec::new();
+        self.others = BTreeMap::new();
+        n
+    }
+
+    fn fill_from(&self, base: &Tree, tree: &mut Tree) -> usize {
         // All three are in tree order: walk them side by side (no lookups).
         let mut known = known(base).zip(&self.stamps).peekable();
         let mut others = self.others.iter().peekable();
@@ -224,7 +306,7 @@ mod tests {
             ("c", file(3, 3, 30, 3)),
             ("x", file(4, 4, 40, 4)),
         ]);
-        let cache = HashCache::of(&base, &seen);
+        let mut cache = HashCache::of(&base, &seen);
         assert_eq!(cache.stamps.len(), 3);
         assert_eq!(cache.others.len(), 1, "only x is kept with its path");
         // Now: a unchanged; b replaced (other inode); c touched (other mtime); x unchanged.
@@ -288,16 +370,47 @@ mod tests {
         ];
         for (i, x) in sides.iter().enumerate() {
             let cache = HashCache::of(&base, x);
+            // Spent, it answers from its fingerprint alone.
+            let mut spent = cache.clone();
+            spent.fill(&base, &mut unhashed(x.clone()));
+            assert!(spent.is_spent() && spent.stamps.is_empty() && spent.others.is_empty());
             for (j, y) in sides.iter().enumerate() {
                 let same = cache == HashCache::of(&base, y);
-                assert_eq!(
-                    cache.is_of(&base, y),
-                    same,
-                    "cache of side {i} against side {j}"
-                );
+                for (cache, how) in [(&cache, "whole"), (&spent, "spent")] {
+                    assert_eq!(
+                        cache.is_of(&base, y),
+                        same,
+                        "{how} cache of side {i} against side {j}"
+                    );
+                }
             }
-            assert!(cache.is_of(&base, x));
+            assert!(cache.is_of(&base, x) && spent.is_of(&base, x));
         }
+    }
+
+    #[test]
+    fn a_spent_cache_fills_nothing_until_renewed_from_the_trees_it_filled() {
+        let base = tree(&[("a", file(1, 1, 10, 1)), ("b", file(2, 2, 20, 2))]);
+        let seen = tree(&[
+            ("a", file(1, 1, 10, 1)),
+            ("b", file(2, 2, 20, 2)),
+            ("x", file(4, 4, 40, 4)),
+        ]);
+        let mut baseline = crate::baseline::Baseline {
+            tree: base.clone(),
+            caches: [HashCache::of(&base, &seen), HashCache::default()],
+            ..Default::default()
+        };
+        let mut filled = unhashed(seen.clone());
+        assert_eq!(baseline.caches[0].fill(&base, &mut filled), 3);
+        assert_eq!(filled, seen);
+        let mut again = unhashed(seen.clone());
+        assert_eq!(baseline.caches[0].fill(&base, &mut again), 0, "spent");
+        baseline.renew_caches(&[filled.clone(), Tree::default()]);
+        assert_eq!(baseline.caches[0], HashCache::of(&base, &seen));
+        assert!(!baseline.caches[1].is_spent());
+        assert_eq!(baseline.caches[0].fill(&base, &mut again), 3, "renewed");
+        assert_eq!(again, seen);
     }
 
     #[test]

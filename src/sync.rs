@@ -601,10 +601,11 @@ fn mark_old_dirs(job: &Job, trees: &mut [Tree; 2]) {
 }
 
 /// Fills digests from the hash cache and hashes what reconciliation needs to compare.
-fn hash(sides: &mut Sides, old: &Baseline, run: &mut Run<'_>) -> Result<()> {
+fn hash(sides: &mut Sides, old: &mut Baseline, run: &mut Run<'_>) -> Result<()> {
     let [lt, rt] = &mut sides.trees;
-    old.caches[0].fill(&old.tree, lt);
-    old.caches[1].fill(&old.tree, rt);
+    let Baseline { tree, caches, .. } = old;
+    caches[0].fill(tree, lt);
+    caches[1].fill(tree, rt);
     let [need_l, need_r] = digests_needed(&old.tree, lt, rt);
     for (side, need) in [(Side::Local, need_l), (Side::Remote, need_r)] {
         if need.is_empty() {
@@ -772,6 +773,13 @@ fn commit(
     let ids = [Some(sides.ids[0]), Some(sides.ids[1])];
     // A run that changed nothing leaves the baseline file alone (no rewrite, no fsync),
     // and finds that out without building a second baseline beside the first.
+    let same_but_tree = |old: &Baseline| {
+        old.local_root == local_root
+            && old.remote_root == remote_root
+            && old.root_ids == ids
+            && old.caches[0].is_of(&old.tree, lt)
+            && old.caches[1].is_of(&old.tree, rt)
+    };
     let unchanged = || {
         let mut next = next_entries(&old.tree, lt, rt, pending, job.policy.everything);
         let same_tree = old.tree.problems.is_empty()
@@ -781,12 +789,7 @@ fn commit(
                 .iter()
                 .all(|(p, e)| next.next().is_some_and(|(q, f)| *p == q && *e == f))
             && next.next().is_none();
-        same_tree
-            && old.local_root == local_root
-            && old.remote_root == remote_root
-            && old.root_ids == ids
-            && old.caches[0].is_of(&old.tree, lt)
-            && old.caches[1].is_of(&old.tree, rt)
+        same_tree && same_but_tree(old)
     };
     if job.filter == FilterSpec::default() && unchanged() {
         return Ok(());
@@ -801,6 +804,9 @@ fn commit(
             }
         }
     }
+    if tree == old.tree && same_but_tree(old) {
+        return Ok(());
+    }
     let caches = [HashCache::of(&tree, lt), HashCache::of(&tree, rt)];
     let next = Baseline {
         local_root,
@@ -809,9 +815,6 @@ fn commit(
         tree,
         caches,
     };
-    if next == *old {
-        return Ok(());
-    }
     next.commit(&job.session.baseline_path())?;
     *old = next;
     Ok(())

@@ -266,7 +266,7 @@ impl Continuous<'_> {
             self.dirty[side as usize].clear();
             self.next_full[side as usize] = self.interval(side).map(|d| now + d);
         }
-        cycle(
+        let outcome = cycle(
             self.job,
             &mut sides,
             &mut self.old,
@@ -274,7 +274,9 @@ impl Continuous<'_> {
             confirm,
             watch,
             &|_, _| false,
-        )?;
+        );
+        self.old.renew_caches(&sides.trees);
+        outcome?;
         Ok(sides)
     }
 
@@ -400,6 +402,7 @@ impl Continuous<'_> {
             watch,
             &|side, p| hot[side as usize].contains(p),
         );
+        self.old.renew_caches(&sides.trees);
         let result = match outcome {
             // A refusal leaves both trees as they were: say so, and keep watching.
             Err(e @ Error::Refused(_)) => {

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound;
-use std::sync::Arc;
+use triomphe::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -637,6 +637,8 @@ mod tests {
             "{}",
             std::mem::size_of::<Entry>()
         );
+        // A path is one thin pointer in every key of every tree.
+        assert_eq!(std::mem::size_of::<RelPath>(), 8);
         let path = |s: &str| RelPath::new(s.as_bytes().to_vec()).unwrap();
         let base = OldEntry {
             kind: OldKind::File,

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use triomphe::Arc;
 
 use crate::delta::{self, Basis, DeltaOp, LITERAL_CHUNK, WINDOW};
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest};

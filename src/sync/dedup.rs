@@ -4,7 +4,7 @@
 //! hard-linked when mode, owner and mtime match too.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use triomphe::Arc;
 
 use super::Sides;
 use crate::error::Result;

@@ -79,14 +79,11 @@ impl BaselineV1 {
 }
 
 impl Baseline {
-    /// Rebuilds the hash caches a run spent filling `trees` (`[local, remote]`), from what
-    /// the trees now know: a continuous sync fills its rescans from them again. Nothing is
-    /// lost, as a cached digest that did not fill a tree belonged to a file since changed.
+    /// Rebuilds the hash caches a run spent filling `trees` (`[local, remote]`): a
+    /// continuous sync fills its rescans from them again.
     pub fn renew_caches(&mut self, trees: &[Tree; 2]) {
         for (cache, tree) in self.caches.iter_mut().zip(trees) {
-            if cache.is_spent() {
-                *cache = HashCache::of(&self.tree, tree);
-            }
+            cache.renew(&self.tree, tree);
         }
     }
 

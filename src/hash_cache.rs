@@ -7,7 +7,7 @@
 //! a side holds in another state (unresolved conflicts, pending changes) are kept whole.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use triomphe::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +144,14 @@ impl HashCache {
         }
     }
 
+    /// A spent cache made again from `tree`, the tree it filled (as it is now): a cached
+    /// digest that filled nothing belonged to a file since changed, so nothing is lost.
+    pub fn renew(&mut self, base: &Tree, tree: &Tree) {
+        if self.is_spent() {
+            *self = HashCache::of(base, tree);
+        }
+    }
+
     /// True once [`HashCache::fill`] has used it up.
     pub fn is_spent(&self) -> bool {
         self.spent.is_some()
@@ -186,6 +194,9 @@ impl HashCache {
     /// what was cached (with `base`, the tree this cache was stored with); returns how many.
     /// The cache is spent: it fills nothing more, and [`HashCache::is_of`] still answers.
     pub fn fill(&mut self, base: &Tree, tree: &mut Tree) -> usize {
+        if self.is_spent() {
+            return 0;
+        }
         let n = self.fill_from(base, tree);
         self.spent = Some(self.fingerprint());
         self.stamps = Vec::new();

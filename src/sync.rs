@@ -8,8 +8,8 @@ mod refresh;
 pub mod transfer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
+use triomphe::Arc;
 
 use crate::agent::{self, AgentOptions};
 use crate::baseline::Baseline;
@@ -381,7 +381,7 @@ fn run_inner(
 ) -> Result<()> {
     let (_lock, mut old) = prepare(job)?;
     let opened = open_endpoints(job)?;
-    let mut sides = first_scan(job, opened, &old, run)?;
+    let mut sides = first_scan(job, opened, &mut old, run)?;
     cycle(job, &mut sides, &mut old, run, confirm, watch, &NOTHING_HOT)?;
     restamp_root(job, &mut sides, run)
 }
@@ -475,7 +475,7 @@ impl Sides {
 }
 
 /// Scans both sides at once, reports what could not be read, and maps owners by name.
-fn first_scan(job: &Job, opened: Opened, old: &Baseline, run: &mut Run<'_>) -> Result<Sides> {
+fn first_scan(job: &Job, opened: Opened, old: &mut Baseline, run: &mut Run<'_>) -> Result<Sides> {
     let Opened {
         mut local,
         mut remote,
@@ -484,14 +484,39 @@ fn first_scan(job: &Job, opened: Opened, old: &Baseline, run: &mut Run<'_>) -> R
     for n in &notes {
         run.reporter.event(&Event::Notice { message: n });
     }
+    let Baseline {
+        tree: base,
+        caches: [local_cache, remote_cache],
+        ..
+    } = old;
     let (ls, rs) = std::thread::scope(|s| {
         // Both trees hold their paths shared with the baseline: a path held three times
-        // costs its bytes once.
-        let l = s.spawn(|| local.scan(&job.filter, &old.tree));
-        let r = remote.scan(&job.filter, &old.tree);
+        // costs its bytes once. Each side's digests are filled as soon as its tree is in,
+        // and its cache let go, while the other side may still be growing its tree.
+        let l = s.spawn(|| {
+            let mut scan = local.scan(&job.filter, base)?;
+            local_cache.fill(base, &mut scan.tree);
+            Ok::<_, Error>(scan)
+        });
+        let r = remote.scan(&job.filter, base).map(|mut scan| {
+            remote_cache.fill(base, &mut scan.tree);
+            scan
+        });
         (l.join().expect("scanner thread"), r)
     });
-    let (mut ls, mut rs) = (ls?, rs?);
+    let (mut ls, mut rs) = match (ls, rs) {
+        (Ok(l), Ok(r)) => (l, r),
+        (l, r) => {
+            // The side that scanned has spent its cache: rebuilt, a retry fills again.
+            if let Ok(l) = &l {
+                local_cache.renew(base, &l.tree);
+            }
+            if let Ok(r) = &r {
+                remote_cache.renew(base, &r.tree);
+            }
+            (l?, r?)
+        }
+    };
     report_problems(run, Side::Local, local.place(), &ls.tree);
     report_problems(run, Side::Remote, remote.place(), &rs.tree);
     let owners = [ls.owners.take(), rs.owners.take()];
@@ -600,7 +625,8 @@ fn mark_old_dirs(job: &Job, trees: &mut [Tree; 2]) {
     }
 }
 
-/// Fills digests from the hash cache and hashes what reconciliation needs to compare.
+/// Fills digests from the hash cache (where the scan has not already) and hashes what
+/// reconciliation needs to compare.
 fn hash(sides: &mut Sides, old: &mut Baseline, run: &mut Run<'_>) -> Result<()> {
     let [lt, rt] = &mut sides.trees;
     let Baseline { tree, caches, .. } = old;

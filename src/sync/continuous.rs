@@ -260,7 +260,7 @@ impl Continuous<'_> {
                 let _ = tx.send(Wake::Hint(side, generation, hint));
             }))?;
         }
-        let mut sides = first_scan(self.job, opened, &self.old, run)?;
+        let mut sides = first_scan(self.job, opened, &mut self.old, run)?;
         let now = Instant::now();
         for side in [Side::Local, Side::Remote] {
             self.dirty[side as usize].clear();

@@ -370,6 +370,43 @@ fn continuous_reconnects_after_the_agent_is_killed() {
 }
 
 #[test]
+fn continuous_a_reconnect_reads_no_unchanged_file_again() {
+    let s = over_pipe();
+    for i in 0..50 {
+        for root in [&s.a, &s.b] {
+            let p = root.join(format!("d/{i}"));
+            write(&p, &format!("same size {i:02}"));
+            set_mtime(&p, 1_600_000_000);
+        }
+    }
+    // Equal sizes on both sides: only content tells them apart, and the baseline's cache
+    // is what spares reading them again.
+    assert_eq!((s.once)("bidi", &[]).code, 0);
+    let live = (s.start)("bidi", &[]);
+    // Changed while the connection is lost: the reconnect's full scans carry the change,
+    // and each side's digests must come from the cache kept since the last cycle.
+    write(s.a.join("d/7"), "same size XX");
+    for pid in children_of(live.pid()) {
+        signal("KILL", pid);
+    }
+    arrives(&s.b.join("d/7"), "same size XX");
+    live.wait_event("the summary of the transfer", |e| {
+        e["event"] == "summary" && e["files_transferred"] == 1
+    });
+    let hashed: Vec<u64> = live
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "summary")
+        .map(|e| e["files_hashed"].as_u64().expect("files_hashed"))
+        .collect();
+    assert!(
+        hashed.iter().all(|&n| n <= 2),
+        "files read again per cycle: {hashed:?}"
+    );
+    assert_eq!(live.terminate(), 0);
+}
+
+#[test]
 fn continuous_session_is_locked_while_it_runs() {
     let s = over_pipe();
     let live = (s.start)("push", &[]);

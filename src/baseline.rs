@@ -17,10 +17,18 @@ use crate::fsops::RootId;
 use crate::hash_cache::{CacheV1, HashCache};
 use crate::tree::Tree;
 
-/// Hashes what it passes on.
+/// Hashes what it passes on (written out, or read in).
 struct Hashing<W> {
     out: W,
     hasher: blake3::Hasher,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.out.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 impl<W: Write> Write for Hashing<W> {
@@ -89,8 +97,8 @@ impl Baseline {
 
     /// Reads a baseline; `Ok(None)` if there is none yet.
     pub fn load(path: &Path) -> Result<Option<Baseline>> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
+        let file = match File::open(path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
                 return Err(Error::State(format!(
@@ -99,7 +107,9 @@ impl Baseline {
                 )))
             }
         };
-        Baseline::decode(&bytes).map(Some).map_err(|why| {
+        // Read as a stream: a large baseline is never held a second time as bytes.
+        let input = std::io::BufReader::with_capacity(1 << 16, file);
+        Baseline::decode(input).map(Some).map_err(|why| {
             Error::State(format!(
                 "baseline '{}' is unusable: {why}. Nothing was changed. Restore it from a backup, or run \
                  'tandem forget -N <name>' to start this session over (the next bidi run then treats every \
@@ -109,49 +119,58 @@ impl Baseline {
         })
     }
 
-    fn decode(bytes: &[u8]) -> std::result::Result<Baseline, String> {
-        let mut lines = bytes.splitn(5, |&b| b == b'\n');
-        let magic = lines.next().unwrap_or_default();
-        if magic != MAGIC.as_bytes() {
+    /// Reads a baseline from its header on. The payload is decoded as it streams through
+    /// a hasher, and what was decoded is used only if the whole payload then matches the
+    /// header's checksum.
+    fn decode(mut input: impl std::io::BufRead) -> std::result::Result<Baseline, String> {
+        use std::io::{BufRead, Read};
+        let mut line = || -> std::result::Result<Vec<u8>, String> {
+            let mut l = Vec::new();
+            input
+                .by_ref()
+                .take(256)
+                .read_until(b'\n', &mut l)
+                .map_err(|e| format!("cannot read: {e}"))?;
+            match l.pop() {
+                Some(b'\n') => Ok(l),
+                _ => Err("malformed header".into()),
+            }
+        };
+        if line()? != MAGIC.as_bytes() {
             return Err("not a tandem baseline (bad header)".into());
         }
-        let version = lines
-            .next()
-            .and_then(|l| {
-                std::str::from_utf8(l)
-                    .ok()?
-                    .strip_prefix("version ")?
-                    .parse::<u32>()
-                    .ok()
-            })
+        let version = std::str::from_utf8(&line()?)
+            .ok()
+            .and_then(|l| l.strip_prefix("version ")?.parse::<u32>().ok())
             .ok_or("missing version line")?;
         if !(1..=FORMAT_VERSION).contains(&version) {
             return Err(format!(
                 "format version {version}, this tandem reads versions 1 to {FORMAT_VERSION}"
             ));
         }
-        let sum = lines
-            .next()
-            .and_then(|l| {
-                std::str::from_utf8(l)
-                    .ok()?
-                    .strip_prefix("blake3 ")
-                    .map(str::to_string)
-            })
+        let sum = String::from_utf8(line()?)
+            .ok()
+            .and_then(|l| l.strip_prefix("blake3 ").map(str::to_string))
             .ok_or("missing checksum line")?;
-        if lines.next() != Some(&b""[..]) {
+        if !line()?.is_empty() {
             return Err("malformed header".into());
         }
-        let payload = lines.next().unwrap_or_default();
-        if blake3::hash(payload).to_hex().as_str() != sum {
+        let mut payload = Hashing {
+            out: input,
+            hasher: blake3::Hasher::new(),
+        };
+        let decoded = if version == 1 {
+            rmp_serde::from_read::<_, BaselineV1>(&mut payload).map(BaselineV1::upgrade)
+        } else {
+            rmp_serde::from_read(&mut payload)
+        };
+        // Whatever the decoder left unread counts too.
+        std::io::copy(&mut payload, &mut std::io::sink())
+            .map_err(|e| format!("cannot read: {e}"))?;
+        if payload.hasher.finalize().to_hex().as_str() != sum {
             return Err("checksum mismatch (the file is corrupt or truncated)".into());
         }
-        let cannot = |e: rmp_serde::decode::Error| format!("cannot decode: {e}");
-        if version == 1 {
-            let v1: BaselineV1 = rmp_serde::from_slice(payload).map_err(cannot)?;
-            return Ok(v1.upgrade());
-        }
-        rmp_serde::from_slice(payload).map_err(cannot)
+        decoded.map_err(|e| format!("cannot decode: {e}"))
     }
 
     /// The header for a payload with this BLAKE3 hash (always the same length).
@@ -329,6 +348,38 @@ mod tests {
         assert_eq!(err.exit_bit(), crate::exit::ExitStatus::STATE);
         std::fs::write(&path, b"garbage").unwrap();
         assert!(Baseline::load(&path).is_err());
+    }
+
+    #[test]
+    fn every_cut_and_every_damaged_byte_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.baseline");
+        let entry = crate::tree::Entry::new(crate::tree::EntryKind::File, 3, 4, 0o644);
+        let b = Baseline {
+            local_root: "/a".into(),
+            tree: Tree::from_entries(
+                ["a", "a/b", "c"].map(|p| (crate::path::RelPath::new(p).unwrap(), entry.clone())),
+            ),
+            ..Default::default()
+        };
+        b.commit(&path).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let refused = |bytes: &[u8], what: &str| {
+            std::fs::write(&path, bytes).unwrap();
+            let err = Baseline::load(&path).expect_err(what);
+            assert_eq!(err.exit_bit(), crate::exit::ExitStatus::STATE, "{what}");
+        };
+        for cut in 0..good.len() {
+            refused(&good[..cut], &format!("cut at {cut}"));
+        }
+        for at in 0..good.len() {
+            let mut bad = good.clone();
+            bad[at] ^= 0x41;
+            refused(&bad, &format!("byte {at} damaged"));
+        }
+        refused(&[&good[..], b"more"].concat(), "bytes appended");
+        std::fs::write(&path, &good).unwrap();
+        assert_eq!(Baseline::load(&path).unwrap(), Some(b));
     }
 
     #[test]

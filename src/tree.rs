@@ -414,10 +414,10 @@ impl<'a> SharedPaths<'a> {
 ///
 /// `BTreeMap::from_iter` fills its nodes but first collects every pair into a list, so a
 /// large tree needs the list and the map at once; inserting one by one leaves nodes half
-/// empty for good. Here pairs wait in a list until they number half the map, which then
-/// absorbs them with `append` (a merge that rebuilds the map with full nodes): the peak is
-/// ~1.3 maps instead of ~2, and as the map grows geometrically each pair is moved about
-/// three times.
+/// empty for good. Here pairs wait in a list until they number a quarter of the map,
+/// which then absorbs them with `append` (a merge that rebuilds the map with full nodes):
+/// the peak is ~1.2 maps instead of ~2, and as the map grows geometrically each pair is
+/// moved about five times.
 pub struct MapBuilder<K, V> {
     map: BTreeMap<K, V>,
     pending: Vec<(K, V)>,
@@ -451,7 +451,7 @@ impl<K: Ord, V> MapBuilder<K, V> {
 
     /// How many pairs wait before a merge.
     fn threshold(&self) -> usize {
-        Self::MIN_PART.max(self.map.len() / 2)
+        Self::MIN_PART.max(self.map.len() / 4)
     }
 
     /// Moves the waiting pairs into the map.

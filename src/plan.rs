@@ -126,8 +126,8 @@ pub enum Op {
         from: RelPath,
         /// What `from` must still be (boxed: a rare op must not make every action larger).
         from_expect: Box<Entry>,
-        /// The source file: content digest and attributes to apply.
-        source: Entry,
+        /// The source file: content digest and attributes to apply (boxed, as above).
+        source: Box<Entry>,
         /// Hard-link rather than copy (attributes already match).
         hardlink: bool,
     },
@@ -165,6 +165,50 @@ pub enum Phase {
     Meta,
 }
 
+/// Why an action is taken, in words for `-v`. Shared: the actions of one subtree all give
+/// the same reason, and a million of them would each carry a copy; behind one thin
+/// pointer, as every action holds one.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason(std::sync::Arc<String>);
+
+impl Reason {
+    /// True if both are one and the same copy (shared, not only equal).
+    pub fn shares(&self, other: &Reason) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl From<String> for Reason {
+    fn from(s: String) -> Reason {
+        Reason(std::sync::Arc::new(s))
+    }
+}
+
+impl From<&str> for Reason {
+    fn from(s: &str) -> Reason {
+        s.to_string().into()
+    }
+}
+
+impl std::ops::Deref for Reason {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl fmt::Debug for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// One step of the plan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action {
@@ -181,9 +225,7 @@ pub struct Action {
     /// Status word reported when it succeeds.
     pub status: Status,
     /// Why, for `-v`.
-    // Shared: the actions of one subtree all give the same reason, and a million of them
-    // would each carry a copy.
-    pub reason: std::sync::Arc<str>,
+    pub reason: Reason,
     /// True for keep-both conflict renames (run before everything else).
     pub conflict_copy: bool,
     /// True when this brings back what the other side deleted, because this side changed
@@ -211,11 +253,11 @@ impl Action {
     pub fn result(&self) -> Option<&Entry> {
         match &self.op {
             Op::Copy { source, .. }
-            | Op::Dedup { source, .. }
             | Op::Mkdir { source }
             | Op::SetMeta { source }
             | Op::Link { source, .. }
             | Op::Unlink { source } => Some(source),
+            Op::Dedup { source, .. } => Some(source),
             Op::Rename { source, .. } => source.as_ref().or(self.expect.as_deref()),
             Op::Delete | Op::Restamp { .. } => None,
         }
@@ -362,10 +404,9 @@ mod size_tests {
             std::mem::size_of::<Op>(),
             std::mem::size_of::<Entry>(),
         );
-        assert!(op <= entry + 40, "Op is {op} bytes, Entry {entry}");
-        assert!(
-            action <= 2 * entry + 96,
-            "Action is {action} bytes, Entry {entry}"
-        );
+        // An op is at most an entry, a path and its tag; an action adds its path, the
+        // expected entry's box, the reason's pointer and a few flags.
+        assert!(op <= entry + 16, "Op is {op} bytes, Entry {entry}");
+        assert!(action <= op + 32, "Action is {action} bytes, Op {op}");
     }
 }

@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use crate::merge::merge;
 use crate::path::RelPath;
-use crate::plan::{Action, Conflict, Op, Plan, Resolution, Side, Status};
+use crate::plan::{Action, Conflict, Op, Plan, Reason, Resolution, Side, Status};
 use crate::tree::{same_state, Entry, Tree};
 
 pub use policy::{Direction, Favor, Policy};
@@ -52,9 +52,12 @@ fn decide<'a>(
         paths: &paths,
         rows: &rows,
         hint: std::cell::Cell::new(0),
-        // Most rows give one action (creations, deletions), few give more: no doubling.
+        // Most rows give one action (a creation, a deletion), and at most as many
+        // directories above them get a restamp: sized once, as growing a list of a million
+        // actions copies it while both copies are held. What is never filled is never
+        // touched, and costs no memory.
         plan: Plan {
-            actions: Vec::with_capacity(rows.len()),
+            actions: Vec::with_capacity(2 * rows.len()),
             ..Plan::default()
         },
         deleted: HashSet::new(),
@@ -295,7 +298,7 @@ struct Reconciler<'a> {
     /// Set while planning the undoing of a deletion (the other side modified it).
     restoring: bool,
     /// The reason of the last action pushed, shared with the next one that gives it.
-    last_reason: Option<std::sync::Arc<str>>,
+    last_reason: Option<Reason>,
 }
 
 impl<'a> Reconciler<'a> {
@@ -766,7 +769,7 @@ impl<'a> Reconciler<'a> {
     }
 
     /// `reason` as an action holds it: the previous action's copy when it is the same.
-    fn shared(&mut self, reason: &str) -> std::sync::Arc<str> {
+    fn shared(&mut self, reason: &str) -> Reason {
         match &self.last_reason {
             Some(r) if **r == *reason => r.clone(),
             _ => self.last_reason.insert(reason.into()).clone(),

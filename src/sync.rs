@@ -924,17 +924,21 @@ fn print_plan(plan: &Plan, roots: [&str; 2], everything: bool, run: &mut Run<'_>
 
 fn count(s: &mut Summary, a: &Action) {
     match &a.op {
-        Op::Copy { source, .. } | Op::Link { source, .. } | Op::Dedup { source, .. } => {
-            s.files_transferred += 1;
-            if source.is_file() {
-                s.bytes_total += source.size;
-            }
-        }
+        Op::Copy { source, .. } | Op::Link { source, .. } => count_file(s, source),
+        Op::Dedup { source, .. } => count_file(s, source),
         Op::Unlink { .. } => s.moved += 1,
         Op::Delete => s.files_deleted += 1,
         Op::Mkdir { .. } => s.dirs_created += 1,
         Op::Rename { .. } | Op::SetMeta { .. } => s.moved += 1,
         Op::Restamp { .. } => {}
+    }
+}
+
+/// Counts one entry brought over (its bytes, for a file).
+fn count_file(s: &mut Summary, source: &Entry) {
+    s.files_transferred += 1;
+    if source.is_file() {
+        s.bytes_total += source.size;
     }
 }
 
@@ -1268,7 +1272,7 @@ fn change_of(a: &Action) -> Result<Change> {
             expect: a.expect.as_deref().cloned(),
             from: from.clone(),
             from_expect: (**from_expect).clone(),
-            source: source.clone(),
+            source: (**source).clone(),
             hardlink: *hardlink,
         },
     })

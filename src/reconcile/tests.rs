@@ -1362,7 +1362,7 @@ fn actions_of_one_subtree_share_their_reason() {
     let first = &creations[0].reason;
     for a in &creations {
         assert!(
-            std::sync::Arc::ptr_eq(&a.reason, first),
+            a.reason.shares(first),
             "'{}' is not shared with '{first}'",
             a.reason
         );

@@ -97,7 +97,7 @@ pub(super) fn find(mode: Dedup, plan: &mut Plan, sides: &mut Sides) -> Result<()
             a.op = Op::Dedup {
                 from: (*found).clone(),
                 from_expect: Box::new(found_entry),
-                source,
+                source: Box::new(source),
                 hardlink,
             };
             a.status = Status::Dedup;

@@ -155,10 +155,12 @@ impl Baseline {
         if !line()?.is_empty() {
             return Err("malformed header".into());
         }
-        let mut payload = Hashing {
+        // Hashed in the buffer's large reads, not in the decoder's small ones.
+        let hashing = Hashing {
             out: input,
             hasher: blake3::Hasher::new(),
         };
+        let mut payload = std::io::BufReader::with_capacity(1 << 16, hashing);
         let decoded = if version == 1 {
             rmp_serde::from_read::<_, BaselineV1>(&mut payload).map(BaselineV1::upgrade)
         } else {
@@ -167,7 +169,7 @@ impl Baseline {
         // Whatever the decoder left unread counts too.
         std::io::copy(&mut payload, &mut std::io::sink())
             .map_err(|e| format!("cannot read: {e}"))?;
-        if payload.hasher.finalize().to_hex().as_str() != sum {
+        if payload.into_inner().hasher.finalize().to_hex().as_str() != sum {
             return Err("checksum mismatch (the file is corrupt or truncated)".into());
         }
         decoded.map_err(|e| format!("cannot decode: {e}"))

@@ -169,25 +169,17 @@ impl HashCache {
     }
 
     /// Whether this cache is [`HashCache::of`]`(base, tree)`, found without building that
-    /// (a run that changed nothing finds it out at its peak of memory).
+    /// (a run that changed nothing finds it out at its peak of memory), by fingerprint: a
+    /// spent cache has nothing else.
     pub fn is_of(&self, base: &Tree, tree: &Tree) -> bool {
-        if let Some(spent) = self.spent {
-            let mut printer = Printer::default();
-            for part in parts(base, tree) {
-                match part {
-                    Part::Stamp(s) => printer.stamp(&s),
-                    Part::Other(p, c) => printer.other(p, &c),
-                }
+        let mut printer = Printer::default();
+        for part in parts(base, tree) {
+            match part {
+                Part::Stamp(s) => printer.stamp(&s),
+                Part::Other(p, c) => printer.other(p, &c),
             }
-            return printer.finish() == spent;
         }
-        let mut stamps = self.stamps.iter();
-        let mut others = self.others.iter();
-        parts(base, tree).all(|part| match part {
-            Part::Stamp(s) => stamps.next() == Some(&s),
-            Part::Other(p, c) => others.next() == Some((p, &c)),
-        }) && stamps.next().is_none()
-            && others.next().is_none()
+        printer.finish() == self.fingerprint()
     }
 
     /// Fills in the digest of every file of `tree` whose size, mtime, inode and ctime match

@@ -1207,19 +1207,7 @@ fn arb_entry() -> impl Strategy<Value = Option<Entry>> {
 }
 
 fn arb_tree() -> impl Strategy<Value = Tree> {
-    prop::collection::vec(arb_entry(), UNIVERSE.len()).prop_map(|entries| {
-        let mut tree = Tree::default();
-        for (name, e) in UNIVERSE.iter().zip(entries) {
-            let path = p(name);
-            let parent_ok = path
-                .parent()
-                .is_none_or(|pp| tree.get(&pp).is_some_and(Entry::is_dir));
-            if let (Some(e), true) = (e, parent_ok) {
-                tree.insert(path, e);
-            }
-        }
-        tree
-    })
+    prop::collection::vec(arb_entry(), UNIVERSE.len()).prop_map(tree_of)
 }
 
 /// Tree of `entries` (one per [`UNIVERSE`] path), leaving out what has no directory above.

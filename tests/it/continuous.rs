@@ -372,13 +372,7 @@ fn continuous_reconnects_after_the_agent_is_killed() {
 #[test]
 fn continuous_a_reconnect_reads_no_unchanged_file_again() {
     let s = over_pipe();
-    for i in 0..50 {
-        for root in [&s.a, &s.b] {
-            let p = root.join(format!("d/{i}"));
-            write(&p, &format!("same size {i:02}"));
-            set_mtime(&p, 1_600_000_000);
-        }
-    }
+    same_size_files([&s.a, &s.b], 50);
     // Equal sizes on both sides: only content tells them apart, and the baseline's cache
     // is what spares reading them again.
     assert_eq!((s.once)("bidi", &[]).code, 0);

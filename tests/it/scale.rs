@@ -166,15 +166,7 @@ fn a_baseline_cut_short_anywhere_is_exit_16_and_changes_nothing() {
 #[test]
 fn unchanged_files_are_never_hashed_twice() {
     let f = fixture();
-    for i in 0..50 {
-        for root in [&f.a, &f.b] {
-            let p = root.join(format!("d/{i}"));
-            write(&p, &format!("same size {i:02}"));
-            // Equal times on both sides: written a clock tick apart they would differ,
-            // and a first run would call that a conflict.
-            set_mtime(&p, 1_600_000_000);
-        }
-    }
+    same_size_files([&f.a, &f.b], 50);
     let hashed = |r: &Run| {
         assert_eq!(r.code, 0, "{r:?}");
         let events = json_events(&r.stdout);

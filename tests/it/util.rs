@@ -109,6 +109,20 @@ pub fn read(path: impl AsRef<Path>) -> String {
 }
 
 /// Sets a file's mtime (seconds), so conflicts resolved by age are deterministic.
+/// Files `d/0` .. `d/{n-1}` in both roots, of one size, alike on both sides (content and
+/// mtime): a first run can tell them equal only by reading them.
+pub fn same_size_files(roots: [&Path; 2], n: usize) {
+    for i in 0..n {
+        for root in roots {
+            let p = root.join(format!("d/{i}"));
+            write(&p, &format!("same size {i:02}"));
+            // Equal times on both sides: written a clock tick apart they would differ,
+            // and a first run would call that a conflict.
+            set_mtime(&p, 1_600_000_000);
+        }
+    }
+}
+
 pub fn set_mtime(path: impl AsRef<Path>, secs: i64) {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
     std::fs::File::options()

@@ -236,7 +236,7 @@ mod tests {
     #[test]
     fn a_version_1_baseline_still_loads_and_its_cache_still_fills() {
         use crate::path::RelPath;
-        use crate::tree::{Digest, Entry, EntryKind, Stamp};
+        use crate::tree::{Digest, Entry, EntryKind, Meta, Stamp};
         // Version 1's layout, field for field (MessagePack is positional).
         #[derive(Serialize)]
         struct Cached {
@@ -262,17 +262,19 @@ mod tests {
             ino: 5,
             ctime_ns: 6,
         };
-        let entry = Entry {
-            kind: EntryKind::File,
-            size: 3,
-            mtime_ns: 4,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            stamp: Stamp::default(),
-            digest: Some(Digest([9; 32]).into()),
-            extra: None,
-        };
+        let entry = Entry::of(
+            Meta {
+                kind: EntryKind::File,
+                size: 3,
+                mtime_ns: 4,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                digest: Some(Digest([9; 32])),
+                extra: None,
+            },
+            Stamp::default(),
+        );
         let tree = Tree::from_entries(vec![(path.clone(), entry.clone())]);
         let cache = |stamp| Cache {
             files: [(
@@ -311,16 +313,12 @@ mod tests {
         std::fs::write(&file, &bytes).unwrap();
         let b = Baseline::load(&file).unwrap().unwrap();
         assert_eq!(b.local_root, "/a");
-        let mut now = Tree::from_entries(vec![(
-            path.clone(),
-            Entry {
-                stamp,
-                digest: None,
-                ..entry
-            },
-        )]);
+        let mut unhashed = entry.clone();
+        unhashed.stamp = stamp;
+        unhashed.digest = None;
+        let mut now = Tree::from_entries(vec![(path.clone(), unhashed)]);
         assert_eq!(b.caches[0].clone().fill(&b.tree, &mut now), 1);
-        assert_eq!(now.get(&path).unwrap().digest, Some(Digest([9; 32]).into()));
+        assert_eq!(now.get(&path).unwrap().digest, Some(Digest([9; 32])));
         // Written back, it is version 2 and says the same.
         b.commit(&file).unwrap();
         assert!(std::fs::read(&file)

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::delta::DeltaOp;
 use crate::error::{Result, WireError};
 use crate::fsops::RootId;
+use crate::known::Known;
 use crate::path::RelPath;
 use crate::rules::FilterSpec;
 use crate::tree::{Digest, Entry, Tree};
@@ -233,15 +234,15 @@ pub type Received = (u64, Result<Entry>);
 pub trait Endpoint: Send {
     /// Which side this is, for messages: `local '/data'`, `remote 'host:/srv'`.
     fn place(&self) -> &str;
-    /// Scans the tree below the root; the paths it shares with `known` (a tree the caller
-    /// holds, such as the baseline) share their bytes with it.
-    fn scan(&mut self, filter: &FilterSpec, known: &Tree) -> Result<Scan>;
+    /// Scans the tree below the root; what it has in common with `known` (what the caller
+    /// holds, such as the baseline) is held once, and digests are filled from its cache.
+    fn scan(&mut self, filter: &FilterSpec, known: Known<'_>) -> Result<Scan>;
     /// Scans `paths` again (with everything below those flagged `true`); may scan the
     /// whole tree instead and say so.
     fn rescan(&mut self, filter: &FilterSpec, paths: &[(RelPath, bool)]) -> Result<Rescan> {
         let _ = paths;
         Ok(Rescan {
-            tree: self.scan(filter, &Tree::default())?.tree,
+            tree: self.scan(filter, Known::none())?.tree,
             whole: true,
         })
     }

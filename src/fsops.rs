@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, CWD};
 
 use crate::path::RelPath;
-use crate::tree::{Entry, EntryKind, Stamp};
+use crate::tree::{Entry, EntryKind, Meta, Stamp};
 
 /// Prefix of our temporary files; the scanner never reports names that start with it
 /// (it notes them as partial transfers to resume instead).
@@ -79,24 +79,26 @@ pub fn entry_from_stat(st: &rustix::fs::Stat, target: Option<Vec<u8>>) -> Entry 
         S_IFLNK => EntryKind::Symlink,
         _ => EntryKind::Special,
     };
-    let mut e = Entry {
-        size: if kind == EntryKind::File {
-            st.st_size as u64
-        } else {
-            0
+    let mut e = Entry::of(
+        Meta {
+            size: if kind == EntryKind::File {
+                st.st_size as u64
+            } else {
+                0
+            },
+            kind,
+            mtime_ns: ts_ns(st.st_mtime, st.st_mtime_nsec),
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            digest: None,
+            extra: None,
         },
-        kind,
-        mtime_ns: ts_ns(st.st_mtime, st.st_mtime_nsec),
-        mode: st.st_mode & 0o7777,
-        uid: st.st_uid,
-        gid: st.st_gid,
-        stamp: Stamp {
+        Stamp {
             ino: st.st_ino,
             ctime_ns: ts_ns(st.st_ctime, st.st_ctime_nsec),
         },
-        digest: None,
-        extra: None,
-    };
+    );
     match kind {
         EntryKind::Symlink => e.set_target(target.unwrap_or_default()),
         EntryKind::Special => e.set_special(format, st.st_rdev),

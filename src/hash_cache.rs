@@ -6,14 +6,14 @@
 //! list that follows the baseline's files in tree order (16 bytes a file, no path). Files
 //! a side holds in another state (unresolved conflicts, pending changes) are kept whole.
 
-use std::collections::BTreeMap;
-use triomphe::Arc;
+use std::collections::{btree_map, BTreeMap};
+use std::iter::Peekable;
 
 use serde::{Deserialize, Serialize};
 
 use crate::merge::merge;
 use crate::path::RelPath;
-use crate::tree::{Digest, Entry, EntryKind, Stamp, Tree};
+use crate::tree::{Digest, Entry, EntryKind, Meta, Stamp, Tree};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Cached {
@@ -80,15 +80,14 @@ impl Printer {
     }
 }
 
-/// The baseline's files whose digest is known, in tree order: what `stamps` follows.
-fn known(base: &Tree) -> impl Iterator<Item = (&RelPath, &Entry)> {
-    base.entries
-        .iter()
-        .filter(|(_, e)| e.is_file() && e.digest.is_some())
+/// True for a baseline file whose digest is known: one that has a stamp in a cache (the
+/// stamps follow these files in tree order).
+fn is_known(e: &Entry) -> bool {
+    e.is_file() && e.digest.is_some()
 }
 
 fn cached(e: &Entry) -> Option<Cached> {
-    let digest = *e.digest.as_deref().filter(|_| e.is_file())?;
+    let digest = e.digest.filter(|_| e.is_file())?;
     Some(Cached {
         size: e.size,
         mtime_ns: e.mtime_ns,
@@ -197,40 +196,68 @@ impl HashCache {
     }
 
     fn fill_from(&self, base: &Tree, tree: &mut Tree) -> usize {
-        // All three are in tree order: walk them side by side (no lookups).
-        let mut known = known(base).zip(&self.stamps).peekable();
-        let mut others = self.others.iter().peekable();
+        let mut filler = self.filler(base);
         let mut n = 0;
         for (p, e) in tree.entries.iter_mut() {
-            let from_base = {
-                while known.next_if(|((q, _), _)| *q < p).is_some() {}
-                known
-                    .next_if(|((q, _), _)| *q == p)
-                    .map(|((_, b), s)| (b, *s))
-            };
-            let from_other = {
-                while others.next_if(|(q, _)| *q < p).is_some() {}
-                others.next_if(|(q, _)| *q == p).map(|(_, c)| c)
-            };
-            if !e.is_file() || e.digest.is_some() || e.stamp == Stamp::default() {
-                continue;
-            }
-            let hit =
-                |size, mtime_ns, stamp| (size, mtime_ns, stamp) == (e.size, e.mtime_ns, e.stamp);
-            let digest = from_base
-                .filter(|(b, s)| hit(b.size, b.mtime_ns, *s))
-                .and_then(|(b, _)| b.digest.clone())
-                .or_else(|| {
-                    from_other
-                        .filter(|c| hit(c.size, c.mtime_ns, c.stamp))
-                        .map(|c| Arc::new(c.digest))
-                });
-            if let Some(d) = digest {
-                e.digest = Some(d);
-                n += 1;
-            }
+            n += usize::from(filler.fill(p, e));
         }
         n
+    }
+
+    /// Fills digests one entry at a time, as a tree is built in tree order (`base` is the
+    /// tree this cache was stored with). A spent cache fills nothing.
+    pub fn filler<'a>(&'a self, base: &'a Tree) -> Filler<'a> {
+        Filler {
+            base: base.entries.iter().peekable(),
+            stamps: self.stamps.iter(),
+            others: self.others.iter().peekable(),
+        }
+    }
+}
+
+/// A walk over a cache and its baseline in tree order: see [`HashCache::filler`].
+pub struct Filler<'a> {
+    base: Peekable<btree_map::Iter<'a, RelPath, Entry>>,
+    /// Follows the baseline's files with a digest.
+    stamps: std::slice::Iter<'a, Stamp>,
+    others: Peekable<btree_map::Iter<'a, RelPath, Cached>>,
+}
+
+impl<'a> Filler<'a> {
+    /// Fills in `e`'s digest if its size, mtime, inode and ctime match what was cached;
+    /// returns whether it did. A file as the baseline has it then shares the baseline
+    /// entry's metadata. Paths must come in tree order (one out of order is not filled).
+    pub fn fill(&mut self, p: &RelPath, e: &mut Entry) -> bool {
+        let from_base = self.base_at(p);
+        let from_other = {
+            while self.others.next_if(|(q, _)| *q < p).is_some() {}
+            self.others.next_if(|(q, _)| *q == p).map(|(_, c)| c)
+        };
+        if !e.is_file() || e.digest.is_some() || e.stamp == Stamp::default() {
+            return false;
+        }
+        let hit = |size, mtime_ns, stamp| (size, mtime_ns, stamp) == (e.size, e.mtime_ns, e.stamp);
+        let from_base = from_base.filter(|(b, s)| hit(b.size, b.mtime_ns, *s));
+        let from_other = from_other.filter(|c| hit(c.size, c.mtime_ns, c.stamp));
+        if let Some((b, _)) = from_base {
+            e.digest = b.digest;
+            e.share(b);
+        } else if let Some(c) = from_other {
+            e.digest = Some(c.digest);
+        }
+        from_base.is_some() || from_other.is_some()
+    }
+
+    /// The baseline's entry at `p` and this side's cached stamp for it, if it has one.
+    fn base_at(&mut self, p: &RelPath) -> Option<(&'a Entry, Stamp)> {
+        while let Some((q, b)) = self.base.next_if(|(q, _)| *q <= p) {
+            // `stamps` has one item per baseline file with a digest: keep it in step.
+            let stamp = is_known(b).then(|| self.stamps.next().copied()).flatten();
+            if q == p {
+                return stamp.map(|s| (b, s));
+            }
+        }
+        None
     }
 }
 
@@ -245,17 +272,19 @@ impl CacheV1 {
     /// The same knowledge in today's form, relative to `base`.
     pub fn upgrade(self, base: &Tree) -> HashCache {
         let entries = self.files.into_iter().map(|(p, c)| {
-            let e = Entry {
-                kind: EntryKind::File,
-                size: c.size,
-                mtime_ns: c.mtime_ns,
-                mode: 0,
-                uid: 0,
-                gid: 0,
-                stamp: c.stamp,
-                digest: Some(Arc::new(c.digest)),
-                extra: None,
-            };
+            let e = Entry::of(
+                Meta {
+                    kind: EntryKind::File,
+                    size: c.size,
+                    mtime_ns: c.mtime_ns,
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    digest: Some(c.digest),
+                    extra: None,
+                },
+                c.stamp,
+            );
             (p, e)
         });
         HashCache::of(base, &Tree::from_entries(entries))
@@ -267,17 +296,19 @@ mod tests {
     use super::*;
 
     fn file(size: u64, mtime_ns: i64, ino: u64, digest: u8) -> Entry {
-        Entry {
-            kind: EntryKind::File,
-            size,
-            mtime_ns,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            stamp: Stamp { ino, ctime_ns: 7 },
-            digest: Some(Digest([digest; 32]).into()),
-            extra: None,
-        }
+        Entry::of(
+            Meta {
+                kind: EntryKind::File,
+                size,
+                mtime_ns,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                digest: Some(Digest([digest; 32])),
+                extra: None,
+            },
+            Stamp { ino, ctime_ns: 7 },
+        )
     }
 
     fn tree(entries: &[(&str, Entry)]) -> Tree {
@@ -324,12 +355,44 @@ mod tests {
             now.get(&RelPath::new(p.as_bytes().to_vec()).unwrap())
                 .unwrap()
                 .digest
-                .clone()
         };
-        assert_eq!(digest("a"), Some(Digest([1; 32]).into()));
+        assert_eq!(digest("a"), Some(Digest([1; 32])));
         assert_eq!(digest("b"), None, "another inode is another file");
         assert_eq!(digest("c"), None, "another mtime may be other content");
-        assert_eq!(digest("x"), Some(Digest([4; 32]).into()));
+        assert_eq!(digest("x"), Some(Digest([4; 32])));
+    }
+
+    #[test]
+    fn an_unchanged_file_shares_the_baselines_metadata_and_keeps_its_stamp() {
+        let base = tree(&[("a", file(1, 1, 10, 1)), ("b", file(2, 2, 20, 2))]);
+        let cache = HashCache::of(&base, &base);
+        // Now: a as it was; b's content as it was, but with another mode.
+        let mut b_now = file(2, 2, 20, 0);
+        b_now.mode = 0o600;
+        let mut now = unhashed(tree(&[("a", file(1, 1, 10, 0)), ("b", b_now)]));
+        let mut filler = cache.filler(&base);
+        for (p, e) in now.entries.iter_mut() {
+            assert!(filler.fill(p, e), "{p}");
+        }
+        let at = |t: &Tree, p: &str| {
+            t.get(&RelPath::new(p.as_bytes().to_vec()).unwrap())
+                .cloned()
+        };
+        let (a, b) = (at(&now, "a").unwrap(), at(&now, "b").unwrap());
+        assert!(a.shares_meta(&at(&base, "a").unwrap()));
+        assert_eq!(
+            a.stamp,
+            Stamp {
+                ino: 10,
+                ctime_ns: 7
+            }
+        );
+        assert_eq!(b.digest, Some(Digest([2; 32])));
+        assert!(!b.shares_meta(&at(&base, "b").unwrap()) && b.mode == 0o600);
+        // Written through, the shared metadata is copied first: the baseline stays.
+        let mut a = a;
+        a.mtime_ns = 99;
+        assert_eq!(at(&base, "a").unwrap().mtime_ns, 1);
     }
 
     #[test]

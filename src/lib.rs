@@ -19,6 +19,7 @@ pub mod exit;
 pub mod fsops;
 pub mod hash_cache;
 pub mod keep;
+pub mod known;
 pub mod log;
 pub mod merge;
 pub mod output;

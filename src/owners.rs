@@ -162,20 +162,28 @@ impl IdMap {
 
     /// A far entry in near numbering.
     pub fn inward(&self, e: &mut Entry) {
-        e.uid = self.uid_in.get(&e.uid).copied().unwrap_or(e.uid);
-        e.gid = self.gid_in.get(&e.gid).copied().unwrap_or(e.gid);
+        renumber(e, &self.uid_in, &self.gid_in);
     }
 
     /// A near entry in far numbering.
     pub fn outward(&self, e: &mut Entry) {
-        e.uid = self.uid_out.get(&e.uid).copied().unwrap_or(e.uid);
-        e.gid = self.gid_out.get(&e.gid).copied().unwrap_or(e.gid);
+        renumber(e, &self.uid_out, &self.gid_out);
     }
 
     /// True when no number changes either way.
     pub fn is_identity(&self) -> bool {
         let same = |m: &HashMap<u32, u32>| m.iter().all(|(a, b)| a == b);
         same(&self.uid_in) && same(&self.gid_in) && same(&self.uid_out) && same(&self.gid_out)
+    }
+}
+
+/// Renumbers `e`'s owner and group, writing only what changes: an entry sharing its
+/// metadata keeps sharing it when its numbers stay.
+fn renumber(e: &mut Entry, uids: &HashMap<u32, u32>, gids: &HashMap<u32, u32>) {
+    let uid = uids.get(&e.uid).copied().unwrap_or(e.uid);
+    let gid = gids.get(&e.gid).copied().unwrap_or(e.gid);
+    if (uid, gid) != (e.uid, e.gid) {
+        (e.uid, e.gid) = (uid, gid);
     }
 }
 
@@ -202,16 +210,20 @@ mod tests {
         );
         let mut near_tree = Tree::default();
         let mut far_tree = Tree::default();
-        let entry = |uid, gid| Entry {
-            kind: crate::tree::EntryKind::File,
-            size: 0,
-            mtime_ns: 0,
-            mode: 0o644,
-            uid,
-            gid,
-            stamp: Default::default(),
-            digest: None,
-            extra: None,
+        let entry = |uid, gid| {
+            Entry::of(
+                crate::tree::Meta {
+                    kind: crate::tree::EntryKind::File,
+                    size: 0,
+                    mtime_ns: 0,
+                    mode: 0o644,
+                    uid,
+                    gid,
+                    digest: None,
+                    extra: None,
+                },
+                Default::default(),
+            )
         };
         let p = |s: &str| crate::path::RelPath::new(s.as_bytes().to_vec()).unwrap();
         near_tree.insert(p("mine"), entry(1000, 50));

@@ -239,7 +239,7 @@ impl Action {
         match &self.op {
             Op::Rename { .. } if self.conflict_copy => Phase::ConflictRename,
             Op::Rename { .. } => Phase::Move,
-            Op::Delete if self.expect.as_deref().is_some_and(Entry::is_dir) => Phase::DeleteDir,
+            Op::Delete if self.expect.as_deref().is_some_and(|e| e.is_dir()) => Phase::DeleteDir,
             Op::Delete => Phase::DeleteLeaf,
             Op::Mkdir { .. } => Phase::Mkdir,
             Op::Copy { .. } | Op::Dedup { .. } => Phase::Copy,

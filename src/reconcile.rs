@@ -94,7 +94,7 @@ pub fn digests_needed(base: &Tree, local: &Tree, remote: &Tree) -> [Vec<RelPath>
                 let in_base = base.get(p);
                 same_size(in_base)
                     || same_size(other.get(p))
-                    || (!in_base.is_some_and(Entry::is_file) && base_sizes.contains(&e.size))
+                    || (!in_base.is_some_and(|e| e.is_file()) && base_sizes.contains(&e.size))
             })
             .map(|(p, _)| p.clone())
             .collect()
@@ -376,8 +376,8 @@ impl<'a> Reconciler<'a> {
                     i += 1;
                 }
                 Direction::Bidi => {
-                    let base_dir = self.at_base(p).is_some_and(Entry::is_dir);
-                    let dirlike = |e: Option<&Entry>| e.map_or(base_dir, Entry::is_dir);
+                    let base_dir = self.at_base(p).is_some_and(|e| e.is_dir());
+                    let dirlike = |e: Option<&Entry>| e.map_or(base_dir, |e| e.is_dir());
                     let (l, r) = (self.at(Side::Local, p), self.at(Side::Remote, p));
                     if dirlike(l) && dirlike(r) && (l.is_some() || r.is_some()) {
                         self.walk(i + 1, sub_end);

@@ -11,9 +11,10 @@ use rustix::fs::{Mode, OFlags};
 use std::collections::{BTreeMap, HashMap};
 
 use crate::fsops::{entry_at, scan_entry_at, LinkKey, Root, PART_PREFIX, TEMP_PREFIX};
+use crate::known::Known;
 use crate::path::RelPath;
 use crate::rules::Filter;
-use crate::tree::{Digest, Entry, MapBuilder, SharedPaths, Tree};
+use crate::tree::{Digest, Entry, MapBuilder, Tree};
 use crate::xattrs::{self, metafile, AclMode, Xattrs};
 
 /// Partial transfers left by an interrupted run: target path → bytes already there.
@@ -34,7 +35,7 @@ pub fn scan<'a>(
     root: &'a Root,
     filter: &'a Filter,
     opts: ScanOptions,
-    known: SharedPaths<'a>,
+    known: Known<'_>,
 ) -> (Tree, Partials) {
     let mut walk = Walk::new(root, filter, opts);
     walk.known = known;
@@ -63,7 +64,7 @@ pub fn scan_streamed(
     (walk.problems, walk.partials)
 }
 
-impl Walk<'_> {
+impl Walk<'_, '_> {
     /// Walks the whole tree from the root.
     fn top(&mut self) {
         match rustix::fs::openat(
@@ -138,7 +139,8 @@ fn ancestor_excluded(filter: &Filter, path: &RelPath) -> bool {
     false
 }
 
-struct Walk<'a> {
+/// A walk over the tree below `root` (`'a`), sharing what is known (`'k`).
+struct Walk<'a, 'k> {
     filter: &'a Filter,
     /// When streaming: the batch size and where batches go.
     stream: Option<(usize, Sink<'a>)>,
@@ -148,8 +150,8 @@ struct Walk<'a> {
     entries: Vec<(RelPath, Entry)>,
     /// Otherwise: the tree being built...
     tree: MapBuilder<RelPath, Entry>,
-    /// ...sharing these paths.
-    known: SharedPaths<'a>,
+    /// ...sharing what is known.
+    known: Known<'k>,
     partials: Partials,
     /// First name seen of each (device, inode) with several names.
     links: Option<HashMap<LinkKey, RelPath>>,
@@ -161,15 +163,15 @@ struct Walk<'a> {
     linked: bool,
 }
 
-impl<'a> Walk<'a> {
-    fn new(root: &'a Root, filter: &'a Filter, opts: ScanOptions) -> Walk<'a> {
+impl<'a, 'k> Walk<'a, 'k> {
+    fn new(root: &'a Root, filter: &'a Filter, opts: ScanOptions) -> Walk<'a, 'k> {
         Walk {
             filter,
             stream: None,
             problems: BTreeMap::new(),
             entries: Vec::new(),
             tree: MapBuilder::default(),
-            known: SharedPaths::none(),
+            known: Known::none(),
             partials: Partials::new(),
             links: opts.hard_links.then(HashMap::new),
             acls: opts.acls,
@@ -235,7 +237,6 @@ impl<'a> Walk<'a> {
             None => RelPath::from_name(name),
         };
         let Ok(path) = path else { return };
-        let path = self.known.share(path);
         let (mut entry, linked) = match scan_entry_at(dir, name) {
             Ok(Some(e)) => e,
             Ok(None) => return, // vanished since listing
@@ -272,6 +273,7 @@ impl<'a> Walk<'a> {
             }
         }
         let is_dir = entry.is_dir();
+        let (path, entry) = self.known.share(path, entry);
         match &self.stream {
             Some((batch, _)) => {
                 self.entries.push((path.clone(), entry));

@@ -9,7 +9,6 @@ pub mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use triomphe::Arc;
 
 use crate::agent::{self, AgentOptions};
 use crate::baseline::Baseline;
@@ -18,6 +17,7 @@ use crate::endpoint::{Change, Endpoint, LocalEndpoint, RemoteEndpoint};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::hash_cache::HashCache;
+use crate::known::Known;
 use crate::output::{dryrun, Event, Reporter, Summary};
 use crate::owners::Database;
 use crate::path::RelPath;
@@ -27,7 +27,7 @@ use crate::reconcile::Direction;
 use crate::reconcile::{digests_needed, next_baseline, next_entries, reconcile, Policy};
 use crate::rules::FilterSpec;
 use crate::session::Session;
-use crate::tree::{Digest, Entry, MapBuilder, Tree};
+use crate::tree::{Entry, MapBuilder, Tree};
 use transfer::{Stats, Watch};
 
 /// How a `-r` directory on this machine is reached.
@@ -490,18 +490,21 @@ fn first_scan(job: &Job, opened: Opened, old: &mut Baseline, run: &mut Run<'_>) 
         ..
     } = old;
     let (ls, rs) = std::thread::scope(|s| {
-        // Both trees hold their paths shared with the baseline: a path held three times
-        // costs its bytes once. Each side's digests are filled as soon as its tree is in,
-        // and its cache let go, while the other side may still be growing its tree.
+        // Both trees fill their digests from the caches as entries come in, and hold what
+        // they have in common with the baseline shared with it: paths, and the metadata
+        // of every entry found as the baseline has it. Each side's cache is let go as soon
+        // as its tree is in, while the other side may still be growing its tree.
         let l = s.spawn(|| {
-            let mut scan = local.scan(&job.filter, base)?;
+            let mut scan = local.scan(&job.filter, Known::with_cache(base, local_cache))?;
             local_cache.fill(base, &mut scan.tree);
             Ok::<_, Error>(scan)
         });
-        let r = remote.scan(&job.filter, base).map(|mut scan| {
-            remote_cache.fill(base, &mut scan.tree);
-            scan
-        });
+        let r = remote
+            .scan(&job.filter, Known::with_cache(base, remote_cache))
+            .map(|mut scan| {
+                remote_cache.fill(base, &mut scan.tree);
+                scan
+            });
         (l.join().expect("scanner thread"), r)
     });
     let (mut ls, mut rs) = match (ls, rs) {
@@ -645,7 +648,7 @@ fn hash(sides: &mut Sides, old: &mut Baseline, run: &mut Run<'_>) -> Result<()> 
             match digest {
                 Ok(d) => {
                     if let Some(e) = tree.entries.get_mut(&path) {
-                        e.digest = Some(Arc::new(d));
+                        e.digest = Some(d);
                     }
                 }
                 Err(why) => {
@@ -1099,14 +1102,14 @@ fn apply_batch<'e>(
 struct Placed {
     /// What now stands at each target, per side (`[local, remote]`).
     entries: [MapBuilder<RelPath, Entry>; 2],
-    /// The digest each transfer computed of its source, by action.
-    digests: Vec<(usize, Arc<Digest>)>,
+    /// The actions whose transfer computed the digest of its source.
+    hashed: Vec<usize>,
 }
 
 impl Placed {
     fn add(&mut self, i: usize, a: &Action, entry: Entry) {
-        if let Some(d) = &entry.digest {
-            self.digests.push((i, d.clone()));
+        if entry.digest.is_some() {
+            self.hashed.push(i);
         }
         self.entries[a.side as usize].push(a.path.clone(), entry);
     }
@@ -1114,18 +1117,22 @@ impl Placed {
     /// Updates the trees: the targets' new entries, and the digests the transfers learned
     /// of their sources, so both sides agree.
     fn record(self, actions: &[Action], lt: &mut Tree, rt: &mut Tree) {
-        for (i, digest) in self.digests {
+        let [l, r] = self.entries.map(MapBuilder::finish);
+        // Learnt before the new entries join the trees: a source path that is also a
+        // target (a conflict's copy kept both ways) must not take its replacement's digest.
+        for i in self.hashed {
             let a = &actions[i];
-            let src_tree = if a.side == Side::Local {
-                &mut *rt
+            let (placed, src_tree) = if a.side == Side::Local {
+                (&l, &mut *rt)
             } else {
-                &mut *lt
+                (&r, &mut *lt)
             };
-            learn_digest(a, digest, src_tree);
+            if let Some(written) = placed.get(&a.path) {
+                learn_digest(a, written, src_tree);
+            }
         }
-        let [l, r] = self.entries;
-        lt.absorb(l.finish());
-        rt.absorb(r.finish());
+        lt.absorb(l);
+        rt.absorb(r);
     }
 }
 
@@ -1136,17 +1143,20 @@ fn record(a: &Action, entry: Option<Entry>, lt: &mut Tree, rt: &mut Tree) {
     } else {
         (rt, lt)
     };
-    if let Some(digest) = entry.as_ref().and_then(|e| e.digest.clone()) {
-        learn_digest(a, digest, src_tree);
+    if let Some(written) = entry.as_ref().filter(|e| e.digest.is_some()) {
+        learn_digest(a, written, src_tree);
     }
     apply_to(dst_tree, a, entry);
 }
 
 /// A copy hashed its source: the source's tree remembers the digest, so both sides agree.
-fn learn_digest(a: &Action, digest: Arc<Digest>, src_tree: &mut Tree) {
+/// A source now as its copy (the usual case) shares the copy's metadata: the plan still
+/// holds the source's old metadata, and a second new copy would cost what sharing saved.
+fn learn_digest(a: &Action, written: &Entry, src_tree: &mut Tree) {
     if let Op::Copy { from, .. } = &a.op {
         if let Some(src) = src_tree.entries.get_mut(from).filter(|e| e.is_file()) {
-            src.digest = Some(digest);
+            src.digest = written.digest;
+            src.share(written);
         }
     }
 }

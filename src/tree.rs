@@ -43,9 +43,9 @@ pub enum EntryKind {
     File,
     /// A directory.
     Dir,
-    /// A symbolic link (its target is [`Entry::target`]; never followed).
+    /// A symbolic link (its target is [`Meta::target`]; never followed).
     Symlink,
-    /// A fifo, socket or device node (its type and device are [`Entry::special`]).
+    /// A fifo, socket or device node (its type and device are [`Meta::special`]).
     Special,
 }
 
@@ -76,12 +76,25 @@ pub struct Stamp {
     pub ctime_ns: i64,
 }
 
-/// One file, directory, symlink or special file as scanned.
+/// One file, directory, symlink or special file as scanned: this side's [`Stamp`], and
+/// the rest ([`Meta`], read through `Deref`) behind one shared pointer.
 ///
-/// Kept small (a tree holds one per path, and a run up to three trees): what only few
-/// entries have lives in one optional box, [`Extra`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A run holds up to three trees (the baseline and both sides), and in most of them most
+/// entries are as the baseline has them: an entry found so points at the baseline's
+/// `Meta` ([`Entry::share`]), and holds 24 bytes of its own. Writing a field through
+/// `DerefMut` first makes the entry's own copy, so sharing never shows.
+#[derive(Clone, Debug)]
 pub struct Entry {
+    /// Inode and ctime, for the hash cache and the precondition check.
+    pub stamp: Stamp,
+    meta: Arc<Meta>,
+}
+
+/// What an entry is and holds, apart from its side's stamp.
+///
+/// Kept small: what only few entries have lives in one optional box, [`Extra`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
     /// What it is.
     pub kind: EntryKind,
     /// Size in bytes (files only; 0 otherwise).
@@ -94,14 +107,34 @@ pub struct Entry {
     pub uid: u32,
     /// Group.
     pub gid: u32,
-    /// Inode and ctime, for the hash cache and the precondition check.
-    pub stamp: Stamp,
-    /// BLAKE3 of the contents, when known (computed lazily, files only). Shared: the
-    /// baseline's copy is handed to both scanned trees and on to the next baseline.
-    pub digest: Option<Arc<Digest>>,
+    /// BLAKE3 of the contents, when known (computed lazily, files only). Inline: shared
+    /// with the rest of the metadata, it costs less than a pointer to a shared copy.
+    pub digest: Option<Digest>,
     /// Symlink target, device number, hard link, xattrs: `None` when it would be empty,
-    /// so that equal entries compare equal (set through [`Entry::set_target`] and the like).
+    /// so that equal entries compare equal (set through [`Meta::set_target`] and the like).
     pub extra: Option<Box<Extra>>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.stamp == other.stamp && self.same_meta_as(other)
+    }
+}
+
+impl Eq for Entry {}
+
+impl std::ops::Deref for Entry {
+    type Target = Meta;
+
+    fn deref(&self) -> &Meta {
+        &self.meta
+    }
+}
+
+impl std::ops::DerefMut for Entry {
+    fn deref_mut(&mut self) -> &mut Meta {
+        Arc::make_mut(&mut self.meta)
+    }
 }
 
 /// What few entries have beyond the basics.
@@ -124,19 +157,54 @@ impl Entry {
     /// An entry of `kind` with these attributes and nothing else known (test fixtures).
     #[cfg(test)]
     pub fn new(kind: EntryKind, size: u64, mtime_ns: i64, mode: u32) -> Entry {
+        Entry::of(
+            Meta {
+                kind,
+                size,
+                mtime_ns,
+                mode,
+                uid: 0,
+                gid: 0,
+                digest: None,
+                extra: None,
+            },
+            Stamp::default(),
+        )
+    }
+
+    /// The entry of `meta` with this side's `stamp`.
+    pub fn of(meta: Meta, stamp: Stamp) -> Entry {
         Entry {
-            kind,
-            size,
-            mtime_ns,
-            mode,
-            uid: 0,
-            gid: 0,
-            stamp: Stamp::default(),
-            digest: None,
-            extra: None,
+            stamp,
+            meta: Arc::new(meta),
         }
     }
 
+    /// Takes `other`'s metadata, shared, when it is equal to this entry's; returns whether
+    /// they now share it.
+    pub fn share(&mut self, other: &Entry) -> bool {
+        if Arc::ptr_eq(&self.meta, &other.meta) {
+            return true;
+        }
+        let equal = *self.meta == *other.meta;
+        if equal {
+            self.meta = other.meta.clone();
+        }
+        equal
+    }
+
+    /// True when both entries point at one [`Meta`].
+    pub fn shares_meta(&self, other: &Entry) -> bool {
+        Arc::ptr_eq(&self.meta, &other.meta)
+    }
+
+    /// Equal metadata, stamps aside (one pointer comparison when shared).
+    fn same_meta_as(&self, other: &Entry) -> bool {
+        self.shares_meta(other) || *self.meta == *other.meta
+    }
+}
+
+impl Meta {
     /// True if this is a regular file.
     pub fn is_file(&self) -> bool {
         self.kind == EntryKind::File
@@ -209,7 +277,7 @@ impl Entry {
     /// Same thing with the same contents: kind, and for files size and digest (an unknown
     /// digest never counts as equal), for symlinks the target, for special files the type
     /// and device.
-    pub fn same_content(&self, other: &Entry) -> bool {
+    pub fn same_content(&self, other: &Meta) -> bool {
         match (self.kind, other.kind) {
             (EntryKind::File, EntryKind::File) => {
                 self.size == other.size
@@ -221,22 +289,22 @@ impl Entry {
         }
     }
 
-    /// Same metadata that we propagate: the mtime (every kind), and [`Entry::same_attrs`].
-    pub fn same_meta(&self, other: &Entry, everything: bool) -> bool {
+    /// Same metadata that we propagate: the mtime (every kind), and [`Meta::same_attrs`].
+    pub fn same_meta(&self, other: &Meta, everything: bool) -> bool {
         self.mtime_ns == other.mtime_ns && self.same_attrs(other, everything)
     }
 
     /// Same metadata but the mtime: mode (not for symlinks, whose mode means nothing on
     /// Linux), ACLs and xattrs (where kept), and with `everything` the owner and group.
-    pub fn same_attrs(&self, other: &Entry, everything: bool) -> bool {
+    pub fn same_attrs(&self, other: &Meta, everything: bool) -> bool {
         let mode_ok = self.is_symlink() || self.mode == other.mode;
         let owner_ok = !everything || (self.uid == other.uid && self.gid == other.gid);
         mode_ok && owner_ok && self.xattrs() == other.xattrs()
     }
 
     /// Same content and metadata.
-    pub fn same_state(&self, other: &Entry, everything: bool) -> bool {
-        self.same_content(other) && self.same_meta(other, everything)
+    pub fn same_state(&self, other: &Meta, everything: bool) -> bool {
+        std::ptr::eq(self, other) || self.same_content(other) && self.same_meta(other, everything)
     }
 }
 
@@ -287,7 +355,7 @@ impl Serialize for Entry {
             uid: self.uid,
             gid: self.gid,
             stamp: self.stamp,
-            digest: self.digest.as_deref().copied(),
+            digest: self.digest,
             link: self.link().cloned(),
             xattrs: self.xattrs().map(Cow::Borrowed),
         }
@@ -298,15 +366,14 @@ impl Serialize for Entry {
 impl<'de> Deserialize<'de> for Entry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Entry, D::Error> {
         let w = Wire::deserialize(d)?;
-        let mut e = Entry {
+        let mut e = Meta {
             kind: EntryKind::File,
             size: w.size,
             mtime_ns: w.mtime_ns,
             mode: w.mode,
             uid: w.uid,
             gid: w.gid,
-            stamp: w.stamp,
-            digest: w.digest.map(Arc::new),
+            digest: w.digest,
             extra: None,
         };
         match w.kind {
@@ -323,7 +390,7 @@ impl<'de> Deserialize<'de> for Entry {
         }
         e.set_link(w.link);
         e.set_xattrs(w.xattrs.map(Cow::into_owned));
-        Ok(e)
+        Ok(Entry::of(e, w.stamp))
     }
 }
 
@@ -373,40 +440,6 @@ where
         }
     }
     d.deserialize_map(Pairs(std::marker::PhantomData))
-}
-
-/// The paths of a tree already held (the baseline), handed out to a tree being built
-/// alongside so that both hold each path's bytes once. Paths are asked for in tree order,
-/// as scans find them: one walk over the held tree, no lookups (a path out of order is
-/// simply not shared).
-pub struct SharedPaths<'a> {
-    held: Option<std::iter::Peekable<std::collections::btree_map::Keys<'a, RelPath, Entry>>>,
-}
-
-impl<'a> SharedPaths<'a> {
-    /// Shares the paths of `held`.
-    pub fn of(held: &'a Tree) -> SharedPaths<'a> {
-        SharedPaths {
-            held: Some(held.entries.keys().peekable()),
-        }
-    }
-
-    /// Shares nothing.
-    pub fn none() -> SharedPaths<'a> {
-        SharedPaths { held: None }
-    }
-
-    /// `path`, as the held tree's copy when it has one.
-    pub fn share(&mut self, path: RelPath) -> RelPath {
-        let Some(held) = &mut self.held else {
-            return path;
-        };
-        while held.next_if(|q| **q < path).is_some() {}
-        match held.peek() {
-            Some(q) if **q == path => (*q).clone(),
-            _ => path,
-        }
-    }
 }
 
 /// Builds a `BTreeMap` with full nodes from pairs that arrive one at a time, in any order
@@ -632,10 +665,13 @@ mod tests {
 
     #[test]
     fn entries_are_small_and_keep_their_encoding() {
+        // A tree's own part of an entry is its stamp and one pointer; the shared part
+        // holds the digest inline (a shared pointer to it would cost more).
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
         assert!(
-            std::mem::size_of::<Entry>() <= 64,
+            std::mem::size_of::<Meta>() <= 72,
             "{}",
-            std::mem::size_of::<Entry>()
+            std::mem::size_of::<Meta>()
         );
         // A path is one thin pointer in every key of every tree.
         assert_eq!(std::mem::size_of::<RelPath>(), 8);
@@ -724,7 +760,7 @@ mod tests {
                     (new.kind, new.extra.is_some()),
                     (EntryKind::File, old.link.is_some() || old.xattrs.is_some())
                 ),
-                OldKind::Dir => assert_eq!((new.kind, new.extra), (EntryKind::Dir, None)),
+                OldKind::Dir => assert_eq!((new.kind, new.extra.is_none()), (EntryKind::Dir, true)),
             }
         }
     }
@@ -753,35 +789,5 @@ mod tests {
         let mut d = c.clone();
         d.set_special(0o020000, 2);
         assert!(!c.same_content(&d) && c.same_content(&c.clone()));
-    }
-
-    #[test]
-    fn shared_paths_hand_out_the_held_copy_in_tree_order() {
-        let path = |s: &str| RelPath::new(s.as_bytes().to_vec()).unwrap();
-        let held = Tree::from_entries(
-            ["a", "a/x", "a/y", "b", "c/d"]
-                .map(|p| (path(p), Entry::new(EntryKind::File, 0, 0, 0o644))),
-        );
-        let copy = |p: &str| held.entries.get_key_value(&path(p)).unwrap().0;
-        let mut shared = SharedPaths::of(&held);
-        // In tree order, with paths the held tree lacks in between.
-        for (p, held_there) in [
-            ("a", true),
-            ("a/x", true),
-            ("a/xx", false),
-            ("a/y", true),
-            ("c", false),
-            ("c/d", true),
-            ("z", false),
-        ] {
-            let got = shared.share(path(p));
-            assert_eq!(got, path(p));
-            assert_eq!(held_there && got.same_bytes(copy(p)), held_there, "{p}");
-        }
-        // Out of order: the same path, just not shared.
-        let late = shared.share(path("b"));
-        assert!(late == path("b") && !late.same_bytes(copy("b")));
-        let nothing = SharedPaths::none().share(path("a"));
-        assert!(!nothing.same_bytes(copy("a")));
     }
 }

@@ -6,17 +6,17 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use triomphe::Arc;
 
 use crate::delta::{self, Basis, DeltaOp, LITERAL_CHUNK, WINDOW};
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest};
 use crate::error::{Error, Result, WireError};
 use crate::fsops::{entry_at, entry_from_stat, still_expected, CommitError, Root};
+use crate::known::Known;
 use crate::owners::Database;
 use crate::path::RelPath;
 use crate::rules::FilterSpec;
 use crate::scan::{hash_file, scan};
-use crate::tree::{Digest, Entry, SharedPaths, Tree};
+use crate::tree::{Digest, Entry};
 use crate::xattrs::{self, metafile, AclMode, Xattrs};
 
 /// A root directory on this machine.
@@ -221,7 +221,7 @@ impl LocalEndpoint {
         }
     }
 
-    fn entry_now(&mut self, path: &RelPath, digest: Option<Arc<Digest>>) -> Result<Entry> {
+    fn entry_now(&mut self, path: &RelPath, digest: Option<Digest>) -> Result<Entry> {
         match self.root.entry(path) {
             Ok(Some(mut e)) => {
                 e.digest = digest;
@@ -555,7 +555,7 @@ impl LocalEndpoint {
         if self.acls == AclMode::Metafile {
             self.put_xattrs(path, meta)?;
         }
-        self.entry_now(path, Some(Arc::new(digest)))
+        self.entry_now(path, Some(digest))
     }
 
     /// Makes the staged temp files (those replacing an existing file) durable, then renames
@@ -863,10 +863,10 @@ impl Endpoint for LocalEndpoint {
         &self.place
     }
 
-    fn scan(&mut self, filter: &FilterSpec, known: &Tree) -> Result<Scan> {
+    fn scan(&mut self, filter: &FilterSpec, known: Known<'_>) -> Result<Scan> {
         let filter = filter.build()?;
         let opts = self.scan_options();
-        let (tree, partials) = scan(&self.root, &filter, opts, SharedPaths::of(known));
+        let (tree, partials) = scan(&self.root, &filter, opts, known);
         Ok(Scan {
             tree,
             root_id: self.root.id(),
@@ -880,7 +880,7 @@ impl Endpoint for LocalEndpoint {
         // would lose them.
         if self.acls == AclMode::Metafile {
             return Ok(Rescan {
-                tree: self.scan(filter, &Tree::default())?.tree,
+                tree: self.scan(filter, Known::none())?.tree,
                 whole: true,
             });
         }
@@ -890,7 +890,7 @@ impl Endpoint for LocalEndpoint {
         // A file with several names: its first name may lie outside what was rescanned.
         if linked {
             return Ok(Rescan {
-                tree: self.scan(filter, &Tree::default())?.tree,
+                tree: self.scan(filter, Known::none())?.tree,
                 whole: true,
             });
         }
@@ -1124,7 +1124,7 @@ impl LocalEndpoint {
         if self.acls == AclMode::Metafile {
             self.put_xattrs(path, source)?;
         }
-        self.entry_now(path, expect.digest.clone())
+        self.entry_now(path, expect.digest)
     }
 
     /// Makes `path` another name of `first` (replacing `expect`), if `first` is the file
@@ -1165,7 +1165,7 @@ impl LocalEndpoint {
         if self.acls == AclMode::Metafile {
             self.put_xattrs(path, source)?;
         }
-        let mut e = self.entry_now(path, source.digest.clone())?;
+        let mut e = self.entry_now(path, source.digest)?;
         e.set_link(Some(first.clone()));
         Ok(e)
     }
@@ -1203,7 +1203,6 @@ impl LocalEndpoint {
         self.check_same_file(from, Some(from_expect))?;
         let digest = source
             .digest
-            .clone()
             .ok_or_else(|| Error::Protocol(format!("dedup of '{path}' without a digest")))?;
         if hardlink {
             self.link_into_place(from, path, now.as_ref())?;
@@ -1217,7 +1216,7 @@ impl LocalEndpoint {
             .root
             .create_temp(path, source.mode)
             .map_err(|e| self.io("create a temporary file for", path, e))?;
-        let copied = copy_checked(&mut src, &mut file, *digest)
+        let copied = copy_checked(&mut src, &mut file, digest)
             .and_then(|()| Root::set_meta_fd(&file, source, self.owner))
             .and_then(|()| match (self.acls, source.xattrs()) {
                 (AclMode::Native, Some(x)) => xattrs::write_fd(&file, x),
@@ -1385,7 +1384,7 @@ impl LocalEndpoint {
                 .map_err(|e| self.io("set attributes of", to, e))?;
             self.put_xattrs(to, meta)?;
         }
-        self.entry_now(to, expect.digest.clone())
+        self.entry_now(to, expect.digest)
     }
 
     /// Applies `source`'s attributes if `path` is still `expect`.
@@ -1398,6 +1397,6 @@ impl LocalEndpoint {
         Root::set_meta_at(&dir, path.name(), source, self.owner)
             .map_err(|e| self.io("set attributes of", path, e))?;
         self.put_xattrs(path, source)?;
-        self.entry_now(path, expect.digest.clone())
+        self.entry_now(path, expect.digest)
     }
 }

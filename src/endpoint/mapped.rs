@@ -3,10 +3,11 @@
 
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest, Traffic};
 use crate::error::Result;
+use crate::known::Known;
 use crate::owners::IdMap;
 use crate::path::RelPath;
 use crate::rules::FilterSpec;
-use crate::tree::{Digest, Entry, Tree};
+use crate::tree::{Digest, Entry};
 
 /// Another endpoint, seen through an [`IdMap`].
 pub struct OwnerMapped {
@@ -55,7 +56,7 @@ impl Endpoint for OwnerMapped {
         self.inner.place()
     }
 
-    fn scan(&mut self, filter: &FilterSpec, known: &Tree) -> Result<Scan> {
+    fn scan(&mut self, filter: &FilterSpec, known: Known<'_>) -> Result<Scan> {
         let mut scan = self.inner.scan(filter, known)?;
         for e in scan.tree.entries.values_mut() {
             self.map.inward(e);

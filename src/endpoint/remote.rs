@@ -19,12 +19,13 @@ use crate::compress::Compression;
 use crate::delta::DeltaOp;
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest, Traffic};
 use crate::error::{Error, Result};
+use crate::known::Known;
 use crate::path::RelPath;
 use crate::protocol::frame::{read_frame, FrameError, Kind};
 use crate::protocol::handshake::{read_hello, send_hello};
 use crate::protocol::{decode, encode, Request, Response, PATH_BATCH};
 use crate::rules::FilterSpec;
-use crate::tree::{Digest, Entry, MapBuilder, SharedPaths, Tree};
+use crate::tree::{Digest, Entry, MapBuilder, Tree};
 
 use lanes::Lanes;
 pub use lanes::StreamPlan;
@@ -463,13 +464,9 @@ impl RemoteEndpoint {
         self.send_frame(&Request::Receive { chunks }, self.batch_large)
     }
 
-    /// Sends a scan request and gathers its `ScanPart`s (sharing the paths of `known`);
+    /// Sends a scan request and gathers its `ScanPart`s (sharing what `known` has);
     /// returns the tree and the closing message.
-    fn tree_parts(
-        &mut self,
-        req: &Request,
-        mut known: SharedPaths<'_>,
-    ) -> Result<(Tree, Response)> {
+    fn tree_parts(&mut self, req: &Request, mut known: Known<'_>) -> Result<(Tree, Response)> {
         let (mut all, mut problems) = (MapBuilder::default(), Vec::new());
         let mut r = self.call(req)?;
         while let Response::ScanPart {
@@ -477,7 +474,7 @@ impl RemoteEndpoint {
             problems: p,
         } = r
         {
-            all.extend(entries.into_iter().map(|(p, e)| (known.share(p), e)));
+            all.extend(entries.into_iter().map(|(p, e)| known.share(p, e)));
             problems.extend(p);
             r = self.reply()?;
         }
@@ -501,11 +498,11 @@ impl Endpoint for RemoteEndpoint {
         &self.place
     }
 
-    fn scan(&mut self, filter: &FilterSpec, known: &Tree) -> Result<Scan> {
+    fn scan(&mut self, filter: &FilterSpec, known: Known<'_>) -> Result<Scan> {
         let request = Request::Scan {
             filter: filter.clone(),
         };
-        let (tree, end) = self.tree_parts(&request, SharedPaths::of(known))?;
+        let (tree, end) = self.tree_parts(&request, known)?;
         match end {
             Response::ScanDone {
                 root_id,
@@ -526,7 +523,7 @@ impl Endpoint for RemoteEndpoint {
             filter: filter.clone(),
             paths: paths.to_vec(),
         };
-        let (tree, end) = self.tree_parts(&request, SharedPaths::none())?;
+        let (tree, end) = self.tree_parts(&request, Known::none())?;
         match end {
             Response::Rescanned { whole } => Ok(Rescan { tree, whole }),
             _ => Err(self.unexpected("rescan")),

@@ -105,7 +105,7 @@ pub fn commands(action: &Action, roots: [&str; 2], everything: bool) -> Vec<Stri
         )],
         Op::Unlink { .. } => vec![format!("cp -p --remove-destination {dst} {dst}")],
         Op::Mkdir { source } => vec![format!("mkdir -m {:o} {dst}", source.mode)],
-        Op::Delete if action.expect.as_deref().is_some_and(Entry::is_dir) => {
+        Op::Delete if action.expect.as_deref().is_some_and(|e| e.is_dir()) => {
             vec![format!("rmdir {dst}")]
         }
         Op::Delete => vec![format!("rm {dst}")],

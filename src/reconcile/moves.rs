@@ -31,7 +31,7 @@ pub fn detect(plan: &mut Plan) {
                 continue;
             }
             if let Some(e) = a.expect.as_ref().filter(|e| e.is_file()) {
-                if let Some(d) = e.digest.as_deref().copied() {
+                if let Some(d) = e.digest {
                     deleted.entry((d, e.size)).or_default().push(i);
                 }
             }
@@ -52,7 +52,7 @@ pub fn detect(plan: &mut Plan) {
             {
                 continue;
             }
-            let Some(d) = source.digest.as_deref().copied() else {
+            let Some(d) = source.digest else {
                 continue;
             };
             let Some(candidates) = deleted.get_mut(&(d, source.size)) else {

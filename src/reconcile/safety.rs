@@ -116,20 +116,22 @@ pub fn check(
 mod tests {
     use super::*;
     use crate::plan::{Action, Op, Status};
-    use crate::tree::{Entry, EntryKind, Stamp};
+    use crate::tree::{Entry, EntryKind, Meta, Stamp};
 
     fn deletes(side: Side, n: usize) -> Plan {
-        let e = Entry {
-            kind: EntryKind::File,
-            size: 1,
-            mtime_ns: 0,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            stamp: Stamp::default(),
-            digest: None,
-            extra: None,
-        };
+        let e = Entry::of(
+            Meta {
+                kind: EntryKind::File,
+                size: 1,
+                mtime_ns: 0,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                digest: None,
+                extra: None,
+            },
+            Stamp::default(),
+        );
         let actions = (0..n)
             .map(|i| Action {
                 side,

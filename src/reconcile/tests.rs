@@ -3,21 +3,23 @@
 
 use super::*;
 use crate::plan::apply_to;
-use crate::tree::{Digest, EntryKind, Stamp};
+use crate::tree::{Digest, EntryKind, Meta, Stamp};
 use proptest::prelude::*;
 
 fn file_m(content: &str, mtime: i64, mode: u32) -> Entry {
-    Entry {
-        kind: EntryKind::File,
-        size: content.len() as u64,
-        mtime_ns: mtime,
-        mode,
-        uid: 1000,
-        gid: 1000,
-        stamp: Stamp::default(),
-        digest: Some(Digest::of(content.as_bytes()).into()),
-        extra: None,
-    }
+    Entry::of(
+        Meta {
+            kind: EntryKind::File,
+            size: content.len() as u64,
+            mtime_ns: mtime,
+            mode,
+            uid: 1000,
+            gid: 1000,
+            digest: Some(Digest::of(content.as_bytes())),
+            extra: None,
+        },
+        Stamp::default(),
+    )
 }
 fn f(content: &str) -> Entry {
     file_m(content, 1000, 0o644)
@@ -29,17 +31,19 @@ fn fmode(content: &str, mode: u32) -> Entry {
     file_m(content, 1000, mode)
 }
 fn other(kind: EntryKind, mode: u32) -> Entry {
-    Entry {
-        kind,
-        size: 0,
-        mtime_ns: 1000,
-        mode,
-        uid: 1000,
-        gid: 1000,
-        stamp: Stamp::default(),
-        digest: None,
-        extra: None,
-    }
+    Entry::of(
+        Meta {
+            kind,
+            size: 0,
+            mtime_ns: 1000,
+            mode,
+            uid: 1000,
+            gid: 1000,
+            digest: None,
+            extra: None,
+        },
+        Stamp::default(),
+    )
 }
 fn d() -> Entry {
     other(EntryKind::Dir, 0o755)
@@ -48,10 +52,12 @@ fn dmode(mode: u32) -> Entry {
     other(EntryKind::Dir, mode)
 }
 fn dt(mtime: i64) -> Entry {
-    Entry {
-        mtime_ns: mtime,
-        ..d()
-    }
+    edited(d(), |m| m.mtime_ns = mtime)
+}
+/// `e` with `edit` applied to its metadata.
+fn edited(mut e: Entry, edit: impl FnOnce(&mut Meta)) -> Entry {
+    edit(&mut e);
+    e
 }
 fn l(target: &str) -> Entry {
     let mut e = other(EntryKind::Symlink, 0o777);
@@ -888,13 +894,7 @@ fn cases() -> Vec<Case> {
             name: "a symlink's mtime change alone propagates",
             dirs: ALL,
             base: t(&[("s", l("x"))]),
-            local: t(&[(
-                "s",
-                Entry {
-                    mtime_ns: 5000,
-                    ..l("x")
-                },
-            )]),
+            local: t(&[("s", edited(l("x"), |m| m.mtime_ns = 5000))]),
             remote: t(&[("s", l("x"))]),
             actions: &["R meta s"],
             ..Default::default()
@@ -912,13 +912,7 @@ fn cases() -> Vec<Case> {
             name: "a fifo's mtime change alone propagates",
             base: t(&[("p", fifo())]),
             local: t(&[("p", fifo())]),
-            remote: t(&[(
-                "p",
-                Entry {
-                    mtime_ns: 9000,
-                    ..fifo()
-                },
-            )]),
+            remote: t(&[("p", edited(fifo(), |m| m.mtime_ns = 9000))]),
             actions: &["L meta p"],
             ..Default::default()
         },
@@ -927,7 +921,7 @@ fn cases() -> Vec<Case> {
             everything: true,
             base: t(&[("d", d())]),
             local: t(&[("d", d())]),
-            remote: t(&[("d", Entry { gid: 50, ..d() })]),
+            remote: t(&[("d", edited(d(), |m| m.gid = 50))]),
             actions: &["L meta d"],
             ..Default::default()
         },
@@ -1217,7 +1211,7 @@ fn tree_of(entries: impl IntoIterator<Item = Option<Entry>>) -> Tree {
         let path = p(name);
         let parent_ok = path
             .parent()
-            .is_none_or(|pp| tree.get(&pp).is_some_and(Entry::is_dir));
+            .is_none_or(|pp| tree.get(&pp).is_some_and(|e| e.is_dir()));
         if let (Some(e), true) = (e, parent_ok) {
             tree.insert(path, e);
         }

@@ -19,6 +19,7 @@ use super::{
 use crate::baseline::Baseline;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
+use crate::known::Known;
 use crate::output::{Event, Reporter};
 use crate::path::RelPath;
 use crate::plan::{Side, Status};
@@ -446,9 +447,8 @@ impl Continuous<'_> {
         if self.dirty[i].full {
             self.dirty[i].clear();
             self.next_full[i] = self.interval(side).map(|d| now + d);
-            let scan = sides
-                .endpoint(side)
-                .scan(&self.job.filter, &self.old.tree)?;
+            let known = Known::with_cache(&self.old.tree, &self.old.caches[i]);
+            let scan = sides.endpoint(side).scan(&self.job.filter, known)?;
             report_problems(run, side, sides.endpoint(side).place(), &scan.tree);
             sides.trees[i] = scan.tree;
             return Ok(());

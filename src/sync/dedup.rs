@@ -4,7 +4,6 @@
 //! hard-linked when mode, owner and mtime match too.
 
 use std::collections::{HashMap, HashSet};
-use triomphe::Arc;
 
 use super::Sides;
 use crate::error::Result;
@@ -72,11 +71,7 @@ pub(super) fn find(mode: Dedup, plan: &mut Plan, sides: &mut Sides) -> Result<()
         let by_digest: HashMap<Digest, &RelPath> = candidates
             .values()
             .flatten()
-            .filter_map(|p| {
-                tree.get(p)
-                    .and_then(|e| e.digest.as_deref())
-                    .map(|d| (*d, p))
-            })
+            .filter_map(|p| tree.get(p).and_then(|e| e.digest.as_ref()).map(|d| (*d, p)))
             .collect();
         for &i in &copies {
             let a = &mut plan.actions[i];
@@ -84,10 +79,10 @@ pub(super) fn find(mode: Dedup, plan: &mut Plan, sides: &mut Sides) -> Result<()
                 continue;
             };
             let src = sides.trees[side.other() as usize].get(from);
-            let Some(digest) = src.and_then(|e| e.digest.clone()) else {
+            let Some(digest) = src.and_then(|e| e.digest) else {
                 continue;
             };
-            let Some(found) = by_digest.get(&*digest) else {
+            let Some(found) = by_digest.get(&digest) else {
                 continue;
             };
             let found_entry = tree.get(found).expect("candidate in the tree").clone();
@@ -168,7 +163,7 @@ fn fill(sides: &mut Sides, side: Side, paths: &[RelPath]) -> Result<()> {
     let tree = &mut sides.trees[side as usize];
     for (p, d) in found {
         if let (Ok(d), Some(e)) = (d, tree.entries.get_mut(&p)) {
-            e.digest = Some(Arc::new(d));
+            e.digest = Some(d);
         }
     }
     Ok(())

@@ -65,20 +65,22 @@ pub fn merge(tree: &mut Tree, asked: &[(RelPath, bool)], found: Rescan) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::{Entry, EntryKind, Stamp};
+    use crate::tree::{Entry, EntryKind, Meta, Stamp};
 
     fn entry(kind: EntryKind) -> Entry {
-        Entry {
-            kind,
-            size: 0,
-            mtime_ns: 0,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            stamp: Stamp::default(),
-            digest: None,
-            extra: None,
-        }
+        Entry::of(
+            Meta {
+                kind,
+                size: 0,
+                mtime_ns: 0,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                digest: None,
+                extra: None,
+            },
+            Stamp::default(),
+        )
     }
 
     fn p(s: &str) -> RelPath {

@@ -142,7 +142,7 @@ fn p(s: &str) -> RelPath {
 
 fn request(ep: &mut LocalEndpoint, path: &str) -> SendRequest {
     let e = ep
-        .scan(&Default::default(), &Default::default())
+        .scan(&Default::default(), Default::default())
         .unwrap()
         .tree
         .get(&p(path))
@@ -256,7 +256,7 @@ fn data_failing_hash_verification_is_never_renamed_into_place() {
     let mut dst = endpoint(&f.b);
     let mut req = request(&mut src, "precious");
     req.target_expect = dst
-        .scan(&Default::default(), &Default::default())
+        .scan(&Default::default(), Default::default())
         .unwrap()
         .tree
         .get(&p("precious"))
@@ -293,7 +293,7 @@ fn writes_never_follow_a_symlink_out_of_the_root() {
     write(f.a.join("sub/x"), "escape attempt");
     let req = request(&mut src, "sub/x");
     let dir_entry = src
-        .scan(&Default::default(), &Default::default())
+        .scan(&Default::default(), Default::default())
         .unwrap()
         .tree
         .get(&p("sub"))

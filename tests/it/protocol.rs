@@ -12,7 +12,7 @@ use tandem::error::Error;
 use tandem::protocol::frame::{read_frame, write_frame, Kind};
 use tandem::protocol::handshake::{MAGIC, PROTOCOL_VERSION};
 use tandem::protocol::{decode, encode, Request, Response};
-use tandem::tree::{Digest, Entry, EntryKind, Stamp};
+use tandem::tree::{Digest, Entry, EntryKind, Meta, Stamp};
 
 use crate::util::*;
 
@@ -100,17 +100,19 @@ fn fatal(run: &AgentRun) -> String {
 }
 
 fn file_entry(size: u64) -> Entry {
-    Entry {
-        kind: EntryKind::File,
-        size,
-        mtime_ns: 0,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        stamp: Stamp::default(),
-        digest: None,
-        extra: None,
-    }
+    Entry::of(
+        Meta {
+            kind: EntryKind::File,
+            size,
+            mtime_ns: 0,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            digest: None,
+            extra: None,
+        },
+        Stamp::default(),
+    )
 }
 
 fn rel(s: &str) -> tandem::path::RelPath {
@@ -272,7 +274,7 @@ fn agent_refuses_a_client_that_lies_about_sizes_and_hashes() {
     // A copy that reaches past the end of a real old version.
     let expect = tandem::endpoint::LocalEndpoint::open(&f.b, "t".into(), false)
         .unwrap()
-        .scan(&Default::default(), &Default::default())
+        .scan(&Default::default(), Default::default())
         .unwrap()
         .tree
         .get(&rel("old"))
@@ -366,7 +368,7 @@ fn client_rejects_a_lying_agent() {
     })
     .unwrap();
     let e = ep
-        .scan(&Default::default(), &Default::default())
+        .scan(&Default::default(), Default::default())
         .unwrap_err();
     assert!(e.to_string().contains("invalid message"), "{e}");
     // An oversized frame.
@@ -378,7 +380,7 @@ fn client_rejects_a_lying_agent() {
     })
     .unwrap();
     assert!(ep
-        .scan(&Default::default(), &Default::default())
+        .scan(&Default::default(), Default::default())
         .unwrap_err()
         .to_string()
         .contains("exceeds"));
@@ -391,7 +393,7 @@ fn client_rejects_a_lying_agent() {
     })
     .unwrap();
     assert!(ep
-        .scan(&Default::default(), &Default::default())
+        .scan(&Default::default(), Default::default())
         .unwrap_err()
         .to_string()
         .contains("middle of a frame"));
@@ -465,7 +467,7 @@ fn huge_copy_lengths_do_not_overflow_the_receiver() {
     write(f.a.join("old"), "0123456789");
     let mut local = tandem::endpoint::LocalEndpoint::open(&f.a, "local".into(), false).unwrap();
     let expect = local
-        .scan(&Default::default(), &Default::default())
+        .scan(&Default::default(), Default::default())
         .unwrap()
         .tree
         .get(&rel("old"))

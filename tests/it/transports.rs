@@ -163,7 +163,7 @@ impl Endpoint for Corrupting {
     fn place(&self) -> &str {
         self.inner.place()
     }
-    fn scan(&mut self, f: &FilterSpec, known: &tandem::tree::Tree) -> Result<Scan> {
+    fn scan(&mut self, f: &FilterSpec, known: tandem::known::Known<'_>) -> Result<Scan> {
         self.inner.scan(f, known)
     }
     fn digests(&mut self, p: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>> {
@@ -226,11 +226,11 @@ fn a_delta_that_fails_verification_is_resent_whole_once() {
     };
     let mut remote = open(&f.b);
     let lt = local
-        .scan(&FilterSpec::default(), &Default::default())
+        .scan(&FilterSpec::default(), Default::default())
         .unwrap()
         .tree;
     let rt = remote
-        .scan(&FilterSpec::default(), &Default::default())
+        .scan(&FilterSpec::default(), Default::default())
         .unwrap()
         .tree;
     let p = RelPath::new(b"x".to_vec()).unwrap();
@@ -365,7 +365,7 @@ fn scans_share_the_paths_of_the_baseline() {
     }
     let mut local = open(&f.a);
     let known = local
-        .scan(&FilterSpec::default(), &Default::default())
+        .scan(&FilterSpec::default(), Default::default())
         .unwrap()
         .tree;
     let mut agent = in_process_agent(&f.b);
@@ -373,7 +373,10 @@ fn scans_share_the_paths_of_the_baseline() {
         ("local", &mut local as &mut dyn Endpoint),
         ("remote", &mut agent),
     ] {
-        let tree = ep.scan(&FilterSpec::default(), &known).unwrap().tree;
+        let tree = ep
+            .scan(&FilterSpec::default(), tandem::known::Known::of(&known))
+            .unwrap()
+            .tree;
         assert_eq!(tree.entries.len(), known.entries.len(), "{what}");
         for ((p, _), (q, _)) in tree.entries.iter().zip(&known.entries) {
             assert!(
@@ -392,7 +395,7 @@ fn an_agent_whose_client_vanishes_keeps_a_large_partial_for_next_time() {
     std::fs::write(f.a.join("big"), pseudo_random(4 << 20, 5)).unwrap();
     write(f.a.join("small"), "tiny");
     let tree = local
-        .scan(&FilterSpec::default(), &Default::default())
+        .scan(&FilterSpec::default(), Default::default())
         .unwrap()
         .tree;
     let req = |path: &str, id| {

@@ -189,10 +189,20 @@ impl HashCache {
             return 0;
         }
         let n = self.fill_from(base, tree);
-        self.spent = Some(self.fingerprint());
-        self.stamps = Vec::new();
-        self.others = BTreeMap::new();
+        self.spend();
         n
+    }
+
+    /// Lets go of the lists once they have filled a run's trees (through [`Known`] as the
+    /// trees were built, or [`HashCache::fill`]); [`HashCache::is_of`] still answers.
+    ///
+    /// [`Known`]: crate::known::Known
+    pub fn spend(&mut self) {
+        if !self.is_spent() {
+            self.spent = Some(self.fingerprint());
+            self.stamps = Vec::new();
+            self.others = BTreeMap::new();
+        }
     }
 
     fn fill_from(&self, base: &Tree, tree: &mut Tree) -> usize {

@@ -495,16 +495,14 @@ fn first_scan(job: &Job, opened: Opened, old: &mut Baseline, run: &mut Run<'_>) 
         // of every entry found as the baseline has it. Each side's cache is let go as soon
         // as its tree is in, while the other side may still be growing its tree.
         let l = s.spawn(|| {
-            let mut scan = local.scan(&job.filter, Known::with_cache(base, local_cache))?;
-            local_cache.fill(base, &mut scan.tree);
+            let scan = local.scan(&job.filter, Known::with_cache(base, local_cache))?;
+            local_cache.spend();
             Ok::<_, Error>(scan)
         });
-        let r = remote
-            .scan(&job.filter, Known::with_cache(base, remote_cache))
-            .map(|mut scan| {
-                remote_cache.fill(base, &mut scan.tree);
-                scan
-            });
+        let r = remote.scan(&job.filter, Known::with_cache(base, remote_cache));
+        if r.is_ok() {
+            remote_cache.spend();
+        }
         (l.join().expect("scanner thread"), r)
     });
     let (mut ls, mut rs) = match (ls, rs) {

@@ -180,17 +180,11 @@ impl Entry {
         }
     }
 
-    /// Takes `other`'s metadata, shared, when it is equal to this entry's; returns whether
-    /// they now share it.
-    pub fn share(&mut self, other: &Entry) -> bool {
-        if Arc::ptr_eq(&self.meta, &other.meta) {
-            return true;
-        }
-        let equal = *self.meta == *other.meta;
-        if equal {
+    /// Takes `other`'s metadata, shared, when it is equal to this entry's.
+    pub fn share(&mut self, other: &Entry) {
+        if !self.shares_meta(other) && *self.meta == *other.meta {
             self.meta = other.meta.clone();
         }
-        equal
     }
 
     /// True when both entries point at one [`Meta`].

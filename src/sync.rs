@@ -569,7 +569,7 @@ fn cycle(
     };
     let held = hold_back(&mut plan, hot);
     dedup::find(job.dedup, &mut plan, sides)?;
-    let mut pending = execute(&plan, job, sides, run, watch);
+    let mut pending = execute(&mut plan, job, sides, run, watch);
     pending.extend(held);
     for n in sides.remote.notes() {
         run.reporter.event(&Event::Notice { message: &n });
@@ -952,7 +952,7 @@ fn is_file_copy(a: &Action) -> bool {
 /// is in one phase, after the directories they need exist); each is reported as soon as
 /// it is committed, and the trees are updated once the transfers are over.
 fn execute(
-    plan: &Plan,
+    plan: &mut Plan,
     job: &Job,
     sides: &mut Sides,
     run: &mut Run<'_>,
@@ -993,11 +993,11 @@ fn execute(
             let mut stats = Stats::default();
             let mut placed = Placed::default();
             let outcome = transfer::copy_files(
-                &plan.actions,
+                &mut plan.actions,
                 &copies,
                 local,
                 remote,
-                [&*lt, &*rt],
+                [&mut *lt, &mut *rt],
                 partials,
                 // With --halt-on-error one file at a time, so the first error really stops
                 // the run: no further file starts.
@@ -1008,19 +1008,18 @@ fn execute(
                 },
                 &mut stats,
                 watch,
-                &mut |i, r| {
-                    let a = &plan.actions[i];
+                &mut |a, r| {
                     let r = r.map(Some);
                     halted |= settle(a, &r, job, run, &mut pending);
                     if let Ok(Some(entry)) = r {
-                        placed.add(i, a, entry);
+                        placed.add(a, entry);
                     }
                     !halted && !run.stopping()
                 },
             );
             run.summary.bytes_literal = stats.literal;
             run.summary.bytes_saved_by_delta = stats.matched;
-            placed.record(&plan.actions, lt, rt);
+            placed.record(lt, rt);
             if let Err(e) = outcome {
                 run.error(None, None, &e);
                 halted = true;
@@ -1093,70 +1092,35 @@ fn apply_batch<'e>(
         .collect())
 }
 
-/// Files the transfers placed, gathered while they run (the trees are borrowed by then)
-/// and recorded in one merge per side when they are over: thousands of new files inserted
-/// one by one would leave the tree's nodes half empty.
+/// Files the transfers placed, gathered while they run and recorded in one merge per
+/// side when they are over: thousands of new files inserted one by one would leave the
+/// tree's nodes half empty. (Their sources learn their digests as each copy commits,
+/// before any target joins a tree: a source path that is also a target, a conflict's copy
+/// kept both ways, never takes its replacement's digest.)
 #[derive(Default)]
 struct Placed {
     /// What now stands at each target, per side (`[local, remote]`).
     entries: [MapBuilder<RelPath, Entry>; 2],
-    /// The actions whose transfer computed the digest of its source.
-    hashed: Vec<usize>,
 }
 
 impl Placed {
-    fn add(&mut self, i: usize, a: &Action, entry: Entry) {
-        if entry.digest.is_some() {
-            self.hashed.push(i);
-        }
+    fn add(&mut self, a: &Action, entry: Entry) {
         self.entries[a.side as usize].push(a.path.clone(), entry);
     }
 
-    /// Updates the trees: the targets' new entries, and the digests the transfers learned
-    /// of their sources, so both sides agree.
-    fn record(self, actions: &[Action], lt: &mut Tree, rt: &mut Tree) {
+    /// Adds the targets' new entries to the trees.
+    fn record(self, lt: &mut Tree, rt: &mut Tree) {
         let [l, r] = self.entries.map(MapBuilder::finish);
-        // Learnt before the new entries join the trees: a source path that is also a
-        // target (a conflict's copy kept both ways) must not take its replacement's digest.
-        for i in self.hashed {
-            let a = &actions[i];
-            let (placed, src_tree) = if a.side == Side::Local {
-                (&l, &mut *rt)
-            } else {
-                (&r, &mut *lt)
-            };
-            if let Some(written) = placed.get(&a.path) {
-                learn_digest(a, written, src_tree);
-            }
-        }
         lt.absorb(l);
         rt.absorb(r);
     }
 }
 
-/// Updates the trees with an action that succeeded.
+/// Updates the trees with an action that succeeded (other than a file's copy, whose
+/// transfer learns its source's digest).
 fn record(a: &Action, entry: Option<Entry>, lt: &mut Tree, rt: &mut Tree) {
-    let (dst_tree, src_tree) = if a.side == Side::Local {
-        (lt, rt)
-    } else {
-        (rt, lt)
-    };
-    if let Some(written) = entry.as_ref().filter(|e| e.digest.is_some()) {
-        learn_digest(a, written, src_tree);
-    }
+    let dst_tree = if a.side == Side::Local { lt } else { rt };
     apply_to(dst_tree, a, entry);
-}
-
-/// A copy hashed its source: the source's tree remembers the digest, so both sides agree.
-/// A source now as its copy (the usual case) shares the copy's metadata: the plan still
-/// holds the source's old metadata, and a second new copy would cost what sharing saved.
-fn learn_digest(a: &Action, written: &Entry, src_tree: &mut Tree) {
-    if let Op::Copy { from, .. } = &a.op {
-        if let Some(src) = src_tree.entries.get_mut(from).filter(|e| e.is_file()) {
-            src.digest = written.digest;
-            src.share(written);
-        }
-    }
 }
 
 /// Reports an action's outcome; returns true if the run must stop (`--halt-on-error`).

@@ -187,6 +187,19 @@ impl Entry {
         }
     }
 
+    /// Takes the digest a copy of this file computed, and the copy's metadata, shared,
+    /// when the digest is all they differ in (the usual case: the copy was made from it).
+    pub fn learn_digest(&mut self, copy: &Entry) {
+        if self.shares_meta(copy) {
+            return;
+        }
+        if self.meta.same_but_digest(&copy.meta) {
+            self.meta = copy.meta.clone();
+        } else {
+            self.digest = copy.digest;
+        }
+    }
+
     /// True when both entries point at one [`Meta`].
     pub fn shares_meta(&self, other: &Entry) -> bool {
         Arc::ptr_eq(&self.meta, &other.meta)
@@ -199,6 +212,31 @@ impl Entry {
 }
 
 impl Meta {
+    /// Equal in everything but the digest.
+    fn same_but_digest(&self, other: &Meta) -> bool {
+        // Taken apart, so that a field added later cannot be forgotten here.
+        let Meta {
+            kind,
+            size,
+            mtime_ns,
+            mode,
+            uid,
+            gid,
+            digest: _,
+            extra,
+        } = self;
+        (kind, size, mtime_ns, mode, uid, gid, extra)
+            == (
+                &other.kind,
+                &other.size,
+                &other.mtime_ns,
+                &other.mode,
+                &other.uid,
+                &other.gid,
+                &other.extra,
+            )
+    }
+
     /// True if this is a regular file.
     pub fn is_file(&self) -> bool {
         self.kind == EntryKind::File
@@ -655,6 +693,36 @@ mod tests {
         link: Option<Box<RelPath>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         xattrs: Option<Box<crate::xattrs::Xattrs>>,
+    }
+
+    #[test]
+    fn a_source_learns_its_copys_digest_and_shares_its_metadata_when_nothing_else_differs() {
+        let stamp = |ino| Stamp { ino, ctime_ns: 1 };
+        let scanned = Entry::of(
+            Entry::new(EntryKind::File, 5, 9, 0o644)
+                .meta
+                .as_ref()
+                .clone(),
+            stamp(1),
+        );
+        let mut copy = Entry::of(scanned.meta.as_ref().clone(), stamp(2));
+        copy.digest = Some(Digest([7; 32]));
+        let mut src = scanned.clone();
+        src.learn_digest(&copy);
+        assert!(src.shares_meta(&copy) && src.digest == Some(Digest([7; 32])));
+        assert_eq!(src.stamp, stamp(1), "the source keeps its own stamp");
+        assert_eq!(
+            scanned.digest, None,
+            "what still held the scanned metadata keeps it"
+        );
+        // A copy that came out otherwise (an owner the far side could not set) still
+        // teaches the digest, but the source keeps its own attributes.
+        let mut other = copy.clone();
+        other.uid = 4;
+        let mut src = scanned.clone();
+        src.learn_digest(&other);
+        assert!(!src.shares_meta(&other));
+        assert_eq!((src.digest, src.uid), (Some(Digest([7; 32])), 0));
     }
 
     #[test]

@@ -51,24 +51,27 @@ impl Watch for NoWatch {}
 /// files), calling `done` with each one's outcome as soon as it is committed; once `done`
 /// returns false, no further batch starts. `Err` means a side failed as a whole (the
 /// connection broke): the caller stops.
+///
+/// A copy committed has hashed its source: the source's entry in `trees` learns the
+/// digest, and the action holds the entry it placed instead of the source as scanned.
 #[allow(clippy::too_many_arguments)]
 pub fn copy_files<'e>(
-    actions: &[Action],
+    actions: &mut [Action],
     copies: &[usize],
     local: &'e mut dyn Endpoint,
     remote: &'e mut dyn Endpoint,
-    trees: [&Tree; 2],
+    [lt, rt]: [&mut Tree; 2],
     partials: [&Partials; 2],
     pending_max: usize,
     stats: &mut Stats,
     watch: &mut dyn Watch,
-    done: &mut dyn FnMut(usize, Result<Entry>) -> bool,
+    done: &mut dyn FnMut(&Action, Result<Entry>) -> bool,
 ) -> Result<()> {
     let mut go_on = true;
     for dst_side in [Side::Remote, Side::Local] {
         let (dst, src, src_tree, dst_partials) = match dst_side {
-            Side::Remote => (&mut *remote, &mut *local, trees[0], partials[1]),
-            Side::Local => (&mut *local, &mut *remote, trees[1], partials[0]),
+            Side::Remote => (&mut *remote, &mut *local, &mut *lt, partials[1]),
+            Side::Local => (&mut *local, &mut *remote, &mut *rt, partials[0]),
         };
         let mine: Vec<usize> = copies
             .iter()
@@ -82,12 +85,12 @@ pub fn copy_files<'e>(
             let mut todo: Vec<(usize, bool)> = batch.iter().map(|&i| (i, true)).collect();
             for attempt in 0..2 {
                 let mut again = Vec::new();
-                let mut settle = |i: usize, delta_used: bool, r: Result<Entry>| {
+                let mut settle = |a: &Action, i: usize, delta_used: bool, r: Result<Entry>| {
                     if attempt == 0 && delta_used && matches!(r, Err(Error::Verify { .. })) {
                         stats.resent += 1;
                         again.push((i, false));
                     } else {
-                        go_on &= done(i, r);
+                        go_on &= done(a, r);
                     }
                 };
                 transfer(
@@ -95,7 +98,7 @@ pub fn copy_files<'e>(
                     &todo,
                     dst,
                     src,
-                    src_tree,
+                    &mut *src_tree,
                     dst_partials,
                     &mut stats.literal,
                     &mut stats.matched,
@@ -112,20 +115,23 @@ pub fn copy_files<'e>(
     Ok(())
 }
 
-/// One pass over a batch: signatures, send, and each outcome to `settle(action, delta
-/// used, outcome)` as it arrives.
+/// Takes one file's outcome as it arrives: its action, the action's index, whether a
+/// delta was sent, and the result.
+type Settle<'a> = dyn FnMut(&Action, usize, bool, Result<Entry>) + 'a;
+
+/// One pass over a batch: signatures, send, and each outcome to `settle` as it arrives.
 #[allow(clippy::too_many_arguments)]
 fn transfer(
-    actions: &[Action],
+    actions: &mut [Action],
     todo: &[(usize, bool)],
     dst: &mut dyn Endpoint,
     src: &mut dyn Endpoint,
-    src_tree: &Tree,
+    src_tree: &mut Tree,
     dst_partials: &Partials,
     literal: &mut u64,
     matched: &mut u64,
     watch: &mut dyn Watch,
-    settle: &mut dyn FnMut(usize, bool, Result<Entry>),
+    settle: &mut Settle<'_>,
 ) -> Result<()> {
     let source_of = |i: usize| -> (&crate::path::RelPath, &Entry) {
         let Op::Copy { from, source } = &actions[i].op else {
@@ -194,7 +200,11 @@ fn transfer(
         for (id, r) in outcomes {
             // An outcome for something not asked for (a confused peer) is ignored.
             if let Some(delta_used) = waiting.remove(&id) {
-                settle(id as usize, delta_used, r);
+                let i = id as usize;
+                if let Ok(written) = &r {
+                    placed(&mut actions[i], written, src_tree);
+                }
+                settle(&actions[i], i, delta_used, r);
             }
         }
     };
@@ -228,9 +238,27 @@ fn transfer(
     let mut lost: Vec<(u64, bool)> = waiting.into_iter().collect();
     lost.sort_unstable();
     for (id, delta_used) in lost {
-        let path = &actions[id as usize].path;
-        let why = format!("'{path}' on {}: the transfer never completed", dst.place());
-        settle(id as usize, delta_used, Err(Error::Protocol(why)));
+        let a = &actions[id as usize];
+        let why = format!(
+            "'{}' on {}: the transfer never completed",
+            a.path,
+            dst.place()
+        );
+        settle(a, id as usize, delta_used, Err(Error::Protocol(why)));
     }
     Ok(())
+}
+
+/// A copy is committed: its source learns the digest the sender computed, so both sides
+/// agree, and the action holds the entry it placed. Let go by the action, the metadata
+/// the source was scanned with is held by its tree alone, which changes it in place (or
+/// shares the copy's): a million-file push holds each file's metadata once, not twice.
+fn placed(action: &mut Action, written: &Entry, src_tree: &mut Tree) {
+    let Op::Copy { from, source } = &mut action.op else {
+        return;
+    };
+    *source = written.clone();
+    if let Some(src) = src_tree.entries.get_mut(from).filter(|e| e.is_file()) {
+        src.learn_digest(written);
+    }
 }

@@ -249,16 +249,17 @@ fn a_delta_that_fails_verification_is_resent_whole_once() {
     };
     let mut stats = Stats::default();
     let mut out = Vec::new();
-    let mut done = |i, r| {
-        out.push((i, r));
+    let mut done = |a: &Action, r| {
+        out.push((a.path.clone(), r));
         true
     };
+    let (mut lt, mut rt) = (lt, rt);
     copy_files(
-        &[action],
+        &mut [action],
         &[0],
         &mut local,
         &mut remote,
-        [&lt, &rt],
+        [&mut lt, &mut rt],
         [&Default::default(), &Default::default()],
         10,
         &mut stats,

@@ -138,7 +138,11 @@ impl Out {
     }
 
     fn send(&self, r: &Response) -> Result<(), Error> {
-        let (kind, payload) = encode(r, self.compression)?;
+        let size = match r {
+            Response::Chunks(chunks) => chunks.iter().map(Chunk::encoded_size).sum(),
+            _ => 0,
+        };
+        let (kind, payload) = encode(r, self.compression, size)?;
         write_frame(&mut *self.writer(), kind, &payload)
             .map_err(|e| Error::Protocol(format!("cannot write to the client: {e}")))?;
         Ok(())

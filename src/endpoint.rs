@@ -116,6 +116,20 @@ impl Chunk {
             | Chunk::Abort { id, .. } => *id,
         }
     }
+
+    /// Roughly the bytes it takes in a message (to size frames and their buffers).
+    pub fn encoded_size(&self) -> usize {
+        match self {
+            Chunk::Data { ops, .. } => ops
+                .iter()
+                .map(|o| match o {
+                    crate::delta::DeltaOp::Literal(b) => b.len() + 8,
+                    crate::delta::DeltaOp::Copy { .. } | crate::delta::DeltaOp::Hole(_) => 20,
+                })
+                .sum(),
+            _ => 200,
+        }
+    }
 }
 
 /// A change other than writing file contents, each with the state it expects to find.

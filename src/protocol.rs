@@ -283,8 +283,15 @@ impl Validate for Response {
 }
 
 /// Encodes a message into a frame's kind and payload.
-pub fn encode<T: Serialize>(msg: &T, how: Compression) -> Result<(Kind, Vec<u8>), Error> {
-    let raw = rmp_serde::to_vec(msg)
+pub fn encode<T: Serialize>(
+    msg: &T,
+    how: Compression,
+    size_hint: usize,
+) -> Result<(Kind, Vec<u8>), Error> {
+    // Sized up front when the caller knows about how large it is: a megabyte of file data
+    // encoded into a list that doubles its way up is copied twice over, into fresh pages.
+    let mut raw = Vec::with_capacity(size_hint.clamp(128, MAX_FRAME));
+    rmp_serde::encode::write(&mut raw, msg)
         .map_err(|e| Error::Protocol(format!("cannot encode message: {e}")))?;
     if raw.len() > MAX_FRAME {
         return Err(Error::Protocol(format!(
@@ -323,7 +330,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn round_trip(req: &Request) -> Request {
-        let (kind, payload) = encode(req, Compression::default()).unwrap();
+        let (kind, payload) = encode(req, Compression::default(), 0).unwrap();
         decode(kind, &payload).unwrap()
     }
 
@@ -359,7 +366,7 @@ mod tests {
             e.set_target(b"target".to_vec());
             let change = Change::Rename { from: RelPath::new(b"a/b".to_vec()).unwrap(), to: RelPath::new(b"c".to_vec()).unwrap(), expect: e.clone(), meta: Some(e) };
             let req = Request::Apply { changes: vec![change] };
-            let (_, mut payload) = encode(&req, Compression::None).unwrap();
+            let (_, mut payload) = encode(&req, Compression::None, 0).unwrap();
             for (i, b) in flips {
                 let n = payload.len();
                 payload[i % n] = b;

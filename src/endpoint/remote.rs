@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::compress::Compression;
-use crate::delta::DeltaOp;
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest, Traffic};
 use crate::error::{Error, Result};
 use crate::known::Known;
@@ -109,19 +108,6 @@ fn raw_size(kind: Kind, payload: &[u8]) -> u64 {
         _ => payload.len(),
     };
     inner as u64 + 5
-}
-
-fn chunk_bytes(c: &Chunk) -> usize {
-    match c {
-        Chunk::Data { ops, .. } => ops
-            .iter()
-            .map(|o| match o {
-                DeltaOp::Literal(b) => b.len() + 8,
-                DeltaOp::Copy { .. } | DeltaOp::Hole(_) => 20,
-            })
-            .sum(),
-        _ => 200,
-    }
 }
 
 /// Where the agent's unasked change reports go, once the client watches.
@@ -337,17 +323,18 @@ impl RemoteEndpoint {
     }
 
     fn send_msg(&mut self, req: &Request) -> Result<()> {
-        self.send_frame(req, false)
+        self.send_frame(req, false, 0)
     }
 
-    /// Queues a message; `large`: it carries data of files above the stream plan's size.
-    fn send_frame(&mut self, req: &Request, large: bool) -> Result<()> {
+    /// Queues a message; `large`: it carries data of files above the stream plan's size;
+    /// `size`: about how many bytes it encodes to, if known.
+    fn send_frame(&mut self, req: &Request, large: bool, size: usize) -> Result<()> {
         if let Some(e) = self.failure() {
             return Err(e);
         }
         self.take_joined(large || matches!(req, Request::Receive { .. }));
         // Encoded raw here; the lane threads compress.
-        let (kind, payload) = encode(req, Compression::None)?;
+        let (kind, payload) = encode(req, Compression::None, size)?;
         self.raw
             .fetch_add(payload.len() as u64 + 5, Ordering::Relaxed);
         let ok = self
@@ -460,8 +447,8 @@ impl RemoteEndpoint {
             return Ok(());
         }
         let chunks = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
-        self.send_frame(&Request::Receive { chunks }, self.batch_large)
+        let size = std::mem::take(&mut self.batch_bytes);
+        self.send_frame(&Request::Receive { chunks }, self.batch_large, size)
     }
 
     /// Sends a scan request and gathers its `ScanPart`s (sharing what `known` has);
@@ -624,9 +611,9 @@ impl Endpoint for RemoteEndpoint {
         if let Chunk::End { id, .. } | Chunk::Abort { id, .. } = &chunk {
             self.large.remove(id);
         }
-        self.batch_bytes += chunk_bytes(&chunk);
+        self.batch_bytes += chunk.encoded_size();
         self.batch.push(chunk);
-        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= 4096 {
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= 512 {
             self.flush_batch()?;
             // Collect finished files on the way, without waiting.
             self.next(false)?;

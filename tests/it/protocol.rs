@@ -29,14 +29,14 @@ fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
 }
 
 fn message(req: &Request) -> Vec<u8> {
-    let (kind, payload) = encode(req, Compression::None).unwrap();
+    let (kind, payload) = encode(req, Compression::None, 0).unwrap();
     frame(kind, &payload)
 }
 
 /// Replaces the first occurrence of `from` in an encoded message (to smuggle in bytes
 /// that no `RelPath` could hold).
 fn patched(req: &Request, from: &[u8], to: &[u8]) -> Vec<u8> {
-    let (_, mut payload) = encode(req, Compression::None).unwrap();
+    let (_, mut payload) = encode(req, Compression::None, 0).unwrap();
     let at = payload
         .windows(from.len())
         .position(|w| w == from)
@@ -361,7 +361,7 @@ fn client_rejects_a_lying_agent() {
             entries: vec![(rel("zz/x"), file_entry(1))],
             problems: vec![],
         };
-        let (_, mut p) = encode(&part, Compression::None).unwrap();
+        let (_, mut p) = encode(&part, Compression::None, 0).unwrap();
         let at = p.windows(4).position(|w| w == b"zz/x").unwrap();
         p[at..at + 4].copy_from_slice(b"../x");
         write_frame(s, Kind::Message, &p).unwrap();
@@ -409,7 +409,7 @@ fn client_rejects_a_lying_agent() {
                 bit: 128,
             },
         }]);
-        let (k, p) = encode(&chunks, Compression::None).unwrap();
+        let (k, p) = encode(&chunks, Compression::None, 0).unwrap();
         write_frame(s, k, &p).unwrap();
     })
     .unwrap();

@@ -737,15 +737,13 @@ fn send_windows(
     hasher: &mut blake3::Hasher,
     sink: &mut dyn FnMut(Chunk) -> Result<()>,
 ) -> Result<(), SendError> {
-    // Small files get a small buffer: zeroing a megabyte per file showed in profiles.
-    let cap = if index.is_some() {
-        WINDOW
-    } else {
-        4 * LITERAL_CHUNK
+    let Some(index) = index else {
+        return send_whole(file, size, id, hasher, sink);
     };
+    // Small files get a small buffer: zeroing a megabyte per file showed in profiles.
     // Reading stops at the scanned size, without the read that would find the end: a file
     // that grew meanwhile is caught by the stat after reading.
-    let mut buf = vec![0u8; (size as usize).min(cap)];
+    let mut buf = vec![0u8; (size as usize).min(WINDOW)];
     let mut left = size;
     while left > 0 {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -757,11 +755,41 @@ fn send_windows(
         let window = &buf[..n];
         hasher.update(window);
         let mut ops = Vec::new();
-        match index {
-            Some(index) => delta::diff_window(index, window, &mut ops).map_err(SendError::Delta)?,
-            None => delta::literal_ops(window, &mut ops),
-        }
+        delta::diff_window(index, window, &mut ops).map_err(SendError::Delta)?;
         send_ops(id, ops, sink)?;
+        if n < want {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Sends a file whole, each piece read straight into the literal that carries it: no
+/// buffer to zero, no copy out of one (on a copy of `/usr/share`, both showed).
+fn send_whole(
+    file: &mut File,
+    size: u64,
+    id: u64,
+    hasher: &mut blake3::Hasher,
+    sink: &mut dyn FnMut(Chunk) -> Result<()>,
+) -> Result<(), SendError> {
+    use std::io::Read;
+    let mut left = size;
+    while left > 0 {
+        let want = left.min(LITERAL_CHUNK as u64);
+        let mut piece = Vec::with_capacity(want as usize);
+        // Stops at the scanned size, as above.
+        file.by_ref()
+            .take(want)
+            .read_to_end(&mut piece)
+            .map_err(SendError::Read)?;
+        let n = piece.len() as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        left -= n;
+        hasher.update(&piece);
+        send_ops(id, vec![DeltaOp::Literal(piece)], sink)?;
         if n < want {
             return Ok(());
         }

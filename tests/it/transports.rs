@@ -153,6 +153,29 @@ fn incompressible_data_is_sent_without_growing() {
     assert_eq!(r.code, 0, "{r:?}");
 }
 
+#[test]
+fn files_sent_whole_arrive_intact_at_every_size_around_a_literals_end() {
+    let f = fixture();
+    let piece = 256 << 10;
+    let sizes = [0, 1, piece - 1, piece, piece + 1, 4 * piece, 4 * piece + 7];
+    for (k, &n) in sizes.iter().enumerate() {
+        std::fs::write(f.a.join(format!("up{k}")), pseudo_random(n, k as u64)).unwrap();
+        std::fs::write(
+            f.b.join(format!("down{k}")),
+            pseudo_random(n, 50 + k as u64),
+        )
+        .unwrap();
+    }
+    let r = f.sync("bidi", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for (k, &n) in sizes.iter().enumerate() {
+        let up = std::fs::read(f.b.join(format!("up{k}"))).unwrap();
+        let down = std::fs::read(f.a.join(format!("down{k}"))).unwrap();
+        assert_eq!(up, pseudo_random(n, k as u64), "up{k} ({n} bytes)");
+        assert_eq!(down, pseudo_random(n, 50 + k as u64), "down{k} ({n} bytes)");
+    }
+}
+
 /// A sender whose deltas are corrupted in transit the first time.
 struct Corrupting {
     inner: LocalEndpoint,

@@ -123,8 +123,8 @@ impl Chunk {
             Chunk::Data { ops, .. } => ops
                 .iter()
                 .map(|o| match o {
-                    crate::delta::DeltaOp::Literal(b) => b.len() + 8,
-                    crate::delta::DeltaOp::Copy { .. } | crate::delta::DeltaOp::Hole(_) => 20,
+                    DeltaOp::Literal(b) => b.len() + 8,
+                    DeltaOp::Copy { .. } | DeltaOp::Hole(_) => 20,
                 })
                 .sum(),
             _ => 200,

@@ -52,12 +52,12 @@ fn decide<'a>(
         paths: &paths,
         rows: &rows,
         hint: std::cell::Cell::new(0),
-        // Most rows give one action (a creation, a deletion), and at most as many
-        // directories above them get a restamp: sized once, as growing a list of a million
-        // actions copies it while both copies are held. What is never filled is never
-        // touched, and costs no memory.
+        // Most rows give one action (a creation, a deletion), and the directories among
+        // them a restamp more: sized once, as growing a list of a million actions copies
+        // it while both copies are held. Not twice the rows to be safe: room never filled
+        // still costs memory when the allocator hands out pages the scan used and freed.
         plan: Plan {
-            actions: Vec::with_capacity(2 * rows.len()),
+            actions: Vec::with_capacity(rows.len() + dir_rows(&rows) + rows.len() / 64 + 16),
             ..Plan::default()
         },
         deleted: HashSet::new(),
@@ -71,6 +71,12 @@ fn decide<'a>(
     restamp_touched_dirs(&mut plan, base, local, remote, policy);
     plan.sort();
     plan
+}
+
+/// How many rows have a directory on some side.
+fn dir_rows(rows: &[Row<'_>]) -> usize {
+    let has_dir = |row: &&Row<'_>| row.iter().flatten().any(|e| e.is_dir());
+    rows.iter().filter(has_dir).count()
 }
 
 /// Files whose content hash reconciliation will need, per side (`[local, remote]`): those

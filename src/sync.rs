@@ -985,16 +985,14 @@ fn execute(
                 continue;
             }
             transfers_done = true;
-            let copies: Vec<usize> = (0..plan.actions.len())
-                .filter(|&i| is_file_copy(&plan.actions[i]))
-                .collect();
-            let bytes = copies.iter().map(|&k| plan.actions[k].bytes()).sum();
-            watch.start(copies.len() as u64, bytes);
+            let copies = plan.actions.iter().filter(|a| is_file_copy(a));
+            let (files, bytes) = copies.fold((0, 0), |(n, b), a| (n + 1, b + a.bytes()));
+            watch.start(files, bytes);
             let mut stats = Stats::default();
             let mut placed = Placed::default();
             let outcome = transfer::copy_files(
                 &mut plan.actions,
-                &copies,
+                is_file_copy,
                 local,
                 remote,
                 [&mut *lt, &mut *rt],

@@ -3,13 +3,29 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::plan::{Op, Plan, Side, Status};
+use crate::plan::{Action, Op, Plan, Side, Status};
 use crate::tree::Digest;
 
 /// Pairs deletions with creations of identical content on the same side and replaces each
 /// pair by a `Rename`. Only files whose digests are known on both ends are paired.
 pub fn detect(plan: &mut Plan) {
     for side in [Side::Local, Side::Remote] {
+        let deletes = |a: &&Action| a.side == side && a.op == Op::Delete && !a.conflict_copy;
+        // The content key of a deleted file, when its digest is known.
+        let deleted_file = |a: &Action| {
+            let e = a.expect.as_ref().filter(|e| e.is_file())?;
+            Some((e.digest?, e.size))
+        };
+        // Most plans delete no file whose content is known (every initial push): nothing
+        // to pair, and no set of every path created to build.
+        if !plan
+            .actions
+            .iter()
+            .filter(deletes)
+            .any(|a| deleted_file(a).is_some())
+        {
+            continue;
+        }
         // A path both deleted and created on this side is a type change: its deletion must
         // run in its own phase, so neither half may become part of a move.
         let created: HashSet<_> = plan
@@ -26,14 +42,11 @@ pub fn detect(plan: &mut Plan) {
             .collect();
         let mut deleted: HashMap<(Digest, u64), Vec<usize>> = HashMap::new();
         for (i, a) in plan.actions.iter().enumerate() {
-            if a.side != side || a.op != Op::Delete || a.conflict_copy || replaced.contains(&a.path)
-            {
+            if !deletes(&a) || replaced.contains(&a.path) {
                 continue;
             }
-            if let Some(e) = a.expect.as_ref().filter(|e| e.is_file()) {
-                if let Some(d) = e.digest {
-                    deleted.entry((d, e.size)).or_default().push(i);
-                }
+            if let Some(key) = deleted_file(a) {
+                deleted.entry(key).or_default().push(i);
             }
         }
         if deleted.is_empty() {

@@ -47,8 +47,7 @@ pub struct NoWatch;
 
 impl Watch for NoWatch {}
 
-/// Copies the files of `actions[i]` for every `i` in `copies` (all `Op::Copy` of regular
-/// files), calling `done` with each one's outcome as soon as it is committed; once `done`
+/// Copies the files of the actions `is_copy` picks (`Op::Copy` of regular files), calling `done` with each one's outcome as soon as it is committed; once `done`
 /// returns false, no further batch starts. `Err` means a side failed as a whole (the
 /// connection broke): the caller stops.
 ///
@@ -57,7 +56,7 @@ impl Watch for NoWatch {}
 #[allow(clippy::too_many_arguments)]
 pub fn copy_files<'e>(
     actions: &mut [Action],
-    copies: &[usize],
+    is_copy: fn(&Action) -> bool,
     local: &'e mut dyn Endpoint,
     remote: &'e mut dyn Endpoint,
     [lt, rt]: [&mut Tree; 2],
@@ -73,16 +72,22 @@ pub fn copy_files<'e>(
             Side::Remote => (&mut *remote, &mut *local, &mut *lt, partials[1]),
             Side::Local => (&mut *local, &mut *remote, &mut *rt, partials[0]),
         };
-        let mine: Vec<usize> = copies
-            .iter()
-            .copied()
-            .filter(|&i| actions[i].side == dst_side)
-            .collect();
-        for batch in mine.chunks(pending_max.max(1)) {
+        // Batches are picked as they are reached: a list of every copy's index would cost
+        // as much per file as the plan's own entry for it, at the run's peak.
+        let mut next = 0;
+        loop {
             if !go_on {
                 return Ok(());
             }
-            let mut todo: Vec<(usize, bool)> = batch.iter().map(|&i| (i, true)).collect();
+            let mut todo: Vec<(usize, bool)> = (next..actions.len())
+                .filter(|&i| is_copy(&actions[i]) && actions[i].side == dst_side)
+                .take(pending_max.max(1))
+                .map(|i| (i, true))
+                .collect();
+            let Some(&(last, _)) = todo.last() else {
+                break;
+            };
+            next = last + 1;
             for attempt in 0..2 {
                 let mut again = Vec::new();
                 let mut settle = |a: &Action, i: usize, delta_used: bool, r: Result<Entry>| {

@@ -279,7 +279,7 @@ fn a_delta_that_fails_verification_is_resent_whole_once() {
     let (mut lt, mut rt) = (lt, rt);
     copy_files(
         &mut [action],
-        &[0],
+        |_| true,
         &mut local,
         &mut remote,
         [&mut lt, &mut rt],

@@ -87,10 +87,14 @@ pub fn read_frame(r: &mut impl Read) -> Result<Option<Frame>, FrameError> {
     let mut kind = [0u8; 1];
     r.read_exact(&mut kind).map_err(|_| FrameError::Truncated)?;
     let kind = Kind::from_byte(kind[0]).ok_or(FrameError::UnknownKind(kind[0]))?;
-    let mut payload = vec![0u8; (len - 1) as usize];
-    r.read_exact(&mut payload)
-        .map_err(|_| FrameError::Truncated)?;
-    Ok(Some((kind, payload)))
+    // Read into spare capacity: a zeroed buffer would be written twice (a memset of every
+    // byte of file data the agent receives).
+    let want = len - 1;
+    let mut payload = Vec::with_capacity(want as usize);
+    match r.take(want).read_to_end(&mut payload) {
+        Ok(n) if n as u64 == want => Ok(Some((kind, payload))),
+        _ => Err(FrameError::Truncated),
+    }
 }
 
 /// Writes a frame preceded by its sequence number (once extra streams are on, every frame
@@ -130,4 +134,44 @@ fn read_start(r: &mut impl Read, buf: &mut [u8]) -> Result<bool, FrameError> {
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in payloads {
+            write_frame(&mut out, Kind::Message, p).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn frames_read_back_whole_and_no_byte_of_the_next_is_taken() {
+        let big: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let bytes = stream(&[b"", b"x", &big, b"last"]);
+        let mut r = &bytes[..];
+        for want in [&b""[..], b"x", &big, b"last"] {
+            let (kind, payload) = read_frame(&mut r).unwrap().unwrap();
+            assert_eq!(kind, Kind::Message);
+            assert_eq!(payload, want);
+            assert_eq!(payload.capacity(), want.len(), "sized once, exactly");
+        }
+        assert!(read_frame(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_frame_cut_anywhere_is_truncated_and_cut_before_it_is_the_end() {
+        let bytes = stream(&[b"payload"]);
+        assert!(read_frame(&mut &bytes[..0]).unwrap().is_none());
+        for cut in 1..bytes.len() {
+            let r = read_frame(&mut &bytes[..cut]);
+            assert!(
+                matches!(r, Err(FrameError::Truncated)),
+                "cut at {cut}: {r:?}"
+            );
+        }
+    }
 }

@@ -73,8 +73,13 @@ for n in $sizes; do
     tiny "$n" "$work/tiny$n"
     entries[$n]=$(find "$work/tiny$n" | wc -l)
     abba "init$n" "$work/tiny$n" "$work/t$n" "$work/r$n"
-    tandem_run "noop$n-t" "$work/tiny$n" "$work/t$n.1"
-    rsync_run "noop$n-r" "$work/tiny$n" "$work/r$n.1"
+    # A no-op is timed warm, as a user re-running a sync meets it: the initial pushes just
+    # wrote millions of inodes, which pushed the source's out of the cache. The first
+    # round of each tool warms it; the second is kept.
+    for _ in 1 2; do
+        tandem_run "noop$n-t" "$work/tiny$n" "$work/t$n.1"
+        rsync_run "noop$n-r" "$work/tiny$n" "$work/r$n.1"
+    done
     diff -r "$work/tiny$n" "$work/t$n.1" >/dev/null || { echo "replica of $n files differs!" >&2; exit 1; }
     rows+=("$n tiny files, initial push|init$n-t|init$n-r" "$n tiny files, no-op|noop$n-t|noop$n-r")
 done
@@ -92,8 +97,10 @@ if [ -d /usr/share ]; then
     echo "/usr/share: $(find /usr/share | wc -l) entries, $(du -sh /usr/share | cut -f1)"
     tar cf - /usr/share 2>/dev/null | cat >/dev/null  # warm the page cache for both
     abba share /usr/share "$work/tshare" "$work/rshare" -H
-    tandem_run share-noop-t /usr/share "$work/tshare.1"
-    rsync_run share-noop-r /usr/share "$work/rshare.1" -H
+    for _ in 1 2; do  # warm, as above
+        tandem_run share-noop-t /usr/share "$work/tshare.1"
+        rsync_run share-noop-r /usr/share "$work/rshare.1" -H
+    done
     differ=$(rsync -n -i -aH --checksum /usr/share/ "$work/tshare.1/" | wc -l)
     rows+=("/usr/share, initial push (-aH)|share-t|share-r" "/usr/share, no-op (-aH)|share-noop-t|share-noop-r")
 fi

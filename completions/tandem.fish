@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_tandem_global_optspecs
-    string join \n N/name= d/dir= r/remote-dir= user= host= P/port= K/direction= f/favor= keep-both n/dry-run q/quiet v/verbose y/yes e/everything m/preserve-mtime halt-on-error no-hard-links numeric-ids preserve-acls= remote-preserve-acls= exclude= include= exclude-dirs-older-than= exclude-from= max-delete= compress= L/local-logdir= R/remote-logdir= dedup= keep-dir-local= keep-dir-remote= l/target-rate= pending-max= agent-path= i/private-key-path= accept-new-host-key connect-timeout= c/cipher= proxy= J= transfer-threads= C/continuous scan-interval= remote-scan-interval= cooloff= format= s/source-dir= h/help V/version
+    string join \n N/name= d/dir= r/remote-dir= user= host= P/port= K/direction= f/favor= keep-both n/dry-run q/quiet v/verbose y/yes e/everything m/preserve-mtime halt-on-error scan-threads= no-hard-links numeric-ids preserve-acls= remote-preserve-acls= exclude= include= exclude-dirs-older-than= exclude-from= max-delete= compress= L/local-logdir= R/remote-logdir= dedup= keep-dir-local= keep-dir-remote= l/target-rate= pending-max= agent-path= i/private-key-path= accept-new-host-key connect-timeout= c/cipher= proxy= J= transfer-threads= C/continuous scan-interval= remote-scan-interval= cooloff= format= s/source-dir= h/help V/version
 end
 
 function __fish_tandem_needs_command
@@ -37,6 +37,7 @@ complete -c tandem -n "__fish_tandem_needs_command" -s f -l favor -d 'Conflict p
 dst\t'The remote (-r) version wins'
 old\t'The version with the older modification time wins'
 new\t'The version with the newer modification time wins'"
+complete -c tandem -n "__fish_tandem_needs_command" -l scan-threads -d 'Threads per side that look entries up while scanning (more help on fast disks with cores to spare)' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l preserve-acls -d 'POSIX ACLs and user xattrs on this side: none, native, or metafile (kept in a side file per directory)' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l remote-preserve-acls -d 'The same for the other side [default: as --preserve-acls]' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l exclude -d 'Leave out paths matching this gitignore-style pattern (repeatable)' -r

@@ -29,6 +29,8 @@ pub struct AgentOptions {
     pub hard_links: bool,
     /// Where this side keeps ACLs and xattrs (`--preserve-acls`).
     pub acls: crate::xattrs::AclMode,
+    /// Threads that look entries up while scanning (`--scan-threads`).
+    pub scan_threads: usize,
     /// The client's cap on the wire in bits per second (`-l`); not the agent's business.
     pub rate: Option<u64>,
     /// `--keep-dir`: where deleted and replaced entries are kept (relative to the root, or
@@ -46,6 +48,7 @@ impl AgentOptions {
         let mut label = None;
         let mut owner = false;
         let mut hard_links = true;
+        let mut scan_threads = 1;
         let mut acls = crate::xattrs::AclMode::None;
         let mut compression = Compression::default();
         let mut keep_dir = None;
@@ -59,6 +62,7 @@ impl AgentOptions {
                 "--preserve-owner" => owner = true,
                 "--no-hard-links" => hard_links = false,
                 "--acls" => acls = crate::xattrs::AclMode::parse(&value()?)?,
+                "--scan-threads" => scan_threads = parse_threads(&value()?)?,
                 "--die-with-parent" => die_with_parent()?,
                 "--compress" => compression = Compression::parse(&value()?)?,
                 "--keep-dir" => keep_dir = Some(PathBuf::from(value()?)),
@@ -75,6 +79,7 @@ impl AgentOptions {
             compression,
             hard_links,
             acls,
+            scan_threads,
             rate: None,
             keep_dir,
             log,
@@ -103,6 +108,11 @@ impl AgentOptions {
         if !self.hard_links {
             args.push("--no-hard-links".into());
         }
+        // Only when asked for: an agent from before the option still serves the rest.
+        if self.scan_threads > 1 {
+            args.push("--scan-threads".into());
+            args.push(self.scan_threads.to_string());
+        }
         if self.acls != crate::xattrs::AclMode::None {
             args.push("--acls".into());
             args.push(self.acls.word().into());
@@ -123,6 +133,19 @@ impl AgentOptions {
         args
     }
 }
+
+/// `--scan-threads N`: a count from 1 to [`MAX_SCAN_THREADS`].
+fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ 1..=MAX_SCAN_THREADS) => Ok(n),
+        _ => Err(format!(
+            "--scan-threads takes a count from 1 to {MAX_SCAN_THREADS}, not '{s}'"
+        )),
+    }
+}
+
+/// Most threads a scan may use.
+pub const MAX_SCAN_THREADS: usize = 64;
 
 /// The way to the client. Shared with the watcher thread, so every frame is written
 /// whole under the lock.
@@ -248,7 +271,11 @@ pub fn serve(
             None => Journal::default(),
         };
     let mut ep = LocalEndpoint::open(&opts.root, opts.label.clone(), opts.owner)
-        .map(|ep| ep.with_hard_links(opts.hard_links).with_acls(opts.acls))
+        .map(|ep| {
+            ep.with_hard_links(opts.hard_links)
+                .with_acls(opts.acls)
+                .with_scan_threads(opts.scan_threads)
+        })
         .and_then(|ep| ep.with_keep_dir(opts.keep_dir.as_deref()))
         .map_err(|e| out.stop(e))?;
     let mut source = Source::One(input);

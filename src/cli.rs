@@ -114,6 +114,10 @@ pub struct Args {
     /// Stop at the first read or write error.
     #[arg(long = "halt-on-error")]
     pub halt_on_error: bool,
+    /// Threads per side that look entries up while scanning (more help on fast disks
+    /// with cores to spare).
+    #[arg(long = "scan-threads", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=crate::agent::MAX_SCAN_THREADS as u64))]
+    pub scan_threads: u64,
     /// Copy hard-linked names as separate files (by default they stay hard links).
     #[arg(long = "no-hard-links")]
     pub no_hard_links: bool,
@@ -686,6 +690,7 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
         pending_max: args.pending_max as usize,
         ssh,
         hard_links: !args.no_hard_links,
+        scan_threads: args.scan_threads as usize,
         numeric_ids: args.numeric_ids,
         acls,
         exclude_dirs_older_than: args
@@ -820,6 +825,7 @@ pub fn agent_command() -> clap::Command {
         .arg(value("label", "TEXT", "How messages name this side, e.g. remote 'host:/srv'"))
         .arg(flag("preserve-owner", "Apply owners and groups (as root)"))
         .arg(flag("no-hard-links", "Scan every name as a file of its own"))
+        .arg(value("scan-threads", "N", "Threads that look entries up while scanning"))
         .arg(value("acls", "none|native|metafile", "Where ACLs and xattrs are kept"))
         .arg(value("compress", "zstd[:LEVEL]|none", "Compression of the agent's frames"))
         .arg(value("keep-dir", "DIR", "Keep what is deleted or replaced in DIR"))

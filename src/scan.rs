@@ -1,10 +1,13 @@
 //! The scanner: walks a [`Root`] by directory descriptors (never following symlinks),
 //! applies the filter, and records unreadable paths as problems instead of absences.
 
+mod pool;
+
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 use rustix::fs::{Mode, OFlags};
 
@@ -16,6 +19,7 @@ use crate::path::RelPath;
 use crate::rules::Filter;
 use crate::tree::{Digest, Entry, MapBuilder, Tree};
 use crate::xattrs::{self, metafile, AclMode, Xattrs};
+use pool::{Stat, StatPool};
 
 /// Partial transfers left by an interrupted run: target path → bytes already there.
 pub type Partials = BTreeMap<RelPath, u64>;
@@ -28,6 +32,8 @@ pub struct ScanOptions {
     pub hard_links: bool,
     /// Where ACLs and xattrs are read from, if anywhere.
     pub acls: AclMode,
+    /// Threads that look entries up (`--scan-threads`; 0 or 1: the walking thread alone).
+    pub threads: usize,
 }
 
 /// Scans everything below the root; also lists partial transfers to resume.
@@ -121,7 +127,8 @@ pub fn rescan(
             }
         };
         walk.recurse = *deep;
-        walk.name(&dir, path.parent().as_ref(), path.name(), None);
+        let stat = scan_entry_at(&dir, path.name());
+        walk.name(&dir, path.parent().as_ref(), path.name(), None, stat);
     }
     let linked = walk.linked;
     (walk.finish(), linked)
@@ -161,6 +168,8 @@ struct Walk<'a, 'k> {
     recurse: bool,
     /// A file with several names was seen.
     linked: bool,
+    /// Helpers that look a directory's entries up.
+    pool: StatPool,
 }
 
 impl<'a, 'k> Walk<'a, 'k> {
@@ -178,6 +187,7 @@ impl<'a, 'k> Walk<'a, 'k> {
             root,
             recurse: true,
             linked: false,
+            pool: StatPool::new(opts.threads),
         }
     }
 
@@ -225,19 +235,33 @@ impl<'a, 'k> Walk<'a, 'k> {
             AclMode::Metafile => metafile::load(self.root, at).unwrap_or_default(),
             _ => Default::default(),
         };
-        for name in names {
-            let record = records.remove(&name);
-            self.name(&dir, at, &name, record);
+        let (dir, names) = (Arc::new(dir), Arc::new(names));
+        // Looked up a block at a time: a directory of a million names does not hold a
+        // million answers at once.
+        for start in (0..names.len()).step_by(STAT_BLOCK) {
+            let block = start..(start + STAT_BLOCK).min(names.len());
+            let stats = self.pool.stat_all(&dir, &names, block.clone());
+            for (name, stat) in names[block].iter().zip(stats) {
+                let record = records.remove(name);
+                self.name(&dir, at, name, record, stat);
+            }
         }
     }
 
-    fn name(&mut self, dir: &OwnedFd, at: Option<&RelPath>, name: &[u8], record: Option<Xattrs>) {
+    fn name(
+        &mut self,
+        dir: &OwnedFd,
+        at: Option<&RelPath>,
+        name: &[u8],
+        record: Option<Xattrs>,
+        stat: Stat,
+    ) {
         let path = match at {
             Some(p) => p.join(name),
             None => RelPath::from_name(name),
         };
         let Ok(path) = path else { return };
-        let (mut entry, linked) = match scan_entry_at(dir, name) {
+        let (mut entry, linked) = match stat {
             Ok(Some(e)) => e,
             Ok(None) => return, // vanished since listing
             Err(e) => {
@@ -295,6 +319,9 @@ impl<'a, 'k> Walk<'a, 'k> {
         }
     }
 }
+
+/// Names of one directory looked up before the walk takes them in.
+const STAT_BLOCK: usize = 4096;
 
 /// Records a leftover temp file as a partial transfer of `target`.
 fn note_partial(

@@ -117,6 +117,8 @@ pub struct Job {
     pub ssh: crate::transport::ssh::SshOptions,
     /// Keep hard links within the tree as hard links (`--no-hard-links` turns it off).
     pub hard_links: bool,
+    /// `--scan-threads`: threads per side that look entries up while scanning.
+    pub scan_threads: usize,
     /// `--numeric-ids`: owners by number, not mapped by name.
     pub numeric_ids: bool,
     /// Where each side keeps ACLs and xattrs (`[local, remote]`); kept only when neither
@@ -232,6 +234,7 @@ fn open_endpoints(job: &Job) -> Result<Opened> {
         job.preserve_owner,
     )?
     .with_hard_links(job.hard_links)
+    .with_scan_threads(job.scan_threads)
     .with_acls(job.acls[0])
     .with_keep_dir(job.keep_dirs[0].as_deref())?;
     let agent = |root: PathBuf| AgentOptions {
@@ -241,6 +244,7 @@ fn open_endpoints(job: &Job) -> Result<Opened> {
         compression: job.compression,
         hard_links: job.hard_links,
         acls: job.acls[1],
+        scan_threads: job.scan_threads,
         rate: job.rate,
         keep_dir: job.keep_dirs[1].clone(),
         log: job.remote_log.clone(),
@@ -253,6 +257,7 @@ fn open_endpoints(job: &Job) -> Result<Opened> {
                 LocalTransport::InProcess => Box::new(
                     LocalEndpoint::open(dir, opts.label, job.preserve_owner)?
                         .with_hard_links(job.hard_links)
+                        .with_scan_threads(job.scan_threads)
                         .with_acls(job.acls[1])
                         .with_keep_dir(job.keep_dirs[1].as_deref())?,
                 ),

@@ -27,6 +27,8 @@ pub struct LocalEndpoint {
     /// Owners are kept by name: scans carry this side's user and group names.
     owner_names: bool,
     hard_links: bool,
+    /// `--scan-threads`.
+    scan_threads: usize,
     acls: AclMode,
     metafiles: metafile::Store,
     incoming: HashMap<u64, Incoming>,
@@ -78,6 +80,7 @@ impl LocalEndpoint {
             owner,
             owner_names,
             hard_links: true,
+            scan_threads: 1,
             acls: AclMode::None,
             metafiles: metafile::Store::default(),
             incoming: HashMap::new(),
@@ -136,6 +139,12 @@ impl LocalEndpoint {
     /// `--no-hard-links`: every name is scanned as a file of its own.
     pub fn with_hard_links(mut self, keep: bool) -> LocalEndpoint {
         self.hard_links = keep;
+        self
+    }
+
+    /// `--scan-threads`: how many threads look entries up while scanning.
+    pub fn with_scan_threads(mut self, threads: usize) -> LocalEndpoint {
+        self.scan_threads = threads;
         self
     }
 
@@ -1025,6 +1034,7 @@ impl LocalEndpoint {
         crate::scan::ScanOptions {
             hard_links: self.hard_links,
             acls: self.acls,
+            threads: self.scan_threads,
         }
     }
 

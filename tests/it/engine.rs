@@ -37,6 +37,7 @@ fn job(f: &Fixture, direction: Direction) -> Job {
         pending_max: 2000,
         ssh: Default::default(),
         hard_links: true,
+        scan_threads: 1,
         numeric_ids: false,
         acls: Default::default(),
         exclude_dirs_older_than: None,

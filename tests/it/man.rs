@@ -64,6 +64,7 @@ fn man_page_of_the_agent_is_current_and_the_agent_takes_what_it_lists() {
                         "acls" => "native",
                         "compress" => "none",
                         "log" => "/tmp/logs:1",
+                        "scan-threads" => "4",
                         _ => "value",
                     }
                     .to_string(),

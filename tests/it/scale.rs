@@ -44,6 +44,17 @@ fn odd_tree(root: &Path) {
     }
 }
 
+/// Asserts a run (with `--format json`) succeeded and changed nothing.
+#[track_caller]
+fn assert_nothing_done(r: Run) {
+    assert_eq!(r.code, 0, "{r:?}");
+    let done: Vec<_> = json_events(&r.stdout)
+        .into_iter()
+        .filter(|e| e["event"] == "file" && e["status"] != "SYNCHRONIZED(exs)")
+        .collect();
+    assert!(done.is_empty(), "a no-op run did something: {done:?}");
+}
+
 #[test]
 fn odd_names_keep_their_order_through_scan_parts_wire_and_baseline() {
     let f = fixture();
@@ -56,13 +67,7 @@ fn odd_names_keep_their_order_through_scan_parts_wire_and_baseline() {
 
     // A second run over the same trees, now with a baseline: nothing to do at all. A merge
     // that lost its place in tree order would see adds and deletes here.
-    let r = f.sync("bidi", &["-N", "odd", "--format", "json"]);
-    assert_eq!(r.code, 0, "{r:?}");
-    let moved: Vec<_> = json_events(&r.stdout)
-        .into_iter()
-        .filter(|e| e["event"] == "file" && e["status"] != "SYNCHRONIZED(exs)")
-        .collect();
-    assert!(moved.is_empty(), "a no-op run did something: {moved:?}");
+    assert_nothing_done(f.sync("bidi", &["-N", "odd", "--format", "json"]));
 
     // Deletions on each side propagate to exactly those paths.
     let gone_a =
@@ -189,4 +194,66 @@ fn unchanged_files_are_never_hashed_twice() {
     assert_eq!(hashed(&f.sync("bidi", &["-N", "h", "--format", "json"])), 1);
     assert_eq!(read(f.b.join("d/7")), "same size XX");
     assert_eq!(hashed(&f.sync("bidi", &["-N", "h", "--format", "json"])), 0);
+}
+
+/// `--scan-threads`: several threads find the same tree as one, in the same order (the
+/// plan of a dry run is the same line for line), hard links split between threads keep
+/// their first name as the anchor, the far side's agent scans with them too (a no-op
+/// after finds nothing to do), and a count out of range is refused as invalid (32).
+#[test]
+fn scan_threads_find_the_same_tree_in_the_same_order() {
+    let f = fixture();
+    odd_tree(&f.a.join("top"));
+    // Hard links and a symlink in a directory large enough to be shared out.
+    let big = f.a.join("top/a/many");
+    for k in 0..5 {
+        std::fs::hard_link(big.join("0007-0"), big.join(format!("link{k}"))).unwrap();
+    }
+    std::os::unix::fs::symlink("0001-1", big.join("sym")).unwrap();
+
+    let plan = |threads: &str| -> Vec<serde_json::Value> {
+        let args = [
+            "-N",
+            "st",
+            "-n",
+            "--format",
+            "json",
+            "--scan-threads",
+            threads,
+        ];
+        let r = f.sync("push", &args);
+        assert_eq!(r.code, 0, "{r:?}");
+        let events = json_events(&r.stdout);
+        // The summary's timing differs from run to run; everything before it must not.
+        events
+            .into_iter()
+            .filter(|e| e.get("elapsed_s").is_none())
+            .collect()
+    };
+    let one = plan("1");
+    assert!(
+        one.len() > 20_000,
+        "the dry run listed {} events",
+        one.len()
+    );
+    assert_eq!(plan("4"), one, "four threads planned otherwise than one");
+
+    let r = f.sync("push", &["-N", "st", "--scan-threads", "4"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&f.a, &f.b);
+    let ino = |p: &str| std::fs::metadata(f.b.join(p)).unwrap().ino();
+    let anchor = ino("top/a/many/0007-0");
+    for k in 0..5 {
+        assert_eq!(ino(&format!("top/a/many/link{k}")), anchor, "link{k}");
+    }
+
+    // Both sides scanned in parallel now, against the baseline: nothing to do.
+    let args = ["-N", "st", "--scan-threads", "3", "--format", "json"];
+    assert_nothing_done(f.sync("push", &args));
+
+    for bad in ["0", "65", "many"] {
+        let r = f.sync("push", &["-N", "st", "--scan-threads", bad]);
+        assert_eq!(r.code, 32, "--scan-threads {bad}: {r:?}");
+        assert!(r.stderr.contains("--scan-threads"), "{}", r.stderr);
+    }
 }

@@ -55,6 +55,9 @@ fn job(f: &Fixture, transport: LocalTransport, direction: Direction) -> Job {
         pending_max: 3,
         ssh: Default::default(),
         hard_links: true,
+        // Every transport's agent is started with the option (its scans look up in
+        // parallel wherever a directory is large enough).
+        scan_threads: 2,
         numeric_ids: false,
         acls: Default::default(),
         exclude_dirs_older_than: None,
@@ -364,6 +367,7 @@ fn in_process_agent(root: &Path) -> tandem::endpoint::RemoteEndpoint {
             owner: false,
             compression: Default::default(),
             hard_links: true,
+            scan_threads: 1,
             acls: Default::default(),
             rate: None,
             keep_dir: None,

@@ -47,9 +47,10 @@ pub struct NoWatch;
 
 impl Watch for NoWatch {}
 
-/// Copies the files of the actions `is_copy` picks (`Op::Copy` of regular files), calling `done` with each one's outcome as soon as it is committed; once `done`
-/// returns false, no further batch starts. `Err` means a side failed as a whole (the
-/// connection broke): the caller stops.
+/// Copies the files of the actions `is_copy` picks (`Op::Copy` of regular files), calling
+/// `done` with each one's outcome as soon as it is committed; once `done` returns false, no
+/// further batch starts. `Err` means a side failed as a whole (the connection broke): the
+/// caller stops.
 ///
 /// A copy committed has hashed its source: the source's entry in `trees` learns the
 /// digest, and the action holds the entry it placed instead of the source as scanned.
@@ -72,8 +73,8 @@ pub fn copy_files<'e>(
             Side::Remote => (&mut *remote, &mut *local, &mut *lt, partials[1]),
             Side::Local => (&mut *local, &mut *remote, &mut *rt, partials[0]),
         };
-        // Batches are picked as they are reached: a list of every copy's index would cost
-        // as much per file as the plan's own entry for it, at the run's peak.
+        // Batches are picked as they are reached: a list of every copy's index would hold
+        // 8 bytes a file through the transfers, the run's peak.
         let mut next = 0;
         loop {
             if !go_on {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::compress::Compression;
-use crate::endpoint::{Chunk, Endpoint, LocalEndpoint};
+use crate::endpoint::{Chunk, Endpoint, LocalEndpoint, Received, SendRequest};
 use crate::error::{Error, WireError};
 use crate::protocol::frame::{read_frame, write_frame, Kind};
 use crate::protocol::handshake::{read_hello, send_hello, HandshakeError};
@@ -443,35 +443,7 @@ fn handle(
         }
         Request::Send { files } => {
             journal.sent(&files);
-            let mut batch: Vec<Chunk> = Vec::new();
-            let mut size = 0usize;
-            let mut failed = None;
-            ep.send(&files, &mut |c| {
-                size += match &c {
-                    Chunk::Data { ops, .. } => ops
-                        .iter()
-                        .map(|o| o.len().min(1 << 20) as usize)
-                        .sum::<usize>()
-                        .max(64),
-                    _ => 200,
-                };
-                batch.push(c);
-                if size >= 1 << 20 {
-                    size = 0;
-                    if let Err(e) = out.send(&Response::Chunks(std::mem::take(&mut batch))) {
-                        failed = Some(e.to_string());
-                        return Err(e);
-                    }
-                }
-                Ok(())
-            })?;
-            if let Some(why) = failed {
-                return Err(Error::Protocol(why));
-            }
-            if !batch.is_empty() {
-                out.send(&Response::Chunks(batch))?;
-            }
-            out.send(&Response::SendDone)
+            send_to(ep, &files, out)
         }
         Request::Receive { chunks } => {
             journal.receiving(&chunks);
@@ -479,23 +451,11 @@ fn handle(
                 ep.receive(c)?;
             }
             let done = ep.received(false)?;
-            journal.received(&done);
-            if done.is_empty() {
-                return Ok(());
-            }
-            out.send(&Response::Received(
-                done.into_iter().map(|(id, r)| (id, wire(r))).collect(),
-            ))
+            report_received(done, out, journal)
         }
         Request::Commit => {
             let done = ep.received(true)?;
-            journal.received(&done);
-            if done.is_empty() {
-                return Ok(());
-            }
-            out.send(&Response::Received(
-                done.into_iter().map(|(id, r)| (id, wire(r))).collect(),
-            ))
+            report_received(done, out, journal)
         }
         Request::Sync => out.send(&Response::Done(wire(ep.sync().map(|()| None)))),
         Request::Apply { changes } => {
@@ -505,6 +465,51 @@ fn handle(
         }
         Request::Streams { .. } => Err(Error::Protocol("streams were already set up".into())),
     }
+}
+
+/// Answers a send: the chunks go out in messages of about 1 MiB, then `SendDone`.
+fn send_to(ep: &mut LocalEndpoint, files: &[SendRequest], out: &Out) -> Result<(), Error> {
+    let mut batch: Vec<Chunk> = Vec::new();
+    let mut size = 0usize;
+    let mut failed = None;
+    ep.send(files, &mut |c| {
+        size += match &c {
+            Chunk::Data { ops, .. } => ops
+                .iter()
+                .map(|o| o.len().min(1 << 20) as usize)
+                .sum::<usize>()
+                .max(64),
+            _ => 200,
+        };
+        batch.push(c);
+        if size >= 1 << 20 {
+            size = 0;
+            if let Err(e) = out.send(&Response::Chunks(std::mem::take(&mut batch))) {
+                failed = Some(e.to_string());
+                return Err(e);
+            }
+        }
+        Ok(())
+    })?;
+    if let Some(why) = failed {
+        return Err(Error::Protocol(why));
+    }
+    if !batch.is_empty() {
+        out.send(&Response::Chunks(batch))?;
+    }
+    out.send(&Response::SendDone)
+}
+
+/// Journals the files committed since the last answer and tells the client (nothing when
+/// none was).
+fn report_received(done: Vec<Received>, out: &Out, journal: &mut Journal) -> Result<(), Error> {
+    journal.received(&done);
+    if done.is_empty() {
+        return Ok(());
+    }
+    out.send(&Response::Received(
+        done.into_iter().map(|(id, r)| (id, wire(r))).collect(),
+    ))
 }
 
 /// Answers a scan: each batch of entries goes out as it is found, so the client receives

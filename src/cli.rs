@@ -611,64 +611,11 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
         }
         None => default_name(&local_dir, &remote.display()),
     };
-    let favor = args.favor.map(|f| match f {
-        FavorArg::Src => Favor::Side(Side::Local),
-        FavorArg::Dst => Favor::Side(Side::Remote),
-        FavorArg::Old => Favor::Old,
-        FavorArg::New => Favor::New,
-    });
-    if direction != Direction::Bidi && (favor.is_some() || args.keep_both) {
-        notes.push(
-            "-f and --keep-both only apply to -K bidi; with push/pull the near side always wins"
-                .to_string(),
-        );
-    }
-    let mut filter = FilterSpec {
-        exclude: args.exclude.clone(),
-        include: args.include.clone(),
-        ignore: args.ignore.clone(),
-    };
-    for f in &args.exclude_from {
-        filter.read_exclude_file(f)?;
-    }
-    for keep in [&args.keep_dir_local, &args.keep_dir_remote]
-        .into_iter()
-        .flatten()
-    {
-        filter.exclude.extend(keep_dir_pattern(keep)?);
-    }
-    filter.build()?;
+    let policy = policy(args, direction, &mut notes);
+    let filter = filter_spec(args)?;
     let ssh = ssh_options(args, &remote, &mut notes)?;
-    let acls = {
-        use crate::xattrs::AclMode;
-        let local = AclMode::parse(&args.preserve_acls).map_err(Error::Usage)?;
-        let remote = match &args.remote_preserve_acls {
-            Some(r) => AclMode::parse(r).map_err(Error::Usage)?,
-            None => local,
-        };
-        // Attributes are compared and kept only when both sides keep them somewhere.
-        if local == AclMode::None || remote == AclMode::None {
-            [AclMode::None; 2]
-        } else {
-            [local, remote]
-        }
-    };
-    // Compressing costs CPU and saves nothing on a local pipe; over a network it pays.
-    let compression = match (&args.compress, &remote) {
-        (Some(c), _) => Compression::parse(c).map_err(Error::Usage)?,
-        (None, RemoteSpec::Local(_)) => Compression::None,
-        (None, RemoteSpec::Ssh { .. }) => Compression::default(),
-    };
-    let suffix = conflict_suffix();
-    let policy = Policy {
-        direction,
-        favor,
-        keep_both: args.keep_both,
-        everything: args.everything,
-        local_conflict_suffix: suffix.clone(),
-        remote_conflict_suffix: suffix,
-    };
     let job = Job {
+        compression: compression(args, &remote)?,
         local_dir,
         remote,
         session: Session::new(name)?,
@@ -686,13 +633,12 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
         transport: LocalTransport::Pipe {
             agent: args.agent_path.clone(),
         },
-        compression,
         pending_max: args.pending_max as usize,
         ssh,
         hard_links: !args.no_hard_links,
         scan_threads: args.scan_threads as usize,
         numeric_ids: args.numeric_ids,
-        acls,
+        acls: acl_modes(args)?,
         exclude_dirs_older_than: args
             .exclude_dirs_older_than
             .as_deref()
@@ -709,6 +655,78 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
             .map_err(Error::Usage)?,
     };
     Ok((job, notes))
+}
+
+/// The reconciliation policy the options ask for (a note when they do not apply).
+fn policy(args: &Args, direction: Direction, notes: &mut Vec<String>) -> Policy {
+    let favor = args.favor.map(|f| match f {
+        FavorArg::Src => Favor::Side(Side::Local),
+        FavorArg::Dst => Favor::Side(Side::Remote),
+        FavorArg::Old => Favor::Old,
+        FavorArg::New => Favor::New,
+    });
+    if direction != Direction::Bidi && (favor.is_some() || args.keep_both) {
+        notes.push(
+            "-f and --keep-both only apply to -K bidi; with push/pull the near side always wins"
+                .to_string(),
+        );
+    }
+    let suffix = conflict_suffix();
+    Policy {
+        direction,
+        favor,
+        keep_both: args.keep_both,
+        everything: args.everything,
+        local_conflict_suffix: suffix.clone(),
+        remote_conflict_suffix: suffix,
+    }
+}
+
+/// The patterns of `--exclude`, `--include`, `--exclude-from` and the keep-dirs inside the
+/// roots, checked.
+fn filter_spec(args: &Args) -> Result<FilterSpec> {
+    let mut filter = FilterSpec {
+        exclude: args.exclude.clone(),
+        include: args.include.clone(),
+        ignore: args.ignore.clone(),
+    };
+    for f in &args.exclude_from {
+        filter.read_exclude_file(f)?;
+    }
+    for keep in [&args.keep_dir_local, &args.keep_dir_remote]
+        .into_iter()
+        .flatten()
+    {
+        filter.exclude.extend(keep_dir_pattern(keep)?);
+    }
+    filter.build()?;
+    Ok(filter)
+}
+
+/// Each side's `--preserve-acls` mode (`[local, remote]`).
+fn acl_modes(args: &Args) -> Result<[crate::xattrs::AclMode; 2]> {
+    use crate::xattrs::AclMode;
+    let local = AclMode::parse(&args.preserve_acls).map_err(Error::Usage)?;
+    let remote = match &args.remote_preserve_acls {
+        Some(r) => AclMode::parse(r).map_err(Error::Usage)?,
+        None => local,
+    };
+    // Attributes are compared and kept only when both sides keep them somewhere.
+    Ok(if local == AclMode::None || remote == AclMode::None {
+        [AclMode::None; 2]
+    } else {
+        [local, remote]
+    })
+}
+
+/// `--compress`, or what pays for the transport.
+fn compression(args: &Args, remote: &RemoteSpec) -> Result<Compression> {
+    // Compressing costs CPU and saves nothing on a local pipe; over a network it pays.
+    Ok(match (&args.compress, remote) {
+        (Some(c), _) => Compression::parse(c).map_err(Error::Usage)?,
+        (None, RemoteSpec::Local(_)) => Compression::None,
+        (None, RemoteSpec::Ssh { .. }) => Compression::default(),
+    })
 }
 
 /// The command line as one line for the log.
@@ -854,7 +872,7 @@ pub fn main() -> u8 {
         && !args.continuous
         && std::io::stderr().is_terminal())
     .then(Bars::new);
-    let mut reporter: Box<dyn Reporter> = match args.format {
+    let reporter: Box<dyn Reporter> = match args.format {
         Format::Json => Box::new(Json),
         Format::Human => Box::new(Human {
             quiet: args.quiet,
@@ -866,43 +884,14 @@ pub fn main() -> u8 {
         return crate::agent::main_with_args(args);
     }
     // The log opens first, so a run that fails early is logged too.
-    if let Some(spec) = &args.local_logdir {
-        let log = crate::log::LogSpec::parse(spec)
-            .map_err(|why| (why, ExitStatus::USAGE))
-            .and_then(|s| {
-                crate::log::Log::open(&s, "tandem").map_err(|why| (why, ExitStatus::STATE))
-            });
-        match log {
-            Ok(log) => {
-                log.line(&format!("started: {}", shell_words(std::env::args())));
-                reporter = Box::new(crate::log::Logged {
-                    inner: reporter,
-                    log,
-                });
-            }
-            Err((why, bit)) => {
-                reporter.event(&Event::Error {
-                    path: None,
-                    side: None,
-                    message: &why,
-                    exit_bit: bit.0,
-                });
-                return bit.0;
-            }
-        }
-    }
+    let mut reporter = match logged(&args, reporter) {
+        Ok(r) => r,
+        Err(bit) => return bit,
+    };
     if let Some(cmd) = &args.command {
         return match maintenance(cmd) {
             Ok(()) => 0,
-            Err(e) => {
-                reporter.event(&Event::Error {
-                    path: None,
-                    side: None,
-                    message: &e.to_string(),
-                    exit_bit: e.exit_bit().0,
-                });
-                e.exit_bit().0
-            }
+            Err(e) => fail(reporter.as_mut(), &e.to_string(), e.exit_bit()),
         };
     }
     if args.source.is_some() || !args.files.is_empty() {
@@ -916,13 +905,7 @@ pub fn main() -> u8 {
             Ok(j) => j,
             Err(e) => {
                 let message = format!("{e} (see 'tandem --help')");
-                reporter.event(&Event::Error {
-                    path: None,
-                    side: None,
-                    message: &message,
-                    exit_bit: e.exit_bit().0,
-                });
-                return e.exit_bit().0;
+                return fail(reporter.as_mut(), &message, e.exit_bit());
             }
         };
     for n in &notes {
@@ -944,6 +927,41 @@ pub fn main() -> u8 {
         Some(mut bars) => run_watched(&job, reporter.as_mut(), &mut confirm_on_tty, &mut bars).0,
         None => run(&job, reporter.as_mut(), &mut confirm_on_tty).0,
     }
+}
+
+/// The reporter, also writing to the `--local-logdir` log when one is asked for; a log
+/// that cannot be opened is reported, and its exit bit returned.
+fn logged(
+    args: &Args,
+    mut reporter: Box<dyn Reporter>,
+) -> std::result::Result<Box<dyn Reporter>, u8> {
+    let Some(spec) = &args.local_logdir else {
+        return Ok(reporter);
+    };
+    let log = crate::log::LogSpec::parse(spec)
+        .map_err(|why| (why, ExitStatus::USAGE))
+        .and_then(|s| crate::log::Log::open(&s, "tandem").map_err(|why| (why, ExitStatus::STATE)));
+    match log {
+        Ok(log) => {
+            log.line(&format!("started: {}", shell_words(std::env::args())));
+            Ok(Box::new(crate::log::Logged {
+                inner: reporter,
+                log,
+            }))
+        }
+        Err((why, bit)) => Err(fail(reporter.as_mut(), &why, bit)),
+    }
+}
+
+/// Reports an error that ends the run before it starts; returns its exit status.
+fn fail(reporter: &mut dyn Reporter, message: &str, bit: ExitStatus) -> u8 {
+    reporter.event(&Event::Error {
+        path: None,
+        side: None,
+        message,
+        exit_bit: bit.0,
+    });
+    bit.0
 }
 
 #[cfg(test)]

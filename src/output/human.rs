@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::output::{human_bytes, Event, Reporter};
+use crate::output::{human_bytes, Event, Reporter, Summary};
 use crate::plan::Resolution;
 
 /// Prints per-file lines (unless quiet), conflicts, errors and the summary.
@@ -29,6 +29,7 @@ impl Reporter for Human {
 impl Human {
     fn print(&mut self, event: &Event<'_>) {
         let out = &mut std::io::stdout().lock();
+        let err = &mut std::io::stderr();
         // A closed pipe (`tandem ... | head`) must not turn into a panic.
         let _ = match event {
             Event::File {
@@ -39,127 +40,123 @@ impl Human {
                 restored,
                 ..
             } => {
+                let path = path.to_string();
                 if self.quiet {
                     Ok(())
                 } else if *restored && !self.verbose {
                     // Someone deleted this on purpose: say why it came back.
-                    writeln!(
-                        out,
-                        "/{:<38} {} ({reason})",
-                        path.to_string(),
-                        status.word()
-                    )
+                    writeln!(out, "/{path:<38} {} ({reason})", status.word())
                 } else if self.verbose {
                     let on = side
                         .map(|s| format!(" [applied on {}]", s.word()))
                         .unwrap_or_default();
-                    writeln!(
-                        out,
-                        "/{:<38} {:<18} {reason}{on}",
-                        path.to_string(),
-                        status.word()
-                    )
+                    writeln!(out, "/{path:<38} {:<18} {reason}{on}", status.word())
                 } else {
-                    writeln!(out, "/{:<38} {}", path.to_string(), status.word())
+                    writeln!(out, "/{path:<38} {}", status.word())
                 }
             }
             Event::Conflict {
                 path,
                 reason,
                 resolution,
-            } => {
-                match resolution {
-                    // Quiet (cron): a problem still gets a line, on stderr.
-                    Resolution::Unresolved if self.quiet => writeln!(
-                        std::io::stderr(),
-                        "tandem: /{} CONFLICT ({reason}): left untouched on both sides",
-                        path
-                    ),
-                    Resolution::Unresolved => writeln!(
-                        out,
-                        "/{:<38} CONFLICT ({reason}): left untouched on both sides",
-                        path.to_string()
-                    ),
-                    Resolution::Favored(side) if !self.quiet => {
-                        writeln!(
-                            out,
-                            "/{:<38} conflict ({reason}): {} version kept",
-                            path.to_string(),
-                            side.word()
-                        )
-                    }
-                    Resolution::KeptBoth { loser_path, .. } if !self.quiet => {
-                        writeln!(out, "/{:<38} conflict ({reason}): both kept, other version as '{loser_path}'", path.to_string())
-                    }
-                    _ => Ok(()),
-                }
-            }
-            Event::Error { message, .. } => writeln!(std::io::stderr(), "tandem: {message}"),
+            } => self.conflict(out, &path.to_string(), reason, resolution),
+            Event::Error { message, .. } => writeln!(err, "tandem: {message}"),
             // Quiet means nothing at all on a run without problems (cron mails output).
             Event::Notice { .. } | Event::Summary(_) if self.quiet => Ok(()),
-            Event::Notice { message } => writeln!(std::io::stderr(), "tandem: {message}"),
-            Event::Watching { message } if !self.quiet => {
-                writeln!(std::io::stderr(), "tandem: {message}")
-            }
+            Event::Notice { message } => writeln!(err, "tandem: {message}"),
+            Event::Watching { message } if !self.quiet => writeln!(err, "tandem: {message}"),
             Event::Watching { .. } => Ok(()),
             Event::Reconnecting {
                 attempt,
                 delay_s,
                 message,
             } => writeln!(
-                std::io::stderr(),
+                err,
                 "tandem: {message}; reconnecting in {delay_s:.0}s (attempt {attempt})"
             ),
             Event::Command { line, .. } => writeln!(out, "{line}"),
-            Event::Summary(s) => {
-                let verb = if s.dry_run { "dry run" } else { "done" };
-                let rate = if s.elapsed_s > 0.0 {
-                    s.bytes_total as f64 / s.elapsed_s
-                } else {
-                    0.0
-                };
-                let resolved = if s.conflicts_resolved > 0 {
-                    format!(" ({} resolved)", s.conflicts_resolved)
-                } else {
-                    String::new()
-                };
-                let _ = writeln!(
-                    out,
-                    "{verb}: {} transferred ({}), {} deleted, {} dirs created, {} moved/attributes, {} conflicts{resolved}, {} errors in {:.2}s ({}/s)",
-                    s.files_transferred,
-                    human_bytes(s.bytes_total),
-                    s.files_deleted,
-                    s.dirs_created,
-                    s.moved,
-                    s.conflicts,
-                    s.errors,
-                    s.elapsed_s,
-                    human_bytes(rate as u64),
-                );
-                if s.bytes_sent + s.bytes_received > 0 {
-                    let streams = match s.bytes_sent_per_stream.len() {
-                        0 | 1 => String::new(),
-                        n => format!(
-                            " over {n} streams ({})",
-                            s.bytes_sent_per_stream
-                                .iter()
-                                .map(|b| human_bytes(*b))
-                                .collect::<Vec<_>>()
-                                .join(" + ")
-                        ),
-                    };
-                    writeln!(
-                        out,
-                        "wire: {} sent{streams}, {} received; {} saved by deltas; compression {:.2}x",
-                        human_bytes(s.bytes_sent),
-                        human_bytes(s.bytes_received),
-                        human_bytes(s.bytes_saved_by_delta),
-                        s.compression_ratio
-                    )
-                } else {
-                    Ok(())
-                }
-            }
+            Event::Summary(s) => summary(out, s),
         };
     }
+
+    /// A conflict's line: an unresolved one is printed even when quiet (on stderr).
+    fn conflict(
+        &self,
+        out: &mut impl Write,
+        path: &str,
+        reason: &str,
+        resolution: &Resolution,
+    ) -> std::io::Result<()> {
+        match resolution {
+            // Quiet (cron): a problem still gets a line, on stderr.
+            Resolution::Unresolved if self.quiet => writeln!(
+                std::io::stderr(),
+                "tandem: /{path} CONFLICT ({reason}): left untouched on both sides"
+            ),
+            Resolution::Unresolved => writeln!(
+                out,
+                "/{path:<38} CONFLICT ({reason}): left untouched on both sides"
+            ),
+            Resolution::Favored(side) if !self.quiet => writeln!(
+                out,
+                "/{path:<38} conflict ({reason}): {} version kept",
+                side.word()
+            ),
+            Resolution::KeptBoth { loser_path, .. } if !self.quiet => writeln!(
+                out,
+                "/{path:<38} conflict ({reason}): both kept, other version as '{loser_path}'"
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The summary at the end: what was done, and what went over the wire.
+fn summary(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+    let verb = if s.dry_run { "dry run" } else { "done" };
+    let rate = if s.elapsed_s > 0.0 {
+        s.bytes_total as f64 / s.elapsed_s
+    } else {
+        0.0
+    };
+    let resolved = if s.conflicts_resolved > 0 {
+        format!(" ({} resolved)", s.conflicts_resolved)
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "{verb}: {} transferred ({}), {} deleted, {} dirs created, {} moved/attributes, {} conflicts{resolved}, {} errors in {:.2}s ({}/s)",
+        s.files_transferred,
+        human_bytes(s.bytes_total),
+        s.files_deleted,
+        s.dirs_created,
+        s.moved,
+        s.conflicts,
+        s.errors,
+        s.elapsed_s,
+        human_bytes(rate as u64),
+    )?;
+    if s.bytes_sent + s.bytes_received == 0 {
+        return Ok(());
+    }
+    let streams = match s.bytes_sent_per_stream.len() {
+        0 | 1 => String::new(),
+        n => format!(
+            " over {n} streams ({})",
+            s.bytes_sent_per_stream
+                .iter()
+                .map(|b| human_bytes(*b))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        ),
+    };
+    writeln!(
+        out,
+        "wire: {} sent{streams}, {} received; {} saved by deltas; compression {:.2}x",
+        human_bytes(s.bytes_sent),
+        human_bytes(s.bytes_received),
+        human_bytes(s.bytes_saved_by_delta),
+        s.compression_ratio
+    )
 }

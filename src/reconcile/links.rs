@@ -49,129 +49,27 @@ fn link_action(side: Side, path: &RelPath, to: &RelPath, target: &Tree, source: 
 /// Adds the link actions for `target` (taking `source`'s groups); `split` also gives
 /// files of their own to names that share one the source does not.
 fn regroup(plan: &mut Plan, target_side: Side, source: &Tree, target: &Tree, split: bool) {
-    let src_groups = groups(source);
+    let r = Regroup {
+        side: target_side,
+        source,
+        target,
+        groups: groups(source),
+    };
     // Without a file of several names on either side, every name is its own file already:
     // nothing to link or split (and no per-path bookkeeping to build for a large plan).
     let target_linked = || target.entries.values().any(|e| e.link().is_some());
-    if src_groups.is_empty() && (!split || !target_linked()) {
+    if r.groups.is_empty() && (!split || !target_linked()) {
         return;
     }
-    // What the plan does at each target path, before links.
-    let mut copied: BTreeSet<RelPath> = BTreeSet::new();
-    let mut touched: BTreeSet<RelPath> = BTreeSet::new();
-    for a in plan.actions.iter().filter(|a| a.side == target_side) {
-        // Attribute changes keep the file (and its other names) as it is.
-        if matches!(a.op, Op::SetMeta { .. } | Op::Restamp { .. }) {
-            continue;
-        }
-        touched.insert(a.path.clone());
-        if let Op::Rename { to, .. } = &a.op {
-            touched.insert(to.clone());
-        }
-        if matches!(&a.op, Op::Copy { source, .. } if source.is_file()) {
-            copied.insert(a.path.clone());
-        }
-    }
-    let same_on_both = |p: &RelPath| match (source.get(p), target.get(p)) {
-        (Some(s), Some(t)) => {
-            s.is_file() && t.is_file() && s.same_content(t) && !touched.contains(p)
-        }
-        _ => false,
+    let planned = r.planned(plan);
+    let linked = r.link_copies(plan, &planned);
+    let mut key = r.keys_after(&planned, &linked);
+    let mut extra = if split {
+        r.split(&linked, &mut key)
+    } else {
+        Vec::new()
     };
-
-    // A copy whose group has a member already there, or copied first, becomes a link.
-    let mut linked: HashMap<RelPath, RelPath> = HashMap::new();
-    for a in plan.actions.iter_mut().filter(|a| a.side == target_side) {
-        let Op::Copy { from, source: s } = &a.op else {
-            continue;
-        };
-        if from != &a.path || !s.is_file() {
-            continue;
-        }
-        let Some(members) = src_groups.get(anchor(source, &a.path)) else {
-            continue;
-        };
-        let holder = members.iter().copied().find(|m| {
-            **m != a.path
-                && (same_on_both(m)
-                    || (copied.contains(*m) && !linked.contains_key(*m) && *m < &a.path))
-        });
-        if let Some(m) = holder {
-            linked.insert(a.path.clone(), m.clone());
-            a.op = Op::Link {
-                to: m.clone(),
-                source: s.clone(),
-            };
-            a.reason = format!("hard link to '{m}', as on {}", target_side.other().word()).into();
-        }
-    }
-
-    // The target's files after the plan: group key per file name (copies stand alone,
-    // new links join their holder's group).
-    let mut key: BTreeMap<RelPath, RelPath> = BTreeMap::new();
-    for (p, e) in &target.entries {
-        if e.is_file() && !touched.contains(p) {
-            key.insert(p.clone(), anchor(target, p).clone());
-        }
-    }
-    for p in &copied {
-        if !linked.contains_key(p) {
-            key.insert(p.clone(), p.clone());
-        }
-    }
-    for (p, m) in &linked {
-        let k = key.get(m).cloned().unwrap_or_else(|| m.clone());
-        key.insert(p.clone(), k);
-    }
-    let mut extra = Vec::new();
-    if split {
-        // Each target file keeps the names of one source group (the one of its first name);
-        // the first name of every other group gets a file of its own.
-        let mut members: BTreeMap<RelPath, Vec<RelPath>> = BTreeMap::new();
-        for (p, k) in &key {
-            if source.get(p).is_some_and(|e| e.is_file()) {
-                members.entry(k.clone()).or_default().push(p.clone());
-            }
-        }
-        for names in members.values().filter(|n| n.len() > 1) {
-            let keeper = anchor(source, &names[0]);
-            let mut seen = BTreeSet::new();
-            for n in names {
-                let a = anchor(source, n);
-                if a != keeper && seen.insert(a.clone()) && !linked.contains_key(n) {
-                    extra.push(Action {
-                        side: target_side,
-                        path: n.clone(),
-                        op: Op::Unlink {
-                            source: source.get(n).cloned().expect("a source name"),
-                        },
-                        expect: target.get(n).cloned().map(Box::new),
-                        status: Status::Moved,
-                        reason: format!("no longer a hard link on {}", target_side.other().word())
-                            .into(),
-                        conflict_copy: false,
-                        restores: false,
-                    });
-                    key.insert(n.clone(), n.clone());
-                }
-            }
-        }
-    }
-    // Every later name of a source group joins its first name's file.
-    let keyed = |p: &RelPath| key.get(p).cloned();
-    for (a, names) in &src_groups {
-        for n in names.iter().filter(|n| *n != a) {
-            if linked.contains_key(*n) || !source.get(n).is_some_and(|e| e.is_file()) {
-                continue;
-            }
-            match (keyed(n), keyed(a)) {
-                (Some(kn), Some(ka)) if kn != ka => {
-                    extra.push(link_action(target_side, n, a, target, source));
-                }
-                _ => {}
-            }
-        }
-    }
+    extra.extend(r.join(&linked, &key));
     // A name that gets a new file (its own, or its group's) gets its attributes with it:
     // a separate attribute change would find the file it expected gone.
     let renamed: BTreeSet<RelPath> = extra.iter().map(|a| a.path.clone()).collect();
@@ -181,6 +79,176 @@ fn regroup(plan: &mut Plan, target_side: Side, source: &Tree, target: &Tree, spl
             && (renamed.contains(&a.path) || linked.contains_key(&a.path)))
     });
     plan.actions.extend(extra);
+}
+
+/// One side being regrouped after the source's groups.
+struct Regroup<'a> {
+    /// The side whose files are regrouped.
+    side: Side,
+    source: &'a Tree,
+    target: &'a Tree,
+    /// The source's files of several names, by anchor.
+    groups: HashMap<&'a RelPath, Vec<&'a RelPath>>,
+}
+
+/// What the plan does at the target's paths, before links.
+struct Planned {
+    /// Paths a regular file is copied to.
+    copied: BTreeSet<RelPath>,
+    /// Paths created, replaced, deleted or renamed from or to (attribute changes aside).
+    touched: BTreeSet<RelPath>,
+}
+
+impl Regroup<'_> {
+    fn planned(&self, plan: &Plan) -> Planned {
+        let mut copied = BTreeSet::new();
+        let mut touched = BTreeSet::new();
+        for a in plan.actions.iter().filter(|a| a.side == self.side) {
+            // Attribute changes keep the file (and its other names) as it is.
+            if matches!(a.op, Op::SetMeta { .. } | Op::Restamp { .. }) {
+                continue;
+            }
+            touched.insert(a.path.clone());
+            if let Op::Rename { to, .. } = &a.op {
+                touched.insert(to.clone());
+            }
+            if matches!(&a.op, Op::Copy { source, .. } if source.is_file()) {
+                copied.insert(a.path.clone());
+            }
+        }
+        Planned { copied, touched }
+    }
+
+    /// A copy whose group has a member already there, or copied first, becomes a link;
+    /// returns each such name with the member it links to.
+    fn link_copies(&self, plan: &mut Plan, planned: &Planned) -> HashMap<RelPath, RelPath> {
+        let same_on_both = |p: &RelPath| match (self.source.get(p), self.target.get(p)) {
+            (Some(s), Some(t)) => {
+                s.is_file() && t.is_file() && s.same_content(t) && !planned.touched.contains(p)
+            }
+            _ => false,
+        };
+        let mut linked: HashMap<RelPath, RelPath> = HashMap::new();
+        for a in plan.actions.iter_mut().filter(|a| a.side == self.side) {
+            let Op::Copy { from, source: s } = &a.op else {
+                continue;
+            };
+            if from != &a.path || !s.is_file() {
+                continue;
+            }
+            let Some(members) = self.groups.get(anchor(self.source, &a.path)) else {
+                continue;
+            };
+            let holder = members.iter().copied().find(|m| {
+                **m != a.path
+                    && (same_on_both(m)
+                        || (planned.copied.contains(*m)
+                            && !linked.contains_key(*m)
+                            && *m < &a.path))
+            });
+            if let Some(m) = holder {
+                linked.insert(a.path.clone(), m.clone());
+                a.op = Op::Link {
+                    to: m.clone(),
+                    source: s.clone(),
+                };
+                a.reason = format!("hard link to '{m}', as on {}", self.side.other().word()).into();
+            }
+        }
+        linked
+    }
+
+    /// The target's files after the plan: group key per file name (copies stand alone,
+    /// new links join their holder's group).
+    fn keys_after(
+        &self,
+        planned: &Planned,
+        linked: &HashMap<RelPath, RelPath>,
+    ) -> BTreeMap<RelPath, RelPath> {
+        let mut key: BTreeMap<RelPath, RelPath> = BTreeMap::new();
+        for (p, e) in &self.target.entries {
+            if e.is_file() && !planned.touched.contains(p) {
+                key.insert(p.clone(), anchor(self.target, p).clone());
+            }
+        }
+        for p in &planned.copied {
+            if !linked.contains_key(p) {
+                key.insert(p.clone(), p.clone());
+            }
+        }
+        for (p, m) in linked {
+            let k = key.get(m).cloned().unwrap_or_else(|| m.clone());
+            key.insert(p.clone(), k);
+        }
+        key
+    }
+
+    /// Each target file keeps the names of one source group (the one of its first name);
+    /// the first name of every other group gets a file of its own.
+    fn split(
+        &self,
+        linked: &HashMap<RelPath, RelPath>,
+        key: &mut BTreeMap<RelPath, RelPath>,
+    ) -> Vec<Action> {
+        let mut members: BTreeMap<RelPath, Vec<RelPath>> = BTreeMap::new();
+        for (p, k) in key.iter() {
+            if self.source.get(p).is_some_and(|e| e.is_file()) {
+                members.entry(k.clone()).or_default().push(p.clone());
+            }
+        }
+        let mut extra = Vec::new();
+        for names in members.values().filter(|n| n.len() > 1) {
+            let keeper = anchor(self.source, &names[0]);
+            let mut seen = BTreeSet::new();
+            for n in names {
+                let a = anchor(self.source, n);
+                if a != keeper && seen.insert(a.clone()) && !linked.contains_key(n) {
+                    extra.push(self.unlink_action(n));
+                    key.insert(n.clone(), n.clone());
+                }
+            }
+        }
+        extra
+    }
+
+    /// A name given a file of its own.
+    fn unlink_action(&self, n: &RelPath) -> Action {
+        Action {
+            side: self.side,
+            path: n.clone(),
+            op: Op::Unlink {
+                source: self.source.get(n).cloned().expect("a source name"),
+            },
+            expect: self.target.get(n).cloned().map(Box::new),
+            status: Status::Moved,
+            reason: format!("no longer a hard link on {}", self.side.other().word()).into(),
+            conflict_copy: false,
+            restores: false,
+        }
+    }
+
+    /// Every later name of a source group joins its first name's file.
+    fn join(
+        &self,
+        linked: &HashMap<RelPath, RelPath>,
+        key: &BTreeMap<RelPath, RelPath>,
+    ) -> Vec<Action> {
+        let mut extra = Vec::new();
+        for (a, names) in &self.groups {
+            for n in names.iter().filter(|n| *n != a) {
+                if linked.contains_key(*n) || !self.source.get(n).is_some_and(|e| e.is_file()) {
+                    continue;
+                }
+                match (key.get(*n), key.get(*a)) {
+                    (Some(kn), Some(ka)) if kn != ka => {
+                        extra.push(link_action(self.side, n, a, self.target, self.source));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        extra
+    }
 }
 
 /// Adds what makes the target's hard links match the source's.

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use crate::delta::DeltaOp;
 use crate::endpoint::{Chunk, Endpoint, SendRequest};
 use crate::error::{Error, Result};
+use crate::path::RelPath;
 use crate::plan::{Action, Op, Side};
 use crate::scan::Partials;
 use crate::tree::{Entry, Tree};
@@ -47,76 +48,114 @@ pub struct NoWatch;
 
 impl Watch for NoWatch {}
 
-/// Copies the files of the actions `is_copy` picks (`Op::Copy` of regular files), calling
-/// `done` with each one's outcome as soon as it is committed; once `done` returns false, no
-/// further batch starts. `Err` means a side failed as a whole (the connection broke): the
-/// caller stops.
-///
-/// A copy committed has hashed its source: the source's entry in `trees` learns the
-/// digest, and the action holds the entry it placed instead of the source as scanned.
-#[allow(clippy::too_many_arguments)]
-pub fn copy_files<'e>(
-    actions: &mut [Action],
-    is_copy: fn(&Action) -> bool,
-    local: &'e mut dyn Endpoint,
-    remote: &'e mut dyn Endpoint,
-    [lt, rt]: [&mut Tree; 2],
-    partials: [&Partials; 2],
-    pending_max: usize,
-    stats: &mut Stats,
-    watch: &mut dyn Watch,
-    done: &mut dyn FnMut(&Action, Result<Entry>) -> bool,
-) -> Result<()> {
-    let mut go_on = true;
-    for dst_side in [Side::Remote, Side::Local] {
-        let (dst, src, src_tree, dst_partials) = match dst_side {
-            Side::Remote => (&mut *remote, &mut *local, &mut *lt, partials[1]),
-            Side::Local => (&mut *local, &mut *remote, &mut *rt, partials[0]),
-        };
-        // Batches are picked as they are reached: a list of every copy's index would hold
-        // 8 bytes a file through the transfers, the run's peak.
-        let mut next = 0;
-        loop {
-            if !go_on {
-                return Ok(());
-            }
-            let mut todo: Vec<(usize, bool)> = (next..actions.len())
-                .filter(|&i| is_copy(&actions[i]) && actions[i].side == dst_side)
-                .take(pending_max.max(1))
-                .map(|i| (i, true))
-                .collect();
-            let Some(&(last, _)) = todo.last() else {
-                break;
+/// Both sides as the transfers see them, and how many files may be in flight.
+pub struct Transfers<'e> {
+    /// The local endpoint.
+    pub local: &'e mut dyn Endpoint,
+    /// The remote endpoint.
+    pub remote: &'e mut dyn Endpoint,
+    /// Each side's tree (`[local, remote]`): a committed copy's source learns its digest.
+    pub trees: [&'e mut Tree; 2],
+    /// The partial transfers each side holds (`[local, remote]`), bases for deltas.
+    pub partials: [&'e Partials; 2],
+    /// Most files in flight at once (`--pending-max`).
+    pub in_flight: usize,
+    /// What has moved so far.
+    pub stats: Stats,
+}
+
+/// One direction of the transfers.
+struct Route<'a> {
+    dst: &'a mut dyn Endpoint,
+    src: &'a mut dyn Endpoint,
+    /// The sending side's tree.
+    src_tree: &'a mut Tree,
+    /// The receiving side's partial transfers.
+    dst_partials: &'a Partials,
+}
+
+impl Transfers<'_> {
+    /// Copies the files of the actions `is_copy` picks (`Op::Copy` of regular files),
+    /// calling `done` with each one's outcome as soon as it is committed; once `done`
+    /// returns false, no further batch starts. `Err` means a side failed as a whole (the
+    /// connection broke): the caller stops.
+    ///
+    /// A copy committed has hashed its source: the source's entry in `trees` learns the
+    /// digest, and the action holds the entry it placed instead of the source as scanned.
+    pub fn copy(
+        &mut self,
+        actions: &mut [Action],
+        is_copy: fn(&Action) -> bool,
+        watch: &mut dyn Watch,
+        done: &mut dyn FnMut(&Action, Result<Entry>) -> bool,
+    ) -> Result<()> {
+        let [lt, rt] = &mut self.trees;
+        let [lp, rp] = self.partials;
+        let mut go_on = true;
+        for dst_side in [Side::Remote, Side::Local] {
+            let mut route = match dst_side {
+                Side::Remote => Route {
+                    dst: &mut *self.remote,
+                    src: &mut *self.local,
+                    src_tree: lt,
+                    dst_partials: rp,
+                },
+                Side::Local => Route {
+                    dst: &mut *self.local,
+                    src: &mut *self.remote,
+                    src_tree: rt,
+                    dst_partials: lp,
+                },
             };
-            next = last + 1;
-            for attempt in 0..2 {
-                let mut again = Vec::new();
-                let mut settle = |a: &Action, i: usize, delta_used: bool, r: Result<Entry>| {
-                    if attempt == 0 && delta_used && matches!(r, Err(Error::Verify { .. })) {
-                        stats.resent += 1;
-                        again.push((i, false));
-                    } else {
-                        go_on &= done(a, r);
-                    }
-                };
-                transfer(
-                    actions,
-                    &todo,
-                    dst,
-                    src,
-                    &mut *src_tree,
-                    dst_partials,
-                    &mut stats.literal,
-                    &mut stats.matched,
-                    watch,
-                    &mut settle,
-                )?;
-                if again.is_empty() {
+            // Batches are picked as they are reached: a list of every copy's index would
+            // hold 8 bytes a file through the transfers, the run's peak.
+            let mut next = 0;
+            while go_on {
+                let todo: Vec<(usize, bool)> = (next..actions.len())
+                    .filter(|&i| is_copy(&actions[i]) && actions[i].side == dst_side)
+                    .take(self.in_flight.max(1))
+                    .map(|i| (i, true))
+                    .collect();
+                let Some(&(last, _)) = todo.last() else {
                     break;
-                }
-                todo = again;
+                };
+                next = last + 1;
+                let stats = &mut self.stats;
+                batch(actions, todo, &mut route, stats, watch, &mut |a, r| {
+                    go_on &= done(a, r);
+                })?;
             }
         }
+        Ok(())
+    }
+}
+
+/// Copies one batch; a file whose delta failed verification is sent again whole, once.
+fn batch(
+    actions: &mut [Action],
+    mut todo: Vec<(usize, bool)>,
+    route: &mut Route<'_>,
+    stats: &mut Stats,
+    watch: &mut dyn Watch,
+    done: &mut dyn FnMut(&Action, Result<Entry>),
+) -> Result<()> {
+    for attempt in 0..2 {
+        let mut again = Vec::new();
+        let mut resent = 0;
+        let mut settle = |a: &Action, i: usize, delta_used: bool, r: Result<Entry>| {
+            if attempt == 0 && delta_used && matches!(r, Err(Error::Verify { .. })) {
+                resent += 1;
+                again.push((i, false));
+            } else {
+                done(a, r);
+            }
+        };
+        transfer(actions, &todo, route, stats, watch, &mut settle)?;
+        stats.resent += resent;
+        if again.is_empty() {
+            break;
+        }
+        todo = again;
     }
     Ok(())
 }
@@ -125,31 +164,25 @@ pub fn copy_files<'e>(
 /// delta was sent, and the result.
 type Settle<'a> = dyn FnMut(&Action, usize, bool, Result<Entry>) + 'a;
 
-/// One pass over a batch: signatures, send, and each outcome to `settle` as it arrives.
-#[allow(clippy::too_many_arguments)]
-fn transfer(
-    actions: &mut [Action],
-    todo: &[(usize, bool)],
-    dst: &mut dyn Endpoint,
-    src: &mut dyn Endpoint,
-    src_tree: &mut Tree,
-    dst_partials: &Partials,
-    literal: &mut u64,
-    matched: &mut u64,
-    watch: &mut dyn Watch,
-    settle: &mut Settle<'_>,
-) -> Result<()> {
-    let source_of = |i: usize| -> (&crate::path::RelPath, &Entry) {
-        let Op::Copy { from, source } = &actions[i].op else {
-            unreachable!("copy_files takes copies only")
-        };
-        // A keep-both rename earlier in the run changed the source's ctime: check against
-        // the tree as it is now, not as it was scanned.
-        (
-            from,
-            src_tree.get(from).filter(|e| e.is_file()).unwrap_or(source),
-        )
+/// The file a copy sends, and its entry: as the tree holds it now (a keep-both rename
+/// earlier in the run changed the source's ctime), else as it was scanned.
+fn source_of<'a>(actions: &'a [Action], src_tree: &'a Tree, i: usize) -> (&'a RelPath, &'a Entry) {
+    let Op::Copy { from, source } = &actions[i].op else {
+        unreachable!("the transfers take copies only")
     };
+    (
+        from,
+        src_tree.get(from).filter(|e| e.is_file()).unwrap_or(source),
+    )
+}
+
+/// The requests for a batch, with the signatures of the old versions that deltas need:
+/// one round trip to the receiver.
+fn requests(
+    actions: &[Action],
+    todo: &[(usize, bool)],
+    route: &mut Route<'_>,
+) -> Result<Vec<SendRequest>> {
     // A delta needs a basis on the receiver: the old version of the file, or for a new
     // file the partial an interrupted run left. New files without one go whole, without
     // a signature round trip.
@@ -157,37 +190,43 @@ fn transfer(
         let basis_size = match actions[i].expect.as_ref() {
             Some(old) if old.is_file() => old.size,
             Some(_) => 0,
-            None => dst_partials.get(&actions[i].path).copied().unwrap_or(0),
+            None => route
+                .dst_partials
+                .get(&actions[i].path)
+                .copied()
+                .unwrap_or(0),
         };
-        allowed && basis_size >= DELTA_MIN && source_of(i).1.size >= DELTA_MIN
+        allowed
+            && basis_size >= DELTA_MIN
+            && source_of(actions, route.src_tree, i).1.size >= DELTA_MIN
     };
     let basis: Vec<usize> = todo
         .iter()
         .filter(|t| wants_delta(t))
         .map(|t| t.0)
         .collect();
-    let files: Vec<_> = basis
-        .iter()
-        .map(|&i| {
-            (
-                actions[i].path.clone(),
-                actions[i].expect.as_deref().cloned(),
-            )
-        })
-        .collect();
     let mut signatures: HashMap<usize, Vec<u8>> = HashMap::new();
-    if !files.is_empty() {
-        for (&i, sig) in basis.iter().zip(dst.signatures(&files)?) {
+    if !basis.is_empty() {
+        let files: Vec<_> = basis
+            .iter()
+            .map(|&i| {
+                (
+                    actions[i].path.clone(),
+                    actions[i].expect.as_deref().cloned(),
+                )
+            })
+            .collect();
+        for (&i, sig) in basis.iter().zip(route.dst.signatures(&files)?) {
             // An unreadable old version just means sending the file whole.
             if let Ok(sig) = sig {
                 signatures.insert(i, sig);
             }
         }
     }
-    let requests: Vec<SendRequest> = todo
+    Ok(todo
         .iter()
         .map(|&(i, _)| {
-            let (from, expect) = source_of(i);
+            let (from, expect) = source_of(actions, route.src_tree, i);
             SendRequest {
                 id: i as u64,
                 path: from.clone(),
@@ -197,7 +236,22 @@ fn transfer(
                 signature: signatures.remove(&i).map(serde_bytes::ByteBuf::from),
             }
         })
-        .collect();
+        .collect())
+}
+
+/// One pass over a batch: signatures, send, and each outcome to `settle` as it arrives.
+fn transfer(
+    actions: &mut [Action],
+    todo: &[(usize, bool)],
+    route: &mut Route<'_>,
+    stats: &mut Stats,
+    watch: &mut dyn Watch,
+    settle: &mut Settle<'_>,
+) -> Result<()> {
+    let requests = requests(actions, todo, route)?;
+    let Route {
+        dst, src, src_tree, ..
+    } = route;
     let mut waiting: HashMap<u64, bool> = requests
         .iter()
         .map(|r| (r.id, r.signature.is_some()))
@@ -216,21 +270,8 @@ fn transfer(
     };
     src.send(&requests, &mut |chunk| {
         let file_done = matches!(chunk, Chunk::End { .. } | Chunk::Abort { .. });
-        match &chunk {
-            Chunk::Begin { path, meta, .. } => watch.begin(&path.to_string(), meta.size),
-            Chunk::Data { ops, .. } => {
-                for op in ops {
-                    match op {
-                        DeltaOp::Literal(b) => *literal += b.len() as u64,
-                        DeltaOp::Copy { len, .. } => *matched += len,
-                        DeltaOp::Hole(_) => {}
-                    }
-                    watch.advance(op.len());
-                }
-            }
-            Chunk::End { .. } | Chunk::Abort { .. } => watch.end(),
-        }
         let data = matches!(chunk, Chunk::Data { .. });
+        watch_chunk(&chunk, stats, watch);
         dst.receive(chunk)?;
         if data {
             watch.streams(&dst.streams());
@@ -253,6 +294,24 @@ fn transfer(
         settle(a, id as usize, delta_used, Err(Error::Protocol(why)));
     }
     Ok(())
+}
+
+/// Counts a chunk on its way to the receiver and shows its progress.
+fn watch_chunk(chunk: &Chunk, stats: &mut Stats, watch: &mut dyn Watch) {
+    match chunk {
+        Chunk::Begin { path, meta, .. } => watch.begin(&path.to_string(), meta.size),
+        Chunk::Data { ops, .. } => {
+            for op in ops {
+                match op {
+                    DeltaOp::Literal(b) => stats.literal += b.len() as u64,
+                    DeltaOp::Copy { len, .. } => stats.matched += len,
+                    DeltaOp::Hole(_) => {}
+                }
+                watch.advance(op.len());
+            }
+        }
+        Chunk::End { .. } | Chunk::Abort { .. } => watch.end(),
+    }
 }
 
 /// A copy is committed: its source learns the digest the sender computed, so both sides

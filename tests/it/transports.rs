@@ -11,7 +11,7 @@ use tandem::plan::{Action, Op, Side, Status};
 use tandem::reconcile::{Direction, Policy};
 use tandem::rules::FilterSpec;
 use tandem::session::Session;
-use tandem::sync::transfer::{copy_files, NoWatch, Stats};
+use tandem::sync::transfer::{NoWatch, Stats, Transfers};
 use tandem::sync::{run, Job, LocalTransport, RemoteSpec};
 use tandem::tree::{Digest, Entry};
 
@@ -273,26 +273,24 @@ fn a_delta_that_fails_verification_is_resent_whole_once() {
         conflict_copy: false,
         restores: false,
     };
-    let mut stats = Stats::default();
     let mut out = Vec::new();
     let mut done = |a: &Action, r| {
         out.push((a.path.clone(), r));
         true
     };
     let (mut lt, mut rt) = (lt, rt);
-    copy_files(
-        &mut [action],
-        |_| true,
-        &mut local,
-        &mut remote,
-        [&mut lt, &mut rt],
-        [&Default::default(), &Default::default()],
-        10,
-        &mut stats,
-        &mut NoWatch,
-        &mut done,
-    )
-    .unwrap();
+    let mut transfers = Transfers {
+        local: &mut local,
+        remote: &mut remote,
+        trees: [&mut lt, &mut rt],
+        partials: [&Default::default(), &Default::default()],
+        in_flight: 10,
+        stats: Stats::default(),
+    };
+    transfers
+        .copy(&mut [action], |_| true, &mut NoWatch, &mut done)
+        .unwrap();
+    let stats = transfers.stats;
     assert!(local.corrupted, "the test did not corrupt anything");
     assert!(out[0].1.is_ok(), "{:?}", out[0].1);
     assert_eq!(stats.resent, 1);
@@ -360,22 +358,23 @@ fn an_interrupted_transfer_resumes_from_its_partial_file() {
 
 /// An agent on `root`, run in a thread of this process over a pipe.
 fn in_process_agent(root: &Path) -> tandem::endpoint::RemoteEndpoint {
-    tandem::sync::agent_thread(
-        tandem::agent::AgentOptions {
-            root: root.to_path_buf(),
-            label: "remote".into(),
-            owner: false,
-            compression: Default::default(),
-            hard_links: true,
-            scan_threads: 1,
-            acls: Default::default(),
-            rate: None,
-            keep_dir: None,
-            log: None,
-        },
-        Default::default(),
-    )
-    .unwrap()
+    tandem::sync::agent_thread(agent_options(root), Default::default()).unwrap()
+}
+
+/// What an agent on `root` serves with by default.
+fn agent_options(root: &Path) -> tandem::agent::AgentOptions {
+    tandem::agent::AgentOptions {
+        root: root.to_path_buf(),
+        label: "remote".into(),
+        owner: false,
+        compression: Default::default(),
+        hard_links: true,
+        scan_threads: 1,
+        acls: Default::default(),
+        rate: None,
+        keep_dir: None,
+        log: None,
+    }
 }
 
 /// Both forms of endpoint build their scanned tree with the paths of a tree the client

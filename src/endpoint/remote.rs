@@ -62,6 +62,11 @@ const QUEUE: usize = 32;
 const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Changes per `Apply` message.
 const APPLY_BATCH: usize = 1000;
+/// Requests sent ahead of their answers: enough that the agent always has the next one
+/// waiting, few enough that sending never blocks while answers wait unread (all sent
+/// first, both ends stalled writing, each waiting for the other to read). Fewer than the
+/// messages the first lane queues and the reader holds.
+const AHEAD: usize = 4;
 /// Chunk bytes gathered before a `Receive` frame goes out.
 const BATCH_BYTES: usize = 1 << 20;
 
@@ -564,14 +569,15 @@ impl Endpoint for RemoteEndpoint {
     ) -> Result<()> {
         self.flush_batch()?;
         let wanted: HashSet<u64> = files.iter().map(|f| f.id).collect();
-        let mut requests = 0;
-        for batch in files.chunks(64) {
-            self.send_msg(&Request::Send {
-                files: batch.to_vec(),
-            })?;
-            requests += 1;
-        }
-        while requests > 0 {
+        let batches: Vec<&[SendRequest]> = files.chunks(64).collect();
+        let (mut sent, mut done) = (0, 0);
+        while done < batches.len() {
+            while sent < batches.len() && sent < done + AHEAD {
+                self.send_msg(&Request::Send {
+                    files: batches[sent].to_vec(),
+                })?;
+                sent += 1;
+            }
             match self.reply()? {
                 Response::Chunks(chunks) => {
                     for c in chunks {
@@ -584,7 +590,7 @@ impl Endpoint for RemoteEndpoint {
                         sink(c)?;
                     }
                 }
-                Response::SendDone => requests -= 1,
+                Response::SendDone => done += 1,
                 _ => return Err(self.unexpected("send")),
             }
         }
@@ -642,17 +648,17 @@ impl Endpoint for RemoteEndpoint {
     }
 
     fn apply(&mut self, changes: &[Change]) -> Result<Vec<Result<Option<Entry>>>> {
-        // All batches go out before the first answer is awaited: one round trip, not one
-        // per deletion or directory.
         let batches: Vec<&[Change]> = changes.chunks(APPLY_BATCH).collect();
         self.flush_batch()?;
-        for batch in &batches {
-            self.send_msg(&Request::Apply {
-                changes: batch.to_vec(),
-            })?;
-        }
         let mut out = Vec::with_capacity(changes.len());
-        for batch in batches {
+        let mut sent = 0;
+        for (answered, batch) in batches.iter().enumerate() {
+            while sent < batches.len() && sent < answered + AHEAD {
+                self.send_msg(&Request::Apply {
+                    changes: batches[sent].to_vec(),
+                })?;
+                sent += 1;
+            }
             match self.reply()? {
                 Response::Applied(r) if r.len() == batch.len() => {
                     out.extend(r.into_iter().map(|r| r.map_err(Error::from)))

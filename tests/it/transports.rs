@@ -465,3 +465,86 @@ fn an_agent_whose_client_vanishes_keeps_a_large_partial_for_next_time() {
         4 << 20
     );
 }
+
+/// An agent with no compression, so that repeated messages keep their size.
+fn uncompressed_agent(root: &Path) -> tandem::endpoint::RemoteEndpoint {
+    let opts = tandem::agent::AgentOptions {
+        compression: tandem::compress::Compression::None,
+        ..agent_options(root)
+    };
+    tandem::sync::agent_thread(opts, tandem::compress::Compression::None).unwrap()
+}
+
+/// Runs `call` on `remote` in a thread and waits for its answer, failing if none comes.
+fn answered<T: Send + 'static>(
+    mut remote: tandem::endpoint::RemoteEndpoint,
+    call: impl FnOnce(&mut tandem::endpoint::RemoteEndpoint) -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(call(&mut remote));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the connection stalled: no answer in two minutes")
+}
+
+/// Asking for more files than the connection's buffers hold requests for: the client
+/// reads the files while it still has requests to send (a pull with a large
+/// `--pending-max` stalled both ends otherwise).
+#[test]
+fn asking_for_thousands_of_files_at_once_does_not_stall_the_connection() {
+    let f = fixture();
+    let deep = vec!["n".repeat(250); 4].join("/");
+    std::fs::create_dir_all(f.b.join(&deep)).unwrap();
+    std::fs::write(f.b.join(&deep).join("x"), pseudo_random(1000, 3)).unwrap();
+    let mut remote = uncompressed_agent(&f.b);
+    let tree = remote
+        .scan(&FilterSpec::default(), Default::default())
+        .unwrap()
+        .tree;
+    let path = RelPath::new(format!("{deep}/x").into_bytes()).unwrap();
+    let expect = tree.get(&path).unwrap().clone();
+    let requests: Vec<SendRequest> = (0..10_000)
+        .map(|id| SendRequest {
+            id,
+            path: path.clone(),
+            expect: expect.clone(),
+            target: path.clone(),
+            target_expect: None,
+            signature: None,
+        })
+        .collect();
+    let ends = answered(remote, move |remote| {
+        let mut ends = 0;
+        remote
+            .send(&requests, &mut |c| {
+                ends += matches!(c, Chunk::End { .. }) as usize;
+                Ok(())
+            })
+            .map(|()| ends)
+    });
+    assert_eq!(ends.unwrap(), 10_000, "every file sent whole");
+}
+
+/// A call with more changes than the connection's buffers hold answers: the client reads
+/// answers while it still has changes to send (sending them all first stalled both ends,
+/// each waiting for the other to read, from a renamed directory of 100,000 files on).
+#[test]
+fn a_hundred_thousand_changes_in_one_call_do_not_stall_the_connection() {
+    let f = fixture();
+    // Long requests and answers that each carry an entry fill the buffers soonest.
+    let deep = vec!["n".repeat(250); 4].join("/");
+    std::fs::create_dir_all(f.b.join(&deep)).unwrap();
+    let remote = uncompressed_agent(&f.b);
+    let dir = RelPath::new(deep.into_bytes()).unwrap();
+    let changes: Vec<Change> = (0..120_000)
+        .map(|i| Change::Restamp {
+            path: dir.clone(),
+            mtime_ns: i * 1_000_000_000,
+        })
+        .collect();
+    let applied = answered(remote, move |remote| {
+        remote.apply(&changes).map(|r| r.len())
+    });
+    assert_eq!(applied.unwrap(), 120_000);
+}

@@ -331,6 +331,22 @@ impl RemoteEndpoint {
         self.send_frame(req, false, 0)
     }
 
+    /// Sends the requests for `batches` from `*sent` on, until [`AHEAD`] of them are
+    /// unanswered (`answered` have been answered).
+    fn send_ahead<T>(
+        &mut self,
+        batches: &[&[T]],
+        sent: &mut usize,
+        answered: usize,
+        request: impl Fn(&[T]) -> Request,
+    ) -> Result<()> {
+        while *sent < batches.len() && *sent < answered + AHEAD {
+            self.send_msg(&request(batches[*sent]))?;
+            *sent += 1;
+        }
+        Ok(())
+    }
+
     /// Queues a message; `large`: it carries data of files above the stream plan's size;
     /// `size`: about how many bytes it encodes to, if known.
     fn send_frame(&mut self, req: &Request, large: bool, size: usize) -> Result<()> {
@@ -572,12 +588,9 @@ impl Endpoint for RemoteEndpoint {
         let batches: Vec<&[SendRequest]> = files.chunks(64).collect();
         let (mut sent, mut done) = (0, 0);
         while done < batches.len() {
-            while sent < batches.len() && sent < done + AHEAD {
-                self.send_msg(&Request::Send {
-                    files: batches[sent].to_vec(),
-                })?;
-                sent += 1;
-            }
+            self.send_ahead(&batches, &mut sent, done, |files| Request::Send {
+                files: files.to_vec(),
+            })?;
             match self.reply()? {
                 Response::Chunks(chunks) => {
                     for c in chunks {
@@ -653,12 +666,9 @@ impl Endpoint for RemoteEndpoint {
         let mut out = Vec::with_capacity(changes.len());
         let mut sent = 0;
         for (answered, batch) in batches.iter().enumerate() {
-            while sent < batches.len() && sent < answered + AHEAD {
-                self.send_msg(&Request::Apply {
-                    changes: batches[sent].to_vec(),
-                })?;
-                sent += 1;
-            }
+            self.send_ahead(&batches, &mut sent, answered, |changes| Request::Apply {
+                changes: changes.to_vec(),
+            })?;
             match self.reply()? {
                 Response::Applied(r) if r.len() == batch.len() => {
                     out.extend(r.into_iter().map(|r| r.map_err(Error::from)))

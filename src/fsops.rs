@@ -296,21 +296,26 @@ impl Root {
     /// mode afterwards, which would cost one more inode write each.
     pub fn create_temp(&self, path: &RelPath, mode: u32) -> io::Result<(DirFd, Vec<u8>, File)> {
         let dir = self.parent_fd(path)?;
-        let tmp = temp_name(path.name());
+        let (tmp, file) = Root::create_temp_in(&dir, path.name(), mode)?;
+        Ok((dir, tmp, file))
+    }
+
+    /// [`Root::create_temp`] for the name `name` in the open directory `dir`.
+    pub fn create_temp_in(dir: &DirFd, name: &[u8], mode: u32) -> io::Result<(Vec<u8>, File)> {
+        let tmp = temp_name(name);
         let fd = rustix::fs::openat(
-            &dir,
+            dir,
             os(&tmp),
             OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(mode & 0o777 | 0o600),
         )?;
-        Ok((dir, tmp, File::from(fd)))
+        Ok((tmp, File::from(fd)))
     }
 
     /// Renames `from` (a name in `dir`) over `path`'s name in the same directory, but only
     /// if `path` still holds what `expect` says; with `expect = None` the rename refuses to
     /// replace anything.
     pub fn commit_rename(
-        &self,
         dir: &DirFd,
         from: &[u8],
         path: &RelPath,

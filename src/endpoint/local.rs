@@ -19,6 +19,9 @@ use crate::scan::{hash_file, scan};
 use crate::tree::{Digest, Entry};
 use crate::xattrs::{self, metafile, AclMode, Xattrs};
 
+mod writers;
+use writers::{Gathering, Writers};
+
 /// A root directory on this machine.
 pub struct LocalEndpoint {
     root: Root,
@@ -32,6 +35,9 @@ pub struct LocalEndpoint {
     acls: AclMode,
     metafiles: metafile::Store,
     incoming: HashMap<u64, Incoming>,
+    /// Small new files being received, to be placed by the writers.
+    gathering: HashMap<u64, Gathering>,
+    writers: Writers,
     staged: Vec<(u64, Incoming, Digest)>,
     staged_bytes: u64,
     done: Vec<Received>,
@@ -84,6 +90,8 @@ impl LocalEndpoint {
             acls: AclMode::None,
             metafiles: metafile::Store::default(),
             incoming: HashMap::new(),
+            gathering: HashMap::new(),
+            writers: Writers::default(),
             staged: Vec::new(),
             staged_bytes: 0,
             done: Vec::new(),
@@ -259,7 +267,7 @@ impl LocalEndpoint {
                 return Err(e);
             }
         };
-        match self.root.commit_rename(dir, tmp, path, expect.as_ref()) {
+        match Root::commit_rename(dir, tmp, path, expect.as_ref()) {
             Ok(()) => Ok(()),
             Err(err) => {
                 Root::remove_name(dir, tmp);
@@ -370,8 +378,12 @@ impl LocalEndpoint {
         meta: Entry,
         delta: bool,
     ) -> Result<()> {
-        if self.incoming.contains_key(&id) {
+        if self.incoming.contains_key(&id) || self.gathering.contains_key(&id) {
             return Err(Error::Protocol(format!("transfer id {id} begun twice")));
+        }
+        if expect.is_none() && !delta && meta.size <= writers::SMALL && self.acls == AclMode::None {
+            self.gather(id, path, meta);
+            return Ok(());
         }
         // A file replacing another is checked now, before any work; a new one needs no
         // check: its rename refuses a target that appeared in the meantime.
@@ -443,7 +455,57 @@ impl LocalEndpoint {
         Ok(())
     }
 
+    /// Begins a small new file: gathered in memory, then placed by a writer.
+    fn gather(&mut self, id: u64, path: RelPath, meta: Entry) {
+        match self.root.parent_fd(&path) {
+            Ok(dir) => {
+                let data = Vec::with_capacity(meta.size as usize);
+                let file = Gathering {
+                    path,
+                    meta,
+                    dir,
+                    data,
+                    failed: None,
+                };
+                self.gathering.insert(id, file);
+            }
+            Err(e) => {
+                let e = self.io("create a temporary file for", &path, e);
+                self.done.push((id, Err(e)));
+            }
+        }
+    }
+
+    /// Ends a gathered file: a complete one goes to the writers.
+    fn end_gathered(
+        &mut self,
+        id: u64,
+        mut file: Gathering,
+        digest: Option<Digest>,
+        abort: Option<Error>,
+    ) {
+        self.written_back_later(FILE_BLOCK + file.data.len() as u64);
+        let outcome = match (abort, file.failed.take(), digest) {
+            (Some(e), _, _) | (None, Some(e), _) => e,
+            (None, None, Some(sent)) => {
+                return self.writers.place(id, file, sent, &self.place, self.owner)
+            }
+            (None, None, None) => Error::Protocol(format!("transfer {id} ended without a digest")),
+        };
+        self.done.push((id, Err(outcome)));
+    }
+
+    /// Waits for the writers, so that what comes next sees every file they were given.
+    fn settle_writers(&mut self) {
+        self.writers
+            .collect(&mut self.done, true, &self.place, self.owner);
+    }
+
     fn data(&mut self, id: u64, ops: Vec<DeltaOp>) -> Result<()> {
+        if let Some(file) = self.gathering.get_mut(&id) {
+            file.add(ops, &self.place);
+            return Ok(());
+        }
         let place = self.place.clone();
         let Some(inc) = self.incoming.get_mut(&id) else {
             // Already failed at begin: its outcome is recorded, the rest is dropped.
@@ -475,6 +537,10 @@ impl LocalEndpoint {
     }
 
     fn end(&mut self, id: u64, digest: Option<Digest>, abort: Option<Error>) -> Result<()> {
+        if let Some(file) = self.gathering.remove(&id) {
+            self.end_gathered(id, file, digest, abort);
+            return Ok(());
+        }
         let Some(mut inc) = self.incoming.remove(&id) else {
             if self.done.iter().any(|(d, _)| *d == id) {
                 return Ok(()); // failed at begin; its outcome is recorded
@@ -901,6 +967,7 @@ impl Endpoint for LocalEndpoint {
     }
 
     fn scan(&mut self, filter: &FilterSpec, known: Known<'_>) -> Result<Scan> {
+        self.settle_writers();
         let filter = filter.build()?;
         let opts = self.scan_options();
         let (tree, partials) = scan(&self.root, &filter, opts, known);
@@ -913,6 +980,7 @@ impl Endpoint for LocalEndpoint {
     }
 
     fn rescan(&mut self, filter: &FilterSpec, paths: &[(RelPath, bool)]) -> Result<Rescan> {
+        self.settle_writers();
         // Side files hold a whole directory's attributes: rescanning names one by one
         // would lose them.
         if self.acls == AclMode::Metafile {
@@ -943,6 +1011,7 @@ impl Endpoint for LocalEndpoint {
     }
 
     fn digests(&mut self, paths: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>> {
+        self.settle_writers();
         Ok(paths
             .iter()
             .map(|p| {
@@ -963,6 +1032,7 @@ impl Endpoint for LocalEndpoint {
         &mut self,
         files: &[(RelPath, Option<Entry>)],
     ) -> Result<Vec<Result<Vec<u8>, String>>> {
+        self.settle_writers();
         Ok(files
             .iter()
             .map(|(path, expect)| {
@@ -989,6 +1059,7 @@ impl Endpoint for LocalEndpoint {
         files: &[SendRequest],
         sink: &mut dyn FnMut(Chunk) -> Result<()>,
     ) -> Result<()> {
+        self.settle_writers();
         files.iter().try_for_each(|req| self.send_one(req, sink))
     }
 
@@ -1008,6 +1079,8 @@ impl Endpoint for LocalEndpoint {
     }
 
     fn received(&mut self, wait: bool) -> Result<Vec<Received>> {
+        self.writers
+            .collect(&mut self.done, wait, &self.place, self.owner);
         if wait {
             self.commit_staged();
         }
@@ -1015,6 +1088,7 @@ impl Endpoint for LocalEndpoint {
     }
 
     fn sync(&mut self) -> Result<()> {
+        self.settle_writers();
         self.commit_staged();
         self.metafiles
             .flush(&self.root)
@@ -1024,6 +1098,7 @@ impl Endpoint for LocalEndpoint {
     }
 
     fn apply(&mut self, changes: &[Change]) -> Result<Vec<Result<Option<Entry>>>> {
+        self.settle_writers();
         Ok(changes.iter().map(|c| self.change(c)).collect())
     }
 }
@@ -1046,6 +1121,7 @@ impl LocalEndpoint {
         batch: usize,
         sink: crate::scan::Sink<'_>,
     ) -> Result<Scan> {
+        self.settle_writers();
         let filter = filter.build()?;
         let opts = self.scan_options();
         let (problems, partials) =
@@ -1063,6 +1139,7 @@ impl LocalEndpoint {
 
     /// Makes one change.
     pub fn change(&mut self, c: &Change) -> Result<Option<Entry>> {
+        self.settle_writers();
         match c {
             Change::MakeNode {
                 path,

@@ -450,3 +450,115 @@ fn reads_never_follow_a_directory_swapped_for_a_symlink_after_the_scan() {
         "sent data read outside the root"
     );
 }
+
+/// Sends `paths` (ids 1, 2, ...) from `src` to `dst` as new files, `tamper` seeing each
+/// chunk on its way.
+fn send_new(
+    src: &mut LocalEndpoint,
+    dst: &mut LocalEndpoint,
+    paths: &[String],
+    tamper: &mut dyn FnMut(&mut LocalEndpoint, Chunk) -> Chunk,
+) {
+    let tree = src
+        .scan(&Default::default(), Default::default())
+        .unwrap()
+        .tree;
+    let reqs: Vec<SendRequest> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| SendRequest {
+            id: i as u64 + 1,
+            path: p(path),
+            expect: tree.get(&p(path)).unwrap().clone(),
+            target: p(path),
+            target_expect: None,
+            signature: None,
+        })
+        .collect();
+    src.send(&reqs, &mut |chunk| {
+        let chunk = tamper(dst, chunk);
+        dst.receive(chunk)
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_new_small_file_failing_hash_verification_is_never_placed() {
+    let f = fixture();
+    write(f.a.join("fresh"), "new file");
+    let (mut src, mut dst) = (endpoint(&f.a), endpoint(&f.b));
+    send_new(
+        &mut src,
+        &mut dst,
+        &["fresh".into()],
+        &mut |_, chunk| match chunk {
+            // A peer that lies about the hash of what it sent.
+            Chunk::End { id, .. } => Chunk::End {
+                id,
+                digest: Digest::of(b"something else"),
+            },
+            c => c,
+        },
+    );
+    let done = dst.received(true).unwrap();
+    assert!(
+        matches!(done[..], [(1, Err(Error::Verify { .. }))]),
+        "{done:?}"
+    );
+    assert!(names(&f.b).is_empty(), "placed, or a temp file left behind");
+}
+
+#[test]
+fn a_small_file_appearing_at_the_target_while_it_is_received_is_never_replaced() {
+    let f = fixture();
+    write(f.a.join("x"), "ours");
+    let (mut src, mut dst) = (endpoint(&f.a), endpoint(&f.b));
+    let theirs = f.b.join("x");
+    send_new(&mut src, &mut dst, &["x".into()], &mut |_, chunk| {
+        if let Chunk::End { .. } = chunk {
+            write(&theirs, "theirs, written meanwhile");
+        }
+        chunk
+    });
+    let done = dst.received(true).unwrap();
+    assert!(
+        matches!(done[..], [(1, Err(Error::Changed { .. }))]),
+        "{done:?}"
+    );
+    assert_eq!(read(&theirs), "theirs, written meanwhile");
+    assert_eq!(names(&f.b), ["x"], "temp file left behind");
+}
+
+#[test]
+fn changes_after_many_small_files_see_every_file_in_place() {
+    // Small new files are placed by writer threads: a change sent after them (here the
+    // directory's mtime, set once its contents are in) must wait for all of them.
+    let f = fixture();
+    let paths: Vec<String> = (0..600).map(|i| format!("d/f{i:03}")).collect();
+    for path in &paths {
+        write(f.a.join(path), path);
+    }
+    std::fs::create_dir(f.b.join("d")).unwrap();
+    let (mut src, mut dst) = (endpoint(&f.a), endpoint(&f.b));
+    send_new(&mut src, &mut dst, &paths, &mut |_, chunk| chunk);
+    let stamp = 1_000_000_000_000_000_000;
+    let restamp = tandem::endpoint::Change::Restamp {
+        path: p("d"),
+        mtime_ns: stamp,
+    };
+    let applied = dst.apply(&[restamp]).unwrap();
+    assert!(applied[0].is_ok(), "{applied:?}");
+    let done = dst.received(true).unwrap();
+    assert_eq!(done.len(), paths.len());
+    assert!(done.iter().all(|(_, r)| r.is_ok()), "{done:?}");
+    let mtime = std::fs::metadata(f.b.join("d"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let want = std::time::UNIX_EPOCH + Duration::from_nanos(stamp as u64);
+    assert_eq!(
+        mtime, want,
+        "a file landed after the directory's mtime was set"
+    );
+    assert_eq!(names(&f.b.join("d")).len(), paths.len());
+}

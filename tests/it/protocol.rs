@@ -243,7 +243,8 @@ fn agent_refuses_a_client_that_lies_about_sizes_and_hashes() {
     input.extend_from_slice(&message(&Request::Commit));
     let r = feed_agent(&f.b, &input);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let outcomes: Vec<(u64, bool)> = r
+    // Outcomes come as files settle, in no set order: each names its transfer.
+    let mut outcomes: Vec<(u64, bool)> = r
         .frames
         .iter()
         .filter_map(|(k, p)| match decode::<Response>(*k, p).ok()? {
@@ -256,6 +257,7 @@ fn agent_refuses_a_client_that_lies_about_sizes_and_hashes() {
         })
         .flatten()
         .collect();
+    outcomes.sort_unstable();
     assert_eq!(
         outcomes,
         vec![(1, false), (2, false), (3, false), (4, false), (5, true)]

@@ -80,6 +80,7 @@ impl LocalEndpoint {
                 "{place}: {what} ({e}); create it or check the path"
             ))
         })?;
+        let writers = Writers::new(&place, owner);
         Ok(LocalEndpoint {
             root,
             place,
@@ -91,7 +92,7 @@ impl LocalEndpoint {
             metafiles: metafile::Store::default(),
             incoming: HashMap::new(),
             gathering: HashMap::new(),
-            writers: Writers::default(),
+            writers,
             staged: Vec::new(),
             staged_bytes: 0,
             done: Vec::new(),
@@ -267,16 +268,10 @@ impl LocalEndpoint {
                 return Err(e);
             }
         };
-        match Root::commit_rename(dir, tmp, path, expect.as_ref()) {
-            Ok(()) => Ok(()),
-            Err(err) => {
-                Root::remove_name(dir, tmp);
-                Err(match err {
-                    CommitError::Changed => self.changed(path),
-                    CommitError::Io(e) => self.io("rename into place", path, e),
-                })
-            }
-        }
+        Root::commit_rename(dir, tmp, path, expect.as_ref()).map_err(|err| {
+            Root::remove_name(dir, tmp);
+            commit_failed(err, path, &self.place)
+        })
     }
 
     /// Opens a source file and checks, on the open file, that it is still the scanned one;
@@ -485,20 +480,17 @@ impl LocalEndpoint {
         abort: Option<Error>,
     ) {
         self.written_back_later(FILE_BLOCK + file.data.len() as u64);
-        let outcome = match (abort, file.failed.take(), digest) {
+        let failed = match (abort, file.failed.take(), digest) {
             (Some(e), _, _) | (None, Some(e), _) => e,
-            (None, None, Some(sent)) => {
-                return self.writers.place(id, file, sent, &self.place, self.owner)
-            }
+            (None, None, Some(sent)) => return self.writers.place(id, file, sent),
             (None, None, None) => Error::Protocol(format!("transfer {id} ended without a digest")),
         };
-        self.done.push((id, Err(outcome)));
+        self.done.push((id, Err(failed)));
     }
 
     /// Waits for the writers, so that what comes next sees every file they were given.
     fn settle_writers(&mut self) {
-        self.writers
-            .collect(&mut self.done, true, &self.place, self.owner);
+        self.writers.collect(&mut self.done, true);
     }
 
     fn data(&mut self, id: u64, ops: Vec<DeltaOp>) -> Result<()> {
@@ -609,14 +601,8 @@ impl LocalEndpoint {
                 place: self.place.clone(),
             });
         }
-        // Zero blocks at the end were left unwritten (holes): the length says they exist.
-        if inc.extent < inc.written {
-            inc.file
-                .set_len(inc.written)
-                .map_err(|e| self.io("write", &inc.path, e))?;
-        }
-        Root::set_meta_fd(&inc.file, &inc.meta, self.owner)
-            .map_err(|e| self.io("set attributes of", &inc.path, e))?;
+        finish_temp(&inc.file, inc.extent, &inc.meta, self.owner)
+            .map_err(|(op, e)| self.io(op, &inc.path, e))?;
         if let (AclMode::Native, Some(x)) = (self.acls, inc.meta.xattrs()) {
             xattrs::write_fd(&inc.file, x)
                 .map_err(|e| self.io("set extended attributes of", &inc.path, e))?;
@@ -660,6 +646,32 @@ impl LocalEndpoint {
             }
             self.done.push((id, outcome));
         }
+    }
+}
+
+/// Gives a complete temp file its length (zero blocks at the end were left unwritten, as
+/// holes: `extent` is where the last byte written ends) and `meta`'s attributes; on failure,
+/// says which step failed.
+fn finish_temp(
+    file: &File,
+    extent: u64,
+    meta: &Entry,
+    owner: bool,
+) -> Result<(), (&'static str, io::Error)> {
+    if extent < meta.size {
+        file.set_len(meta.size).map_err(|e| ("write", e))?;
+    }
+    Root::set_meta_fd(file, meta, owner).map_err(|e| ("set attributes of", e))
+}
+
+/// What a refused or failed rename into place means for `path`.
+fn commit_failed(err: CommitError, path: &RelPath, place: &str) -> Error {
+    match err {
+        CommitError::Changed => Error::Changed {
+            path: path.to_string(),
+            place: place.to_string(),
+        },
+        CommitError::Io(e) => Error::io("rename into place", path, place, e),
     }
 }
 
@@ -1079,8 +1091,7 @@ impl Endpoint for LocalEndpoint {
     }
 
     fn received(&mut self, wait: bool) -> Result<Vec<Received>> {
-        self.writers
-            .collect(&mut self.done, wait, &self.place, self.owner);
+        self.writers.collect(&mut self.done, wait);
         if wait {
             self.commit_staged();
         }
@@ -1098,7 +1109,6 @@ impl Endpoint for LocalEndpoint {
     }
 
     fn apply(&mut self, changes: &[Change]) -> Result<Vec<Result<Option<Entry>>>> {
-        self.settle_writers();
         Ok(changes.iter().map(|c| self.change(c)).collect())
     }
 }

@@ -3,7 +3,6 @@
 //! files spends seconds in system calls while the other cores idle, and the kernel lets
 //! two threads create files side by side, even in one directory.
 
-use std::fs::File;
 use std::io;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -11,7 +10,9 @@ use std::thread::JoinHandle;
 use crate::delta::{self, DeltaOp};
 use crate::endpoint::Received;
 use crate::error::{Error, Result};
-use crate::fsops::{entry_at, CommitError, DirFd, Root};
+use crate::fsops::{entry_at, DirFd, Root};
+
+use super::{commit_failed, finish_temp};
 use crate::path::RelPath;
 use crate::tree::{Digest, Entry};
 
@@ -85,8 +86,11 @@ struct Job {
 }
 
 /// The writer threads, started on first use, and the outcomes they report.
-#[derive(Default)]
 pub(super) struct Writers {
+    /// The endpoint's name in messages.
+    place: String,
+    /// Whether files get their owner and group.
+    owner: bool,
     running: Option<Running>,
     /// The batch being filled.
     batch: Vec<Job>,
@@ -102,33 +106,47 @@ struct Running {
 }
 
 impl Writers {
+    /// Writers for the endpoint named `place`; `owner` as [`Root::set_meta_fd`] takes it.
+    pub fn new(place: &str, owner: bool) -> Writers {
+        Writers {
+            place: place.to_string(),
+            owner,
+            running: None,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            busy: 0,
+        }
+    }
+
     /// Adds a gathered file to the batch, handing the batch over once it is full.
-    pub fn place(&mut self, id: u64, file: Gathering, digest: Digest, place: &str, owner: bool) {
+    pub fn place(&mut self, id: u64, file: Gathering, digest: Digest) {
         self.batch_bytes += file.data.len();
         self.batch.push(Job { id, file, digest });
         if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
-            self.hand_over(place, owner);
+            self.hand_over();
         }
     }
 
     /// Hands the batch to the writers (waiting while their queue is full).
-    fn hand_over(&mut self, place: &str, owner: bool) {
+    fn hand_over(&mut self) {
         if self.batch.is_empty() {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
         self.busy += batch.len();
-        let running = self.running.get_or_insert_with(|| start(place, owner));
+        let running = self
+            .running
+            .get_or_insert_with(|| start(&self.place, self.owner));
         // The writers end only when this queue closes, so the send cannot fail.
         let _ = running.jobs.send(batch);
     }
 
     /// Moves the outcomes reported so far into `done`; with `wait`, first hands over the
     /// batch and waits until every file is placed or failed.
-    pub fn collect(&mut self, done: &mut Vec<Received>, wait: bool, place: &str, owner: bool) {
+    pub fn collect(&mut self, done: &mut Vec<Received>, wait: bool) {
         if wait {
-            self.hand_over(place, owner);
+            self.hand_over();
         }
         let Some(running) = &self.running else { return };
         while self.busy > 0 {
@@ -171,7 +189,7 @@ fn start(place: &str, owner: bool) -> Running {
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
                 let Ok(batch) = next else { return };
                 let outcomes = batch
-                    .into_iter()
+                    .iter()
                     .map(|job| (job.id, write_caught(job, &place, owner)))
                     .collect();
                 if report.send(outcomes).is_err() {
@@ -189,14 +207,14 @@ fn start(place: &str, owner: bool) -> Running {
 
 /// [`write`], with a panic reported as this file's failure rather than lost (an outcome
 /// never reported would leave the receiver waiting for ever).
-fn write_caught(job: Job, place: &str, owner: bool) -> Result<Entry> {
-    let path = job.file.path.clone();
+fn write_caught(job: &Job, place: &str, owner: bool) -> Result<Entry> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        write(job.file, job.digest, place, owner)
+        write(&job.file, job.digest, place, owner)
     }))
     .unwrap_or_else(|_| {
         Err(Error::Protocol(format!(
-            "'{path}' on {place}: writing it failed unexpectedly; not committed"
+            "'{}' on {place}: writing it failed unexpectedly; not committed",
+            job.file.path
         )))
     })
 }
@@ -204,42 +222,36 @@ fn write_caught(job: Job, place: &str, owner: bool) -> Result<Entry> {
 /// Checks a gathered file against its digest, writes it to a temp file with its
 /// attributes, and renames that into place, refusing to replace anything that appeared
 /// meanwhile; returns the file as it now is.
-fn write(file: Gathering, digest: Digest, place: &str, owner: bool) -> Result<Entry> {
+fn write(file: &Gathering, digest: Digest, place: &str, owner: bool) -> Result<Entry> {
+    // A file that failed while gathered never reaches a writer.
     let Gathering {
         path,
         meta,
         dir,
         data,
-        failed,
+        ..
     } = file;
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    let io = |op: &'static str, e: io::Error| Error::io(op, &path, place, e);
-    if data.len() as u64 != meta.size || Digest(*blake3::hash(&data).as_bytes()) != digest {
+    let io = |op: &'static str, e: io::Error| Error::io(op, path, place, e);
+    if data.len() as u64 != meta.size || Digest(*blake3::hash(data).as_bytes()) != digest {
         return Err(Error::Verify {
             path: path.to_string(),
             place: place.to_string(),
         });
     }
-    let (tmp, f) = Root::create_temp_in(&dir, path.name(), meta.mode)
+    let (tmp, f) = Root::create_temp_in(dir, path.name(), meta.mode)
         .map_err(|e| io("create a temporary file for", e))?;
-    let placed = fill(&f, &data, &meta, owner)
+    let written = delta::write_sparse(&f, 0, data).map_err(|e| ("write", e));
+    let placed = written
+        .and_then(|end| finish_temp(&f, end.unwrap_or(0), meta, owner))
         .map_err(|(op, e)| io(op, e))
         .and_then(|()| {
-            Root::commit_rename(&dir, &tmp, &path, None).map_err(|e| match e {
-                CommitError::Changed => Error::Changed {
-                    path: path.to_string(),
-                    place: place.to_string(),
-                },
-                CommitError::Io(e) => io("rename into place", e),
-            })
+            Root::commit_rename(dir, &tmp, path, None).map_err(|e| commit_failed(e, path, place))
         });
     if let Err(e) = placed {
-        Root::remove_name(&dir, &tmp);
+        Root::remove_name(dir, &tmp);
         return Err(e);
     }
-    match entry_at(&dir, path.name()) {
+    match entry_at(dir, path.name()) {
         Ok(Some(mut now)) => {
             now.digest = Some(digest);
             Ok(now)
@@ -247,14 +259,4 @@ fn write(file: Gathering, digest: Digest, place: &str, owner: bool) -> Result<En
         Ok(None) => Err(io("stat", io::ErrorKind::NotFound.into())),
         Err(e) => Err(io("stat", e)),
     }
-}
-
-/// Writes `data` to the temp file as the receiver writes any file (zero blocks left as
-/// holes, the length set after them) and gives it `meta`'s attributes.
-fn fill(f: &File, data: &[u8], meta: &Entry, owner: bool) -> Result<(), (&'static str, io::Error)> {
-    let end = delta::write_sparse(f, 0, data).map_err(|e| ("write", e))?;
-    if end.unwrap_or(0) < data.len() as u64 {
-        f.set_len(data.len() as u64).map_err(|e| ("write", e))?;
-    }
-    Root::set_meta_fd(f, meta, owner).map_err(|e| ("set attributes of", e))
 }

@@ -6,7 +6,7 @@
 //! list that follows the baseline's files in tree order (16 bytes a file, no path). Files
 //! a side holds in another state (unresolved conflicts, pending changes) are kept whole.
 
-use std::collections::{btree_map, BTreeMap};
+use std::collections::{btree_map, BTreeMap, HashMap};
 use std::iter::Peekable;
 
 use serde::{Deserialize, Serialize};
@@ -190,7 +190,7 @@ impl HashCache {
         if self.is_spent() {
             return 0;
         }
-        let n = self.fill_from(base, tree);
+        let n = self.fill_from(base, tree) + self.fill_moved(base, tree);
         self.spend();
         n
     }
@@ -205,6 +205,62 @@ impl HashCache {
             self.stamps = Vec::new();
             self.others = BTreeMap::new();
         }
+    }
+
+    /// Fills in the digests of files that moved on this side, then lets go of the lists
+    /// ([`HashCache::spend`]); returns how many it filled. For a tree already filled
+    /// through [`Known`] as it was built, which finds a file only at its old path.
+    ///
+    /// [`Known`]: crate::known::Known
+    pub fn spend_on(&mut self, base: &Tree, tree: &mut Tree) -> usize {
+        if self.is_spent() {
+            return 0;
+        }
+        let n = self.fill_moved(base, tree);
+        self.spend();
+        n
+    }
+
+    /// Fills in the digest of every file whose inode, ctime, size and mtime are those
+    /// cached for a file that is no longer at its path. Renaming a directory changes none
+    /// of these for the files below it, so a renamed tree pairs as moves without being
+    /// read again; a file renamed on its own has a new ctime, and is hashed.
+    fn fill_moved(&self, base: &Tree, tree: &mut Tree) -> usize {
+        // By stamp: the size, mtime and digest the file had.
+        let mut gone: HashMap<Stamp, (u64, i64, Digest)> = HashMap::new();
+        let mut unhashed = false;
+        let mut stamps = self.stamps.iter();
+        for (_, [b, t]) in merge([&base.entries, &tree.entries]) {
+            if let Some(b) = b.filter(|b| is_known(b)) {
+                let stamp = stamps.next().copied().unwrap_or_default();
+                if stamp != Stamp::default() && t.is_none_or(|t| t.stamp != stamp) {
+                    gone.extend(b.digest.map(|d| (stamp, (b.size, b.mtime_ns, d))));
+                }
+            }
+            unhashed |= t.is_some_and(|t| t.is_file() && t.digest.is_none());
+        }
+        for (p, c) in &self.others {
+            if tree.get(p).is_none_or(|t| t.stamp != c.stamp) {
+                gone.insert(c.stamp, (c.size, c.mtime_ns, c.digest));
+            }
+        }
+        if gone.is_empty() || !unhashed {
+            return 0;
+        }
+        let mut n = 0;
+        for e in tree.entries.values_mut() {
+            if !e.is_file() || e.digest.is_some() || e.stamp == Stamp::default() {
+                continue;
+            }
+            match gone.get(&e.stamp) {
+                Some(&(size, mtime_ns, digest)) if (size, mtime_ns) == (e.size, e.mtime_ns) => {
+                    e.digest = Some(digest);
+                    n += 1;
+                }
+                _ => {}
+            }
+        }
+        n
     }
 
     fn fill_from(&self, base: &Tree, tree: &mut Tree) -> usize {
@@ -372,6 +428,53 @@ mod tests {
         assert_eq!(digest("b"), None, "another inode is another file");
         assert_eq!(digest("c"), None, "another mtime may be other content");
         assert_eq!(digest("x"), Some(Digest([4; 32])));
+    }
+
+    #[test]
+    fn a_file_found_at_a_new_path_with_its_old_inode_and_ctime_is_filled() {
+        let base = tree(&[
+            ("d/a", file(1, 1, 10, 1)),
+            ("d/b", file(2, 2, 20, 2)),
+            ("d/c", file(3, 3, 30, 3)),
+            ("x", file(4, 4, 40, 4)),
+        ]);
+        let mut seen = base.clone();
+        seen.entries.remove(&RelPath::new(b"x".to_vec()).unwrap());
+        seen.entries
+            .insert(RelPath::new(b"y".to_vec()).unwrap(), file(5, 5, 50, 5));
+        let cache = HashCache::of(&base, &seen);
+        // `d` renamed to `e`; `e/b` rewritten since (another mtime); `e/c` is another file
+        // with c's inode number (another ctime); `x` is gone and `y`, kept with its path,
+        // moved to `z`.
+        let mut c_again = file(3, 3, 30, 0);
+        c_again.stamp.ctime_ns = 8;
+        let mut now = unhashed(tree(&[
+            ("e/a", file(1, 1, 10, 0)),
+            ("e/b", file(2, 9, 20, 0)),
+            ("e/c", c_again),
+            ("z", file(5, 5, 50, 0)),
+        ]));
+        assert_eq!(cache.clone().fill(&base, &mut now), 2);
+        let digest = |t: &Tree, p: &str| {
+            t.get(&RelPath::new(p.as_bytes().to_vec()).unwrap())
+                .unwrap()
+                .digest
+        };
+        assert_eq!(digest(&now, "e/a"), Some(Digest([1; 32])));
+        assert_eq!(
+            digest(&now, "e/b"),
+            None,
+            "another mtime may be other content"
+        );
+        assert_eq!(digest(&now, "e/c"), None, "another ctime is another file");
+        assert_eq!(digest(&now, "z"), Some(Digest([5; 32])));
+        // The same after a fill in tree order, which finds none of them at their paths.
+        let mut again = unhashed(now.clone());
+        let mut spent = cache.clone();
+        assert_eq!(spent.spend_on(&base, &mut again), 2);
+        assert_eq!(again, now);
+        assert!(spent.is_spent());
+        assert_eq!(spent.spend_on(&base, &mut unhashed(now)), 0, "spent");
     }
 
     #[test]

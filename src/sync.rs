@@ -499,16 +499,17 @@ fn first_scan(job: &Job, opened: Opened, old: &mut Baseline, run: &mut Run<'_>) 
     let (ls, rs) = std::thread::scope(|s| {
         // Both trees fill their digests from the caches as entries come in, and hold what
         // they have in common with the baseline shared with it: paths, and the metadata
-        // of every entry found as the baseline has it. Each side's cache is let go as soon
-        // as its tree is in, while the other side may still be growing its tree.
+        // of every entry found as the baseline has it. Each side's cache, once its tree is
+        // in, pairs the files that moved there and is let go, while the other side may
+        // still be growing its tree.
         let l = s.spawn(|| {
-            let scan = local.scan(&job.filter, Known::with_cache(base, local_cache))?;
-            local_cache.spend();
+            let mut scan = local.scan(&job.filter, Known::with_cache(base, local_cache))?;
+            local_cache.spend_on(base, &mut scan.tree);
             Ok::<_, Error>(scan)
         });
-        let r = remote.scan(&job.filter, Known::with_cache(base, remote_cache));
-        if r.is_ok() {
-            remote_cache.spend();
+        let mut r = remote.scan(&job.filter, Known::with_cache(base, remote_cache));
+        if let Ok(r) = &mut r {
+            remote_cache.spend_on(base, &mut r.tree);
         }
         (l.join().expect("scanner thread"), r)
     });

@@ -68,7 +68,7 @@ impl EntryKind {
 
 /// The scan-side identity of an entry: what tells us, without reading it, that a file is
 /// the one we saw before. Not comparable across sides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct Stamp {
     /// Inode number.
     pub ino: u64,

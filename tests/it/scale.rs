@@ -257,3 +257,57 @@ fn scan_threads_find_the_same_tree_in_the_same_order() {
         assert!(r.stderr.contains("--scan-threads"), "{}", r.stderr);
     }
 }
+
+/// A renamed directory is replayed as moves without reading its files again, on either
+/// side: each file keeps its inode and ctime through the rename, so the hash cache knows
+/// it. A file rewritten meanwhile with its size and mtime put back is still read, and
+/// sent as what it now is.
+#[test]
+fn a_renamed_directory_pairs_its_files_without_reading_them() {
+    let f = fixture();
+    for d in 0..4 {
+        for i in 0..50 {
+            let body = format!("{d}/{i} {}\n", "x".repeat(d * 50 + i));
+            write(f.a.join(format!("tree/d{d}/f{i:02}")), &body);
+        }
+    }
+    let json = |r: Run| {
+        assert_eq!(r.code, 0, "{r:?}");
+        json_events(&r.stdout).pop().unwrap()
+    };
+    json(f.sync("push", &["--format", "json"]));
+    let count = |s: &serde_json::Value, key: &str| s[key].as_u64().unwrap();
+
+    std::fs::rename(f.a.join("tree"), f.a.join("renamed")).unwrap();
+    let s = json(f.sync("push", &["--format", "json"]));
+    assert_eq!(count(&s, "files_hashed"), 0, "{s}");
+    assert_eq!(count(&s, "files_transferred"), 0, "{s}");
+    assert!(count(&s, "moved") >= 200, "{s}");
+    assert_same_tree(&f.a, &f.b);
+
+    // The far side renames it back: pulled as moves, nothing read either.
+    std::fs::rename(f.b.join("renamed"), f.b.join("tree")).unwrap();
+    let s = json(f.sync("pull", &["--format", "json"]));
+    assert_eq!(count(&s, "files_hashed"), 0, "{s}");
+    assert_eq!(count(&s, "files_transferred"), 0, "{s}");
+    assert_same_tree(&f.a, &f.b);
+
+    // Same size, same mtime, other bytes: the new ctime gives it away.
+    let victim = f.a.join("tree/d1/f07");
+    let before = std::fs::metadata(&victim).unwrap().modified().unwrap();
+    let body = read(&victim).replace('x', "y");
+    std::fs::rename(f.a.join("tree"), f.a.join("again")).unwrap();
+    let victim = f.a.join("again/d1/f07");
+    write(&victim, &body);
+    let file = std::fs::File::options().write(true).open(&victim).unwrap();
+    file.set_modified(before).unwrap();
+    assert_eq!(
+        std::fs::metadata(&victim).unwrap().modified().unwrap(),
+        before
+    );
+    let s = json(f.sync("push", &["--format", "json"]));
+    assert!(count(&s, "files_hashed") >= 1, "{s}");
+    assert_eq!(count(&s, "files_transferred"), 1, "{s}");
+    assert_eq!(read(f.b.join("again/d1/f07")), body);
+    assert_same_tree(&f.a, &f.b);
+}

@@ -726,3 +726,64 @@ fn a_silent_server_times_out_and_an_unknown_name_fails_fast() {
         assert_eq!(r.code, 32, "{bad:?}: {r:?}");
     }
 }
+
+/// Every call that goes out in batches (scan parts, moves, sends, signatures, received
+/// files) carries more than the SSH channels' windows hold at once, with every request of
+/// a pull in flight together (`--pending-max`) and a second channel: each run ends, and
+/// the trees match.
+#[test]
+fn tens_of_thousands_of_files_go_both_ways_over_ssh_without_stalling() {
+    let s = ssh_fixture();
+    let (dirs, per_dir) = (100, 200);
+    let name =
+        |root: &Path, top: &str, d: usize, i: usize| root.join(format!("{top}/d{d:02}/f{i:03}"));
+    for d in 0..dirs {
+        for i in 0..per_dir {
+            write(name(&s.f.a, "tree", d, i), &format!("file {d} {i}\n"));
+        }
+    }
+    let summary = |r: &Run| {
+        ok(r);
+        json_events(&r.stdout).pop().unwrap()
+    };
+    let many = [
+        "--format",
+        "json",
+        "--pending-max",
+        "1000000",
+        "--transfer-threads",
+        "2",
+    ];
+    let first = summary(&s.sync("push", &many));
+    assert_eq!(first["files_transferred"], dirs * per_dir, "{first}");
+    assert_same_tree(&s.f.a, &s.f.b);
+
+    // A renamed tree (one rename per file, all in one call) with a tenth of it changed.
+    std::fs::rename(s.f.a.join("tree"), s.f.a.join("moved")).unwrap();
+    for d in 0..dirs / 10 {
+        for i in 0..per_dir {
+            write(name(&s.f.a, "moved", d, i), &format!("changed {d} {i}\n"));
+        }
+    }
+    let second = summary(&s.sync("push", &many));
+    assert_eq!(second["files_transferred"], dirs / 10 * per_dir, "{second}");
+    assert!(
+        second["moved"].as_u64().unwrap() >= (dirs - dirs / 10) as u64 * per_dir as u64,
+        "{second}"
+    );
+    assert_same_tree(&s.f.a, &s.f.b);
+
+    // Thousands of far files, all asked for at once.
+    for d in 0..dirs / 4 {
+        for i in 0..per_dir {
+            let tail = "x".repeat(2000);
+            write(name(&s.f.b, "moved", d, i), &format!("far {d} {i}\n{tail}"));
+        }
+    }
+    let third = summary(&s.sync("pull", &many));
+    assert_eq!(third["files_transferred"], dirs / 4 * per_dir, "{third}");
+    assert_same_tree(&s.f.a, &s.f.b);
+    let again = summary(&s.sync("bidi", &many));
+    assert_eq!(again["files_transferred"], 0, "{again}");
+    assert_eq!(again["moved"], 0, "{again}");
+}

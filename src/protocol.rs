@@ -288,20 +288,35 @@ pub fn encode<T: Serialize>(
     how: Compression,
     size_hint: usize,
 ) -> Result<(Kind, Vec<u8>), Error> {
+    encode_into(msg, how, Vec::new(), size_hint)
+}
+
+/// [`encode`], into `buf` (emptied first): a buffer that held an earlier frame has its
+/// pages in place, where a new one of a megabyte is zeroed by the kernel page by page.
+pub fn encode_into<T: Serialize>(
+    msg: &T,
+    how: Compression,
+    mut buf: Vec<u8>,
+    size_hint: usize,
+) -> Result<(Kind, Vec<u8>), Error> {
     // Sized up front when the caller knows about how large it is: a megabyte of file data
     // encoded into a list that doubles its way up is copied twice over, into fresh pages.
-    let mut raw = Vec::with_capacity(size_hint.clamp(128, MAX_FRAME));
-    rmp_serde::encode::write(&mut raw, msg)
+    // The hint is rough (it leaves out the names and headers of what carries the data), so
+    // a little is added: falling short by one byte would double the list.
+    buf.clear();
+    let want = size_hint.clamp(128, MAX_FRAME);
+    buf.reserve(want + want / 32 + 256);
+    rmp_serde::encode::write(&mut buf, msg)
         .map_err(|e| Error::Protocol(format!("cannot encode message: {e}")))?;
-    if raw.len() > MAX_FRAME {
+    if buf.len() > MAX_FRAME {
         return Err(Error::Protocol(format!(
             "message of {} bytes exceeds the frame limit",
-            raw.len()
+            buf.len()
         )));
     }
-    Ok(match compress::compress(&raw, how) {
+    Ok(match compress::compress(&buf, how) {
         Some(c) => (Kind::Compressed, c),
-        None => (Kind::Message, raw),
+        None => (Kind::Message, buf),
     })
 }
 

@@ -22,7 +22,7 @@ use crate::known::Known;
 use crate::path::RelPath;
 use crate::protocol::frame::{read_frame, FrameError, Kind};
 use crate::protocol::handshake::{read_hello, send_hello};
-use crate::protocol::{decode, encode, Request, Response, PATH_BATCH};
+use crate::protocol::{decode, encode_into, Request, Response, PATH_BATCH};
 use crate::rules::FilterSpec;
 use crate::tree::{Digest, Entry, MapBuilder, Tree};
 
@@ -355,7 +355,8 @@ impl RemoteEndpoint {
         }
         self.take_joined(large || matches!(req, Request::Receive { .. }));
         // Encoded raw here; the lane threads compress.
-        let (kind, payload) = encode(req, Compression::None, size)?;
+        let buf = self.to_agent.as_ref().map(|q| q.spares().take(size));
+        let (kind, payload) = encode_into(req, Compression::None, buf.unwrap_or_default(), size)?;
         self.raw
             .fetch_add(payload.len() as u64 + 5, Ordering::Relaxed);
         let ok = self

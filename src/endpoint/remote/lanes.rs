@@ -43,10 +43,13 @@ impl Spares {
     const KEEP: usize = 4;
     /// Smaller buffers come from the allocator's reused pages anyway.
     const MIN: usize = 64 << 10;
+    /// Larger ones are rare (a frame of file data is about a megabyte), and kept they
+    /// would hold their memory for the rest of the run.
+    const MAX: usize = 4 << 20;
 
     /// A written frame's buffer, kept if it is worth keeping.
     fn put(&self, mut buf: Vec<u8>) {
-        if buf.capacity() >= Self::MIN {
+        if (Self::MIN..=Self::MAX).contains(&buf.capacity()) {
             buf.clear();
             let mut spares = self.0.lock().unwrap_or_else(|e| e.into_inner());
             if spares.len() < Self::KEEP {
@@ -298,6 +301,21 @@ mod tests {
         assert!(
             lanes.spares().take(100).capacity() == 0,
             "small frames take none"
+        );
+        lanes.send(Kind::Message, vec![0; 8 << 20], false).unwrap();
+        lanes.send(Kind::Message, vec![7; 1 << 20], false).unwrap();
+        // A lane counts a frame as sent once it has handed back its buffer.
+        let all = (10 << 20) as u64;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sent.load(Ordering::Relaxed) < all && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let kept: Vec<usize> = (lanes.shared.spares.0.lock().unwrap().iter())
+            .map(Vec::capacity)
+            .collect();
+        assert!(
+            kept.len() == 1 && kept[0] < 2 << 20,
+            "only the megabyte is kept, not the 8 MiB: {kept:?}"
         );
         drop(lanes);
         let written = sink.0.lock().unwrap();

@@ -226,9 +226,17 @@ impl HashCache {
     /// of these for the files below it, so a renamed tree pairs as moves without being
     /// read again; a file renamed on its own has a new ctime, and is hashed.
     fn fill_moved(&self, base: &Tree, tree: &mut Tree) -> usize {
+        // Usually every file is filled already (a no-op run): then one look at each entry,
+        // without the walk over the paths of both trees, settles it.
+        if !tree
+            .entries
+            .values()
+            .any(|t| t.is_file() && t.digest.is_none())
+        {
+            return 0;
+        }
         // By stamp: the size, mtime and digest the file had.
         let mut gone: HashMap<Stamp, (u64, i64, Digest)> = HashMap::new();
-        let mut unhashed = false;
         let mut stamps = self.stamps.iter();
         for (_, [b, t]) in merge([&base.entries, &tree.entries]) {
             if let Some(b) = b.filter(|b| is_known(b)) {
@@ -237,14 +245,13 @@ impl HashCache {
                     gone.extend(b.digest.map(|d| (stamp, (b.size, b.mtime_ns, d))));
                 }
             }
-            unhashed |= t.is_some_and(|t| t.is_file() && t.digest.is_none());
         }
         for (p, c) in &self.others {
             if tree.get(p).is_none_or(|t| t.stamp != c.stamp) {
                 gone.insert(c.stamp, (c.size, c.mtime_ns, c.digest));
             }
         }
-        if gone.is_empty() || !unhashed {
+        if gone.is_empty() {
             return 0;
         }
         let mut n = 0;

@@ -355,8 +355,8 @@ impl RemoteEndpoint {
         }
         self.take_joined(large || matches!(req, Request::Receive { .. }));
         // Encoded raw here; the lane threads compress.
-        let buf = self.to_agent.as_ref().map(|q| q.spares().take(size));
-        let (kind, payload) = encode_into(req, Compression::None, buf.unwrap_or_default(), size)?;
+        let buf = (self.to_agent.as_ref()).map_or_else(Vec::new, |q| q.spares().take(size));
+        let (kind, payload) = encode_into(req, Compression::None, buf, size)?;
         self.raw
             .fetch_add(payload.len() as u64 + 5, Ordering::Relaxed);
         let ok = self

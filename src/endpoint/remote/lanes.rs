@@ -36,7 +36,7 @@ pub struct StreamPlan {
 /// back as fresh pages, each zeroed by the kernel as it is first touched: on a copy of
 /// `/usr/share` that was a third of the client's main thread.
 #[derive(Clone, Default)]
-pub struct Spares(Arc<Mutex<Vec<Vec<u8>>>>);
+pub(super) struct Spares(Arc<Mutex<Vec<Vec<u8>>>>);
 
 impl Spares {
     /// Buffers kept at most: the queues refill as the lanes drain them.
@@ -60,7 +60,7 @@ impl Spares {
 
     /// A buffer to encode a frame of about `size` bytes into (empty if none is kept, or
     /// the frame is small).
-    pub fn take(&self, size: usize) -> Vec<u8> {
+    pub(super) fn take(&self, size: usize) -> Vec<u8> {
         if size < Self::MIN {
             return Vec::new();
         }
@@ -188,7 +188,7 @@ impl Lanes {
     }
 
     /// Where the lanes hand back the buffers of frames written.
-    pub fn spares(&self) -> &Spares {
+    pub(super) fn spares(&self) -> &Spares {
         &self.shared.spares
     }
 

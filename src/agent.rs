@@ -629,6 +629,10 @@ pub fn main_with_args(args: &[String]) -> u8 {
             println!("{}", version_line());
             return 0;
         }
+        [flag] if flag == "--source-id" => {
+            println!("{}", crate::SOURCE_ID);
+            return 0;
+        }
         [flag] if flag == "--join" => return small_job(streams::join()),
         [flag, hash] if flag == "--check-self" => return small_job(check_self(hash)),
         _ => {}

@@ -6,6 +6,10 @@
 //! re-check the target, rename), then commit the new baseline from what succeeded.
 //! Every step is reported as an [`output::Event`].
 
+/// A fingerprint of the sources this library was built from (see `build.rs`): the client
+/// and an agent built from one checkout carry the same one.
+pub const SOURCE_ID: &str = env!("TANDEM_SOURCE_ID");
+
 pub mod agent;
 pub mod allocator;
 pub mod baseline;

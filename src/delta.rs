@@ -60,9 +60,11 @@ pub fn hash_zeros(hasher: &mut blake3::Hasher, mut len: u64) {
     }
 }
 
-/// Writes `data` at `offset`, leaving every all-zero 4 KiB block (aligned in the file)
-/// unwritten: in a new file it stays a hole, so sparse files stay sparse and runs of zeros
-/// cost no disk. Returns where the last byte written ends, if any was: the caller sets the
+/// Writes `data` at `offset`, leaving every all-zero piece of a 4 KiB block (aligned in the
+/// file) unwritten: in a new file written front to back it stays a hole, so sparse files
+/// stay sparse and runs of zeros cost no disk. A piece shorter than a block counts too: a
+/// delta's copies come in blocks of 1 KiB and up, and a zero block that arrives in two
+/// halves must stay a hole as well. Returns where the last byte written ends, if any was: the caller sets the
 /// file's length at the end when that falls short of it.
 pub fn write_sparse(file: &std::fs::File, offset: u64, data: &[u8]) -> io::Result<Option<u64>> {
     use std::os::unix::fs::FileExt;
@@ -74,7 +76,7 @@ pub fn write_sparse(file: &std::fs::File, offset: u64, data: &[u8]) -> io::Resul
         let at = offset + i as u64;
         let next = ((at / BLOCK + 1) * BLOCK - offset) as usize;
         let end = next.min(data.len());
-        let zero = end - i == BLOCK as usize && data[i..end].iter().all(|&b| b == 0);
+        let zero = data[i..end].iter().all(|&b| b == 0);
         match (zero, run) {
             (true, Some(start)) => {
                 file.write_all_at(&data[start..i], offset + start as u64)?;
@@ -281,6 +283,30 @@ mod tests {
         assert!(
             file.metadata().unwrap().blocks() * 512 < 1 << 20,
             "zeros were written"
+        );
+    }
+
+    /// A growing sparse file was filled on update: the delta's copies of its zero blocks
+    /// arrived in 2 KiB pieces, never a whole 4 KiB block.
+    #[test]
+    fn zero_blocks_written_in_pieces_smaller_than_a_block_stay_holes() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut want = vec![0u8; 1 << 20];
+        want[300_000..301_000].copy_from_slice(&pseudo_random(1000, 3));
+        let (mut at, mut extent) = (0, 0);
+        for piece in want.chunks(2048) {
+            extent = write_sparse(&file, at, piece).unwrap().unwrap_or(extent);
+            at += piece.len() as u64;
+        }
+        file.set_len(at.max(extent)).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+        assert!(
+            file.metadata().unwrap().blocks() * 512 <= 64 << 10,
+            "zeros were written: {} blocks",
+            file.metadata().unwrap().blocks()
         );
     }
 

@@ -289,6 +289,21 @@ fn sparse_files(s: &Sides) {
         disk_usage(&s.b.join("sparse.img")) < 1 << 20,
         "the delta filled the holes"
     );
+    // A file that grows by a hole: a 16 MiB basis has 2 KiB delta blocks, so its zero
+    // blocks are copied in halves, and those must stay holes too.
+    let grow = std::fs::File::create(s.a.join("grow.img")).unwrap();
+    grow.set_len(16 << 20).unwrap();
+    grow.write_all_at(&[5u8; 4096], 1 << 20).unwrap();
+    ok(&(s.sync)("push", &[]));
+    grow.set_len(48 << 20).unwrap();
+    drop(grow);
+    ok(&(s.sync)("push", &[]));
+    assert_same_tree(&s.a, &s.b);
+    assert!(
+        disk_usage(&s.b.join("grow.img")) < 1 << 20,
+        "the hole it grew by was filled: {} bytes allocated",
+        disk_usage(&s.b.join("grow.img"))
+    );
     // And back again with pull, to a side that never had it.
     std::fs::remove_file(s.a.join("sparse.img")).unwrap();
     ok(&(s.sync)("pull", &["-y"]));

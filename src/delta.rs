@@ -64,8 +64,8 @@ pub fn hash_zeros(hasher: &mut blake3::Hasher, mut len: u64) {
 /// file) unwritten: in a new file written front to back it stays a hole, so sparse files
 /// stay sparse and runs of zeros cost no disk. A piece shorter than a block counts too: a
 /// delta's copies come in blocks of 1 KiB and up, and a zero block that arrives in two
-/// halves must stay a hole as well. Returns where the last byte written ends, if any was: the caller sets the
-/// file's length at the end when that falls short of it.
+/// halves must stay a hole as well. Returns where the last byte written ends, if any was:
+/// the caller sets the file's length at the end when that falls short of it.
 pub fn write_sparse(file: &std::fs::File, offset: u64, data: &[u8]) -> io::Result<Option<u64>> {
     use std::os::unix::fs::FileExt;
     const BLOCK: u64 = 4096;

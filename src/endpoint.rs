@@ -222,11 +222,14 @@ pub enum Change {
         /// The mtime in nanoseconds.
         mtime_ns: i64,
     },
-    /// Report the root directory's own entry, after setting its mtime to `set` when given
-    /// and different (a replica's root keeps its source's mtime, as rsync's does).
+    /// Report the root directory's own entry, after setting its mtime to `set` and its
+    /// permission bits to `mode` when given and different (a replica's root keeps its
+    /// source's, as rsync's does).
     RootTime {
         /// The mtime to set, in nanoseconds.
         set: Option<i64>,
+        /// The permission bits to set (with setgid and sticky).
+        mode: Option<u32>,
     },
 }
 

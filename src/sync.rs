@@ -389,51 +389,85 @@ fn run_inner(
     let (_lock, mut old) = prepare(job)?;
     let opened = open_endpoints(job)?;
     let mut sides = first_scan(job, opened, &mut old, run)?;
-    cycle(job, &mut sides, &mut old, run, confirm, watch, &NOTHING_HOT)?;
-    restamp_root(job, &mut sides, run)
+    cycle(job, &mut sides, &mut old, run, confirm, watch, &NOTHING_HOT)
 }
 
-/// A one-way run leaves the replica's root directory with its source's mtime, as rsync
-/// does (the root is no entry of the trees, so no plan ever restamps it).
-fn restamp_root(job: &Job, sides: &mut Sides, run: &mut Run<'_>) -> Result<()> {
-    let source = match job.policy.direction {
-        Direction::Push => Side::Local,
-        Direction::Pull => Side::Remote,
-        Direction::Bidi => return Ok(()),
-    };
-    if job.dry_run {
-        return Ok(());
+/// The roots' own entries (bidi reads them before the cycle writes inside them).
+type RootEntries = [Option<Entry>; 2];
+
+/// Each root's own entry as found now, or `None` (reported) where it cannot be read.
+fn root_entries(sides: &mut Sides, run: &mut Run<'_>) -> Result<RootEntries> {
+    let mut out = [None, None];
+    for side in [Side::Local, Side::Remote] {
+        match root_meta(sides, side, None, None)? {
+            Ok(e) => out[side as usize] = Some(e),
+            Err(e) => run.error(None, Some(side), &e),
+        }
     }
-    let replica = source.other();
-    let root_time = |sides: &mut Sides, side: Side, set: Option<i64>| -> Result<Result<Entry>> {
-        let answer = sides
-            .endpoint(side)
-            .apply(&[Change::RootTime { set }])?
-            .pop();
-        Ok(answer
-            .unwrap_or_else(|| Err(Error::Protocol("no answer about the root".into())))
-            .and_then(|e| e.ok_or_else(|| Error::Protocol("no root entry".into()))))
-    };
-    let from = match root_time(sides, source, None)? {
-        Ok(from) => from,
-        Err(e) => {
-            run.error(None, None, &e);
-            return Ok(());
+    Ok(out)
+}
+
+/// Asks `side` for its root's entry after setting what is given.
+fn root_meta(
+    sides: &mut Sides,
+    side: Side,
+    set: Option<i64>,
+    mode: Option<u32>,
+) -> Result<Result<Entry>> {
+    let answer = sides
+        .endpoint(side)
+        .apply(&[Change::RootTime { set, mode }])?
+        .pop();
+    Ok(answer
+        .unwrap_or_else(|| Err(Error::Protocol("no answer about the root".into())))
+        .and_then(|e| e.ok_or_else(|| Error::Protocol("no root entry".into()))))
+}
+
+/// The roots end a cycle alike, as rsync leaves them: a one-way run gives the replica's
+/// root its source's mtime and mode; bidi gives both the newer of the mtimes they had
+/// before the cycle wrote inside them (the root is no entry of the trees, so no plan
+/// restamps it).
+fn restamp_roots(job: &Job, sides: &mut Sides, before: RootEntries, run: &mut Run<'_>) -> Result<()> {
+    let (targets, mtime_ns, mode) = match job.policy.direction {
+        Direction::Push | Direction::Pull => {
+            let source = if job.policy.direction == Direction::Push {
+                Side::Local
+            } else {
+                Side::Remote
+            };
+            // One round trip each: the replica sets only what differs.
+            let from = match root_meta(sides, source, None, None)? {
+                Ok(from) => from,
+                Err(e) => {
+                    run.error(None, Some(source), &e);
+                    return Ok(());
+                }
+            };
+            (vec![source.other()], from.mtime_ns, Some(from.mode))
+        }
+        Direction::Bidi => {
+            let [Some(l), Some(r)] = before else {
+                return Ok(());
+            };
+            (vec![Side::Local, Side::Remote], l.mtime_ns.max(r.mtime_ns), None)
         }
     };
-    // One round trip: the replica sets the time only where it differs.
-    match root_time(sides, replica, Some(from.mtime_ns))? {
-        // Only the owner may set a directory's times: a replica root that belongs to
-        // someone else keeps its own (rsync warns the same way).
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
-            let message = format!(
-                "the root on {} keeps its own time: {source}",
-                sides.endpoint(replica).place()
-            );
-            run.reporter.event(&Event::Notice { message: &message });
+    for side in targets {
+        match root_meta(sides, side, Some(mtime_ns), mode)? {
+            // Only the owner may set a directory's times: a root that belongs to someone
+            // else keeps its own (rsync warns the same way).
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                let message = format!(
+                    "the root on {} keeps its own time: {source}",
+                    sides.endpoint(side).place()
+                );
+                run.reporter.event(&Event::Notice { message: &message });
+            }
+            Err(e) => run.error(None, Some(side), &e),
+            Ok(_) => {}
         }
-        Err(e) => run.error(None, Some(replica), &e),
-        Ok(_) => {}
     }
     Ok(())
 }
@@ -577,8 +611,13 @@ fn cycle(
     };
     let held = hold_back(&mut plan, hot);
     dedup::find(job.dedup, &mut plan, sides)?;
+    let roots = match job.policy.direction {
+        Direction::Bidi => root_entries(sides, run)?,
+        _ => [None, None],
+    };
     let mut pending = execute(&mut plan, job, sides, run, watch);
     pending.extend(held);
+    restamp_roots(job, sides, roots, run)?;
     for n in sides.remote.notes() {
         run.reporter.event(&Event::Notice { message: &n });
     }

@@ -1170,7 +1170,7 @@ impl LocalEndpoint {
                 source,
             } => self.set_meta(path, expect, source).map(Some),
             Change::Restamp { path, mtime_ns } => self.restamp(path, *mtime_ns).map(Some),
-            Change::RootTime { set } => self.root_time(*set).map(Some),
+            Change::RootTime { set, mode } => self.root_time(*set, *mode).map(Some),
             Change::Dedup {
                 path,
                 expect,
@@ -1378,8 +1378,9 @@ impl LocalEndpoint {
         self.entry_now(path, None)
     }
 
-    /// The root's own entry, after setting its mtime to `set` when given and different.
-    pub fn root_time(&mut self, set: Option<i64>) -> Result<Entry> {
+    /// The root's own entry, after setting its mtime to `set` and its mode to `mode` when
+    /// given and different.
+    pub fn root_time(&mut self, set: Option<i64>, mode: Option<u32>) -> Result<Entry> {
         let top = self.root.fd();
         let stat = || match crate::fsops::entry_at(top, b".") {
             Ok(Some(e)) => Ok(e),
@@ -1391,7 +1392,12 @@ impl LocalEndpoint {
             )),
             Err(e) => Err(Error::io("stat", "the root", &self.place, e)),
         };
-        let now = stat()?;
+        let mut now = stat()?;
+        if let Some(mode) = mode.filter(|m| *m != now.mode) {
+            rustix::fs::fchmod(top, rustix::fs::Mode::from_raw_mode(mode))
+                .map_err(|e| Error::io("set the mode of", "the root", &self.place, e.into()))?;
+            now = stat()?;
+        }
         match set {
             // Setting a time the root already has would still touch its ctime.
             Some(mtime_ns) if mtime_ns != now.mtime_ns => {

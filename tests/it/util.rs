@@ -133,97 +133,356 @@ pub fn set_mtime(path: impl AsRef<Path>, secs: i64) {
         .unwrap();
 }
 
-#[derive(Debug, PartialEq, Eq, Clone)]
-pub enum Node {
-    File {
-        content: Vec<u8>,
-        mode: u32,
-        mtime: i64,
-    },
-    Dir {
-        mode: u32,
-        mtime: i64,
-    },
-    Link {
-        target: Vec<u8>,
-        mtime: i64,
-    },
-    Other {
-        mode: u32,
-        mtime: i64,
-    },
+/// What a directory entry is.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
 }
 
-/// Everything below `root`: path → kind, contents, mode, mtime (ns).
-pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Node> {
+/// Everything tandem promises to keep about one entry.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub kind: Kind,
+    pub size: u64,
+    /// BLAKE3 of a regular file's bytes.
+    pub content: Option<[u8; 32]>,
+    /// A symlink's target.
+    pub target: Option<Vec<u8>>,
+    /// Permission bits with setuid, setgid and sticky.
+    pub mode: u32,
+    /// Device number of a device node.
+    pub rdev: u64,
+    pub uid: u32,
+    pub gid: u32,
+    /// Nanoseconds since the epoch; for a directory, read after its contents.
+    pub mtime: i128,
+    /// The other names in the tree for this inode, sorted.
+    pub links: Vec<Vec<u8>>,
+    /// Bytes of disk a regular file occupies (holes are not allocated).
+    pub allocated: u64,
+    /// Every extended attribute, ACLs (`system.posix_acl_*`) included.
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Entry {
+    /// How this entry differs from `other`, one line per attribute; empty when alike.
+    pub fn differences(&self, other: &Entry) -> Vec<String> {
+        let mut d = Vec::new();
+        let mut check = |what: &str, x: String, y: String| {
+            if x != y {
+                d.push(format!("{what}: {x} vs {y}"));
+            }
+        };
+        check(
+            "kind",
+            format!("{:?}", self.kind),
+            format!("{:?}", other.kind),
+        );
+        check("size", self.size.to_string(), other.size.to_string());
+        check("content", hex(&self.content), hex(&other.content));
+        check("symlink target", lossy(&self.target), lossy(&other.target));
+        check(
+            "mode",
+            format!("{:o}", self.mode),
+            format!("{:o}", other.mode),
+        );
+        check("rdev", self.rdev.to_string(), other.rdev.to_string());
+        check("uid", self.uid.to_string(), other.uid.to_string());
+        check("gid", self.gid.to_string(), other.gid.to_string());
+        check("mtime ns", self.mtime.to_string(), other.mtime.to_string());
+        let names = |l: &[Vec<u8>]| {
+            format!(
+                "{:?}",
+                l.iter()
+                    .map(|n| lossy(&Some(n.clone())))
+                    .collect::<Vec<_>>()
+            )
+        };
+        check("hard links", names(&self.links), names(&other.links));
+        // Sparse or not, within a filesystem's rounding: a filled hole of a few blocks
+        // is noise, a filled 1 MiB hole is not.
+        let slack = (64u64 << 10).max(self.size.max(other.size) / 8);
+        if self.allocated.abs_diff(other.allocated) > slack {
+            check(
+                "allocated bytes",
+                self.allocated.to_string(),
+                other.allocated.to_string(),
+            );
+        }
+        let attrs = |x: &BTreeMap<Vec<u8>, Vec<u8>>| {
+            format!(
+                "{:?}",
+                x.iter()
+                    .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.clone()))
+                    .collect::<Vec<_>>()
+            )
+        };
+        check("xattrs", attrs(&self.xattrs), attrs(&other.xattrs));
+        d
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.differences(other).is_empty()
+    }
+}
+
+fn hex(h: &Option<[u8; 32]>) -> String {
+    h.map_or("-".into(), |h| {
+        h.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    })
+}
+
+fn lossy(b: &Option<Vec<u8>>) -> String {
+    b.as_ref()
+        .map_or("-".into(), |b| String::from_utf8_lossy(b).into_owned())
+}
+
+/// A whole tree: relative path (the root itself is `.`) → entry.
+pub type Tree = BTreeMap<Vec<u8>, Entry>;
+
+/// Everything below `root`, the root included as `.`.
+pub fn snapshot(root: &Path) -> Tree {
     let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
+    let mut inodes: BTreeMap<(u64, u64), Vec<Vec<u8>>> = BTreeMap::new();
+    walk(root, root, &mut out, &mut inodes);
+    let md = std::fs::symlink_metadata(root).unwrap();
+    out.insert(b".".to_vec(), entry(root, &md));
+    for names in inodes.values().filter(|n| n.len() > 1) {
+        for n in names {
+            let e = out.get_mut(n).unwrap();
+            e.links = names.iter().filter(|m| *m != n).cloned().collect();
+        }
+    }
     out
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Node>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
+fn walk(root: &Path, dir: &Path, out: &mut Tree, inodes: &mut BTreeMap<(u64, u64), Vec<Vec<u8>>>) {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for p in names {
         let rel = p
             .strip_prefix(root)
             .unwrap()
             .as_os_str()
             .as_bytes()
             .to_vec();
-        let md = std::fs::symlink_metadata(&p).unwrap();
-        let mode = md.permissions().mode() & 0o7777;
-        let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
-        let node = if md.file_type().is_symlink() {
-            Node::Link {
-                target: std::fs::read_link(&p)
-                    .unwrap()
-                    .as_os_str()
-                    .as_bytes()
-                    .to_vec(),
-                mtime,
-            }
-        } else if md.is_dir() {
-            walk(root, &p, out);
+        let mut md = std::fs::symlink_metadata(&p).unwrap();
+        if md.is_dir() {
+            walk(root, &p, out, inodes);
             // Read after its contents: walking does not change it, syncing must not either.
-            let md = std::fs::symlink_metadata(&p).unwrap();
-            Node::Dir {
-                mode,
-                mtime: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-            }
-        } else if md.is_file() {
-            Node::File {
-                content: std::fs::read(&p).unwrap(),
-                mode,
-                mtime,
-            }
-        } else {
-            Node::Other {
-                mode: md.mode(),
-                mtime,
-            }
-        };
-        out.insert(rel, node);
+            md = std::fs::symlink_metadata(&p).unwrap();
+        } else if md.nlink() > 1 {
+            inodes
+                .entry((md.dev(), md.ino()))
+                .or_default()
+                .push(rel.clone());
+        }
+        out.insert(rel, entry(&p, &md));
     }
 }
 
-/// Asserts two trees hold the same entries with the same contents, modes and mtimes (of
-/// every kind: files, directories, symlinks, special files).
+fn entry(p: &Path, md: &std::fs::Metadata) -> Entry {
+    let ft = md.file_type();
+    use std::os::unix::fs::FileTypeExt;
+    let kind = if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        Kind::File
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else if ft.is_socket() {
+        Kind::Socket
+    } else if ft.is_char_device() {
+        Kind::CharDev
+    } else {
+        Kind::BlockDev
+    };
+    let file = kind == Kind::File;
+    Entry {
+        kind,
+        size: if file || kind == Kind::Symlink {
+            md.size()
+        } else {
+            0
+        },
+        content: file.then(|| *blake3::hash(&std::fs::read(p).unwrap()).as_bytes()),
+        target: (kind == Kind::Symlink).then(|| {
+            std::fs::read_link(p)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
+        }),
+        mode: md.permissions().mode() & 0o7777,
+        rdev: if matches!(kind, Kind::CharDev | Kind::BlockDev) {
+            md.rdev()
+        } else {
+            0
+        },
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+        links: Vec::new(),
+        allocated: if file { md.blocks() * 512 } else { 0 },
+        xattrs: xattrs(p),
+    }
+}
+
+/// Every extended attribute of `p` (not following a symlink).
+pub fn xattrs(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut list = vec![0u8; 64 << 10];
+    let n = match rustix::fs::llistxattr(p, &mut list[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => 0,
+        Err(e) => panic!("listing xattrs of {}: {e}", p.display()),
+    };
+    let mut out = BTreeMap::new();
+    for name in list[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let mut value = vec![0u8; 64 << 10];
+        let len = rustix::fs::lgetxattr(p, os(name), &mut value[..])
+            .unwrap_or_else(|e| panic!("reading xattr of {}: {e}", p.display()));
+        value.truncate(len);
+        out.insert(name.to_vec(), value);
+    }
+    out
+}
+
+/// What a comparison leaves out.
+#[derive(Default, Clone)]
+pub struct Except {
+    /// Paths (and everything below them) not compared: conflicts left for the user.
+    pub paths: Vec<&'static str>,
+    /// Side files of `--preserve-acls metafile` are skipped, and xattrs not compared.
+    pub metafile: bool,
+    /// The roots themselves are not compared (bidi between roots that differ).
+    pub root: bool,
+    /// Hard-link groups are not compared (`--no-hard-links`).
+    pub hard_links: bool,
+}
+
+impl Except {
+    fn skips(&self, path: &[u8]) -> bool {
+        let p = String::from_utf8_lossy(path);
+        (self.root && p == ".")
+            || (self.metafile && (p == ".tandem-xattrs" || p.ends_with("/.tandem-xattrs")))
+            || self
+                .paths
+                .iter()
+                .any(|x| p == *x || p.starts_with(&format!("{x}/")))
+    }
+}
+
+/// The first difference between two trees, named by path and attribute.
+pub fn tree_difference(sa: &Tree, sb: &Tree, except: &Except) -> Option<String> {
+    let keys: std::collections::BTreeSet<&Vec<u8>> = sa.keys().chain(sb.keys()).collect();
+    for k in keys.into_iter().filter(|k| !except.skips(k)) {
+        let name = String::from_utf8_lossy(k);
+        match (sa.get(k), sb.get(k)) {
+            (Some(_), None) => return Some(format!("{name}: only in the first tree")),
+            (None, Some(_)) => return Some(format!("{name}: only in the second tree")),
+            (Some(x), Some(y)) => {
+                let mut d = x.differences(y);
+                if except.metafile {
+                    d.retain(|l| !l.starts_with("xattrs"));
+                }
+                if except.hard_links {
+                    d.retain(|l| !l.starts_with("hard links"));
+                }
+                if !d.is_empty() {
+                    return Some(format!("{name}: {}", d.join("; ")));
+                }
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+    None
+}
+
+/// Asserts two trees are the same in everything: entries, kinds, contents, modes, owners,
+/// ns mtimes (directories and the roots included), symlink targets, hard-link groups,
+/// sparse allocation, xattrs and ACLs; and that `rsync -aniHAXc --delete` agrees.
 #[track_caller]
 pub fn assert_same_tree(a: &Path, b: &Path) {
-    let (sa, sb) = (snapshot(a), snapshot(b));
-    let names = |s: &BTreeMap<Vec<u8>, Node>| {
-        s.keys()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(names(&sa), names(&sb), "different entries");
-    assert_eq!(sa, sb, "same entries, different contents or attributes");
+    assert_same_tree_except(a, b, &Except::default());
+}
+
+/// [`assert_same_tree`], leaving out what `except` names.
+#[track_caller]
+pub fn assert_same_tree_except(a: &Path, b: &Path, except: &Except) {
+    if let Some(d) = tree_difference(&snapshot(a), &snapshot(b), except) {
+        panic!(
+            "trees differ: {d}\n  first:  {}\n  second: {}",
+            a.display(),
+            b.display()
+        );
+    }
+    let lines = rsync_differences(a, b, except);
+    assert!(
+        lines.is_empty(),
+        "rsync -aniHAXc --delete sees differences:\n{}",
+        lines.join("\n")
+    );
+}
+
+/// What `rsync -aniHAXc --delete a/ b/` would change, one itemized line each, without
+/// what `except` leaves out.
+pub fn rsync_differences(a: &Path, b: &Path, except: &Except) -> Vec<String> {
+    let mut src = a.as_os_str().to_owned();
+    src.push("/");
+    let mut dst = b.as_os_str().to_owned();
+    dst.push("/");
+    let mut c = Command::new("rsync");
+    c.arg("-anic").arg("--delete");
+    if !except.hard_links {
+        c.arg("-H");
+    }
+    if !except.metafile {
+        c.arg("-AX");
+    }
+    if except.metafile {
+        c.arg("--exclude=.tandem-xattrs");
+    }
+    for p in &except.paths {
+        c.arg(format!("--exclude=/{p}"));
+    }
+    let o = c.arg(&src).arg(&dst).output().expect("rsync runs");
+    assert!(
+        o.status.success(),
+        "rsync failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !(except.root && l.ends_with(" ./")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts a side is exactly as it was (a bidi run must not touch the side that changed).
+#[track_caller]
+pub fn assert_unchanged(root: &Path, before: &Tree) {
+    if let Some(d) = tree_difference(before, &snapshot(root), &Except::default()) {
+        panic!("{} changed: {d}", root.display());
+    }
 }
 
 pub fn names(root: &Path) -> Vec<String> {
     snapshot(root)
         .keys()
+        .filter(|k| *k != b".")
         .map(|k| String::from_utf8_lossy(k).into_owned())
         .collect()
 }

@@ -152,8 +152,31 @@ pub fn write_at(dir: &impl AsFd, name: &[u8], want: Option<&Xattrs>) -> io::Resu
     Ok(())
 }
 
-/// Sets attributes on an open file (a temp file about to be renamed into place).
-pub fn write_fd(fd: &impl AsFd, want: &Xattrs) -> io::Result<()> {
+/// Makes the kept attributes of an open file (a temp file about to be renamed into place)
+/// exactly `want`: what the kernel gave it on create from a default ACL is removed, so an
+/// entry without ACLs arrives without them, as rsync `-A` leaves it.
+pub fn write_fd(fd: &impl AsFd, want: Option<&Xattrs>) -> io::Result<()> {
+    let mut list = vec![0u8; 4096];
+    let n = loop {
+        match rustix::fs::flistxattr(fd, &mut list[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => {
+                let need = rustix::fs::flistxattr_query(fd)?;
+                list.resize(need.max(list.len() * 2), 0);
+            }
+            Err(rustix::io::Errno::NOTSUP) if want.is_none() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let want = want.map_or(&[][..], |w| &w[..]);
+    for name in list[..n].split(|&b| b == 0).filter(|a| kept(a)) {
+        if !want.iter().any(|(w, _)| w == name) {
+            match rustix::fs::fremovexattr(fd, os(name)) {
+                Ok(()) | Err(rustix::io::Errno::NODATA) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     for (n, v) in want {
         rustix::fs::fsetxattr(fd, os(n), v, XattrFlags::empty())?;
     }

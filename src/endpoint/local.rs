@@ -603,8 +603,8 @@ impl LocalEndpoint {
         }
         finish_temp(&inc.file, inc.extent, &inc.meta, self.owner)
             .map_err(|(op, e)| self.io(op, &inc.path, e))?;
-        if let (AclMode::Native, Some(x)) = (self.acls, inc.meta.xattrs()) {
-            xattrs::write_fd(&inc.file, x)
+        if self.acls == AclMode::Native {
+            xattrs::write_fd(&inc.file, inc.meta.xattrs())
                 .map_err(|e| self.io("set extended attributes of", &inc.path, e))?;
         }
         Ok(got)
@@ -1233,13 +1233,16 @@ impl LocalEndpoint {
             .root
             .create_temp(path, source.mode)
             .map_err(|e| self.io("create a temporary file for", path, e))?;
-        let native = match (self.acls, source.xattrs()) {
-            (AclMode::Native, Some(x)) => Some(x),
-            _ => None,
-        };
+        let native = self.acls == AclMode::Native;
         let copied = io::copy(&mut from, &mut file)
             .and_then(|_| Root::set_meta_fd(&file, source, self.owner))
-            .and_then(|()| native.map_or(Ok(()), |x| xattrs::write_fd(&file, x)))
+            .and_then(|()| {
+                if native {
+                    xattrs::write_fd(&file, source.xattrs())
+                } else {
+                    Ok(())
+                }
+            })
             .map_err(|e| self.io("copy", path, e));
         if let Err(e) = copied {
             Root::remove_name(&dir, &tmp);
@@ -1343,8 +1346,8 @@ impl LocalEndpoint {
             .map_err(|e| self.io("create a temporary file for", path, e))?;
         let copied = copy_checked(&mut src, &mut file, digest)
             .and_then(|()| Root::set_meta_fd(&file, source, self.owner))
-            .and_then(|()| match (self.acls, source.xattrs()) {
-                (AclMode::Native, Some(x)) => xattrs::write_fd(&file, x),
+            .and_then(|()| match self.acls {
+                AclMode::Native => xattrs::write_fd(&file, source.xattrs()),
                 _ => Ok(()),
             })
             .map_err(|e| self.io("copy", path, e));
@@ -1421,7 +1424,17 @@ impl LocalEndpoint {
             .root
             .create_node_temp(path, source)
             .map_err(|e| self.io("create", path, e))?;
-        if let Err(e) = Root::set_meta_at(&dir, &tmp, source, self.owner) {
+        // A special file takes a default ACL on create too; it keeps none (a symlink has
+        // no ACLs to take).
+        let native = self.acls == AclMode::Native && !source.is_symlink();
+        let made = Root::set_meta_at(&dir, &tmp, source, self.owner).and_then(|()| {
+            if native {
+                xattrs::write_at(&dir, &tmp, None)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = made {
             Root::remove_name(&dir, &tmp);
             return Err(self.io("set attributes of", path, e));
         }

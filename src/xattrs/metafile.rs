@@ -98,10 +98,14 @@ impl Store {
         self.set(root, to, x.as_ref())
     }
 
-    /// Writes every changed side file (temp file, then rename).
+    /// Writes every changed side file (temp file, then rename), leaving its directory's
+    /// mtime as it was: the side file is tandem's bookkeeping, not a change the directory's
+    /// time may show (it was restamped to its source's before the flush).
     pub fn flush(&mut self, root: &Root) -> io::Result<()> {
         for (dir, (records, dirty)) in self.dirs.iter_mut().filter(|(_, (_, d))| *d) {
             let path = side_file(dir.as_ref());
+            let parent = root.parent_fd(&path)?;
+            let kept = crate::fsops::entry_at(&parent, b".")?.map(|e| e.mtime_ns);
             if records.is_empty() {
                 root.remove(&path, false).or_else(|e| {
                     if e.kind() == io::ErrorKind::NotFound {
@@ -116,6 +120,9 @@ impl Store {
                 file.write_all(&bytes)?;
                 file.sync_data()?;
                 Root::rename_in(&fd, &tmp, NAME)?;
+            }
+            if let Some(mtime_ns) = kept {
+                Root::set_mtime_at(&parent, b".", mtime_ns)?;
             }
             *dirty = false;
         }

@@ -86,6 +86,7 @@ fn policy_options_outside_bidi_are_noted_not_silently_dropped() {
     let r = f.sync("push", &["-f", "new"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stderr.contains("only apply to -K bidi"), "{r:?}");
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -93,6 +94,7 @@ fn sessions_status_and_forget() {
     let f = fixture();
     write(f.a.join("x"), "1");
     assert_eq!(f.sync("push", &["-N", "backup"]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     let r = f.run(&["sessions"]);
     assert_eq!(r.code, 0);
     assert!(
@@ -112,6 +114,7 @@ fn default_session_name_differs_per_root_pair() {
     let f = fixture();
     write(f.a.join("x"), "1");
     assert_eq!(f.sync("push", &[]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     let other = f.tmp.path().join("c");
     std::fs::create_dir(&other).unwrap();
     let mut c = f.sync_command();
@@ -121,6 +124,7 @@ fn default_session_name_differs_per_root_pair() {
         .arg(&other)
         .args(["-K", "push"]);
     assert_eq!(output(c.output().unwrap()).code, 0);
+    assert_same_tree(&f.a, &other);
     assert_eq!(f.run(&["sessions"]).lines().len(), 2);
 }
 
@@ -169,6 +173,7 @@ fn no_bars_or_escape_codes_when_not_on_a_terminal() {
         r.stdout.contains("saved by deltas") || r.stdout.contains("compression"),
         "{r:?}"
     );
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -194,4 +199,5 @@ fn a_lone_client_serves_the_agent_itself() {
         summary["bytes_sent"].as_u64().unwrap() > 0,
         "not through the protocol: {summary}"
     );
+    assert_same_tree(&f.a, &f.b);
 }

@@ -122,6 +122,17 @@ fn converge(a: &Path, b: &Path) {
     assert_same_tree(a, b);
 }
 
+/// [`converge`], leaving out what `except` names (a conflict kept on both sides).
+#[track_caller]
+fn converge_except(a: &Path, b: &Path, except: &Except) {
+    let until = Instant::now() + DEADLINE;
+    while tree_difference(&snapshot(a), &snapshot(b), except).is_some() && Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_same_tree_except(a, b, except);
+}
+
 #[track_caller]
 fn vanishes(path: &Path) {
     poll(&format!("{} to go", path.display()), || {
@@ -261,6 +272,7 @@ fn continuous_push_keeps_the_replica_a_replica() {
         write(s.b.join("stray"), "stray file");
         arrives(&s.b.join("f"), "original");
         vanishes(&s.b.join("stray"));
+        converge(&s.a, &s.b);
         assert_eq!(live.terminate(), 0);
     });
 }
@@ -279,6 +291,14 @@ fn continuous_conflict_keeps_both_versions() {
         });
         assert_eq!(read(s.a.join("f")), "local edit");
         assert_eq!(read(s.b.join("f")), "remote edit");
+        converge_except(
+            &s.a,
+            &s.b,
+            &Except {
+                paths: vec!["f"],
+                ..Except::default()
+            },
+        );
         assert_eq!(live.terminate(), 0);
     });
 }
@@ -291,18 +311,24 @@ fn continuous_sigterm_commits_the_baseline() {
         let live = (s.start)("bidi", &[]);
         write(s.a.join("late"), "late");
         arrives(&s.b.join("late"), "late");
+        converge(&s.a, &s.b);
         assert_eq!(live.terminate(), 0);
+        assert_same_tree(&s.a, &s.b);
         // A one-shot run right after is a no-op...
         let r = (s.once)("bidi", &["--format", "json"]);
         assert_eq!(r.code, 0, "{r:?}");
         let summary = json_events(&r.stdout).pop().unwrap();
         assert_eq!(summary["files_transferred"], 0, "{r:?}");
+        assert_same_tree(&s.a, &s.b);
         // ...and a deletion made after the stop propagates (the baseline is current).
         std::fs::remove_file(s.a.join("doomed")).unwrap();
+        let before_a = snapshot(&s.a);
         let r = (s.once)("bidi", &[]);
         assert_eq!(r.code, 0, "{r:?}");
         assert!(!s.b.join("doomed").exists());
         assert_eq!(read(s.b.join("keep")), "k");
+        assert_unchanged(&s.a, &before_a);
+        assert_same_tree(&s.a, &s.b);
         // No temp files left behind.
         for root in [&s.a, &s.b] {
             let stray: Vec<String> = names(root)
@@ -340,6 +366,7 @@ fn continuous_a_file_that_keeps_changing_waits_and_holds_back_nothing() {
         });
         writer.join().unwrap();
         arrives(&s.b.join("growing.log"), &read(&log));
+        converge(&s.a, &s.b);
         assert_eq!(live.terminate(), 0);
     });
 }
@@ -365,6 +392,7 @@ fn continuous_reconnects_after_the_agent_is_killed() {
         });
         write(s.a.join("after"), "after the reconnect");
         arrives(&s.b.join("after"), "after the reconnect");
+        converge(&s.a, &s.b);
         assert_eq!(live.terminate(), 0);
     });
 }
@@ -376,6 +404,7 @@ fn continuous_a_reconnect_reads_no_unchanged_file_again() {
     // Equal sizes on both sides: only content tells them apart, and the baseline's cache
     // is what spares reading them again.
     assert_eq!((s.once)("bidi", &[]).code, 0);
+    assert_same_tree(&s.a, &s.b);
     let live = (s.start)("bidi", &[]);
     // Changed while the connection is lost: the reconnect's full scans carry the change,
     // and each side's digests must come from the cache kept since the last cycle.
@@ -397,6 +426,7 @@ fn continuous_a_reconnect_reads_no_unchanged_file_again() {
         hashed.iter().all(|&n| n <= 2),
         "files read again per cycle: {hashed:?}"
     );
+    converge(&s.a, &s.b);
     assert_eq!(live.terminate(), 0);
 }
 
@@ -406,6 +436,7 @@ fn continuous_session_is_locked_while_it_runs() {
     let live = (s.start)("push", &[]);
     let r = (s.once)("push", &[]);
     assert_eq!(r.code, 16, "{r:?}");
+    converge(&s.a, &s.b);
     assert_eq!(live.terminate(), 0);
 }
 
@@ -425,6 +456,7 @@ fn continuous_idle_session_uses_almost_no_cpu() {
     let after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
     // Clock ticks are 1/100 s: allow 0.3 s of CPU in 10 s (3%).
     assert!(after - before <= 30, "{} ticks idle", after - before);
+    converge(&s.a, &s.b);
     assert_eq!(live.terminate(), 0);
 }
 
@@ -502,6 +534,7 @@ fn continuous_ctrl_c_to_the_process_group_stops_cleanly() {
         json_events(&r.stdout).pop().unwrap()["files_transferred"],
         0
     );
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -581,5 +614,6 @@ fn continuous_systemd_unit_verifies_and_its_command_runs() {
     c.args(&rest);
     let live = Live::start(c);
     arrives(&f.b.join("f"), "served");
+    converge(&f.a, &f.b);
     assert_eq!(live.terminate(), 0);
 }

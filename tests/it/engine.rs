@@ -87,6 +87,7 @@ fn target_edited_between_scan_and_apply_survives_as_a_conflict() {
         .0,
         0
     );
+    assert_same_tree(&f.a, &f.b);
     // Edited alike on both sides: reported as (exs) once the plan is made.
     for side in [&f.a, &f.b] {
         write(side.join("same"), "v2 on both");
@@ -121,6 +122,12 @@ fn target_edited_between_scan_and_apply_survives_as_a_conflict() {
         "deleted"
     );
     assert_eq!(reporter.conflicts, ["c2", "b"]);
+    // Everything else arrived; the two conflicts are left as they are on each side.
+    let conflicts = Except {
+        paths: vec!["b", "c2"],
+        ..Except::default()
+    };
+    assert_same_tree_except(&f.a, &f.b, &conflicts);
     // The next run sees both sides changed: a conflict, still nothing lost.
     let again = run(
         &job(&f, Direction::Bidi),
@@ -131,6 +138,7 @@ fn target_edited_between_scan_and_apply_survives_as_a_conflict() {
     assert_eq!(read(f.b.join("b")), "remote edit made during the run");
     assert_eq!(read(f.a.join("b")), "v2 local");
     assert_eq!(read(f.b.join("c2")), "remote edit made during the run, too");
+    assert_same_tree_except(&f.a, &f.b, &conflicts);
 }
 
 fn endpoint(dir: &Path) -> LocalEndpoint {
@@ -326,6 +334,7 @@ fn a_run_killed_mid_way_loses_nothing_and_the_next_run_converges() {
         0,
         "the baseline exists before the kill"
     );
+    assert_same_tree(&f.a, &f.b);
     // Change every file so the next run has a lot to do, then kill it mid-way.
     for d in 0..40 {
         for i in 0..100 {
@@ -380,6 +389,7 @@ fn a_run_killed_mid_way_loses_nothing_and_the_next_run_converges() {
         !third.stdout.contains("SYNCHRONIZED"),
         "third run had work left: {third:?}"
     );
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -424,6 +434,7 @@ fn a_killed_large_transfer_resumes_where_it_stopped() {
     );
     assert_eq!(std::fs::read(f.b.join("disk.img")).unwrap(), data);
     assert_eq!(names(&f.b), ["disk.img"]);
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]

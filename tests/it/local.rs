@@ -38,12 +38,16 @@ fn push_makes_an_exact_replica_and_a_second_run_is_a_no_op() {
         "{r:?}"
     );
     assert!(r.stdout.contains("SYNCHRONIZED(del)"), "{r:?}");
+    let (before_a, before_b) = (snapshot(&f.a), snapshot(&f.b));
     let again = f.sync("push", &[]);
     assert_eq!(again.code, 0, "{again:?}");
     assert!(
         !again.stdout.contains("SYNCHRONIZED"),
         "second run did something: {again:?}"
     );
+    assert_unchanged(&f.a, &before_a);
+    assert_unchanged(&f.b, &before_b);
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -61,12 +65,19 @@ fn push_overwrites_remote_edits_and_pull_overwrites_local_edits() {
     let f = fixture();
     write(f.a.join("x"), "v1");
     assert_eq!(f.sync("push", &[]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     write(f.b.join("x"), "remote edit");
+    let before_a = snapshot(&f.a);
     assert_eq!(f.sync("push", &[]).code, 0);
     assert_eq!(read(f.b.join("x")), "v1");
+    assert_unchanged(&f.a, &before_a);
+    assert_same_tree(&f.a, &f.b);
     write(f.a.join("x"), "local edit");
+    let before_b = snapshot(&f.b);
     assert_eq!(f.sync("pull", &[]).code, 0);
     assert_eq!(read(f.a.join("x")), "v1");
+    assert_unchanged(&f.b, &before_b);
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -110,13 +121,17 @@ fn bidi_first_run_merges_and_reports_identical_files() {
     assert_same_tree(&f.a, &f.b);
     let again = f.sync("bidi", &[]);
     assert!(!again.stdout.contains("SYNCHRONIZED"), "{again:?}");
+    assert_same_tree(&f.a, &f.b);
     // Deleting the only file on one side is an ordinary deletion, not a safety stop.
     std::fs::remove_file(f.a.join("same")).unwrap();
     std::fs::remove_file(f.a.join("only-a")).unwrap();
     std::fs::remove_file(f.a.join("only-b")).unwrap();
+    let before_a = snapshot(&f.a);
     let r = f.sync("bidi", &[]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(names(&f.b).is_empty());
+    assert_unchanged(&f.a, &before_a);
+    assert_same_tree(&f.a, &f.b);
 }
 
 fn conflicted() -> Fixture {
@@ -124,6 +139,7 @@ fn conflicted() -> Fixture {
     write(f.a.join("doc.txt"), "base");
     write(f.a.join("other.txt"), "unrelated");
     assert_eq!(f.sync("bidi", &[]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     write(f.a.join("doc.txt"), "local version");
     set_mtime(f.a.join("doc.txt"), 2_000_000_000);
     write(f.b.join("doc.txt"), "remote version!");
@@ -134,13 +150,24 @@ fn conflicted() -> Fixture {
 #[test]
 fn conflict_without_policy_is_left_untouched_with_exit_bit_2() {
     let f = conflicted();
+    let (before_a, before_b) = (snapshot(&f.a), snapshot(&f.b));
     let r = f.sync("bidi", &[]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stdout.contains("CONFLICT"), "{r:?}");
     assert_eq!(read(f.a.join("doc.txt")), "local version");
     assert_eq!(read(f.b.join("doc.txt")), "remote version!");
+    assert_unchanged(&f.a, &before_a);
+    assert_unchanged(&f.b, &before_b);
+    let conflict = Except {
+        paths: vec!["doc.txt"],
+        ..Except::default()
+    };
+    assert_same_tree_except(&f.a, &f.b, &conflict);
     // Still a conflict next time: the baseline did not absorb either side.
     assert_eq!(f.sync("bidi", &[]).code, 2);
+    assert_unchanged(&f.a, &before_a);
+    assert_unchanged(&f.b, &before_b);
+    assert_same_tree_except(&f.a, &f.b, &conflict);
 }
 
 #[test]
@@ -179,6 +206,7 @@ fn keep_both_keeps_both_versions_on_both_sides() {
     );
     assert_eq!(read(f.a.join(copy)), "remote version!");
     assert_eq!(f.sync("bidi", &[]).code, 0);
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -187,6 +215,7 @@ fn modification_beats_deletion() {
     write(f.a.join("d/keep"), "v1");
     write(f.a.join("d/drop"), "v1");
     assert_eq!(f.sync("bidi", &[]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     std::fs::remove_dir_all(f.a.join("d")).unwrap();
     write(f.b.join("d/keep"), "v2 edited remotely");
     let r = f.sync("bidi", &[]);
@@ -204,12 +233,15 @@ fn renames_are_replayed_as_renames() {
     let f = fixture();
     write(f.a.join("old/name.dat"), &"payload".repeat(1000));
     assert_eq!(f.sync("bidi", &[]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     let ino = std::fs::metadata(f.b.join("old/name.dat")).unwrap().ino();
     std::fs::create_dir(f.a.join("new")).unwrap();
     std::fs::rename(f.a.join("old/name.dat"), f.a.join("new/renamed.dat")).unwrap();
+    let before_a = snapshot(&f.a);
     let r = f.sync("bidi", &[]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("SYNCHRONIZED(mov)"), "{r:?}");
+    assert_unchanged(&f.a, &before_a);
     assert_same_tree(&f.a, &f.b);
     assert_eq!(
         std::fs::metadata(f.b.join("new/renamed.dat"))
@@ -228,19 +260,24 @@ fn type_changes_file_dir_symlink() {
     write(f.a.join("was-link-target"), "t");
     symlink("was-link-target", f.a.join("was-link")).unwrap();
     assert_eq!(f.sync("bidi", &[]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     std::fs::remove_file(f.a.join("was-file")).unwrap();
     write(f.a.join("was-file/now-inside"), "n");
     std::fs::remove_dir_all(f.a.join("was-dir")).unwrap();
     write(f.a.join("was-dir"), "now a file");
     std::fs::remove_file(f.a.join("was-link")).unwrap();
     write(f.a.join("was-link"), "now a file too");
+    let before_a = snapshot(&f.a);
     let r = f.sync("bidi", &[]);
     assert_eq!(r.code, 0, "{r:?}");
+    assert_unchanged(&f.a, &before_a);
     assert_same_tree(&f.a, &f.b);
     // And back, from the other side.
     std::fs::remove_dir_all(f.b.join("was-file")).unwrap();
     symlink("elsewhere", f.b.join("was-file")).unwrap();
+    let before_b = snapshot(&f.b);
     assert_eq!(f.sync("bidi", &[]).code, 0);
+    assert_unchanged(&f.b, &before_b);
     assert_same_tree(&f.a, &f.b);
     assert_eq!(
         std::fs::read_link(f.a.join("was-file")).unwrap().to_str(),
@@ -263,8 +300,8 @@ fn dry_run_changes_nothing_not_even_the_baseline() {
         r.stdout.contains("rm ") && r.stdout.contains("/b/extra"),
         "{r:?}"
     );
-    assert_eq!(snapshot(&f.a), before_a);
-    assert_eq!(snapshot(&f.b), before_b);
+    assert_unchanged(&f.a, &before_a);
+    assert_unchanged(&f.b, &before_b);
     let baselines: Vec<_> = std::fs::read_dir(&f.state)
         .into_iter()
         .flatten()
@@ -277,9 +314,12 @@ fn dry_run_changes_nothing_not_even_the_baseline() {
 #[test]
 fn dry_run_exit_bit_1_for_conflicts_a_policy_would_resolve() {
     let f = conflicted();
+    let (before_a, before_b) = (snapshot(&f.a), snapshot(&f.b));
     let r = f.sync("bidi", &["-n", "-f", "src"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert_eq!(read(f.b.join("doc.txt")), "remote version!");
+    assert_unchanged(&f.a, &before_a);
+    assert_unchanged(&f.b, &before_b);
 }
 
 #[test]
@@ -307,6 +347,7 @@ fn any_linux_name_round_trips() {
     let j = f.sync("bidi", &["--format", "json", "-N", "odd-names"]);
     assert_eq!(j.code, 0, "{j:?}");
     json_events(&j.stdout);
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -344,18 +385,31 @@ fn json_output_has_events_and_a_final_summary() {
     assert!(sent > 0 && sent < 20_000, "{last}");
     assert!(last["bytes_received"].as_u64().unwrap() > 0, "{last}");
     assert!(last["elapsed_s"].is_f64());
+    assert_same_tree(&f.a, &f.b);
     // Without --compress, a local pipe sends data as it is: compressing would only cost CPU.
     write(f.a.join("again"), &"y".repeat(300_000));
     let r = f.sync("push", &["--format", "json"]);
     let last = json_events(&r.stdout).pop().unwrap();
     assert!(last["bytes_sent"].as_u64().unwrap() > 300_000, "{last}");
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
 fn json_conflict_event_and_exit_in_summary() {
     let f = conflicted();
+    let (before_a, before_b) = (snapshot(&f.a), snapshot(&f.b));
     let r = f.sync("bidi", &["--format", "json"]);
     assert_eq!(r.code, 2);
+    assert_unchanged(&f.a, &before_a);
+    assert_unchanged(&f.b, &before_b);
+    assert_same_tree_except(
+        &f.a,
+        &f.b,
+        &Except {
+            paths: vec!["doc.txt"],
+            ..Except::default()
+        },
+    );
     let events = json_events(&r.stdout);
     assert!(
         events
@@ -377,6 +431,7 @@ fn excluded_paths_are_left_alone() {
     write(f.b.join("remote.log"), "stays");
     let ex = f.tmp.path().join("excludes");
     write(&ex, "# build output\ntarget/\n");
+    let before_a = snapshot(&f.a);
     let r = f.sync(
         "push",
         &[
@@ -390,6 +445,16 @@ fn excluded_paths_are_left_alone() {
     );
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(names(&f.b), ["important.log", "keep.txt", "remote.log"]);
+    assert_unchanged(&f.a, &before_a);
+    // Excluded on both sides: the local ones not copied, the remote one not deleted.
+    assert_same_tree_except(
+        &f.a,
+        &f.b,
+        &Except {
+            paths: vec!["debug.log", "target", "remote.log"],
+            ..Except::default()
+        },
+    );
 }
 
 #[test]
@@ -397,11 +462,14 @@ fn unchanged_files_are_not_rehashed_or_rewritten() {
     let f = fixture();
     write(f.a.join("x"), "content");
     assert_eq!(f.sync("bidi", &[]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     let ino = std::fs::metadata(f.b.join("x")).unwrap().ino();
     // Touch only the mtime: content identical, so only attributes move.
     set_mtime(f.a.join("x"), 1_500_000_000);
+    let before_a = snapshot(&f.a);
     let r = f.sync("bidi", &[]);
     assert_eq!(r.code, 0, "{r:?}");
+    assert_unchanged(&f.a, &before_a);
     assert!(r.stdout.contains("SYNCHRONIZED(mov)"), "{r:?}");
     assert_eq!(
         std::fs::metadata(f.b.join("x")).unwrap().ino(),
@@ -417,11 +485,13 @@ fn a_deletion_undone_by_a_modification_says_so() {
     write(f.a.join("notes.txt"), "v1");
     write(f.a.join("dir/inside.txt"), "v1");
     assert_eq!(f.sync("bidi", &[]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     std::fs::remove_file(f.a.join("notes.txt")).unwrap();
     write(f.b.join("notes.txt"), "v2, edited on the other side");
     let r = f.sync("bidi", &[]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(read(f.a.join("notes.txt")), "v2, edited on the other side");
+    assert_same_tree(&f.a, &f.b);
     let line = r
         .lines()
         .into_iter()

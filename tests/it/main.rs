@@ -7,6 +7,7 @@ mod util;
 mod cli;
 mod continuous;
 mod engine;
+mod fidelity;
 mod local;
 mod man;
 mod metadata;

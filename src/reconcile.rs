@@ -141,6 +141,13 @@ pub fn next_entries<'a>(
             let mut e = e.clone();
             // Stamps are per side; the baseline holds the agreed state only.
             e.stamp = Default::default();
+            // Sides agreed but for their owners (without `-e`): no owner is the agreed
+            // one, so a later change of either side's is not taken for the other's.
+            if let (true, Some(l), Some(r)) = (agreed, l, r) {
+                if (l.uid, l.gid) != (r.uid, r.gid) {
+                    (e.uid, e.gid) = (crate::tree::UNKNOWN_OWNER, crate::tree::UNKNOWN_OWNER);
+                }
+            }
             (p.clone(), e)
         })
     })
@@ -471,15 +478,18 @@ impl<'a> Reconciler<'a> {
                 _ => clashes.push("ACLs or extended attributes"),
             }
         }
-        if self.policy.everything {
-            match (
-                merge_field(l.uid.into(), r.uid.into(), b.map(|b| b.uid.into())),
-                merge_field(l.gid.into(), r.gid.into(), b.map(|b| b.gid.into())),
-            ) {
-                (Some(u), Some(g)) => (merged.uid, merged.gid) = (u as u32, g as u32),
-                _ => clashes.push("owner"),
-            }
+        // The owner is merged like the rest: when the attributes cross, an owner changed
+        // with them crosses too. `-e` only decides whether owners that cannot be merged
+        // are a conflict; without it the local side's stand.
+        let uid = merge_field(l.uid.into(), r.uid.into(), b.map(|b| b.uid.into()));
+        let gid = merge_field(l.gid.into(), r.gid.into(), b.map(|b| b.gid.into()));
+        if self.policy.everything && (uid.is_none() || gid.is_none()) {
+            clashes.push("owner");
         }
+        merged.uid = uid.map_or(l.uid, |u| u as u32);
+        merged.gid = gid.map_or(l.gid, |g| g as u32);
+        // Owners that cannot be merged (and do not count, without `-e`) stay each side's.
+        let own_owner = uid.is_none() || gid.is_none();
         if !clashes.is_empty() {
             let reason = format!("{} changed on both sides", clashes.join(" and "));
             match self.favored(i, i + 1) {
@@ -503,7 +513,12 @@ impl<'a> Reconciler<'a> {
             } else {
                 format!("attributes changed on {}", side.other().word())
             };
-            if now.is_dir() && now.same_attrs(&merged, self.policy.everything) {
+            let mut merged = merged.clone();
+            if own_owner {
+                (merged.uid, merged.gid) = (now.uid, now.gid);
+            }
+            // An owner that crosses with the other attributes goes with them.
+            if now.is_dir() && now.same_attrs(&merged, true) {
                 self.restamp(side, p, now, merged.mtime_ns, &why);
             } else {
                 let status = if both { Status::Exists } else { Status::Moved };

@@ -76,6 +76,10 @@ pub struct Stamp {
     pub ctime_ns: i64,
 }
 
+/// The owner a baseline records where the two sides agreed on all but their owners:
+/// `(uid_t)-1`, which no file has.
+pub const UNKNOWN_OWNER: u32 = u32::MAX;
+
 /// One file, directory, symlink or special file as scanned: this side's [`Stamp`], and
 /// the rest ([`Meta`], read through `Deref`) behind one shared pointer.
 ///

@@ -158,3 +158,45 @@ fn metafile_mode_keeps_directory_times() {
     both(metafile_dir_times);
     both(local_metafile_dir_times);
 }
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn far_side_owner_in_bidi(s: &Sides) {
+    use std::os::unix::fs::PermissionsExt;
+    write(s.a.join("d/f"), "in d");
+    write(s.a.join("g"), "top");
+    ok(&(s.sync)("bidi", &[]));
+    assert_same_tree(&s.a, &s.b);
+    // The far side changes group, mode and mtime of a directory, and group and mode of a
+    // file; the near side nothing.
+    let chgrp = |p: &Path| {
+        std::os::unix::fs::lchown(p, None, Some(65534)).unwrap();
+    };
+    chgrp(&s.b.join("d"));
+    std::fs::set_permissions(s.b.join("d"), std::fs::Permissions::from_mode(0o2750)).unwrap();
+    std::fs::File::open(s.b.join("d"))
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_400_000_000))
+        .unwrap();
+    chgrp(&s.b.join("g"));
+    std::fs::set_permissions(s.b.join("g"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let before = snapshot(&s.b);
+    ok(&(s.sync)("bidi", &[]));
+    assert_same_tree(&s.a, &s.b);
+    assert_unchanged(&s.b, &before);
+    // And the other way, with -e.
+    std::os::unix::fs::lchown(s.a.join("d"), None, Some(0)).unwrap();
+    std::fs::set_permissions(s.a.join("d"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = snapshot(&s.a);
+    ok(&(s.sync)("bidi", &["-e"]));
+    assert_same_tree(&s.a, &s.b);
+    assert_unchanged(&s.a, &before);
+}
+
+#[test]
+fn a_far_side_owner_change_crosses_with_its_attributes_in_bidi() {
+    assert!(is_root(), "owners are kept only as root: run the tests as root");
+    both(far_side_owner_in_bidi);
+}

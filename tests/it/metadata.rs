@@ -82,6 +82,7 @@ fn root_mtimes(s: &Sides) {
     ok(&(s.sync)("push", &[]));
     // Creating top.txt and d changed the replica root's time; it ends as the source's.
     assert_eq!(mtime(&s.b), 1_500_000_000 * 1_000_000_000, "push");
+    assert_same_tree(&s.a, &s.b);
     // A run with nothing to do leaves the root alone: setting the time it already has
     // would still change its ctime.
     let ctime = |p: &Path| {
@@ -89,22 +90,30 @@ fn root_mtimes(s: &Sides) {
         (m.ctime(), m.ctime_nsec())
     };
     let before = ctime(&s.b);
+    let (before_a, before_b) = (snapshot(&s.a), snapshot(&s.b));
     ok(&(s.sync)("push", &[]));
     assert_eq!(
         ctime(&s.b),
         before,
         "a no-op run touched the replica's root"
     );
+    assert_unchanged(&s.a, &before_a);
+    assert_unchanged(&s.b, &before_b);
+    assert_same_tree(&s.a, &s.b);
     // A dry run changes nothing, the root's time included.
     set_times(&s.a, 1_510_000_000);
+    let (before_a, before_b) = (snapshot(&s.a), snapshot(&s.b));
     ok(&(s.sync)("push", &["-n"]));
     assert_eq!(mtime(&s.b), 1_500_000_000 * 1_000_000_000, "dry run");
+    assert_unchanged(&s.a, &before_a);
+    assert_unchanged(&s.b, &before_b);
     // A top-level deletion pulled the other way: the local root takes the far one's time.
     std::fs::remove_file(s.b.join("top.txt")).unwrap();
     set_times(&s.b, 1_600_000_000);
     ok(&(s.sync)("pull", &[]));
     assert!(!s.a.join("top.txt").exists());
     assert_eq!(mtime(&s.a), 1_600_000_000 * 1_000_000_000, "pull");
+    assert_same_tree(&s.a, &s.b);
 }
 
 #[test]
@@ -139,6 +148,7 @@ fn new_file_modes(s: &Sides) {
             4321
         );
     }
+    assert_same_tree(&s.a, &s.b);
     // New contents over a read-only file keep its mode too.
     let ro = s.a.join(name(0o400));
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -147,6 +157,7 @@ fn new_file_modes(s: &Sides) {
     ok(&(s.sync)("push", &[]));
     assert_eq!(std::fs::read(s.b.join(name(0o400))).unwrap(), b"changed");
     assert_eq!(mode(&s.b.join(name(0o400))), 0o400);
+    assert_same_tree(&s.a, &s.b);
 }
 
 #[test]
@@ -159,6 +170,7 @@ fn attribute_changes_alone(s: &Sides) {
     write(s.a.join("d/x"), "x");
     symlink("f", s.a.join("link")).unwrap();
     ok(&(s.sync)("bidi", &[]));
+    assert_same_tree(&s.a, &s.b);
     // Attributes change on either side, nothing else: they cross without content.
     std::fs::set_permissions(s.a.join("f"), std::fs::Permissions::from_mode(0o4750)).unwrap();
     set_times(&s.b.join("link"), 1_500_000_000);
@@ -188,8 +200,14 @@ fn attribute_changes_alone_propagate_on_every_kind() {
 fn attribute_conflicts(s: &Sides) {
     write(s.a.join("f"), "content");
     ok(&(s.sync)("bidi", &[]));
+    assert_same_tree(&s.a, &s.b);
     std::fs::set_permissions(s.a.join("f"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(s.b.join("f"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (before_a, before_b) = (snapshot(&s.a), snapshot(&s.b));
+    let conflict = Except {
+        paths: vec!["f"],
+        ..Except::default()
+    };
     let r = (s.sync)("bidi", &[]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
@@ -201,7 +219,13 @@ fn attribute_conflicts(s: &Sides) {
         std::fs::metadata(s.b.join("f")).unwrap().mode() & 0o777,
         0o755
     );
+    assert_unchanged(&s.a, &before_a);
+    assert_unchanged(&s.b, &before_b);
+    assert_same_tree_except(&s.a, &s.b, &conflict);
     assert_eq!((s.sync)("bidi", &[]).code, 2);
+    assert_unchanged(&s.a, &before_a);
+    assert_unchanged(&s.b, &before_b);
+    assert_same_tree_except(&s.a, &s.b, &conflict);
     // -f settles it.
     ok(&(s.sync)("bidi", &["-f", "src"]));
     assert_eq!(
@@ -210,6 +234,7 @@ fn attribute_conflicts(s: &Sides) {
     );
     assert_same_tree(&s.a, &s.b);
     ok(&(s.sync)("bidi", &[]));
+    assert_same_tree(&s.a, &s.b);
 }
 
 #[test]
@@ -295,6 +320,7 @@ fn sparse_files(s: &Sides) {
     grow.set_len(16 << 20).unwrap();
     grow.write_all_at(&[5u8; 4096], 1 << 20).unwrap();
     ok(&(s.sync)("push", &[]));
+    assert_same_tree(&s.a, &s.b);
     grow.set_len(48 << 20).unwrap();
     drop(grow);
     ok(&(s.sync)("push", &[]));
@@ -337,6 +363,7 @@ fn hard_links(s: &Sides) {
         "{summary}"
     );
     ok(&(s.sync)("push", &[]));
+    assert_same_tree(&s.a, &s.b);
     // A link broken on the source (the name now a file of its own) is broken on the target;
     // a new link is made there too.
     std::fs::remove_file(s.a.join("three")).unwrap();
@@ -348,10 +375,13 @@ fn hard_links(s: &Sides) {
     assert_same_tree(&s.a, &s.b);
     // Bidi keeps them, both ways.
     std::fs::hard_link(s.b.join("three"), s.b.join("five")).unwrap();
+    let before_b = snapshot(&s.b);
     ok(&(s.sync)("bidi", &[]));
     assert_eq!(ino(&s.a.join("three")), ino(&s.a.join("five")));
+    assert_unchanged(&s.b, &before_b);
     assert_same_tree(&s.a, &s.b);
     ok(&(s.sync)("bidi", &[]));
+    assert_same_tree(&s.a, &s.b);
 }
 
 #[test]
@@ -446,14 +476,24 @@ fn owners_travel_by_name_unless_numeric_ids() {
         (2999, 3999),
         "unknown names keep numbers"
     );
+    // Alike but for alice's numbers, which differ on purpose (mapped by name).
+    let mapped = Except {
+        paths: vec!["alices"],
+        ..Except::default()
+    };
+    assert_same_tree_except(&f.a, &f.b, &mapped);
     // A second run sees nothing to do: alice is alice on both sides.
+    let before_b = snapshot(&f.b);
     let r = run(&["-e", "--format", "json"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(json_events(&r.stdout).pop().unwrap()["moved"], 0, "{r:?}");
+    assert_unchanged(&f.b, &before_b);
+    assert_same_tree_except(&f.a, &f.b, &mapped);
     // --numeric-ids keeps the numbers: with -e, alice's file differs and is fixed.
     let r = run(&["-e", "--numeric-ids"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(owner(&f.b.join("alices")), (2001, 3001));
+    assert_same_tree(&f.a, &f.b);
 }
 
 /// A root client keeps owners; an agent that is not root cannot give files away, but still
@@ -484,6 +524,17 @@ fn owners_kept_by_a_root_client_with_an_unprivileged_agent() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(read(f.b.join("f")), "x");
     assert_eq!(std::fs::metadata(f.b.join("f")).unwrap().uid(), 65534);
+    // Alike but for the owner the agent could not give the file, and the far root, which
+    // is root's: an agent that is not its owner can set neither its mode nor its time.
+    assert_same_tree_except(
+        &f.a,
+        &f.b,
+        &Except {
+            paths: vec!["f"],
+            root: true,
+            ..Except::default()
+        },
+    );
 }
 
 fn facl(path: &Path) -> String {
@@ -531,6 +582,7 @@ fn acls_and_xattrs(s: &Sides) {
     assert_eq!(facl(&s.b.join("d/f.txt")), facl(&s.a.join("d/f.txt")));
     assert_eq!(facl(&s.b.join("d")), facl(&s.a.join("d")));
     assert_eq!(fattr(&s.b.join("d/f.txt")), "blue");
+    assert_same_tree(&s.a, &s.b);
     // An ACL change alone is an attribute change: no content sent.
     run("setfacl", &["-m", "u:65534:r"], &s.a.join("d/f.txt"));
     let r = (s.sync)("push", &["--preserve-acls", "native", "--format", "json"]);
@@ -540,15 +592,27 @@ fn acls_and_xattrs(s: &Sides) {
     assert_eq!(summary["bytes_total"], 0, "{summary}");
     assert_eq!(summary["moved"], 1, "{summary}");
     assert!(r.stdout.contains("SYNCHRONIZED(mov)"), "{r:?}");
+    assert_same_tree(&s.a, &s.b);
     // Without the option nothing is compared: a no-op.
     run(
         "setfattr",
         &["-n", "user.color", "-v", "red"],
         &s.a.join("d/f.txt"),
     );
+    let (before_a, before_b) = (snapshot(&s.a), snapshot(&s.b));
     let r = (s.sync)("push", &["--format", "json"]);
     assert_eq!(json_events(&r.stdout).pop().unwrap()["moved"], 0, "{r:?}");
     assert_eq!(fattr(&s.b.join("d/f.txt")), "blue");
+    assert_unchanged(&s.a, &before_a);
+    assert_unchanged(&s.b, &before_b);
+    assert_same_tree_except(
+        &s.a,
+        &s.b,
+        &Except {
+            paths: vec!["d/f.txt"],
+            ..Except::default()
+        },
+    );
 }
 
 #[test]
@@ -571,11 +635,18 @@ fn metafile_round_trip(s: &Sides) {
         "--remote-preserve-acls",
         "metafile",
     ];
+    // Alike but for where the far side keeps xattrs and ACLs.
+    let metafile = Except {
+        metafile: true,
+        ..Except::default()
+    };
     ok(&(s.sync)("push", &opts));
     // The far side keeps them in a side file, not on the file.
     assert_eq!(fattr(&s.b.join("d/f.txt")), "");
     assert!(s.b.join("d/.tandem-xattrs").is_file());
+    assert_same_tree_except(&s.a, &s.b, &metafile);
     ok(&(s.sync)("push", &opts));
+    assert_same_tree_except(&s.a, &s.b, &metafile);
     // Lost here, then pulled back: restored exactly.
     std::fs::remove_dir_all(s.a.join("d")).unwrap();
     ok(&(s.sync)("pull", &opts));
@@ -587,7 +658,9 @@ fn metafile_round_trip(s: &Sides) {
         !s.a.join("d/.tandem-xattrs").exists(),
         "the side file was synced"
     );
+    assert_same_tree_except(&s.a, &s.b, &metafile);
     ok(&(s.sync)("bidi", &opts));
+    assert_same_tree_except(&s.a, &s.b, &metafile);
 }
 
 #[test]

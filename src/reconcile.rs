@@ -15,6 +15,7 @@ pub mod safety;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 
 use crate::merge::merge;
@@ -67,7 +68,7 @@ fn decide<'a>(
     r.walk(0, paths.len());
     let mut plan = r.plan;
     moves::detect(&mut plan);
-    links::plan_links(&mut plan, local, remote, policy.direction);
+    links::plan_links(&mut plan, base, local, remote, policy.direction);
     restamp_touched_dirs(&mut plan, base, local, remote, policy);
     plan.sort();
     plan
@@ -135,22 +136,41 @@ pub fn next_entries<'a>(
         let unknown = local.has_problem_at_or_above(p)
             || remote.has_problem_at_or_above(p)
             || pending.iter().any(|q| p.starts_with(q));
-        let agreed = !unknown && same_state(l, r, everything);
-        let keep = if agreed { l } else { o };
+        let (l, r) = (linked_digest(local, l), linked_digest(remote, r));
+        let agreed = !unknown && same_state(l.as_deref(), r.as_deref(), everything);
+        let owners_differ =
+            agreed && matches!((&l, &r), (Some(l), Some(r)) if (l.uid, l.gid) != (r.uid, r.gid));
+        let keep = if agreed { l } else { o.map(Cow::Borrowed) };
         keep.map(|e| {
-            let mut e = e.clone();
+            let mut e = e.into_owned();
             // Stamps are per side; the baseline holds the agreed state only.
             e.stamp = Default::default();
             // Sides agreed but for their owners (without `-e`): no owner is the agreed
             // one, so a later change of either side's is not taken for the other's.
-            if let (true, Some(l), Some(r)) = (agreed, l, r) {
-                if (l.uid, l.gid) != (r.uid, r.gid) {
-                    (e.uid, e.gid) = (crate::tree::UNKNOWN_OWNER, crate::tree::UNKNOWN_OWNER);
-                }
+            if owners_differ {
+                (e.uid, e.gid) = (crate::tree::UNKNOWN_OWNER, crate::tree::UNKNOWN_OWNER);
             }
             (p.clone(), e)
         })
     })
+}
+
+/// `e`, with the digest of the first name of its hard-link group when it has none of its
+/// own: the names share one file, and only one of them is read when it is sent.
+fn linked_digest<'a>(tree: &'a Tree, e: Option<&'a Entry>) -> Option<Cow<'a, Entry>> {
+    let e = e?;
+    let anchor = e
+        .link()
+        .filter(|_| e.digest.is_none())
+        .and_then(|a| tree.get(a));
+    match anchor {
+        Some(a) if a.digest.is_some() && a.size == e.size && a.mtime_ns == e.mtime_ns => {
+            let mut e = e.clone();
+            e.digest = a.digest;
+            Some(Cow::Owned(e))
+        }
+        _ => Some(Cow::Borrowed(e)),
+    }
 }
 
 /// The agreed value of one field, or `None` when both sides changed it differently.

@@ -427,7 +427,12 @@ fn root_meta(
 /// root its source's mtime and mode; bidi gives both the newer of the mtimes they had
 /// before the cycle wrote inside them (the root is no entry of the trees, so no plan
 /// restamps it).
-fn restamp_roots(job: &Job, sides: &mut Sides, before: RootEntries, run: &mut Run<'_>) -> Result<()> {
+fn restamp_roots(
+    job: &Job,
+    sides: &mut Sides,
+    before: RootEntries,
+    run: &mut Run<'_>,
+) -> Result<()> {
     let (targets, mtime_ns, mode) = match job.policy.direction {
         Direction::Push | Direction::Pull => {
             let source = if job.policy.direction == Direction::Push {
@@ -449,7 +454,11 @@ fn restamp_roots(job: &Job, sides: &mut Sides, before: RootEntries, run: &mut Ru
             let [Some(l), Some(r)] = before else {
                 return Ok(());
             };
-            (vec![Side::Local, Side::Remote], l.mtime_ns.max(r.mtime_ns), None)
+            (
+                vec![Side::Local, Side::Remote],
+                l.mtime_ns.max(r.mtime_ns),
+                None,
+            )
         }
     };
     for side in targets {

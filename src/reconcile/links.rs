@@ -5,8 +5,9 @@
 //! other actions, the target's files are regrouped to match the source's groups: a copy of
 //! a file whose group already has a member in place becomes a link (the content is sent
 //! once), a name in the wrong group is relinked, and a name that shares a file it should
-//! not is given a file of its own. In bidi, links are only ever added (on either side);
-//! a link broken on one side is not broken on the other.
+//! not is given a file of its own. In bidi, each side takes the other's link changes since
+//! the baseline (a name added to a group, a link made or broken) where its own links did
+//! not change; where both changed, each keeps its own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -251,14 +252,41 @@ impl Regroup<'_> {
     }
 }
 
-/// Adds what makes the target's hard links match the source's.
-pub fn plan_links(plan: &mut Plan, local: &Tree, remote: &Tree, direction: Direction) {
+/// Adds what makes the target's hard links match the source's; in bidi, a side's link
+/// changes since the baseline are carried to the other side where its links did not change.
+pub fn plan_links(plan: &mut Plan, base: &Tree, local: &Tree, remote: &Tree, direction: Direction) {
     match direction {
         Direction::Push => regroup(plan, Side::Remote, local, remote, true),
         Direction::Pull => regroup(plan, Side::Local, remote, local, true),
         Direction::Bidi => {
-            regroup(plan, Side::Remote, local, remote, false);
-            regroup(plan, Side::Local, remote, local, false);
+            let linked = |t: &Tree| t.entries.values().any(|e| e.link().is_some());
+            if !(linked(base) || linked(local) || linked(remote)) {
+                return;
+            }
+            let to_remote = wanted_links(base, local, remote);
+            regroup(plan, Side::Remote, &to_remote, remote, true);
+            let to_local = wanted_links(base, remote, local);
+            regroup(plan, Side::Local, &to_local, local, true);
         }
     }
+}
+
+/// The links `target` should have after a bidi run, on `source`'s entries: each name takes
+/// `source`'s link where that changed since the baseline and `target`'s did not, and
+/// keeps `target`'s otherwise (names new on `source` take its links).
+fn wanted_links(base: &Tree, source: &Tree, target: &Tree) -> Tree {
+    let link = |t: &Tree, p: &RelPath| t.get(p).and_then(|e| e.link()).cloned();
+    let mut wanted = source.clone();
+    for (p, e) in wanted.entries.iter_mut().filter(|(_, e)| e.is_file()) {
+        let Some(t) = target.get(p).filter(|t| t.is_file()) else {
+            continue;
+        };
+        let was = link(base, p);
+        let source_changed = e.link().cloned() != was;
+        let target_changed = t.link().cloned() != was;
+        if !source_changed || target_changed {
+            e.set_link(t.link().cloned());
+        }
+    }
+    wanted
 }

@@ -126,8 +126,7 @@ fn converge(a: &Path, b: &Path) {
 #[track_caller]
 fn converge_except(a: &Path, b: &Path, except: &Except) {
     let until = Instant::now() + DEADLINE;
-    while tree_difference(&snapshot(a), &snapshot(b), except).is_some() && Instant::now() < until
-    {
+    while tree_difference(&snapshot(a), &snapshot(b), except).is_some() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_same_tree_except(a, b, except);

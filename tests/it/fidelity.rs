@@ -37,7 +37,11 @@ fn plain_entry_in_acl_dir(path: &Path, kind: &str) {
 fn inherited_acls(s: &Sides) {
     let native = ["--preserve-acls", "native"];
     std::fs::create_dir(s.a.join("shared")).unwrap();
-    run("setfacl", &["-d", "-m", "u:65534:rwx,g:65534:rx"], &s.a.join("shared"));
+    run(
+        "setfacl",
+        &["-d", "-m", "u:65534:rwx,g:65534:rx"],
+        &s.a.join("shared"),
+    );
     for name in ["file", "dir", "fifo"] {
         plain_entry_in_acl_dir(&s.a.join("shared").join(name), name);
     }
@@ -59,7 +63,11 @@ fn inherited_acls(s: &Sides) {
     assert_same_tree(&s.a, &s.b);
     // An entry that has an ACL of its own keeps exactly that one.
     write(s.a.join("shared/own"), "own");
-    run("setfacl", &["-b", "-m", "u:65534:r"], &s.a.join("shared/own"));
+    run(
+        "setfacl",
+        &["-b", "-m", "u:65534:r"],
+        &s.a.join("shared/own"),
+    );
     ok(&(s.sync)("push", &native));
     assert_same_tree(&s.a, &s.b);
     ok(&(s.sync)("bidi", &native));
@@ -97,13 +105,26 @@ fn metafile_dir_times(s: &Sides) {
         ..Except::default()
     };
     // The far side keeps them in side files.
-    let far = ["--preserve-acls", "native", "--remote-preserve-acls", "metafile"];
+    let far = [
+        "--preserve-acls",
+        "native",
+        "--remote-preserve-acls",
+        "metafile",
+    ];
     write(s.a.join("d/f.txt"), "guarded");
     write(s.a.join("d/e/g.txt"), "deeper");
     write(s.a.join("top.txt"), "top");
     run("setfacl", &["-m", "u:65534:rw"], &s.a.join("d/f.txt"));
-    run("setfattr", &["-n", "user.note", "-v", "one"], &s.a.join("d/e/g.txt"));
-    run("setfattr", &["-n", "user.note", "-v", "top"], &s.a.join("top.txt"));
+    run(
+        "setfattr",
+        &["-n", "user.note", "-v", "one"],
+        &s.a.join("d/e/g.txt"),
+    );
+    run(
+        "setfattr",
+        &["-n", "user.note", "-v", "top"],
+        &s.a.join("top.txt"),
+    );
     age_dirs(&s.a, 1_500_000_000);
     ok(&(s.sync)("push", &far));
     assert!(s.b.join("d/.tandem-xattrs").is_file());
@@ -111,12 +132,20 @@ fn metafile_dir_times(s: &Sides) {
     assert_same_tree_except(&s.a, &s.b, &metafile);
     // An ACL change alone, and an xattr change alone.
     run("setfacl", &["-m", "u:65534:r"], &s.a.join("d/f.txt"));
-    run("setfattr", &["-n", "user.note", "-v", "two"], &s.a.join("d/e/g.txt"));
+    run(
+        "setfattr",
+        &["-n", "user.note", "-v", "two"],
+        &s.a.join("d/e/g.txt"),
+    );
     ok(&(s.sync)("push", &far));
     assert_same_tree_except(&s.a, &s.b, &metafile);
     // Bidi: a change on each side.
     let before_b = snapshot(&s.b);
-    run("setfattr", &["-n", "user.note", "-v", "three"], &s.a.join("d/e/g.txt"));
+    run(
+        "setfattr",
+        &["-n", "user.note", "-v", "three"],
+        &s.a.join("d/e/g.txt"),
+    );
     age_dirs(&s.a, 1_510_000_000);
     ok(&(s.sync)("bidi", &far));
     assert_same_tree_except(&s.a, &s.b, &metafile);
@@ -129,16 +158,29 @@ fn local_metafile_dir_times(s: &Sides) {
         ..Except::default()
     };
     // The local side keeps them in side files; the far side has them on its files.
-    let near = ["--preserve-acls", "metafile", "--remote-preserve-acls", "native"];
+    let near = [
+        "--preserve-acls",
+        "metafile",
+        "--remote-preserve-acls",
+        "native",
+    ];
     write(s.b.join("d/f.txt"), "guarded");
     write(s.b.join("d/e/g.txt"), "deeper");
     run("setfacl", &["-m", "u:65534:rw"], &s.b.join("d/f.txt"));
-    run("setfattr", &["-n", "user.note", "-v", "one"], &s.b.join("d/e/g.txt"));
+    run(
+        "setfattr",
+        &["-n", "user.note", "-v", "one"],
+        &s.b.join("d/e/g.txt"),
+    );
     age_dirs(&s.b, 1_500_000_000);
     ok(&(s.sync)("pull", &near));
     assert!(s.a.join("d/e/.tandem-xattrs").is_file());
     assert_same_tree_except(&s.a, &s.b, &metafile);
-    run("setfattr", &["-n", "user.note", "-v", "two"], &s.b.join("d/e/g.txt"));
+    run(
+        "setfattr",
+        &["-n", "user.note", "-v", "two"],
+        &s.b.join("d/e/g.txt"),
+    );
     ok(&(s.sync)("pull", &near));
     assert_same_tree_except(&s.a, &s.b, &metafile);
     let before_b = snapshot(&s.b);
@@ -197,6 +239,111 @@ fn far_side_owner_in_bidi(s: &Sides) {
 
 #[test]
 fn a_far_side_owner_change_crosses_with_its_attributes_in_bidi() {
-    assert!(is_root(), "owners are kept only as root: run the tests as root");
+    assert!(
+        is_root(),
+        "owners are kept only as root: run the tests as root"
+    );
     both(far_side_owner_in_bidi);
+}
+
+fn ino(p: &Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap())
+}
+
+fn link(from: &Path, to: &Path) {
+    std::fs::hard_link(from, to).unwrap();
+}
+
+fn hard_link_group_edited_in_place(s: &Sides) {
+    write(s.a.join("one"), "x\n");
+    link(&s.a.join("one"), &s.a.join("two"));
+    ok(&(s.sync)("bidi", &[]));
+    assert_same_tree(&s.a, &s.b);
+    // An edit in place: both names see it; the far side must too, still one file.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.a.join("one"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"y\n").unwrap();
+    drop(f);
+    let before = snapshot(&s.a);
+    let r = (s.sync)("bidi", &[]);
+    ok(&r);
+    assert!(!r.stdout.contains("CONFLICT"), "{r:?}");
+    assert_same_tree(&s.a, &s.b);
+    assert_unchanged(&s.a, &before);
+    assert_eq!(ino(&s.b.join("one")), ino(&s.b.join("two")));
+    // A push, then bidi in the same session: a large file with a second name, 2% changed.
+    std::fs::write(s.a.join("big"), pseudo_random(16 << 20, 7)).unwrap();
+    link(&s.a.join("big"), &s.a.join("big2"));
+    ok(&(s.sync)("push", &[]));
+    assert_same_tree(&s.a, &s.b);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(s.a.join("big"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &pseudo_random(340_000, 8), 1 << 20).unwrap();
+    drop(f);
+    let before = snapshot(&s.a);
+    let r = (s.sync)("bidi", &[]);
+    ok(&r);
+    assert_same_tree(&s.a, &s.b);
+    assert_unchanged(&s.a, &before);
+}
+
+#[test]
+fn every_name_of_a_hard_linked_file_is_in_the_baseline() {
+    both(hard_link_group_edited_in_place);
+}
+
+/// After a first bidi run, `changed` gains a fourth name for a group, loses a name of
+/// another, breaks a pair, edits a group in place and links a lone file.
+fn one_sided_link_changes(s: &Sides, changed: &Path) {
+    for (i, names) in [
+        vec!["g1/a", "g1/b", "g1/c"],
+        vec!["g2/a", "g2/b", "g2/c"],
+        vec!["g3/a", "g3/b"],
+        vec!["g4/a", "g4/b"],
+        vec!["lone"],
+        vec!["lone2"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        write(s.a.join(names[0]), &format!("group {i}\n"));
+        for n in &names[1..] {
+            let p = s.a.join(n);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            link(&s.a.join(names[0]), &p);
+        }
+    }
+    ok(&(s.sync)("bidi", &[]));
+    assert_same_tree(&s.a, &s.b);
+    let c = |n: &str| changed.join(n);
+    link(&c("g1/a"), &c("g1/d"));
+    std::fs::remove_file(c("g2/b")).unwrap();
+    std::fs::remove_file(c("g3/b")).unwrap();
+    write(c("g3/b"), "a file of its own\n");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(c("g4/b"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"edited in place\n").unwrap();
+    drop(f);
+    link(&c("lone"), &c("lone-too"));
+    let before = snapshot(changed);
+    let r = (s.sync)("bidi", &[]);
+    ok(&r);
+    assert!(!r.stdout.contains("CONFLICT"), "{r:?}");
+    assert_same_tree(&s.a, &s.b);
+    assert_unchanged(changed, &before);
+    ok(&(s.sync)("bidi", &[]));
+    assert_same_tree(&s.a, &s.b);
+    assert_unchanged(changed, &before);
+}
+
+#[test]
+fn hard_link_changes_on_one_side_reach_the_other_in_bidi() {
+    both(|s| one_sided_link_changes(s, &s.a.clone()));
+    both(|s| one_sided_link_changes(s, &s.b.clone()));
 }

@@ -52,6 +52,7 @@ fn locked_session_is_exit_16_and_a_killed_holder_frees_it() {
     assert!(r.stderr.contains("in use by another tandem run"), "{r:?}");
     drop(lock);
     assert_eq!(f.sync("push", &["-N", "held"]).code, 0);
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -59,14 +60,18 @@ fn corrupt_baseline_is_exit_16_and_changes_nothing() {
     let f = fixture();
     write(f.a.join("x"), "1");
     assert_eq!(f.sync("bidi", &["-N", "s"]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     let path = f.state.join("s.baseline");
     let mut bytes = std::fs::read(&path).unwrap();
     let n = bytes.len();
     bytes.truncate(n - 3);
     std::fs::write(&path, bytes).unwrap();
     std::fs::remove_file(f.a.join("x")).unwrap();
+    let (before_a, before_b) = (snapshot(&f.a), snapshot(&f.b));
     let r = f.sync("bidi", &["-N", "s"]);
     assert_eq!(r.code, 16, "{r:?}");
+    assert_unchanged(&f.a, &before_a);
+    assert_unchanged(&f.b, &before_b);
     assert!(
         r.stderr.contains("s.baseline") && r.stderr.contains("forget"),
         "{r:?}"
@@ -79,12 +84,14 @@ fn corrupt_baseline_is_exit_16_and_changes_nothing() {
     assert_eq!(f.run(&["forget", "-N", "s"]).code, 0);
     assert_eq!(f.sync("bidi", &["-N", "s"]).code, 0);
     assert!(f.a.join("x").exists() && f.b.join("x").exists());
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
 fn session_bound_to_other_roots_is_exit_16() {
     let f = fixture();
     assert_eq!(f.sync("push", &["-N", "mine"]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     let other = f.tmp.path().join("c");
     std::fs::create_dir(&other).unwrap();
     let mut c = f.sync_command();
@@ -102,6 +109,7 @@ fn many_files(f: &Fixture, n: usize) {
         write(f.a.join(format!("f{i:03}")), "x");
     }
     assert_eq!(f.sync("bidi", &[]).code, 0);
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -111,6 +119,7 @@ fn mass_deletion_is_refused_without_a_tty_unless_yes() {
     for i in 0..70 {
         std::fs::remove_file(f.a.join(format!("f{i:03}"))).unwrap();
     }
+    let (before_a, before_b) = (snapshot(&f.a), snapshot(&f.b));
     let r = f.sync("bidi", &[]);
     assert_eq!(r.code, 128, "{r:?}");
     assert!(
@@ -118,9 +127,13 @@ fn mass_deletion_is_refused_without_a_tty_unless_yes() {
         "{r:?}"
     );
     assert_eq!(names(&f.b).len(), 80, "nothing deleted");
+    assert_unchanged(&f.a, &before_a);
+    assert_unchanged(&f.b, &before_b);
     let r = f.sync("bidi", &["-y"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(names(&f.b).len(), 10);
+    assert_unchanged(&f.a, &before_a);
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -130,12 +143,17 @@ fn max_delete_refuses_even_with_yes() {
     for i in 0..3 {
         std::fs::remove_file(f.a.join(format!("f{i:03}"))).unwrap();
     }
+    let (before_a, before_b) = (snapshot(&f.a), snapshot(&f.b));
     let r = f.sync("bidi", &["-y", "--max-delete", "2"]);
     assert_eq!(r.code, 128, "{r:?}");
     assert!(r.stderr.contains("--max-delete 2"), "{r:?}");
     assert_eq!(names(&f.b).len(), 10);
+    assert_unchanged(&f.a, &before_a);
+    assert_unchanged(&f.b, &before_b);
     assert_eq!(f.sync("bidi", &["--max-delete", "30%"]).code, 0);
     assert_eq!(names(&f.b).len(), 7);
+    assert_unchanged(&f.a, &before_a);
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -143,13 +161,17 @@ fn root_recreated_at_the_same_path_is_refused_however_small_the_tree() {
     let f = fixture();
     write(f.b.join("data"), "d");
     assert_eq!(f.sync("bidi", &[]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     // The remote "disk" is swapped for an empty directory at the same path.
     std::fs::remove_dir_all(&f.b).unwrap();
     std::fs::create_dir(&f.b).unwrap();
+    let (before_a, before_b) = (snapshot(&f.a), snapshot(&f.b));
     let r = f.sync("bidi", &[]);
     assert_eq!(r.code, 128, "{r:?}");
     assert!(r.stderr.contains("device/inode changed"), "{r:?}");
     assert!(f.a.join("data").exists(), "local data deleted");
+    assert_unchanged(&f.a, &before_a);
+    assert_unchanged(&f.b, &before_b);
 }
 
 #[test]
@@ -158,16 +180,21 @@ fn replaced_root_directory_is_refused() {
     write(f.b.join("data"), "d");
     write(f.b.join("more"), "m");
     assert_eq!(f.sync("bidi", &[]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     // Another directory (another disk) is put in place of the remote root.
     let other = f.tmp.path().join("other");
     write(other.join("data"), "d");
     std::fs::remove_dir_all(&f.b).unwrap();
     std::fs::rename(&other, &f.b).unwrap();
+    let (before_a, before_b) = (snapshot(&f.a), snapshot(&f.b));
     let r = f.sync("bidi", &[]);
     assert_eq!(r.code, 128, "{r:?}");
     assert!(r.stderr.contains("device/inode changed"), "{r:?}");
     assert!(f.a.join("more").exists(), "local data deleted");
+    assert_unchanged(&f.a, &before_a);
+    assert_unchanged(&f.b, &before_b);
     assert_eq!(f.sync("bidi", &["-y"]).code, 0);
+    assert_same_tree(&f.a, &f.b);
 }
 
 /// Runs as an unprivileged user so permissions bite (tests run as root in CI).
@@ -193,12 +220,23 @@ fn as_nobody(f: &Fixture, extra: &[&str]) -> Run {
 }
 
 fn open_up(f: &Fixture) {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     for p in [f.tmp.path(), &f.a, &f.b] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
     std::fs::create_dir_all(&f.state).unwrap();
     std::fs::set_permissions(&f.state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // The trees are the running user's, as they would be: the replica is then alike in
+    // everything, owners and the roots' times included, not only in what nobody can set.
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        let st = std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(&f.a)
+            .arg(&f.b)
+            .status()
+            .unwrap();
+        assert!(st.success(), "chown");
+    }
 }
 
 #[test]
@@ -210,6 +248,7 @@ fn unreadable_file_sets_bit_8_and_the_rest_continues() {
     write(f.a.join("c-ok"), "fine too");
     std::fs::set_permissions(f.a.join("b-secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
     open_up(&f);
+    let before_a = snapshot(&f.a);
     let r = as_nobody(&f, &["-K", "push"]);
     assert_eq!(r.code & 8, 8, "{r:?}");
     assert!(
@@ -217,8 +256,17 @@ fn unreadable_file_sets_bit_8_and_the_rest_continues() {
         "{r:?}"
     );
     assert_eq!(names(&f.b), ["a-ok", "c-ok"]);
+    // Everything but the file that could not be read.
+    let unread = Except {
+        paths: vec!["b-secret"],
+        ..Except::default()
+    };
+    assert_unchanged(&f.a, &before_a);
+    assert_same_tree_except(&f.a, &f.b, &unread);
     let r = as_nobody(&f, &["-K", "push", "--halt-on-error"]);
     assert_eq!(r.code & 8, 8, "{r:?}");
+    assert_unchanged(&f.a, &before_a);
+    assert_same_tree_except(&f.a, &f.b, &unread);
 }
 
 #[test]
@@ -228,8 +276,11 @@ fn unreadable_directory_is_not_taken_as_deleted() {
     write(f.a.join("d/inner"), "x");
     open_up(&f);
     assert_eq!(as_nobody(&f, &["-K", "bidi"]).code, 0);
+    assert_same_tree(&f.a, &f.b);
+    let d_mode = std::fs::metadata(f.b.join("d")).unwrap().permissions();
     // The remote copy becomes unreadable: its contents must not look deleted.
     std::fs::set_permissions(f.b.join("d"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let before_a = snapshot(&f.a);
     let r = as_nobody(&f, &["-K", "bidi"]);
     std::fs::set_permissions(f.b.join("d"), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(r.code & 8, 8, "{r:?}");
@@ -237,6 +288,10 @@ fn unreadable_directory_is_not_taken_as_deleted() {
         f.a.join("d/inner").exists(),
         "deleted locally because the remote could not be read"
     );
+    // Nothing changed on either side: with its mode back, the remote is as it was.
+    assert_unchanged(&f.a, &before_a);
+    std::fs::set_permissions(f.b.join("d"), d_mode).unwrap();
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -287,9 +342,11 @@ fn halt_on_error_stops_at_the_first_unreadable_file_and_a_fixed_run_converges() 
         .unwrap();
     }
     open_up(&f);
+    let before_a = snapshot(&f.a);
     let r = as_nobody(&f, &["-K", "push", "--halt-on-error"]);
     assert_eq!(r.code & 8, 8, "{r:?}");
     assert!(r.stderr.contains("--halt-on-error"), "{r:?}");
+    assert_unchanged(&f.a, &before_a);
     // Nothing after the first failure started: at most the seven files before it arrived.
     let copied = names(&f.b);
     assert!(copied.len() <= 7, "did not halt: {copied:?}");

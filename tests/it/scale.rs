@@ -68,6 +68,7 @@ fn odd_names_keep_their_order_through_scan_parts_wire_and_baseline() {
     // A second run over the same trees, now with a baseline: nothing to do at all. A merge
     // that lost its place in tree order would see adds and deletes here.
     assert_nothing_done(f.sync("bidi", &["-N", "odd", "--format", "json"]));
+    assert_same_tree(&f.a, &f.b);
 
     // Deletions on each side propagate to exactly those paths.
     let gone_a =
@@ -107,6 +108,7 @@ fn a_move_among_many_equal_files_is_replayed_exactly() {
     }
     write(f.a.join("dup/unique"), &"only one like me\n".repeat(500));
     assert_eq!(f.sync("push", &["-N", "mv"]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     let ino = |p: &str| std::fs::metadata(f.b.join(p)).unwrap().ino();
     let before: Vec<u64> = (0..300).map(|i| ino(&format!("dup/{i:03}"))).collect();
     let unique = ino("dup/unique");
@@ -147,9 +149,11 @@ fn a_baseline_cut_short_anywhere_is_exit_16_and_changes_nothing() {
         write(f.a.join(format!("d/{i}")), &i.to_string());
     }
     assert_eq!(f.sync("bidi", &["-N", "cut"]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     let path = f.state.join("cut.baseline");
     let whole = std::fs::read(&path).unwrap();
     std::fs::remove_file(f.a.join("d/7")).unwrap();
+    let (before_a, before_b) = (snapshot(&f.a), snapshot(&f.b));
     for cut in [0, 10, 40, whole.len() / 2, whole.len() - 1] {
         std::fs::write(&path, &whole[..cut]).unwrap();
         let r = f.sync("bidi", &["-N", "cut"]);
@@ -159,6 +163,8 @@ fn a_baseline_cut_short_anywhere_is_exit_16_and_changes_nothing() {
             f.b.join("d/7").exists(),
             "cut at {cut}: a deletion went through"
         );
+        assert_unchanged(&f.a, &before_a);
+        assert_unchanged(&f.b, &before_b);
     }
     std::fs::write(&path, &whole).unwrap();
     assert_eq!(f.sync("bidi", &["-N", "cut"]).code, 0);
@@ -166,6 +172,8 @@ fn a_baseline_cut_short_anywhere_is_exit_16_and_changes_nothing() {
         !f.b.join("d/7").exists(),
         "the intact baseline propagates the deletion"
     );
+    assert_unchanged(&f.a, &before_a);
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -187,13 +195,19 @@ fn unchanged_files_are_never_hashed_twice() {
         hashed(&f.sync("bidi", &["-N", "h", "--format", "json"])),
         100
     );
+    assert_same_tree(&f.a, &f.b);
     // From the baseline's cache: nothing is read again.
     assert_eq!(hashed(&f.sync("bidi", &["-N", "h", "--format", "json"])), 0);
+    assert_same_tree(&f.a, &f.b);
     // Rewritten with the same size: that one file is read again (on its side only).
     write(f.a.join("d/7"), "same size XX");
+    let before_a = snapshot(&f.a);
     assert_eq!(hashed(&f.sync("bidi", &["-N", "h", "--format", "json"])), 1);
     assert_eq!(read(f.b.join("d/7")), "same size XX");
+    assert_unchanged(&f.a, &before_a);
+    assert_same_tree(&f.a, &f.b);
     assert_eq!(hashed(&f.sync("bidi", &["-N", "h", "--format", "json"])), 0);
+    assert_same_tree(&f.a, &f.b);
 }
 
 /// `--scan-threads`: several threads find the same tree as one, in the same order (the
@@ -230,6 +244,7 @@ fn scan_threads_find_the_same_tree_in_the_same_order() {
             .filter(|e| e.get("elapsed_s").is_none())
             .collect()
     };
+    let (before_a, before_b) = (snapshot(&f.a), snapshot(&f.b));
     let one = plan("1");
     assert!(
         one.len() > 20_000,
@@ -237,6 +252,9 @@ fn scan_threads_find_the_same_tree_in_the_same_order() {
         one.len()
     );
     assert_eq!(plan("4"), one, "four threads planned otherwise than one");
+    // Dry runs: neither side touched.
+    assert_unchanged(&f.a, &before_a);
+    assert_unchanged(&f.b, &before_b);
 
     let r = f.sync("push", &["-N", "st", "--scan-threads", "4"]);
     assert_eq!(r.code, 0, "{r:?}");
@@ -250,6 +268,7 @@ fn scan_threads_find_the_same_tree_in_the_same_order() {
     // Both sides scanned in parallel now, against the baseline: nothing to do.
     let args = ["-N", "st", "--scan-threads", "3", "--format", "json"];
     assert_nothing_done(f.sync("push", &args));
+    assert_same_tree(&f.a, &f.b);
 
     for bad in ["0", "65", "many"] {
         let r = f.sync("push", &["-N", "st", "--scan-threads", bad]);
@@ -276,6 +295,7 @@ fn a_renamed_directory_pairs_its_files_without_reading_them() {
         json_events(&r.stdout).pop().unwrap()
     };
     json(f.sync("push", &["--format", "json"]));
+    assert_same_tree(&f.a, &f.b);
     let count = |s: &serde_json::Value, key: &str| s[key].as_u64().unwrap();
 
     std::fs::rename(f.a.join("tree"), f.a.join("renamed")).unwrap();

@@ -127,6 +127,8 @@ fn two_first_runs_at_once_install_one_working_agent() {
     ok(&output(two.wait_with_output().unwrap()));
     assert_eq!(read(s.f.b.join("x")), "x");
     assert_eq!(read(b2.join("x")), "x");
+    assert_same_tree(&s.f.a, &s.f.b);
+    assert_same_tree(&s.f.a, &b2);
     let cache = s
         .sshd
         .remote_home()
@@ -185,6 +187,7 @@ fn login_through_ssh_agent_and_refusal_without_it() {
     };
     ok(&run(&sock));
     assert_eq!(read(s.f.b.join("f")), "via agent\n");
+    assert_same_tree(&s.f.a, &s.f.b);
     // An empty SSH_AUTH_SOCK is no agent: refused, saying what was tried, not hanging.
     let r = run(Path::new(""));
     assert_eq!(r.code, 64, "{r:?}");
@@ -220,6 +223,7 @@ fn a_config_alias_supplies_host_port_user_key_and_known_hosts() {
     let r = output(c.output().unwrap());
     ok(&r);
     assert_eq!(read(s.f.b.join("f")), "by alias\n");
+    assert_same_tree(&s.f.a, &s.f.b);
     // The command line beats the config: a wrong port on it is used, and fails.
     let mut c = s.client();
     c.arg("-d")
@@ -313,10 +317,12 @@ fn an_unknown_host_key_is_refused_with_its_fingerprint_until_accepted() {
     ok(&r);
     assert!(r.stderr.contains(&fp), "the recorded key is shown: {r:?}");
     assert!(read(&kh).contains(&format!("[127.0.0.1]:{}", s.sshd.port)));
+    assert_same_tree(&s.f.a, &s.f.b);
     // Recorded: the next run needs no flag.
     write(s.f.a.join("g"), "y\n");
     ok(&s.sync("push", &[]));
     assert_eq!(read(s.f.b.join("g")), "y\n");
+    assert_same_tree(&s.f.a, &s.f.b);
 }
 
 #[test]
@@ -370,6 +376,7 @@ fn hashed_entries_and_a_recorded_non_default_key_type_are_recognized() {
     assert!(read(&kh).starts_with("|1|"));
     ok(&s.sync("push", &[]));
     assert_eq!(read(s.f.b.join("f")), "x\n");
+    assert_same_tree(&s.f.a, &s.f.b);
 }
 
 #[test]
@@ -423,8 +430,8 @@ fn relative_and_tilde_paths_are_in_the_remote_home() {
         c.arg("-i");
         c.arg(s.sshd.key()).arg("--agent-path").arg(agent_path());
         ok(&output(c.output().unwrap()));
+        assert_same_tree(&s.f.a, &s.sshd.remote_home().join("backup"));
     }
-    assert_same_tree(&s.f.a, &s.sshd.remote_home().join("backup"));
 }
 
 #[test]
@@ -440,6 +447,7 @@ fn a_chatty_remote_shell_is_reported_not_fatal() {
     ok(&r);
     assert!(r.stderr.contains("Welcome, friend"), "{r:?}");
     assert_eq!(read(s.f.b.join("f")), "x\n");
+    assert_same_tree(&s.f.a, &s.f.b);
 }
 
 #[test]
@@ -459,12 +467,14 @@ fn through_a_jump_host_and_failing_once_it_is_gone() {
     let r = s.sync("push", &["--proxy", &proxy, "--format", "json"]);
     ok(&r);
     assert_eq!(read(s.f.b.join("f")), "through the jump\n");
+    assert_same_tree(&s.f.a, &s.f.b);
     // Connections through the jump host show up in its log.
     let log = read(jump.path("sshd.log"));
     assert!(log.contains("Accepted publickey"), "{log}");
 
     jump.stop();
     write(s.f.a.join("g"), "no way through\n");
+    let (before_a, before_b) = (snapshot(&s.f.a), snapshot(&s.f.b));
     let r = s.sync(
         "push",
         &["-J", &format!("{}@127.0.0.1:{}", user(), jump.port)],
@@ -475,6 +485,8 @@ fn through_a_jump_host_and_failing_once_it_is_gone() {
         "{r:?}"
     );
     assert!(!s.f.b.join("g").exists());
+    assert_unchanged(&s.f.a, &before_a);
+    assert_unchanged(&s.f.b, &before_b);
 }
 
 #[test]
@@ -534,6 +546,7 @@ fn bytes_on_the_wire_are_counted_after_compression() {
     // The noise goes as it is, the text compresses: well under the total, above the noise.
     assert!(sent > 1 << 20 && sent < total / 2, "{summary}");
     assert!(summary["bytes_received"].as_u64().unwrap() > 0);
+    assert_same_tree(&s.f.a, &s.f.b);
 }
 
 /// Waits (with a deadline) until a temp file in `dir` has at least `bytes`.
@@ -577,7 +590,9 @@ fn a_connection_killed_mid_transfer_fails_clearly_and_the_next_run_resumes() {
     let size = 96 << 20;
     std::fs::write(s.f.a.join("big"), pseudo_random(size, 5)).unwrap();
     write(s.f.a.join("small"), "small\n");
+    let before_a = snapshot(&s.f.a);
     let r = killed_mid_transfer(&s);
+    assert_unchanged(&s.f.a, &before_a);
     assert_ne!(r.code, 0, "{r:?}");
     assert_eq!(
         r.code & 64,
@@ -646,6 +661,7 @@ fn a_full_remote_disk_fails_that_file_only_and_loses_nothing() {
     std::fs::write(s.f.a.join("big"), pseudo_random(1 << 20, 1)).unwrap();
     write(s.f.a.join("a-small"), "small one\n");
     ok(&s.sync("push", &[]));
+    assert_same_tree(&s.f.a, &s.f.b);
     // The big file grows past the disk; the small ones still fit.
     let bigger = pseudo_random(8 << 20, 2);
     std::fs::write(s.f.a.join("big"), &bigger).unwrap();
@@ -671,6 +687,15 @@ fn a_full_remote_disk_fails_that_file_only_and_loses_nothing() {
         .filter(|n| n.starts_with(".tandem-tmp."))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Everything else arrived.
+    assert_same_tree_except(
+        &s.f.a,
+        &s.f.b,
+        &Except {
+            paths: vec!["big"],
+            ..Except::default()
+        },
+    );
     // With room again, the next run converges.
     disk.grow("32m");
     ok(&s.sync("push", &[]));
@@ -786,4 +811,5 @@ fn tens_of_thousands_of_files_go_both_ways_over_ssh_without_stalling() {
     let again = summary(&s.sync("bidi", &many));
     assert_eq!(again["files_transferred"], 0, "{again}");
     assert_eq!(again["moved"], 0, "{again}");
+    assert_same_tree(&s.f.a, &s.f.b);
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode, ModifyKind};
@@ -37,7 +38,7 @@ const MAX_PATHS: usize = 100_000;
 
 /// A running watch; dropping it stops it.
 pub struct TreeWatcher {
-    _watcher: notify::RecommendedWatcher,
+    _watcher: Arc<Mutex<notify::RecommendedWatcher>>,
 }
 
 impl std::fmt::Debug for TreeWatcher {
@@ -61,18 +62,43 @@ pub fn start(root: &Path, mut sink: Sink) -> Result<TreeWatcher, String> {
         Err(e) => return Err(format!("cannot watch '{}': {e}", root.display())),
     }
     let root = root.to_path_buf();
+    let watcher = Arc::new(Mutex::new(watcher));
+    // Weak: the thread ends when the watch is dropped, which closes its channel.
+    let rewatch = Arc::downgrade(&watcher);
     std::thread::Builder::new()
         .name("tandem watch".into())
-        .spawn(move || gather(rx, &root, sink))
+        .spawn(move || gather(rx, &root, &rewatch, sink))
         .map_err(|e| format!("cannot start the watcher thread: {e}"))?;
     Ok(TreeWatcher { _watcher: watcher })
+}
+
+/// Before a side is rescanned because the watcher lost track, every directory in it is
+/// watched again: the events that would have added watches on directories created
+/// meanwhile (a queue overflow) are lost with the rest.
+fn watch_again(watcher: &Weak<Mutex<notify::RecommendedWatcher>>, root: &Path, burst: &mut Burst) {
+    let Some(w) = watcher.upgrade() else {
+        return;
+    };
+    let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+    match w.watch(root, RecursiveMode::Recursive) {
+        Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+            burst.rescan = Some(LIMIT.into())
+        }
+        // A root gone or unreadable: the rescan says so.
+        _ => {}
+    }
 }
 
 const LIMIT: &str = "the inotify watch limit is reached (sysctl fs.inotify.max_user_watches); \
                      changes below some directories are found by periodic full rescans";
 
 /// Turns raw events into hints, a burst at a time, until the watcher is dropped.
-fn gather(rx: Receiver<notify::Result<notify::Event>>, root: &Path, mut sink: Sink) {
+fn gather(
+    rx: Receiver<notify::Result<notify::Event>>,
+    root: &Path,
+    rewatch: &Weak<Mutex<notify::RecommendedWatcher>>,
+    mut sink: Sink,
+) {
     while let Ok(first) = rx.recv() {
         let mut burst = Burst::default();
         burst.add(first, root);
@@ -91,6 +117,9 @@ fn gather(rx: Receiver<notify::Result<notify::Event>>, root: &Path, mut sink: Si
                     break;
                 }
             }
+        }
+        if burst.rescan.as_deref().is_some_and(|why| why != LIMIT) {
+            watch_again(rewatch, root, &mut burst);
         }
         if let Some(h) = burst.hint() {
             sink(h);

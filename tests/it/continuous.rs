@@ -24,6 +24,10 @@ struct Live {
 
 impl Live {
     fn start(mut c: Command) -> Live {
+        // Its watchers are made with the queue size of the moment: not a shrunk one, unless
+        // this is the test that shrank it.
+        let _size =
+            (!SHRINKING.get()).then(|| QUEUE_SIZE.read().unwrap_or_else(|e| e.into_inner()));
         c.arg("-C")
             .args(["--cooloff", "1s", "--format", "json"])
             .stdout(Stdio::piped())
@@ -615,4 +619,86 @@ fn continuous_systemd_unit_verifies_and_its_command_runs() {
     arrives(&f.b.join("f"), "served");
     converge(&f.a, &f.b);
     assert_eq!(live.terminate(), 0);
+}
+
+/// The inotify queue size is system-wide: a test shrinks it only while no other session
+/// is starting (each holds this for reading until it watches).
+static QUEUE_SIZE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+thread_local! {
+    /// This thread holds [`QUEUE_SIZE`] for writing.
+    static SHRINKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+const MAX_QUEUED: &str = "/proc/sys/fs/inotify/max_queued_events";
+
+/// Starts `tandem -C` with inotify queues of 8 events (a queue's size is fixed when it
+/// is made), then puts the setting back.
+fn start_with_small_queues(s: &Sides, dir: &str) -> Live {
+    let _alone = QUEUE_SIZE.write().unwrap_or_else(|e| e.into_inner());
+    let old = std::fs::read_to_string(MAX_QUEUED).expect("inotify settings are readable");
+    std::fs::write(MAX_QUEUED, "8").expect("root may set fs.inotify.max_queued_events");
+    SHRINKING.set(true);
+    let live = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (s.start)(dir, &[])));
+    SHRINKING.set(false);
+    std::fs::write(MAX_QUEUED, old.trim()).unwrap();
+    live.unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// A flood keeps the queue of the watched side `src` overflowing while directories are
+/// made there, so the events that would have put watches on them are lost; the rescan
+/// finds them, and from then on a change in each arrives within cooloff + 2 s.
+fn overflow_then_new_directory(s: &Sides, dir: &str, src: &Path, dst: &Path) {
+    let live = start_with_small_queues(s, dir);
+    std::fs::create_dir(src.join("flood")).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (stop, src) = (stop.clone(), src.to_path_buf());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Two names in turn: the kernel merges an event with an identical last one.
+                std::fs::write(src.join(format!("flood/f{}", i % 2)), i.to_string()).unwrap();
+                i += 1;
+            }
+        })
+    };
+    let late: Vec<String> = (0..40).map(|i| format!("late{i:02}")).collect();
+    for d in &late {
+        std::fs::create_dir(src.join(d)).unwrap();
+        for _ in 0..2000 {
+            std::hint::spin_loop();
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flood.join().unwrap();
+    live.wait_event("the overflow to be noticed", |e| {
+        e["event"] == "notice"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("overflowed"))
+    });
+    poll("the late directories to arrive", || {
+        late.iter().all(|d| dst.join(d).is_dir())
+    });
+    // One at a time: a single write does not overflow a queue of 8, a burst would (and
+    // be found by the rescan that follows, watched or not).
+    for d in &late {
+        write(src.join(d).join("f"), "written after the overflow");
+        let start = Instant::now();
+        arrives(&dst.join(d).join("f"), "written after the overflow");
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "{d}/f took {took:?}: a directory made during the overflow is not watched"
+        );
+    }
+    converge(&s.a, &s.b);
+    assert_eq!(live.terminate(), 0);
+}
+
+#[test]
+fn continuous_a_directory_made_after_a_queue_overflow_is_watched() {
+    both(|s| overflow_then_new_directory(s, "push", &s.a, &s.b));
+    both(|s| overflow_then_new_directory(s, "pull", &s.b, &s.a));
 }

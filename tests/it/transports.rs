@@ -93,6 +93,15 @@ fn scenario(transport: LocalTransport) -> Vec<String> {
     step(&f, Direction::Bidi);
     assert_eq!(read(f.b.join("d0/f3")), "changed locally ".repeat(4000));
     assert_eq!(read(f.a.join("d1/f4")), "changed remotely ".repeat(4000));
+    // All alike but the file changed on both sides, left as a conflict.
+    assert_same_tree_except(
+        &f.a,
+        &f.b,
+        &Except {
+            paths: vec!["d2/f5"],
+            ..Except::default()
+        },
+    );
     std::fs::remove_file(f.b.join("d2/f5")).unwrap();
     step(&f, Direction::Pull);
     assert_same_tree(&f.a, &f.b);
@@ -122,6 +131,7 @@ fn a_small_change_in_a_big_file_moves_a_small_delta() {
     let mut data = pseudo_random(size, 42);
     std::fs::write(f.a.join("big.bin"), &data).unwrap();
     assert_eq!(f.sync("push", &[]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     // Change 1% of the file in scattered 4 KiB blocks.
     for k in 0..(size / 100 / 4096) {
         let at = (k * 7919 * 4096) % (size - 4096);
@@ -139,6 +149,7 @@ fn a_small_change_in_a_big_file_moves_a_small_delta() {
         "sent {sent} bytes for a 1% change of {size}: {summary}"
     );
     assert!(saved > size as u64 * 9 / 10, "{summary}");
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -149,11 +160,13 @@ fn incompressible_data_is_sent_without_growing() {
     let summary = json_events(&r.stdout).pop().unwrap();
     let sent = summary["bytes_sent"].as_u64().unwrap();
     assert!(sent < (4 << 20) + (64 << 10), "{summary}");
+    assert_same_tree(&f.a, &f.b);
     let r = f.sync(
         "push",
         &["--format", "json", "--compress", "none", "-N", "other"],
     );
     assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&f.a, &f.b);
 }
 
 #[test]
@@ -177,6 +190,7 @@ fn files_sent_whole_arrive_intact_at_every_size_around_a_literals_end() {
         assert_eq!(up, pseudo_random(n, k as u64), "up{k} ({n} bytes)");
         assert_eq!(down, pseudo_random(n, 50 + k as u64), "down{k} ({n} bytes)");
     }
+    assert_same_tree(&f.a, &f.b);
 }
 
 /// A sender whose deltas are corrupted in transit the first time.
@@ -295,6 +309,16 @@ fn a_delta_that_fails_verification_is_resent_whole_once() {
     assert!(out[0].1.is_ok(), "{:?}", out[0].1);
     assert_eq!(stats.resent, 1);
     assert_eq!(std::fs::read(f.b.join("x")).unwrap(), new);
+    // The file arrived with all its attributes; directories are restamped by a run, not by
+    // the transfers alone, so the roots' times are not compared.
+    assert_same_tree_except(
+        &f.a,
+        &f.b,
+        &Except {
+            root: true,
+            ..Except::default()
+        },
+    );
     assert!(matches!(
         Error::Verify {
             path: String::new(),
@@ -315,6 +339,7 @@ fn thousands_of_changes_go_out_in_batches_and_each_is_reported() {
         }
     }
     assert_eq!(f.sync("push", &[]).code, 0);
+    assert_same_tree(&f.a, &f.b);
     for d in 0..30 {
         std::fs::remove_dir_all(f.a.join(format!("d{d}"))).unwrap();
         std::fs::create_dir(f.a.join(format!("e{d}"))).unwrap();
@@ -354,6 +379,7 @@ fn an_interrupted_transfer_resumes_from_its_partial_file() {
         ["big.iso"],
         "partial or temp files left behind"
     );
+    assert_same_tree(&f.a, &f.b);
 }
 
 /// An agent on `root`, run in a thread of this process over a pipe.

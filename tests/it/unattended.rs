@@ -25,14 +25,26 @@ fn quiet_prints_nothing_on_success_and_problems_on_stderr() {
     let r = (s.sync)("bidi", &["-q"]);
     ok(&r);
     assert_eq!((r.stdout.as_str(), r.stderr.as_str()), ("", ""));
+    assert_same_tree(&s.a, &s.b);
     write(s.a.join("f"), "local");
     write(s.b.join("f"), "remote");
+    let (before_a, before_b) = (snapshot(&s.a), snapshot(&s.b));
     let r = (s.sync)("bidi", &["-q"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert_eq!(r.stdout, "");
     assert!(
         r.stderr.contains("CONFLICT") && r.stderr.contains("/f"),
         "{r:?}"
+    );
+    assert_unchanged(&s.a, &before_a);
+    assert_unchanged(&s.b, &before_b);
+    assert_same_tree_except(
+        &s.a,
+        &s.b,
+        &Except {
+            paths: vec!["f"],
+            ..Except::default()
+        },
     );
 }
 
@@ -41,12 +53,19 @@ fn an_exclude_added_and_removed_keeps_the_history() {
     both(|s| {
         write(s.a.join("f.txt"), "v1");
         ok(&(s.sync)("bidi", &[]));
+        assert_same_tree(&s.a, &s.b);
+        let (before_a, before_b) = (snapshot(&s.a), snapshot(&s.b));
         ok(&(s.sync)("bidi", &["--exclude", "/f.txt"]));
+        assert_unchanged(&s.a, &before_a);
+        assert_unchanged(&s.b, &before_b);
         write(s.a.join("f.txt"), "v2, edited while excluded");
+        let before_a = snapshot(&s.a);
         let r = (s.sync)("bidi", &["--format", "json"]);
         ok(&r);
         assert_eq!(summary(&r)["conflicts"], 0, "{r:?}");
         assert_eq!(read(s.b.join("f.txt")), "v2, edited while excluded");
+        assert_unchanged(&s.a, &before_a);
+        assert_same_tree(&s.a, &s.b);
     });
 }
 
@@ -57,6 +76,7 @@ fn old_directories_are_neither_copied_nor_deleted() {
         write(s.a.join("old/sub/f"), "old stuff");
         write(s.a.join("new.txt"), "new");
         ok(&(s.sync)("push", &[]));
+        assert_same_tree(&s.a, &s.b);
         // Time passes: the directory is now old on the far side, and gets a new file here.
         let touched = std::process::Command::new("touch")
             .args(["-d", "@1000000000"])
@@ -67,14 +87,26 @@ fn old_directories_are_neither_copied_nor_deleted() {
         write(s.a.join("old/added"), "not copied");
         std::fs::remove_file(s.a.join("old/sub/f")).unwrap();
         write(s.a.join("new.txt"), "newer");
+        let before_a = snapshot(&s.a);
         ok(&(s.sync)("push", &["--exclude-dirs-older-than", "7d"]));
         assert!(!s.b.join("old/added").exists());
         assert_eq!(read(s.b.join("old/sub/f")), "old stuff");
         assert_eq!(read(s.b.join("new.txt")), "newer");
+        assert_unchanged(&s.a, &before_a);
+        // All alike but the old directory, left out on both sides.
+        assert_same_tree_except(
+            &s.a,
+            &s.b,
+            &Except {
+                paths: vec!["old"],
+                ..Except::default()
+            },
+        );
         // Without the option, the directory is in scope again.
         ok(&(s.sync)("push", &[]));
         assert_eq!(read(s.b.join("old/added")), "not copied");
         assert!(!s.b.join("old/sub/f").exists());
+        assert_same_tree(&s.a, &s.b);
     });
 }
 
@@ -94,14 +126,22 @@ fn a_rate_cap_paces_the_transfer() {
 #[test]
 fn keep_dirs_hold_what_the_sync_deleted_or_replaced() {
     both(|s| {
+        // The far keep directory is the only difference a push leaves.
+        let kept_far = Except {
+            paths: vec![".kept"],
+            ..Except::default()
+        };
         write(s.a.join("doomed"), "deleted later");
         write(s.a.join("d/replaced"), "version 1");
         ok(&(s.sync)("push", &["--keep-dir-remote", ".kept"]));
+        assert_same_tree_except(&s.a, &s.b, &kept_far);
         std::fs::remove_file(s.a.join("doomed")).unwrap();
         write(s.a.join("d/replaced"), "version 2");
         ok(&(s.sync)("push", &["--keep-dir-remote", ".kept"]));
+        assert_same_tree_except(&s.a, &s.b, &kept_far);
         write(s.a.join("d/replaced"), "version 3");
         ok(&(s.sync)("push", &["--keep-dir-remote", ".kept"]));
+        assert_same_tree_except(&s.a, &s.b, &kept_far);
         assert_eq!(read(s.b.join("d/replaced")), "version 3");
         assert!(!s.b.join("doomed").exists());
         let kept = kept_files(&s.b.join(".kept"));
@@ -131,6 +171,7 @@ fn keep_dirs_hold_what_the_sync_deleted_or_replaced() {
             kept.contains(&("d/replaced".into(), "version 3".into())),
             "{kept:?}"
         );
+        assert_same_tree_except(&s.a, &s.b, &kept_far);
     });
 }
 
@@ -169,6 +210,7 @@ fn dedup_makes_a_copied_file_from_the_one_already_there() {
     both(|s| {
         std::fs::write(s.a.join("original"), pseudo_random(32 << 20, 3)).unwrap();
         ok(&(s.sync)("push", &[]));
+        assert_same_tree(&s.a, &s.b);
         std::fs::copy(s.a.join("original"), s.a.join("copy")).unwrap();
         let r = (s.sync)("push", &["--dedup", "copy", "--format", "json"]);
         ok(&r);
@@ -200,6 +242,15 @@ fn dedup_makes_a_copied_file_from_the_one_already_there() {
             &["--dedup", "hardlink", "--no-hard-links"],
         ));
         assert_eq!(ino(&s.b.join("twin")), ino(&s.b.join("original")));
+        // Alike but for the link dedup made on the far side.
+        assert_same_tree_except(
+            &s.a,
+            &s.b,
+            &Except {
+                hard_links: true,
+                ..Except::default()
+            },
+        );
     });
 }
 
@@ -266,6 +317,7 @@ fn logs_on_both_sides_with_rotation() {
             far_text.contains(&format!("/many/{long}08999 SYNCHRONIZED")),
             "far log lacks the file"
         );
+        assert_same_tree(&s.a, &s.b);
     });
 }
 
@@ -341,6 +393,12 @@ fn the_rules_file_form_end_to_end() {
         assert_eq!(read(b.join("x.h")), "h");
         assert_eq!(read(b.join("sub/s.txt")), "s");
         assert!(!b.join("b.c").exists() && !b.join("missing.c").exists());
+        // What the rules name arrived; b.c is not among them.
+        let unlisted = Except {
+            paths: vec!["b.c"],
+            ..Except::default()
+        };
+        assert_same_tree_except(a, b, &unlisted);
         let rules = std::fs::read_to_string(f.state.join("packingrules")).unwrap();
         assert!(
             rules.contains("LIST *.h") && !rules.contains("missing.c"),
@@ -354,6 +412,7 @@ fn the_rules_file_form_end_to_end() {
         assert_eq!(read(a.join("a.c")), "edited at the destination");
         assert_eq!(read(b.join("new.h")), "matches the stored wildcard");
         assert!(!b.join("b.c").exists());
+        assert_same_tree_except(a, b, &unlisted);
     }
 }
 

@@ -305,6 +305,10 @@ pub struct Conflict {
     pub reason: String,
     /// What the policy made of it.
     pub resolution: Resolution,
+    /// Only the entry's own attributes conflict (a directory on both sides): what is below
+    /// it is decided, and recorded, on its own.
+    #[serde(default)]
+    pub attributes_only: bool,
 }
 
 /// The output of reconciliation: actions in execution order, conflicts, and paths found

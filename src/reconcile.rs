@@ -518,7 +518,12 @@ impl<'a> Reconciler<'a> {
                     self.meta_or_stamp(w.other(), p, to, from, &reason);
                     self.conflict(p, reason, Resolution::Favored(w));
                 }
-                None => self.conflict(p, reason, Resolution::Unresolved),
+                None => {
+                    self.conflict(p, reason, Resolution::Unresolved);
+                    if let Some(c) = self.plan.conflicts.last_mut() {
+                        c.attributes_only = l.is_dir() && r.is_dir();
+                    }
+                }
             }
             return;
         }
@@ -700,6 +705,7 @@ impl<'a> Reconciler<'a> {
             path: p.clone(),
             reason,
             resolution,
+            attributes_only: false,
         });
     }
 

@@ -57,7 +57,13 @@ pub(super) fn execute(
     watch: &mut dyn Watch,
 ) -> Vec<RelPath> {
     let mut left = Left {
-        pending: plan.unresolved().map(|c| c.path.clone()).collect(),
+        // A directory whose attributes alone conflict is not agreed on, so the baseline
+        // keeps its old entry anyway; what is below it is recorded as it settles.
+        pending: plan
+            .unresolved()
+            .filter(|c| !c.attributes_only)
+            .map(|c| c.path.clone())
+            .collect(),
         halted: false,
     };
     let mut copied = false;

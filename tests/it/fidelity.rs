@@ -347,3 +347,47 @@ fn hard_link_changes_on_one_side_reach_the_other_in_bidi() {
     both(|s| one_sided_link_changes(s, &s.a.clone()));
     both(|s| one_sided_link_changes(s, &s.b.clone()));
 }
+
+fn below_a_conflicted_directory(s: &Sides) {
+    use std::os::unix::fs::PermissionsExt;
+    for (root, mode) in [(&s.a, 0o700), (&s.b, 0o750)] {
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    write(s.a.join("d/f"), "below a conflict");
+    write(s.a.join("other"), "elsewhere");
+    let r = (s.sync)("bidi", &[]);
+    assert_eq!(r.code, 2, "the directory's modes conflict: {r:?}");
+    assert!(r.stdout.contains("/d/f"), "{r:?}");
+    let d = Except {
+        paths: vec!["d"],
+        ..Except::default()
+    };
+    assert_same_tree_except(&s.a, &s.b, &d);
+    let file = |root: &Path| snapshot(root).remove(b"d/f".as_slice()).unwrap();
+    assert_eq!(file(&s.a), file(&s.b));
+    // Later runs report the conflict, and nothing about the file they leave alone.
+    let (before_a, before_b) = (snapshot(&s.a), snapshot(&s.b));
+    for _ in 0..2 {
+        let r = (s.sync)("bidi", &[]);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(r.stdout.contains("CONFLICT"), "{r:?}");
+        assert!(
+            !r.stdout.contains("/d/f"),
+            "a path nothing was done to is reported: {r:?}"
+        );
+        assert_unchanged(&s.a, &before_a);
+        assert_unchanged(&s.b, &before_b);
+    }
+    // A change to the file below the conflict still goes across.
+    write(s.b.join("d/f"), "changed on b");
+    let r = (s.sync)("bidi", &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(read(s.a.join("d/f")), "changed on b");
+    assert_eq!(file(&s.a), file(&s.b));
+}
+
+#[test]
+fn a_file_below_a_conflicted_directory_is_recorded_once_it_is_the_same() {
+    both(below_a_conflicted_directory);
+}

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::baseline::Baseline;
 use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
@@ -15,7 +14,7 @@ use crate::plan::Side;
 use crate::reconcile::safety::{Concern, DeleteLimit};
 use crate::reconcile::{Direction, Favor, Policy};
 use crate::rules::FilterSpec;
-use crate::session::{default_name, state_dir, validate_name, Session};
+use crate::session::{default_name, validate_name, Session};
 use crate::sync::{run, run_watched, Job, LocalTransport, RemoteSpec};
 use crate::transport::ssh::{Cipher, Hop, SshOptions, TransferThreads};
 
@@ -243,7 +242,8 @@ pub struct Args {
         long = "format",
         value_enum,
         default_value = "human",
-        value_name = "FORMAT"
+        value_name = "FORMAT",
+        global = true
     )]
     pub format: Format,
     /// filesync form: the directory the named FILEs are copied from (with -d DST).
@@ -294,6 +294,7 @@ pub enum Command {
 }
 
 pub mod filesync;
+pub mod sessions;
 
 /// Parses `-r` (plus `--user`, `--host`, `-P`) into a [`RemoteSpec`].
 pub fn parse_remote(
@@ -754,68 +755,6 @@ fn confirm_on_tty(concerns: &[Concern]) -> bool {
     matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
 }
 
-fn maintenance(cmd: &Command) -> Result<()> {
-    let dir = state_dir()?;
-    match cmd {
-        Command::Sessions => {
-            for name in Session::list(&dir) {
-                let b = Baseline::load(&dir.join(format!("{name}.baseline")));
-                match b {
-                    Ok(Some(b)) => println!("{name}\t{}\t{}", b.local_root, b.remote_root),
-                    _ => println!("{name}\t(unreadable baseline)"),
-                }
-            }
-            Ok(())
-        }
-        Command::Status { name } => {
-            let s = Session::new(name.clone())?;
-            match Baseline::load(&s.baseline_path())? {
-                Some(b) => {
-                    println!(
-                        "session:  {name}\nlocal:    {}\nremote:   {}\nentries:  {}\nbaseline: {}",
-                        b.local_root,
-                        b.remote_root,
-                        b.tree.len(),
-                        s.baseline_path().display()
-                    );
-                    Ok(())
-                }
-                None => Err(Error::State(format!(
-                    "no session named '{name}' in '{}' (see 'tandem sessions')",
-                    dir.display()
-                ))),
-            }
-        }
-        Command::Agent { .. } => unreachable!("handled before"),
-        Command::Completions { shell } => {
-            // Into a buffer first: clap_complete panics on a closed pipe (`| head`).
-            let mut script = Vec::new();
-            let mut cmd = <Args as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "tandem", &mut script);
-            let _ = std::io::stdout().write_all(&script);
-            Ok(())
-        }
-        Command::Forget { name } => {
-            let s = Session::new(name.clone())?;
-            let _lock = s.lock()?;
-            match std::fs::remove_file(s.baseline_path()) {
-                Ok(()) => {
-                    println!("forgot session '{name}'; the next run starts over");
-                    Ok(())
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::State(format!(
-                    "no session named '{name}' in '{}'",
-                    dir.display()
-                ))),
-                Err(e) => Err(Error::State(format!(
-                    "cannot remove '{}': {e}",
-                    s.baseline_path().display()
-                ))),
-            }
-        }
-    }
-}
-
 /// `tandem-agent`'s command line, for its man page (the agent itself parses it without
 /// clap: see [`crate::agent::AgentOptions::parse`]).
 pub fn agent_command() -> clap::Command {
@@ -889,7 +828,7 @@ pub fn main() -> u8 {
         Err(bit) => return bit,
     };
     if let Some(cmd) = &args.command {
-        return match maintenance(cmd) {
+        return match sessions::maintenance(cmd, args.format) {
             Ok(()) => 0,
             Err(e) => fail(reporter.as_mut(), &e.to_string(), e.exit_bit()),
         };

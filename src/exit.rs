@@ -26,6 +26,29 @@ impl ExitStatus {
     /// Anything else.
     pub const OTHER: ExitStatus = ExitStatus(128);
 
+    /// What the bits mean, in words.
+    pub fn meaning(self) -> String {
+        if self.0 == 0 {
+            return "success: everything up to date".into();
+        }
+        const WORDS: [(u8, &str); 8] = [
+            (1, "resolvable conflicts"),
+            (2, "unresolved conflicts"),
+            (4, "named files missing"),
+            (8, "permission problems"),
+            (16, "state or rules file problem"),
+            (32, "invalid arguments"),
+            (64, "a root or the remote unreachable"),
+            (128, "other errors"),
+        ];
+        let words: Vec<&str> = WORDS
+            .iter()
+            .filter(|(bit, _)| self.0 & bit != 0)
+            .map(|(_, w)| *w)
+            .collect();
+        words.join(", ")
+    }
+
     /// True if every bit of `bit` is set.
     pub fn contains(self, bit: ExitStatus) -> bool {
         self.0 & bit.0 == bit.0

@@ -2,6 +2,8 @@
 //! so two runs of one session never overlap. The lock is an `flock`, released by the
 //! kernel when the process dies, so a killed run never leaves it stuck.
 
+pub mod last_run;
+
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
@@ -138,20 +140,23 @@ impl Session {
         }
     }
 
-    /// Names of the sessions that have a baseline in the state directory.
+    /// Names of the sessions in the state directory: those with a baseline, and those
+    /// whose runs all failed before they could write one.
     pub fn list(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_suffix(".baseline")
+                let name = e.file_name();
+                let name = name.to_str()?;
+                name.strip_suffix(".baseline")
+                    .or_else(|| name.strip_suffix(".lastrun"))
                     .map(str::to_string)
             })
             .collect();
         names.sort();
+        names.dedup();
         names
     }
 }

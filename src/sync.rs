@@ -151,6 +151,16 @@ struct Run<'a> {
     /// Set when the user asked to stop: no further file starts.
     stop: Option<&'a std::sync::atomic::AtomicBool>,
     started: Instant,
+    /// Where the run is recorded as the session's last, once it holds the session (a
+    /// dry run is not recorded).
+    record: Option<Record>,
+}
+
+/// What a run's record names besides its summary.
+struct Record {
+    session: crate::session::Session,
+    direction: Direction,
+    roots: (String, String),
 }
 
 impl<'a> Run<'a> {
@@ -165,6 +175,47 @@ impl<'a> Run<'a> {
             last_error: None,
             stop: None,
             started: Instant::now(),
+            record: None,
+        }
+    }
+
+    /// The run holds its session: from now on it counts as the session's last run.
+    fn holds_session(&mut self, job: &Job) {
+        if !job.dry_run {
+            self.record = Some(Record {
+                session: job.session.clone(),
+                direction: job.policy.direction,
+                roots: roots(job),
+            });
+        }
+    }
+
+    /// Writes the session's last-run record (a failure to is an error of the run).
+    fn record(&mut self) {
+        let Some(Record {
+            session,
+            direction,
+            roots: (local_root, remote_root),
+        }) = self.record.take()
+        else {
+            return;
+        };
+        let s = &self.summary;
+        let ended = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let run = crate::session::last_run::LastRun {
+            ended,
+            direction: direction.word().into(),
+            exit: self.exit.0,
+            files: s.files_transferred + s.files_deleted + s.dirs_created + s.moved,
+            bytes: s.bytes_total,
+            local_root,
+            remote_root,
+            last_ok: None,
+        };
+        if let Err(e) = session.record_run(run) {
+            self.error(None, None, &e);
         }
     }
 
@@ -175,6 +226,7 @@ impl<'a> Run<'a> {
 
     /// Reports the summary and returns the exit status.
     fn finish(mut self) -> ExitStatus {
+        self.record();
         self.summary.elapsed_s = self.started.elapsed().as_secs_f64();
         self.summary.exit = self.exit.0;
         let summary = self.summary.clone();
@@ -387,6 +439,7 @@ fn run_inner(
     watch: &mut dyn Watch,
 ) -> Result<()> {
     let (_lock, mut old) = prepare(job)?;
+    run.holds_session(job);
     let opened = open_endpoints(job)?;
     let mut sides = first_scan(job, opened, &mut old, run)?;
     cycle(job, &mut sides, &mut old, run, confirm, watch, &NOTHING_HOT)

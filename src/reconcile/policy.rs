@@ -17,6 +17,15 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// The word for it on the command line.
+    pub fn word(self) -> &'static str {
+        match self {
+            Direction::Push => "push",
+            Direction::Pull => "pull",
+            Direction::Bidi => "bidi",
+        }
+    }
+
     /// The direction with the two sides swapped.
     pub fn mirrored(self) -> Direction {
         match self {

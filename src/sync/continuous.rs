@@ -221,6 +221,7 @@ impl Continuous<'_> {
         let first = self.generation == 1;
         let stop = self.stop.clone();
         let mut run = Run::new(reporter, self.job);
+        run.holds_session(self.job);
         run.stop = Some(&stop);
         let outcome = self.open_and_sync(&mut run, confirm, watch);
         let failed = outcome.is_err();
@@ -380,6 +381,7 @@ impl Continuous<'_> {
     ) -> Result<()> {
         let stop = self.stop.clone();
         let mut run = Run::new(reporter, self.job);
+        run.holds_session(self.job);
         run.stop = Some(&stop);
         for note in std::mem::take(&mut self.notes) {
             run.reporter.event(&Event::Notice { message: &note });

@@ -103,7 +103,7 @@ fn sessions_status_and_forget() {
     );
     let r = f.run(&["status", "-N", "backup"]);
     assert_eq!(r.code, 0);
-    assert!(r.stdout.contains("entries:  1"), "{r:?}");
+    assert!(r.stdout.contains("entries:   1"), "{r:?}");
     assert_eq!(f.run(&["forget", "-N", "backup"]).code, 0);
     assert_eq!(f.run(&["status", "-N", "backup"]).code, 16);
     assert_eq!(f.run(&["forget", "-N", "backup"]).code, 16);

@@ -391,3 +391,101 @@ fn below_a_conflicted_directory(s: &Sides) {
 fn a_file_below_a_conflicted_directory_is_recorded_once_it_is_the_same() {
     both(below_a_conflicted_directory);
 }
+
+/// The session's line in `tandem sessions --format json`.
+fn session_json(s: &Sides, name: &str) -> serde_json::Value {
+    let r = (s.run)(&["sessions", "--format", "json"]);
+    ok(&r);
+    let all: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let one = all.iter().find(|v| v["session"] == name).cloned();
+    one.unwrap_or_else(|| panic!("no session {name}: {r:?}"))
+}
+
+fn last_run_status(s: &Sides) {
+    fn named<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [&["-N", "nightly"], extra].concat()
+    }
+    write(s.a.join("f"), "one");
+    write(s.a.join("g"), "two");
+    // A first run that fails before it can write a baseline: the remote root is missing.
+    let away = s.b.with_extension("away");
+    std::fs::rename(&s.b, &away).unwrap();
+    let r = (s.sync)("push", &named(&[]));
+    assert_eq!(r.code, 64, "{r:?}");
+    std::fs::rename(&away, &s.b).unwrap();
+    let v = session_json(s, "nightly");
+    assert_eq!(v["last_run"]["exit"], 64, "{v}");
+    assert_eq!(v["last_run"]["direction"], "push", "{v}");
+    assert!(
+        v["last_run"]["meaning"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{v}"
+    );
+    assert_eq!(v["last_run"]["last_ok"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["entries"], serde_json::Value::Null, "{v}");
+    let r = (s.run)(&["status", "-N", "nightly"]);
+    ok(&r);
+    assert!(
+        r.stdout
+            .contains("exit 64 (a root or the remote unreachable)"),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains("last ok:   never"), "{r:?}");
+    // A good run.
+    ok(&(s.sync)("push", &named(&[])));
+    assert_same_tree(&s.a, &s.b);
+    let v = session_json(s, "nightly");
+    let good = v["last_run"]["ended"].as_i64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - good).abs() < 60, "{v}");
+    assert_eq!(v["last_run"]["exit"], 0, "{v}");
+    assert_eq!(v["last_run"]["files"], 2, "{v}");
+    assert_eq!(v["last_run"]["bytes"], 6, "{v}");
+    assert_eq!(v["last_run"]["last_ok"], good, "{v}");
+    assert_eq!(v["entries"], 2, "{v}");
+    let r = (s.run)(&["status", "-N", "nightly"]);
+    assert!(r.stdout.contains("direction: push"), "{r:?}");
+    assert!(r.stdout.contains("moved:     2 files, 6 B"), "{r:?}");
+    assert!(r.stdout.contains("(just now)"), "{r:?}");
+    assert!(r.stdout.contains("last ok:   this one"), "{r:?}");
+    // A bidi run that ends with a conflict: the last good run is still the push.
+    write(s.a.join("f"), "changed here");
+    write(s.b.join("f"), "changed there");
+    let r = (s.sync)("bidi", &named(&[]));
+    assert_eq!(r.code, 2, "{r:?}");
+    let v = session_json(s, "nightly");
+    assert_eq!(v["last_run"]["direction"], "bidi", "{v}");
+    assert_eq!(v["last_run"]["exit"], 2, "{v}");
+    assert_eq!(v["last_run"]["meaning"], "unresolved conflicts", "{v}");
+    assert_eq!(v["last_run"]["last_ok"], good, "{v}");
+    let r = (s.run)(&["sessions"]);
+    let line = r
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("nightly\t"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("bidi, exit 2 (unresolved conflicts)"),
+        "{line}"
+    );
+    assert!(line.contains("last exit 0: "), "{line}");
+    // A dry run is not a run of the session.
+    let r = (s.sync)("push", &named(&["-n"]));
+    assert_eq!(r.code & !1, 0, "{r:?}");
+    assert_eq!(session_json(s, "nightly")["last_run"]["direction"], "bidi");
+}
+
+#[test]
+fn sessions_and_status_say_when_and_how_the_last_run_ended() {
+    both(last_run_status);
+}

@@ -8,12 +8,16 @@ use crate::util::{fixture, Run};
 
 /// Runs `tandem -d a -r b -K DIR EXTRA...`.
 pub type SyncFn = Box<dyn Fn(&str, &[&str]) -> Run>;
+/// Runs `tandem ARGS...`.
+pub type RunFn = Box<dyn Fn(&[&str]) -> Run>;
 
 /// Two roots and a way to sync them: `-d a -r b` over a pipe, or over SSH.
 pub struct Sides {
     pub a: PathBuf,
     pub b: PathBuf,
     pub sync: SyncFn,
+    /// Runs `tandem ARGS...` with the same state directory (`sessions`, `status`).
+    pub run: RunFn,
     // Keeps the fixture (and sshd) alive.
     _keep: Box<dyn std::any::Any>,
 }
@@ -22,11 +26,12 @@ pub fn over_pipe() -> Sides {
     let f = fixture();
     let (a, b) = (f.a.clone(), f.b.clone());
     let f = std::rc::Rc::new(f);
-    let g = f.clone();
+    let (g, h) = (f.clone(), f.clone());
     Sides {
         a,
         b,
         sync: Box::new(move |dir, extra| g.sync(dir, extra)),
+        run: Box::new(move |args| h.run(args)),
         _keep: Box::new(f),
     }
 }
@@ -34,11 +39,12 @@ pub fn over_pipe() -> Sides {
 pub fn over_ssh() -> Sides {
     let s = std::rc::Rc::new(ssh_fixture());
     let (a, b) = (s.f.a.clone(), s.f.b.clone());
-    let g = s.clone();
+    let (g, h) = (s.clone(), s.clone());
     Sides {
         a,
         b,
         sync: Box::new(move |dir, extra| g.sync(dir, extra)),
+        run: Box::new(move |args| h.f.run(args)),
         _keep: Box::new(s),
     }
 }

@@ -227,6 +227,24 @@ PY
     same "$work/src/small" "$work/t/small"
     same "$work/src/big" "$work/t/big"
 
+    echo "no-op re-runs keeping ACLs and xattrs (1% of the files have one): 5 each, alternating"
+    python3 - "$work/src/small" <<'PY'
+import os, sys
+for d in range(100):
+    os.setxattr(f"{sys.argv[1]}/d{d:02}/f000", "user.note", b"kept")
+PY
+    # A session of its own keeps them; its first run reads every file's.
+    tandem_run acl-first "$work/src/small" "$work/t/small" -N bench-acl --preserve-acls native
+    rsync_run acl-first-r "$work/src/small" "$work/r/small" -AX
+    for i in 1 2 3 4 5; do
+        tandem_run noop-plain-t.$i "$work/src/small" "$work/t/small"
+        tandem_run noop-acl-t.$i "$work/src/small" "$work/t/small" -N bench-acl --preserve-acls native
+        rsync_run noop-acl-r.$i "$work/src/small" "$work/r/small" -AX
+    done
+    median noop-plain-t 5
+    median noop-acl-t 5
+    median noop-acl-r 5
+
     echo
     printf '%-34s %8s %8s %7s %10s   %-34s %-28s %s\n' "local directories" "tandem s" "rsync s" "ratio" "rsync+sync" "tandem bytes" "rsync bytes" "peak RSS client/agent, rsync"
     row "10,000 small files, initial" small-t small-r
@@ -235,10 +253,13 @@ PY
     row "1% of a 256 MiB file (rsync -a -W-)" change-t change-rd
     row "no-op, small files" noop-small-t noop-small-r
     row "no-op, big files" noop-big-t noop-big-r
+    row "no-op, small, ACLs (-A/-AX; median)" noop-acl-t noop-acl-r
     local changed=$((256 << 20)) wire
     wire=$(set -- ${B[change-t]}; echo "$1")
     echo
     echo "1% change: tandem moved $wire bytes on the wire = $(echo "100 * $wire / $changed" | bc -l | cut -c1-5)% of the file"
+    printf -- '--preserve-acls native no-op: %.3f s beside %.3f s without = %.2fx (goal <= 1.25x)\n' \
+        "${T[noop-acl-t]}" "${T[noop-plain-t]}" "$(echo "${T[noop-acl-t]} / ${T[noop-plain-t]}" | bc -l)"
 }
 
 # The SSH table first: the local one changes the workload (the 1% edit).

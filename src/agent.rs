@@ -411,7 +411,10 @@ fn handle(
     journal: &mut Journal,
 ) -> Result<(), Error> {
     match req {
-        Request::Scan { filter } => scan_to(ep, &filter, out),
+        Request::Scan {
+            filter,
+            skip_file_xattrs,
+        } => scan_to(ep, &filter, skip_file_xattrs, out),
         Request::Rescan { filter, paths } => match ep.rescan(&filter, &paths) {
             Ok(r) => {
                 send_tree(r.tree, out)?;
@@ -517,6 +520,7 @@ fn report_received(done: Vec<Received>, out: &Out, journal: &mut Journal) -> Res
 fn scan_to(
     ep: &mut LocalEndpoint,
     filter: &crate::rules::FilterSpec,
+    skip_file_xattrs: bool,
     out: &Out,
 ) -> Result<(), Error> {
     let mut broken = None;
@@ -529,7 +533,7 @@ fn scan_to(
             broken = out.send(&part).err();
         }
     };
-    let scanned = ep.scan_streamed(filter, SCAN_BATCH, &mut sink);
+    let scanned = ep.scan_streamed(filter, skip_file_xattrs, SCAN_BATCH, &mut sink);
     if let Some(e) = broken {
         return Err(e);
     }

@@ -60,6 +60,10 @@ pub struct Baseline {
     pub tree: Tree,
     /// Digests per side (`[local, remote]`).
     pub caches: [HashCache; 2],
+    /// How each side's ACLs and xattrs were read for `tree` (`--preserve-acls`): a run
+    /// that reads them as the last one did may take an unchanged file's from the tree.
+    #[serde(default)]
+    pub acls: [crate::xattrs::AclMode; 2],
 }
 
 /// A baseline as format version 1 stored it (hash caches with a path per file).
@@ -82,6 +86,7 @@ impl BaselineV1 {
             root_ids: self.root_ids,
             tree: self.tree,
             caches,
+            acls: Default::default(),
         }
     }
 }

@@ -106,12 +106,16 @@ enum Part<'a> {
 /// What `tree` (one side, as it is now) tells about digests, relative to `base`, one
 /// part at a time.
 fn parts<'a>(base: &'a Tree, tree: &'a Tree) -> impl Iterator<Item = Part<'a>> + 'a {
-    merge([&base.entries, &tree.entries]).flat_map(|(p, [b, t])| {
-        let b = b.and_then(cached);
-        let t = t.and_then(cached);
+    merge([&base.entries, &tree.entries]).flat_map(|(p, [be, te])| {
+        let b = be.and_then(cached);
+        let t = te.and_then(cached);
+        // A stamp also vouches for the file's ACLs and xattrs being the baseline's (a
+        // scan may leave them unread, see `Known::with_xattrs`).
+        let same_xattrs = matches!((be, te), (Some(b), Some(t)) if b.xattrs() == t.xattrs());
         match (b, t) {
             (Some(b), Some(t))
-                if (b.size, b.mtime_ns, b.digest) == (t.size, t.mtime_ns, t.digest) =>
+                if (b.size, b.mtime_ns, b.digest) == (t.size, t.mtime_ns, t.digest)
+                    && same_xattrs =>
             {
                 [Some(Part::Stamp(t.stamp)), None]
             }
@@ -316,6 +320,10 @@ impl<'a> Filler<'a> {
         let from_other = from_other.filter(|c| hit(c.size, c.mtime_ns, c.stamp));
         if let Some((b, _)) = from_base {
             e.digest = b.digest;
+            // Unchanged since it was in the baseline's state, attributes and all.
+            if crate::xattrs::is_unread(e.xattrs()) {
+                e.set_xattrs(b.xattrs().cloned());
+            }
             e.share(b);
         } else if let Some(c) = from_other {
             e.digest = Some(c.digest);

@@ -16,6 +16,8 @@ use crate::tree::{Entry, Tree};
 pub struct Known<'a> {
     held: Option<Peekable<btree_map::Iter<'a, RelPath, Entry>>>,
     cache: Option<Filler<'a>>,
+    /// The cache's files unchanged since the baseline have its ACLs and xattrs.
+    xattrs: bool,
 }
 
 impl<'a> Known<'a> {
@@ -24,6 +26,7 @@ impl<'a> Known<'a> {
         Known {
             held: Some(held.entries.iter().peekable()),
             cache: None,
+            xattrs: false,
         }
     }
 
@@ -36,11 +39,25 @@ impl<'a> Known<'a> {
         }
     }
 
+    /// [`Known::with_cache`], where the baseline's ACLs and xattrs were read as this run
+    /// reads them: a scan may leave a file's unread ([`crate::xattrs::unread`]), and an
+    /// unchanged file takes the baseline's; the caller reads the rest.
+    pub fn with_xattrs(mut self, known: bool) -> Known<'a> {
+        self.xattrs = known && self.cache.is_some();
+        self
+    }
+
+    /// True when a scan may leave files' ACLs and xattrs unread.
+    pub fn knows_xattrs(&self) -> bool {
+        self.xattrs
+    }
+
     /// Shares nothing.
     pub fn none() -> Known<'a> {
         Known {
             held: None,
             cache: None,
+            xattrs: false,
         }
     }
 

@@ -32,6 +32,10 @@ pub enum Request {
     Scan {
         /// Patterns to leave out.
         filter: FilterSpec,
+        /// Files' ACLs and xattrs are left unread ([`crate::xattrs::unread`]): the client
+        /// knows those of the files unchanged since the baseline, and asks for the rest.
+        #[serde(default)]
+        skip_file_xattrs: bool,
     },
     /// Scan these paths again, each with everything below it if flagged (answered by
     /// `ScanPart`s then `Rescanned`).

@@ -34,6 +34,9 @@ pub struct ScanOptions {
     pub acls: AclMode,
     /// Threads that look entries up (`--scan-threads`; 0 or 1: the walking thread alone).
     pub threads: usize,
+    /// Files' attributes are left unread ([`xattrs::unread`]): the caller knows those
+    /// of the unchanged ones, and reads the rest.
+    pub skip_file_xattrs: bool,
 }
 
 /// Scans everything below the root; also lists partial transfers to resume.
@@ -163,6 +166,7 @@ struct Walk<'a, 'k> {
     /// First name seen of each (device, inode) with several names.
     links: Option<HashMap<LinkKey, RelPath>>,
     acls: AclMode,
+    skip_file_xattrs: bool,
     root: &'a Root,
     /// Descend into directories (a rescan of a directory's own entry does not).
     recurse: bool,
@@ -184,6 +188,7 @@ impl<'a, 'k> Walk<'a, 'k> {
             partials: Partials::new(),
             links: opts.hard_links.then(HashMap::new),
             acls: opts.acls,
+            skip_file_xattrs: opts.skip_file_xattrs,
             root,
             recurse: true,
             linked: false,
@@ -276,6 +281,9 @@ impl<'a, 'k> Walk<'a, 'k> {
             let xattrs = match self.acls {
                 AclMode::None => None,
                 AclMode::Metafile => record,
+                AclMode::Native if self.skip_file_xattrs && entry.is_file() => {
+                    Some(xattrs::unread())
+                }
                 AclMode::Native => match xattrs::read_at(dir, name) {
                     Ok(x) => x,
                     Err(e) => {

@@ -29,6 +29,7 @@ use crate::reconcile::{digests_needed, next_baseline, next_entries, reconcile, P
 use crate::rules::FilterSpec;
 use crate::session::Session;
 use crate::tree::{Entry, Tree};
+use crate::xattrs::AclMode;
 use execute::{count, execute};
 use transfer::Watch;
 
@@ -587,6 +588,10 @@ fn first_scan(job: &Job, opened: Opened, old: &mut Baseline, run: &mut Run<'_>) 
     for n in &notes {
         run.reporter.event(&Event::Notice { message: n });
     }
+    // The baseline's attributes were read as this run reads them: an unchanged file's
+    // are taken from it, not read again (the scans leave them unread).
+    let knows = |side: Side| old.acls == job.acls && job.acls[side as usize] == AclMode::Native;
+    let knows = [knows(Side::Local), knows(Side::Remote)];
     let Baseline {
         tree: base,
         caches: [local_cache, remote_cache],
@@ -599,11 +604,13 @@ fn first_scan(job: &Job, opened: Opened, old: &mut Baseline, run: &mut Run<'_>) 
         // in, pairs the files that moved there and is let go, while the other side may
         // still be growing its tree.
         let l = s.spawn(|| {
-            let mut scan = local.scan(&job.filter, Known::with_cache(base, local_cache))?;
+            let known = Known::with_cache(base, local_cache).with_xattrs(knows[0]);
+            let mut scan = local.scan(&job.filter, known)?;
             local_cache.spend_on(base, &mut scan.tree);
             Ok::<_, Error>(scan)
         });
-        let mut r = remote.scan(&job.filter, Known::with_cache(base, remote_cache));
+        let known = Known::with_cache(base, remote_cache).with_xattrs(knows[1]);
+        let mut r = remote.scan(&job.filter, known);
         if let Ok(r) = &mut r {
             remote_cache.spend_on(base, &mut r.tree);
         }
@@ -622,6 +629,8 @@ fn first_scan(job: &Job, opened: Opened, old: &mut Baseline, run: &mut Run<'_>) 
             (l?, r?)
         }
     };
+    read_unread_xattrs(job, local.as_mut(), &mut ls.tree)?;
+    read_unread_xattrs(job, remote.as_mut(), &mut rs.tree)?;
     report_problems(run, Side::Local, local.place(), &ls.tree);
     report_problems(run, Side::Remote, remote.place(), &rs.tree);
     let owners = [ls.owners.take(), rs.owners.take()];
@@ -633,6 +642,36 @@ fn first_scan(job: &Job, opened: Opened, old: &mut Baseline, run: &mut Run<'_>) 
         partials: [ls.partials, rs.partials],
         trees: [ls.tree, rs.tree],
     })
+}
+
+/// Reads the ACLs and xattrs a scan left unread of files the baseline does not vouch for
+/// (changed, moved or new since): one rescan of just those entries.
+fn read_unread_xattrs(job: &Job, ep: &mut dyn Endpoint, tree: &mut Tree) -> Result<()> {
+    let unread: Vec<(RelPath, bool)> = tree
+        .entries
+        .iter()
+        .filter(|(_, e)| crate::xattrs::is_unread(e.xattrs()))
+        .map(|(p, _)| (p.clone(), false))
+        .collect();
+    if unread.is_empty() {
+        return Ok(());
+    }
+    let found = ep.rescan(&job.filter, &unread)?;
+    for (p, _) in &unread {
+        match found.tree.entries.get(p) {
+            Some(e) => {
+                tree.entries.insert(p.clone(), e.clone());
+            }
+            // Gone since the scan: as a rescan would find it.
+            None => {
+                tree.entries.remove(p);
+            }
+        }
+        if let Some(why) = found.tree.problems.get(p) {
+            tree.problems.insert(p.clone(), why.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Reports every path of `tree` that could not be read (exit bit 8 for permissions).
@@ -913,6 +952,7 @@ fn commit(
         old.local_root == local_root
             && old.remote_root == remote_root
             && old.root_ids == ids
+            && old.acls == job.acls
             && old.caches[0].is_of(&old.tree, lt)
             && old.caches[1].is_of(&old.tree, rt)
     };
@@ -950,6 +990,7 @@ fn commit(
         root_ids: ids,
         tree,
         caches,
+        acls: job.acls,
     };
     next.commit(&job.session.baseline_path())?;
     *old = next;

@@ -60,6 +60,19 @@ impl AclMode {
     }
 }
 
+/// What a scan that was told the attributes of unchanged files are known records for a
+/// file it did not read them of: an empty list, which a read never returns (it gives
+/// `None` for a file without attributes). Filled in from the baseline, or read, before
+/// anything compares it ([`is_unread`]).
+pub fn unread() -> Xattrs {
+    Vec::new()
+}
+
+/// True for attributes a scan left unread ([`unread`]).
+pub fn is_unread(x: Option<&Xattrs>) -> bool {
+    x.is_some_and(|x| x.is_empty())
+}
+
 /// True for the attributes that are kept: ACLs and `user.*`.
 pub fn kept(name: &[u8]) -> bool {
     name == b"system.posix_acl_access"
@@ -94,14 +107,46 @@ fn os(b: &[u8]) -> &std::ffi::OsStr {
 }
 
 /// Reads the kept attributes of `name` in `dir` (`None` when it has none).
+///
+/// Through a descriptor of the entry where one can be opened without following a
+/// symlink (resolving `/proc/self/fd/N/name` cost a scan with ACLs more than its stats);
+/// by that path otherwise (a file this user may not read).
 pub fn read_at(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<Xattrs>> {
-    let path = proc_path(dir, name);
+    use rustix::fs::{Mode, OFlags};
+    // NONBLOCK and NOCTTY: a name swapped for a fifo or a terminal since it was listed
+    // neither blocks nor becomes the controlling terminal.
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, os(name), flags, Mode::empty()) {
+        Ok(fd) => read_with(
+            |list| rustix::fs::flistxattr(&fd, list),
+            || rustix::fs::flistxattr_query(&fd),
+            |attr, value| rustix::fs::fgetxattr(&fd, os(attr), value),
+        ),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(_) => {
+            let path = proc_path(dir, name);
+            read_with(
+                |list| rustix::fs::llistxattr(os(&path), list),
+                || rustix::fs::llistxattr_query(os(&path)),
+                |attr, value| rustix::fs::lgetxattr(os(&path), os(attr), value),
+            )
+        }
+    }
+}
+
+/// Reads the kept attributes with the given list and get calls.
+fn read_with(
+    list_into: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    list_size: impl Fn() -> rustix::io::Result<usize>,
+    get: impl Fn(&[u8], &mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Option<Xattrs>> {
     let mut list = vec![0u8; 4096];
     let n = loop {
-        match rustix::fs::llistxattr(os(&path), &mut list[..]) {
+        match list_into(&mut list[..]) {
             Ok(n) => break n,
             Err(rustix::io::Errno::RANGE) => {
-                let need = rustix::fs::llistxattr_query(os(&path))?;
+                let need = list_size()?;
                 list.resize(need.max(list.len() * 2), 0);
             }
             Err(rustix::io::Errno::NOTSUP) => return Ok(None),
@@ -112,7 +157,7 @@ pub fn read_at(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<Xattrs>> {
     for attr in list[..n].split(|&b| b == 0).filter(|a| kept(a)) {
         let mut value = vec![0u8; 256];
         let len = loop {
-            match rustix::fs::lgetxattr(os(&path), os(attr), &mut value[..]) {
+            match get(attr, &mut value[..]) {
                 Ok(len) => break Some(len),
                 Err(rustix::io::Errno::RANGE) if value.len() < MAX_VALUE => {
                     value.resize(MAX_VALUE, 0)

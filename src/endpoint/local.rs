@@ -981,7 +981,10 @@ impl Endpoint for LocalEndpoint {
     fn scan(&mut self, filter: &FilterSpec, known: Known<'_>) -> Result<Scan> {
         self.settle_writers();
         let filter = filter.build()?;
-        let opts = self.scan_options();
+        let opts = crate::scan::ScanOptions {
+            skip_file_xattrs: known.knows_xattrs(),
+            ..self.scan_options()
+        };
         let (tree, partials) = scan(&self.root, &filter, opts, known);
         Ok(Scan {
             tree,
@@ -1120,6 +1123,7 @@ impl LocalEndpoint {
             hard_links: self.hard_links,
             acls: self.acls,
             threads: self.scan_threads,
+            skip_file_xattrs: false,
         }
     }
 
@@ -1128,12 +1132,16 @@ impl LocalEndpoint {
     pub fn scan_streamed(
         &mut self,
         filter: &FilterSpec,
+        skip_file_xattrs: bool,
         batch: usize,
         sink: crate::scan::Sink<'_>,
     ) -> Result<Scan> {
         self.settle_writers();
         let filter = filter.build()?;
-        let opts = self.scan_options();
+        let opts = crate::scan::ScanOptions {
+            skip_file_xattrs,
+            ..self.scan_options()
+        };
         let (problems, partials) =
             crate::scan::scan_streamed(&self.root, &filter, opts, batch, sink);
         Ok(Scan {

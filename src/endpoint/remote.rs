@@ -510,6 +510,7 @@ impl Endpoint for RemoteEndpoint {
     fn scan(&mut self, filter: &FilterSpec, known: Known<'_>) -> Result<Scan> {
         let request = Request::Scan {
             filter: filter.clone(),
+            skip_file_xattrs: known.knows_xattrs(),
         };
         let (tree, end) = self.tree_parts(&request, known)?;
         match end {

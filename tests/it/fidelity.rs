@@ -489,3 +489,47 @@ fn last_run_status(s: &Sides) {
 fn sessions_and_status_say_when_and_how_the_last_run_ended() {
     both(last_run_status);
 }
+
+fn acls_known_from_the_baseline(s: &Sides) {
+    let native = ["--preserve-acls", "native"];
+    for i in 0..20 {
+        write(s.a.join(format!("d/f{i:02}")), &format!("file {i}"));
+    }
+    run("setfacl", &["-m", "u:65534:r"], &s.a.join("d/f03"));
+    // A session that did not keep ACLs, then one that does: every ACL is read, none
+    // taken from a baseline that never had them.
+    ok(&(s.sync)("push", &[]));
+    ok(&(s.sync)("push", &native));
+    assert_same_tree(&s.a, &s.b);
+    // Changed on either side since: found, though unchanged files' are not read again.
+    run("setfacl", &["-m", "u:65534:rw"], &s.a.join("d/f05"));
+    run(
+        "setfattr",
+        &["-n", "user.k", "-v", "far"],
+        &s.b.join("d/f07"),
+    );
+    std::fs::rename(s.a.join("d/f03"), s.a.join("d/moved")).unwrap();
+    let before_b = snapshot(&s.b);
+    let r = (s.sync)("bidi", &native);
+    ok(&r);
+    assert_same_tree(&s.a, &s.b);
+    assert_eq!(
+        xattrs(&s.a.join("d/f07"))
+            .get(b"user.k".as_slice())
+            .unwrap(),
+        b"far"
+    );
+    assert_ne!(before_b, snapshot(&s.b));
+    // And a no-op after it leaves both as they are.
+    let (a, b) = (snapshot(&s.a), snapshot(&s.b));
+    let r = (s.sync)("bidi", &["--preserve-acls", "native", "--format", "json"]);
+    ok(&r);
+    assert_eq!(json_events(&r.stdout).pop().unwrap()["moved"], 0, "{r:?}");
+    assert_unchanged(&s.a, &a);
+    assert_unchanged(&s.b, &b);
+}
+
+#[test]
+fn acls_of_unchanged_files_come_from_the_baseline_and_changes_are_still_seen() {
+    both(acls_known_from_the_baseline);
+}

@@ -85,10 +85,20 @@ complete -c tandem -n "__fish_tandem_needs_command" -a "status" -d 'Show what a 
 complete -c tandem -n "__fish_tandem_needs_command" -a "forget" -d 'Delete a session\'s baseline, so the next run starts over'
 complete -c tandem -n "__fish_tandem_needs_command" -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish or powershell)'
 complete -c tandem -n "__fish_tandem_needs_command" -a "agent" -d 'Serve the agent protocol on stdin/stdout (what tandem-agent does)'
-complete -c tandem -n "__fish_tandem_using_subcommand sessions" -s h -l help -d 'Print help'
+complete -c tandem -n "__fish_tandem_using_subcommand sessions" -l format -d 'Output format' -r -f -a "human\t'Status lines for people'
+json\t'One JSON object per line on stdout'"
+complete -c tandem -n "__fish_tandem_using_subcommand sessions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tandem -n "__fish_tandem_using_subcommand status" -s N -l name -d 'The session' -r
-complete -c tandem -n "__fish_tandem_using_subcommand status" -s h -l help -d 'Print help'
+complete -c tandem -n "__fish_tandem_using_subcommand status" -l format -d 'Output format' -r -f -a "human\t'Status lines for people'
+json\t'One JSON object per line on stdout'"
+complete -c tandem -n "__fish_tandem_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tandem -n "__fish_tandem_using_subcommand forget" -s N -l name -d 'The session' -r
-complete -c tandem -n "__fish_tandem_using_subcommand forget" -s h -l help -d 'Print help'
-complete -c tandem -n "__fish_tandem_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c tandem -n "__fish_tandem_using_subcommand agent" -s h -l help -d 'Print help'
+complete -c tandem -n "__fish_tandem_using_subcommand forget" -l format -d 'Output format' -r -f -a "human\t'Status lines for people'
+json\t'One JSON object per line on stdout'"
+complete -c tandem -n "__fish_tandem_using_subcommand forget" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tandem -n "__fish_tandem_using_subcommand completions" -l format -d 'Output format' -r -f -a "human\t'Status lines for people'
+json\t'One JSON object per line on stdout'"
+complete -c tandem -n "__fish_tandem_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tandem -n "__fish_tandem_using_subcommand agent" -l format -d 'Output format' -r -f -a "human\t'Status lines for people'
+json\t'One JSON object per line on stdout'"
+complete -c tandem -n "__fish_tandem_using_subcommand agent" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -660,7 +660,14 @@ fn read_unread_xattrs(job: &Job, ep: &mut dyn Endpoint, tree: &mut Tree) -> Resu
     for (p, _) in &unread {
         match found.tree.entries.get(p) {
             Some(e) => {
-                tree.entries.insert(p.clone(), e.clone());
+                let mut e = e.clone();
+                // A moved file's digest came from the cache: still good for the same file.
+                if let Some(was) = tree.entries.get(p) {
+                    if (was.stamp, was.size, was.mtime_ns) == (e.stamp, e.size, e.mtime_ns) {
+                        e.digest = e.digest.or(was.digest);
+                    }
+                }
+                tree.entries.insert(p.clone(), e);
             }
             // Gone since the scan: as a rescan would find it.
             None => {

@@ -80,12 +80,19 @@ fn watch_again(watcher: &Weak<Mutex<notify::RecommendedWatcher>>, root: &Path, b
         return;
     };
     let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
-    match w.watch(root, RecursiveMode::Recursive) {
-        Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
-            burst.rescan = Some(LIMIT.into())
+    // The walk stops at a directory removed while it runs (the churn that overflowed the
+    // queue may go on): a few more walks take in what lies after it.
+    for _ in 0..3 {
+        match w.watch(root, RecursiveMode::Recursive) {
+            Ok(()) => return,
+            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                burst.rescan = Some(LIMIT.into());
+                return;
+            }
+            // A root gone or unreadable: the rescan says so.
+            Err(_) if !root.is_dir() => return,
+            Err(_) => {}
         }
-        // A root gone or unreadable: the rescan says so.
-        _ => {}
     }
 }
 

@@ -106,11 +106,13 @@ fn os(b: &[u8]) -> &std::ffi::OsStr {
     std::os::unix::ffi::OsStrExt::from_bytes(b)
 }
 
-/// Reads the kept attributes of `name` in `dir` (`None` when it has none).
+/// Reads the kept attributes of `name` in `dir`, a regular file or a directory (`None`
+/// when it has none).
 ///
 /// Through a descriptor of the entry where one can be opened without following a
 /// symlink (resolving `/proc/self/fd/N/name` cost a scan with ACLs more than its stats);
-/// by that path otherwise (a file this user may not read).
+/// by that path otherwise (a file this user may not read). Never for a device node:
+/// opening one can act on the device ([`read_by_path`]).
 pub fn read_at(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<Xattrs>> {
     use rustix::fs::{Mode, OFlags};
     // NONBLOCK and NOCTTY: a name swapped for a fifo or a terminal since it was listed
@@ -123,16 +125,19 @@ pub fn read_at(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<Xattrs>> {
             || rustix::fs::flistxattr_query(&fd),
             |attr, value| rustix::fs::fgetxattr(&fd, os(attr), value),
         ),
-        Err(rustix::io::Errno::NOENT) => Ok(None),
-        Err(_) => {
-            let path = proc_path(dir, name);
-            read_with(
-                |list| rustix::fs::llistxattr(os(&path), list),
-                || rustix::fs::llistxattr_query(os(&path)),
-                |attr, value| rustix::fs::lgetxattr(os(&path), os(attr), value),
-            )
-        }
+        // Gone, unreadable, or a symlink now: the path says which.
+        Err(_) => read_by_path(dir, name),
     }
+}
+
+/// Reads the kept attributes of `name` in `dir`, of any kind, by its `/proc` path.
+pub fn read_by_path(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<Xattrs>> {
+    let path = proc_path(dir, name);
+    read_with(
+        |list| rustix::fs::llistxattr(os(&path), list),
+        || rustix::fs::llistxattr_query(os(&path)),
+        |attr, value| rustix::fs::lgetxattr(os(&path), os(attr), value),
+    )
 }
 
 /// Reads the kept attributes with the given list and get calls.
@@ -178,7 +183,7 @@ fn read_with(
 /// Makes the kept attributes of `name` in `dir` exactly `want`.
 pub fn write_at(dir: &impl AsFd, name: &[u8], want: Option<&Xattrs>) -> io::Result<()> {
     let path = proc_path(dir, name);
-    let have = read_at(dir, name)?.unwrap_or_default();
+    let have = read_by_path(dir, name)?.unwrap_or_default();
     let want = want.cloned().unwrap_or_default();
     for (n, _) in have
         .iter()

@@ -263,28 +263,82 @@ pub fn plan_links(plan: &mut Plan, base: &Tree, local: &Tree, remote: &Tree, dir
             if !(linked(base) || linked(local) || linked(remote)) {
                 return;
             }
-            let to_remote = wanted_links(base, local, remote);
+            let held = Held::of(plan);
+            let to_remote = wanted_links(base, local, remote, &held.for_target(Side::Remote));
             regroup(plan, Side::Remote, &to_remote, remote, true);
-            let to_local = wanted_links(base, remote, local);
+            let to_local = wanted_links(base, remote, local, &held.for_target(Side::Local));
             regroup(plan, Side::Local, &to_local, local, true);
         }
     }
 }
 
-/// The links `target` should have after a bidi run, on `source`'s entries: each name takes
-/// `source`'s link where that changed since the baseline and `target`'s did not, and
-/// keeps `target`'s otherwise (names new on `source` take its links).
-fn wanted_links(base: &Tree, source: &Tree, target: &Tree) -> Tree {
+/// What the plan does to each name's content in bidi, by side.
+struct Held {
+    /// Names whose content the plan writes on each side (`[local, remote]`).
+    written: [BTreeSet<RelPath>; 2],
+    /// Names in a conflict (and below one): their links are left as they are.
+    conflicted: Vec<RelPath>,
+}
+
+/// [`Held`], seen from the side being regrouped.
+struct Seen<'h> {
+    /// Names the source's content goes to the target.
+    to_target: &'h BTreeSet<RelPath>,
+    /// Names the target's content goes to the source.
+    to_source: &'h BTreeSet<RelPath>,
+    conflicted: &'h [RelPath],
+}
+
+impl Held {
+    fn of(plan: &Plan) -> Held {
+        let mut written: [BTreeSet<RelPath>; 2] = Default::default();
+        for a in &plan.actions {
+            if matches!(
+                a.op,
+                Op::Copy { .. } | Op::Link { .. } | Op::Dedup { .. } | Op::Delete
+            ) {
+                written[a.side as usize].insert(a.path.clone());
+            }
+        }
+        let conflicted = plan.conflicts.iter().map(|c| c.path.clone()).collect();
+        Held {
+            written,
+            conflicted,
+        }
+    }
+
+    fn for_target(&self, target: Side) -> Seen<'_> {
+        Seen {
+            to_target: &self.written[target as usize],
+            to_source: &self.written[target.other() as usize],
+            conflicted: &self.conflicted,
+        }
+    }
+}
+
+/// The links `target` should have after a bidi run, on `source`'s entries. A name whose
+/// content goes from source to target takes the source's link with it; one whose content
+/// stays the target's, or that is in a conflict, keeps the target's. Otherwise (content
+/// alike) a name takes `source`'s link where that changed since the baseline and
+/// `target`'s did not. Names new on `source` take its links.
+fn wanted_links(base: &Tree, source: &Tree, target: &Tree, seen: &Seen<'_>) -> Tree {
     let link = |t: &Tree, p: &RelPath| t.get(p).and_then(|e| e.link()).cloned();
     let mut wanted = source.clone();
     for (p, e) in wanted.entries.iter_mut().filter(|(_, e)| e.is_file()) {
         let Some(t) = target.get(p).filter(|t| t.is_file()) else {
             continue;
         };
-        let was = link(base, p);
-        let source_changed = e.link().cloned() != was;
-        let target_changed = t.link().cloned() != was;
-        if !source_changed || target_changed {
+        let take_source = if seen.conflicted.iter().any(|c| p.starts_with(c)) {
+            false
+        } else if seen.to_target.contains(p) {
+            true
+        } else if seen.to_source.contains(p) {
+            false
+        } else {
+            let was = link(base, p);
+            e.link().cloned() != was && t.link().cloned() == was
+        };
+        if !take_source {
             e.set_link(t.link().cloned());
         }
     }

@@ -533,3 +533,42 @@ fn acls_known_from_the_baseline(s: &Sides) {
 fn acls_of_unchanged_files_come_from_the_baseline_and_changes_are_still_seen() {
     both(acls_known_from_the_baseline);
 }
+
+/// One side links two equal files (a dedup tool), the other edits one of them: the edit
+/// wins and reaches both sides; with both editing it, it is a conflict that loses neither.
+fn a_link_made_here_and_an_edit_there(s: &Sides) {
+    write(s.a.join("a"), "same\n");
+    write(s.a.join("n"), "same\n");
+    set_mtime(s.a.join("a"), 1_600_000_000);
+    set_mtime(s.a.join("n"), 1_600_000_000);
+    ok(&(s.sync)("bidi", &[]));
+    assert_same_tree(&s.a, &s.b);
+    std::fs::remove_file(s.a.join("n")).unwrap();
+    link(&s.a.join("a"), &s.a.join("n"));
+    write(s.b.join("n"), "edited there\n");
+    let r = (s.sync)("bidi", &[]);
+    ok(&r);
+    assert_eq!(read(s.a.join("n")), "edited there\n", "{r:?}");
+    assert_eq!(read(s.b.join("n")), "edited there\n", "{r:?}");
+    assert_eq!(read(s.a.join("a")), "same\n");
+    assert_same_tree(&s.a, &s.b);
+    // Both change `n` now: here by linking it to `a` again, there by editing it.
+    std::fs::remove_file(s.a.join("n")).unwrap();
+    link(&s.a.join("a"), &s.a.join("n"));
+    write(s.b.join("n"), "edited again there\n");
+    let (before_a, before_b) = (snapshot(&s.a), snapshot(&s.b));
+    let r = (s.sync)("bidi", &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    // Only the roots' times move (they end alike, the newer of the two).
+    let roots = Except {
+        root: true,
+        ..Except::default()
+    };
+    assert_eq!(tree_difference(&before_a, &snapshot(&s.a), &roots), None);
+    assert_eq!(tree_difference(&before_b, &snapshot(&s.b), &roots), None);
+}
+
+#[test]
+fn a_link_made_on_one_side_never_overwrites_an_edit_made_on_the_other() {
+    both(a_link_made_here_and_an_edit_there);
+}

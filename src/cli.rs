@@ -882,7 +882,8 @@ fn logged(
         .and_then(|s| crate::log::Log::open(&s, "tandem").map_err(|why| (why, ExitStatus::STATE)));
     match log {
         Ok(log) => {
-            log.line(&format!("started: {}", shell_words(std::env::args())));
+            let args = std::env::args().map(|a| crate::secret::masked(&a));
+            log.line(&format!("started: {}", shell_words(args)));
             Ok(Box::new(crate::log::Logged {
                 inner: reporter,
                 log,

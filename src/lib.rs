@@ -35,6 +35,7 @@ pub mod protocol;
 pub mod reconcile;
 pub mod rules;
 pub mod scan;
+pub mod secret;
 pub mod session;
 pub mod sync;
 pub mod transport;

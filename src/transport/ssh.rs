@@ -33,11 +33,29 @@ pub struct Hop {
 }
 
 impl Hop {
-    /// Parses `[ssh://][user@]host[:port]`, with `[v6addr]` for IPv6.
+    /// Parses `[ssh://][user@]host[:port]`, with `[v6addr]` for IPv6. A password in it is
+    /// refused (logins are by key) and never repeated in the message.
     pub fn parse(s: &str) -> Result<Hop, String> {
-        let bad = |why: &str| format!("bad jump host '{s}': {why}; write [USER@]HOST[:PORT]");
-        let rest = s.strip_prefix("ssh://").unwrap_or(s).trim_end_matches('/');
+        let shown = crate::secret::masked(s);
+        let bad = |why: &str| format!("bad jump host '{shown}': {why}; write [USER@]HOST[:PORT]");
+        let rest = match s.split_once("://") {
+            Some(("ssh", rest)) => rest,
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "jump host '{shown}': '{scheme}://' is not a way tandem reaches a host; \
+                     write ssh://[USER@]HOST[:PORT] (or [USER@]HOST[:PORT])"
+                ))
+            }
+            None => s,
+        }
+        .trim_end_matches('/');
         let (user, hostport) = match rest.rsplit_once('@') {
+            Some((u, _)) if u.contains(':') => {
+                return Err(bad(
+                    "a password there is not used (tandem logs in with keys or ssh-agent); \
+                     leave it out",
+                ))
+            }
             Some((u, h)) if !u.is_empty() => (Some(u.to_string()), h),
             Some(_) => return Err(bad("empty user")),
             None => (None, rest),
@@ -257,6 +275,22 @@ mod connect {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_and_other_schemes_are_refused_without_repeating_the_password() {
+        for given in [
+            "dnats://gazelle:password@host",
+            "ssh://gazelle:password@host:22",
+            "gazelle:password@host",
+        ] {
+            let e = Hop::parse(given).unwrap_err();
+            assert!(!e.contains("password@"), "{e}");
+            assert!(e.contains("gazelle:***@host"), "{e}");
+        }
+        assert!(Hop::parse("dnats://host")
+            .unwrap_err()
+            .contains("'dnats://'"));
+    }
 
     #[test]
     fn jump_hosts_parse_like_openssh() {

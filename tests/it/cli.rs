@@ -201,3 +201,37 @@ fn a_lone_client_serves_the_agent_itself() {
     );
     assert_same_tree(&f.a, &f.b);
 }
+
+#[test]
+fn a_proxy_password_is_never_printed_and_other_schemes_are_refused() {
+    let f = fixture();
+    let logs = f.tmp.path().join("logs");
+    for proxy in [
+        "dnats://gazelle:s3cretpw@127.0.0.1",
+        "ssh://gazelle:s3cretpw@127.0.0.1:1",
+    ] {
+        for format in ["human", "json"] {
+            let mut c = f.command();
+            c.arg("-d")
+                .arg(&f.a)
+                .args(["-r", "127.0.0.1:/srv", "-K", "push"]);
+            c.args(["--proxy", proxy, "--format", format])
+                .arg("-L")
+                .arg(&logs);
+            let r = output(c.output().unwrap());
+            assert_eq!(r.code, 32, "{r:?}");
+            let all = format!("{}{}", r.stdout, r.stderr);
+            assert!(!all.contains("s3cretpw"), "the password is printed: {r:?}");
+            assert!(all.contains("gazelle:***@127.0.0.1"), "{r:?}");
+        }
+    }
+    let mut logged = String::new();
+    for e in std::fs::read_dir(&logs).unwrap() {
+        logged += &String::from_utf8_lossy(&std::fs::read(e.unwrap().path()).unwrap());
+    }
+    assert!(logged.contains("gazelle:***@"), "nothing logged: {logged}");
+    assert!(
+        !logged.contains("s3cretpw"),
+        "the password is logged: {logged}"
+    );
+}

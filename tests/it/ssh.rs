@@ -813,3 +813,39 @@ fn tens_of_thousands_of_files_go_both_ways_over_ssh_without_stalling() {
     assert_eq!(again["moved"], 0, "{again}");
     assert_same_tree(&s.f.a, &s.f.b);
 }
+
+#[test]
+fn a_proxy_command_is_refused_by_name_never_bypassed() {
+    let s = ssh_fixture();
+    write(s.f.a.join("f"), "must not go direct\n");
+    // HostName and Port lead straight to the test sshd: ignoring the ProxyCommand would
+    // connect there, as the user's ssh never would.
+    let config = |proxy: &str| {
+        format!(
+            "Host viaproxy\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  ProxyCommand {proxy}\n",
+            s.sshd.port,
+            user(),
+            s.sshd.key().display(),
+        )
+    };
+    std::fs::write(s.home.join(".ssh/config"), config("/bin/false %h %p")).unwrap();
+    let push = || {
+        let mut c = s.client();
+        c.arg("-d")
+            .arg(&s.f.a)
+            .arg("-r")
+            .arg(format!("viaproxy:{}", s.f.b.display()));
+        c.args(["-K", "push", "--agent-path"]).arg(agent_path());
+        output(c.output().unwrap())
+    };
+    let before = snapshot(&s.f.b);
+    let r = push();
+    assert_eq!(r.code, 64, "{r:?}");
+    assert!(r.stderr.contains("ProxyCommand"), "{r:?}");
+    assert!(r.stderr.contains("-J"), "the way out is named: {r:?}");
+    assert_unchanged(&s.f.b, &before);
+    // `ProxyCommand none` is ssh's way to say: connect directly.
+    std::fs::write(s.home.join(".ssh/config"), config("none")).unwrap();
+    ok(&push());
+    assert_same_tree(&s.f.a, &s.f.b);
+}

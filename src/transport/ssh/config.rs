@@ -1,6 +1,7 @@
 //! Where and how to connect: the command line first, then `$HOME/.ssh/config` (Host
 //! aliases with HostName, Port, User, IdentityFile, ProxyJump, UserKnownHostsFile,
 //! StrictHostKeyChecking, ConnectTimeout, ServerAliveInterval), then OpenSSH's defaults.
+//! What would change where to connect and is not carried out is refused by name.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -146,6 +147,33 @@ fn unsupported<'a>(p: &'a HostParams, key: &str) -> Option<&'a [String]> {
     p.unsupported_fields.get(key).map(Vec::as_slice)
 }
 
+/// Settings that decide where or how to connect and that tandem does not carry out:
+/// refused by name, never ignored (ignored, tandem would dial another address than the
+/// user's `ssh` does). The value that leaves each alone.
+const REFUSED: [(&str, &str, &str); 3] = [
+    ("proxycommand", "none", "ProxyCommand"),
+    ("canonicalizehostname", "no", "CanonicalizeHostname"),
+    ("proxyusefdpass", "no", "ProxyUseFdpass"),
+];
+
+/// Fails on a setting of [`REFUSED`] for `alias`.
+fn refuse_unsupported(p: &HostParams, alias: &str) -> Result<()> {
+    for (key, off, name) in REFUSED {
+        let set = unsupported(p, key)
+            .or_else(|| p.ignored_fields.get(key).map(Vec::as_slice))
+            .and_then(|v| v.first())
+            .filter(|v| !v.eq_ignore_ascii_case(off));
+        if let Some(value) = set {
+            return Err(Error::Unreachable(format!(
+                "'{alias}' has '{name} {value}' in ~/.ssh/config, which tandem does not carry \
+                 out; it will not connect another way than ssh would. Reach the host through \
+                 a jump host (-J, or ProxyJump in the config) instead"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Resolves one host: the command line's values first, then the config's.
 fn resolve_host(
     config: &SshConfig,
@@ -154,6 +182,7 @@ fn resolve_host(
     opts: &SshOptions,
 ) -> Result<(Target, Option<Vec<String>>)> {
     let p = config.query(&hop.host);
+    refuse_unsupported(&p, &hop.host)?;
     let mut t = Target {
         alias: hop.host.clone(),
         host: p

@@ -14,6 +14,8 @@ pub mod config;
 #[cfg(feature = "ssh")]
 pub mod known_hosts;
 #[cfg(feature = "ssh")]
+pub mod match_blocks;
+#[cfg(feature = "ssh")]
 mod quick_ack;
 #[cfg(feature = "ssh")]
 mod session;

@@ -849,3 +849,48 @@ fn a_proxy_command_is_refused_by_name_never_bypassed() {
     ok(&push());
     assert_same_tree(&s.f.a, &s.f.b);
 }
+
+#[test]
+fn a_match_block_never_lends_its_settings_to_another_host() {
+    let s = ssh_fixture();
+    write(s.f.a.join("f"), "to the right port\n");
+    // The Match block's Port is for another host: tandem took it for `other`'s.
+    std::fs::write(
+        s.home.join(".ssh/config"),
+        format!(
+            "Host other\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\nMatch host matched\n  Port 1\n",
+            s.sshd.port,
+            user(),
+            s.sshd.key().display(),
+        ),
+    )
+    .unwrap();
+    let push = |alias: &str| {
+        let mut c = s.client();
+        c.arg("-d")
+            .arg(&s.f.a)
+            .arg("-r")
+            .arg(format!("{alias}:{}", s.f.b.display()));
+        c.args(["-K", "push", "--agent-path"]).arg(agent_path());
+        output(c.output().unwrap())
+    };
+    ok(&push("other"));
+    assert_same_tree(&s.f.a, &s.f.b);
+    // A block that applies is refused by name, not half carried out.
+    std::fs::write(
+        s.home.join(".ssh/config"),
+        format!(
+            "Host other\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\nMatch host 127.0.0.1\n  Port 1\n",
+            s.sshd.port,
+            user(),
+            s.sshd.key().display(),
+        ),
+    )
+    .unwrap();
+    write(s.f.a.join("g"), "not sent\n");
+    let before = snapshot(&s.f.b);
+    let r = push("other");
+    assert_eq!(r.code, 64, "{r:?}");
+    assert!(r.stderr.contains("Match block on line 6"), "{r:?}");
+    assert_unchanged(&s.f.b, &before);
+}

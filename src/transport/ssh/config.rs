@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ssh2_config::{HostParams, ParseRule, SshConfig};
 
+use super::match_blocks::{self, Connection, MatchBlock};
 use super::{Hop, SshOptions};
 use crate::error::{Error, Result};
 
@@ -86,12 +87,23 @@ fn home() -> Result<PathBuf> {
     })
 }
 
+/// `~/.ssh/config` as read: the parsed config, and the `Match` blocks cut out of it.
+struct Config {
+    parsed: SshConfig,
+    matches: Vec<MatchBlock>,
+}
+
 /// Reads `$HOME/.ssh/config` (an empty config when there is none).
-fn read_config(home: &Path) -> Result<SshConfig> {
+fn read_config(home: &Path) -> Result<Config> {
     let path = home.join(".ssh/config");
     let text = match std::fs::read(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SshConfig::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Config {
+                parsed: SshConfig::default(),
+                matches: Vec::new(),
+            })
+        }
         Err(e) => {
             return Err(Error::Unreachable(format!(
                 "cannot read '{}': {e}",
@@ -99,7 +111,8 @@ fn read_config(home: &Path) -> Result<SshConfig> {
             )))
         }
     };
-    SshConfig::default()
+    let (text, matches) = match_blocks::cut(&text);
+    let parsed = SshConfig::default()
         .home_dir(home)
         .parse(
             &mut &text[..],
@@ -110,7 +123,27 @@ fn read_config(home: &Path) -> Result<SshConfig> {
                 "cannot use '{}': {e}; fix the file or give the host's settings on the command line",
                 path.display()
             ))
-        })
+        })?;
+    Ok(Config { parsed, matches })
+}
+
+/// Fails if a `Match` block may apply to `t` (tandem does not carry them out yet).
+fn refuse_matching(matches: &[MatchBlock], t: &Target) -> Result<()> {
+    let local = local_user();
+    let c = Connection {
+        alias: &t.alias,
+        host: &t.host,
+        user: &t.user,
+        local_user: &local,
+    };
+    match matches.iter().find(|m| m.may_apply(&c)) {
+        Some(m) => Err(Error::Unreachable(format!(
+            "'{}': the Match block on line {} of ~/.ssh/config applies to it, and tandem does \
+             not carry out Match blocks yet; put its settings in a Host block for this host",
+            t.alias, m.line
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// OpenSSH's `%` tokens in paths.
@@ -244,8 +277,12 @@ fn resolve_host(
 /// from the destination's ProxyJump (`none` for none).
 pub fn resolve(dest: &Hop, opts: &SshOptions) -> Result<Route> {
     let home = home()?;
-    let config = read_config(&home)?;
+    let Config {
+        parsed: config,
+        matches,
+    } = read_config(&home)?;
     let (target, config_jumps) = resolve_host(&config, &home, dest, opts)?;
+    refuse_matching(&matches, &target)?;
     let jumps = match &opts.jumps {
         Some(j) => j.clone(),
         None => match config_jumps {
@@ -261,6 +298,9 @@ pub fn resolve(dest: &Hop, opts: &SshOptions) -> Result<Route> {
         .iter()
         .map(|j| resolve_host(&config, &home, j, opts).map(|(t, _)| t))
         .collect::<Result<Vec<_>>>()?;
+    for hop in &hops {
+        refuse_matching(&matches, hop)?;
+    }
     Ok(Route { hops, target })
 }
 

@@ -814,21 +814,42 @@ fn tens_of_thousands_of_files_go_both_ways_over_ssh_without_stalling() {
     assert_same_tree(&s.f.a, &s.f.b);
 }
 
+/// A ProxyCommand that relays stdin and stdout to HOST PORT (as `nc` or `ssh -W` would).
+const RELAY: &str = r#"
+import socket, sys, threading
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+def up():
+    while True:
+        b = sys.stdin.buffer.raw.read(65536)
+        if not b:
+            s.shutdown(socket.SHUT_WR)
+            return
+        s.sendall(b)
+threading.Thread(target=up, daemon=True).start()
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    sys.stdout.buffer.write(b)
+    sys.stdout.buffer.flush()
+"#;
+
 #[test]
-fn a_proxy_command_is_refused_by_name_never_bypassed() {
+fn a_proxy_command_is_the_way_in_and_never_bypassed() {
     let s = ssh_fixture();
-    write(s.f.a.join("f"), "must not go direct\n");
-    // HostName and Port lead straight to the test sshd: ignoring the ProxyCommand would
-    // connect there, as the user's ssh never would.
-    let config = |proxy: &str| {
+    let relay = s.home.join("relay.py");
+    std::fs::write(&relay, RELAY).unwrap();
+    write(s.f.a.join("f"), "through the command\n");
+    // HostName and Port lead nowhere: the command is the only way in. %h and %p are
+    // what it is given, the real port set apart.
+    let config = |proxy: &str, port: u16| {
         format!(
-            "Host viaproxy\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  ProxyCommand {proxy}\n",
-            s.sshd.port,
+            "Host viaproxy\n  HostName 127.0.0.1\n  Port {port}\n  User {}\n  IdentityFile {}\n  UserKnownHostsFile {}\n  ProxyCommand {proxy}\n",
             user(),
             s.sshd.key().display(),
+            s.home.join(".ssh/known_hosts").display(),
         )
     };
-    std::fs::write(s.home.join(".ssh/config"), config("/bin/false %h %p")).unwrap();
     let push = || {
         let mut c = s.client();
         c.arg("-d")
@@ -838,14 +859,42 @@ fn a_proxy_command_is_refused_by_name_never_bypassed() {
         c.args(["-K", "push", "--agent-path"]).arg(agent_path());
         output(c.output().unwrap())
     };
+    // The known_hosts entry is for [127.0.0.1]:PORT: the proxied host must be known
+    // under the same name and port, so Port is the real one and the relay gets it by %p.
+    let via = format!("python3 {} %h %p", relay.display());
+    std::fs::write(s.home.join(".ssh/config"), config(&via, s.sshd.port)).unwrap();
+    let r = push();
+    ok(&r);
+    assert_same_tree(&s.f.a, &s.f.b);
+    // A command that cannot connect fails the run: nothing is dialled directly, though
+    // HostName and Port lead straight to the sshd.
+    write(s.f.a.join("g"), "not sent\n");
+    std::fs::write(
+        s.home.join(".ssh/config"),
+        config("/bin/false %h %p", s.sshd.port),
+    )
+    .unwrap();
     let before = snapshot(&s.f.b);
     let r = push();
     assert_eq!(r.code, 64, "{r:?}");
     assert!(r.stderr.contains("ProxyCommand"), "{r:?}");
-    assert!(r.stderr.contains("-J"), "the way out is named: {r:?}");
     assert_unchanged(&s.f.b, &before);
+    // A relay to the real port while Port is dead: the command alone decides where.
+    let fixed = format!("python3 {} 127.0.0.1 {}", relay.display(), s.sshd.port);
+    std::fs::write(s.home.join(".ssh/config"), config(&fixed, 1)).unwrap();
+    // Known under the dead port's name now: accept it as new.
+    let mut c = s.client();
+    c.arg("-d")
+        .arg(&s.f.a)
+        .arg("-r")
+        .arg(format!("viaproxy:{}", s.f.b.display()));
+    c.args(["-K", "push", "--accept-new-host-key", "--agent-path"])
+        .arg(agent_path());
+    ok(&output(c.output().unwrap()));
+    assert_same_tree(&s.f.a, &s.f.b);
     // `ProxyCommand none` is ssh's way to say: connect directly.
-    std::fs::write(s.home.join(".ssh/config"), config("none")).unwrap();
+    write(s.f.a.join("h"), "direct\n");
+    std::fs::write(s.home.join(".ssh/config"), config("none", s.sshd.port)).unwrap();
     ok(&push());
     assert_same_tree(&s.f.a, &s.f.b);
 }

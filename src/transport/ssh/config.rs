@@ -1,5 +1,5 @@
 //! Where and how to connect: the command line first, then `$HOME/.ssh/config` (Host
-//! aliases with HostName, Port, User, IdentityFile, ProxyJump, UserKnownHostsFile,
+//! aliases with HostName, Port, User, IdentityFile, ProxyJump, ProxyCommand, UserKnownHostsFile,
 //! StrictHostKeyChecking, ConnectTimeout, ServerAliveInterval), then OpenSSH's defaults.
 //! What would change where to connect and is not carried out is refused by name.
 
@@ -38,6 +38,9 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// Keepalive interval (ServerAliveInterval).
     pub keepalive: Duration,
+    /// ProxyCommand, its tokens expanded: run through `sh -c`, its stdin and stdout
+    /// carry the SSH connection instead of a TCP socket.
+    pub proxy_command: Option<String>,
 }
 
 impl Target {
@@ -146,6 +149,31 @@ fn refuse_matching(matches: &[MatchBlock], t: &Target) -> Result<()> {
     }
 }
 
+/// ProxyCommand's `%h %p %r %n %%` tokens.
+fn proxy_tokens(cmd: &str, t: &Target) -> String {
+    let mut out = String::new();
+    let mut chars = cmd.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('h') => out.push_str(&t.host),
+            Some('p') => out.push_str(&t.port.to_string()),
+            Some('r') => out.push_str(&t.user),
+            Some('n') => out.push_str(&t.alias),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
 /// OpenSSH's `%` tokens in paths.
 fn expand(p: &Path, t: &Target, home: &Path) -> PathBuf {
     let s = p.to_string_lossy();
@@ -183,8 +211,7 @@ fn unsupported<'a>(p: &'a HostParams, key: &str) -> Option<&'a [String]> {
 /// Settings that decide where or how to connect and that tandem does not carry out:
 /// refused by name, never ignored (ignored, tandem would dial another address than the
 /// user's `ssh` does). The value that leaves each alone.
-const REFUSED: [(&str, &str, &str); 3] = [
-    ("proxycommand", "none", "ProxyCommand"),
+const REFUSED: [(&str, &str, &str); 2] = [
     ("canonicalizehostname", "no", "CanonicalizeHostname"),
     ("proxyusefdpass", "no", "ProxyUseFdpass"),
 ];
@@ -238,7 +265,13 @@ fn resolve_host(
             .or(p.connect_timeout)
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         keepalive: p.server_alive_interval.unwrap_or(Duration::from_secs(15)),
+        proxy_command: None,
     };
+    let proxy = unsupported(&p, "proxycommand")
+        .or_else(|| p.ignored_fields.get("proxycommand").map(Vec::as_slice))
+        .filter(|v| !(v.len() == 1 && v[0].eq_ignore_ascii_case("none")))
+        .filter(|v| !v.is_empty());
+    t.proxy_command = proxy.map(|words| proxy_tokens(&words.join(" "), &t));
     let from_config = p.identity_file.clone().unwrap_or_default();
     t.default_identities = opts.identities.is_empty() && from_config.is_empty();
     t.identities = opts

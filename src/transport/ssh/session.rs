@@ -186,6 +186,8 @@ fn config(t: &Target, known: &KnownHosts, cipher: Option<Cipher>) -> Arc<client:
 pub struct Session {
     rt: tokio::runtime::Runtime,
     handles: Vec<Handle<Client>>,
+    /// A ProxyCommand carrying the first connection (killed when the session ends).
+    _proxy: Option<tokio::process::Child>,
     /// What the connection did that the user should hear about (a learned host key).
     pub notes: Vec<String>,
     /// `user@host:port` of the destination.
@@ -239,6 +241,31 @@ async fn tcp(t: &Target) -> Result<QuickAck> {
     Err(connect_error(t, None, last))
 }
 
+/// Both ends of a ProxyCommand's pipes, as one stream.
+type ProxyStream = tokio::io::Join<tokio::process::ChildStdout, tokio::process::ChildStdin>;
+
+/// Starts `t`'s ProxyCommand (`sh -c`, as ssh does), its stderr the user's.
+fn proxy_command(t: &Target) -> Result<(tokio::process::Child, ProxyStream)> {
+    let cmd = t.proxy_command.as_deref().unwrap_or_default();
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            Error::Unreachable(format!(
+                "cannot run the ProxyCommand for '{}' ({cmd}): {e}",
+                t.alias
+            ))
+        })?;
+    let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
+        return Err(Error::Unreachable("the ProxyCommand has no pipes".into()));
+    };
+    Ok((child, tokio::io::join(stdout, stdin)))
+}
+
 /// SSH over `stream` to `t`: key exchange, host key check, login.
 async fn login<S>(
     stream: S,
@@ -290,11 +317,25 @@ impl Session {
             .build()
             .map_err(|e| Error::Unreachable(format!("cannot start the SSH runtime: {e}")))?;
         let mut notes = Vec::new();
+        let mut proxy = None;
         let handles = rt.block_on(async {
             let mut handles: Vec<Handle<Client>> = Vec::new();
             let hosts: Vec<&Target> = route.hops.iter().chain([&route.target]).collect();
             for (i, t) in hosts.iter().enumerate() {
                 let h = match handles.last() {
+                    None if t.proxy_command.is_some() => {
+                        let (child, stream) = proxy_command(t)?;
+                        proxy = Some(child);
+                        login(stream, t, cipher, &mut notes)
+                            .await
+                            .map_err(|e| match e {
+                                Error::Unreachable(m) => Error::Unreachable(format!(
+                                    "{m} (connected through the ProxyCommand '{}')",
+                                    t.proxy_command.as_deref().unwrap_or_default()
+                                )),
+                                e => e,
+                            })
+                    }
                     None => {
                         let stream = tokio::time::timeout(t.connect_timeout, tcp(t))
                             .await
@@ -331,6 +372,7 @@ impl Session {
         Ok(Session {
             rt,
             handles,
+            _proxy: proxy,
             notes,
             label: route.target.label(),
         })
@@ -402,6 +444,7 @@ mod tests {
             accept_new: false,
             connect_timeout: Duration::from_secs(5),
             keepalive: Duration::from_secs(15),
+            proxy_command: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

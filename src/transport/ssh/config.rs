@@ -149,37 +149,9 @@ fn refuse_matching(matches: &[MatchBlock], t: &Target) -> Result<()> {
     }
 }
 
-/// ProxyCommand's `%h %p %r %n %%` tokens.
-fn proxy_tokens(cmd: &str, t: &Target) -> String {
-    let mut out = String::new();
-    let mut chars = cmd.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('h') => out.push_str(&t.host),
-            Some('p') => out.push_str(&t.port.to_string()),
-            Some('r') => out.push_str(&t.user),
-            Some('n') => out.push_str(&t.alias),
-            Some('%') => out.push('%'),
-            Some(other) => {
-                out.push('%');
-                out.push(other);
-            }
-            None => out.push('%'),
-        }
-    }
-    out
-}
-
-/// OpenSSH's `%` tokens in paths.
-fn expand(p: &Path, t: &Target, home: &Path) -> PathBuf {
-    let s = p.to_string_lossy();
-    if !s.contains('%') {
-        return p.to_path_buf();
-    }
+/// OpenSSH's `%` tokens: `%d` home, `%u` local user, `%r` login, `%h` host, `%n` the
+/// name as typed, `%p` port, `%%`.
+fn tokens(s: &str, t: &Target, home: &Path) -> String {
     let mut out = String::new();
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -194,6 +166,7 @@ fn expand(p: &Path, t: &Target, home: &Path) -> PathBuf {
             Some('h') => out.push_str(&t.host),
             Some('n') => out.push_str(&t.alias),
             Some('p') => out.push_str(&t.port.to_string()),
+            Some('%') => out.push('%'),
             Some(other) => {
                 out.push('%');
                 out.push(other);
@@ -201,7 +174,16 @@ fn expand(p: &Path, t: &Target, home: &Path) -> PathBuf {
             None => out.push('%'),
         }
     }
-    PathBuf::from(out)
+    out
+}
+
+/// [`tokens`] in a path.
+fn expand(p: &Path, t: &Target, home: &Path) -> PathBuf {
+    let s = p.to_string_lossy();
+    if !s.contains('%') {
+        return p.to_path_buf();
+    }
+    PathBuf::from(tokens(&s, t, home))
 }
 
 fn unsupported<'a>(p: &'a HostParams, key: &str) -> Option<&'a [String]> {
@@ -271,7 +253,7 @@ fn resolve_host(
         .or_else(|| p.ignored_fields.get("proxycommand").map(Vec::as_slice))
         .filter(|v| !(v.len() == 1 && v[0].eq_ignore_ascii_case("none")))
         .filter(|v| !v.is_empty());
-    t.proxy_command = proxy.map(|words| proxy_tokens(&words.join(" "), &t));
+    t.proxy_command = proxy.map(|words| tokens(&words.join(" "), &t, home));
     let from_config = p.identity_file.clone().unwrap_or_default();
     t.default_identities = opts.identities.is_empty() && from_config.is_empty();
     t.identities = opts

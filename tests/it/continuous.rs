@@ -294,14 +294,7 @@ fn continuous_conflict_keeps_both_versions() {
         });
         assert_eq!(read(s.a.join("f")), "local edit");
         assert_eq!(read(s.b.join("f")), "remote edit");
-        converge_except(
-            &s.a,
-            &s.b,
-            &Except {
-                paths: vec!["f"],
-                ..Except::default()
-            },
-        );
+        converge_except(&s.a, &s.b, &Except::at(&["f"]));
         assert_eq!(live.terminate(), 0);
     });
 }

@@ -123,10 +123,7 @@ fn target_edited_between_scan_and_apply_survives_as_a_conflict() {
     );
     assert_eq!(reporter.conflicts, ["c2", "b"]);
     // Everything else arrived; the two conflicts are left as they are on each side.
-    let conflicts = Except {
-        paths: vec!["b", "c2"],
-        ..Except::default()
-    };
+    let conflicts = Except::at(&["b", "c2"]);
     assert_same_tree_except(&f.a, &f.b, &conflicts);
     // The next run sees both sides changed: a conflict, still nothing lost.
     let again = run(

@@ -359,10 +359,7 @@ fn below_a_conflicted_directory(s: &Sides) {
     let r = (s.sync)("bidi", &[]);
     assert_eq!(r.code, 2, "the directory's modes conflict: {r:?}");
     assert!(r.stdout.contains("/d/f"), "{r:?}");
-    let d = Except {
-        paths: vec!["d"],
-        ..Except::default()
-    };
+    let d = Except::at(&["d"]);
     assert_same_tree_except(&s.a, &s.b, &d);
     let file = |root: &Path| snapshot(root).remove(b"d/f".as_slice()).unwrap();
     assert_eq!(file(&s.a), file(&s.b));

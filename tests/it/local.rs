@@ -158,10 +158,7 @@ fn conflict_without_policy_is_left_untouched_with_exit_bit_2() {
     assert_eq!(read(f.b.join("doc.txt")), "remote version!");
     assert_unchanged(&f.a, &before_a);
     assert_unchanged(&f.b, &before_b);
-    let conflict = Except {
-        paths: vec!["doc.txt"],
-        ..Except::default()
-    };
+    let conflict = Except::at(&["doc.txt"]);
     assert_same_tree_except(&f.a, &f.b, &conflict);
     // Still a conflict next time: the baseline did not absorb either side.
     assert_eq!(f.sync("bidi", &[]).code, 2);
@@ -402,14 +399,7 @@ fn json_conflict_event_and_exit_in_summary() {
     assert_eq!(r.code, 2);
     assert_unchanged(&f.a, &before_a);
     assert_unchanged(&f.b, &before_b);
-    assert_same_tree_except(
-        &f.a,
-        &f.b,
-        &Except {
-            paths: vec!["doc.txt"],
-            ..Except::default()
-        },
-    );
+    assert_same_tree_except(&f.a, &f.b, &Except::at(&["doc.txt"]));
     let events = json_events(&r.stdout);
     assert!(
         events
@@ -450,10 +440,7 @@ fn excluded_paths_are_left_alone() {
     assert_same_tree_except(
         &f.a,
         &f.b,
-        &Except {
-            paths: vec!["debug.log", "target", "remote.log"],
-            ..Except::default()
-        },
+        &Except::at(&["debug.log", "target", "remote.log"]),
     );
 }
 

@@ -204,10 +204,7 @@ fn attribute_conflicts(s: &Sides) {
     std::fs::set_permissions(s.a.join("f"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(s.b.join("f"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let (before_a, before_b) = (snapshot(&s.a), snapshot(&s.b));
-    let conflict = Except {
-        paths: vec!["f"],
-        ..Except::default()
-    };
+    let conflict = Except::at(&["f"]);
     let r = (s.sync)("bidi", &[]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
@@ -477,10 +474,7 @@ fn owners_travel_by_name_unless_numeric_ids() {
         "unknown names keep numbers"
     );
     // Alike but for alice's numbers, which differ on purpose (mapped by name).
-    let mapped = Except {
-        paths: vec!["alices"],
-        ..Except::default()
-    };
+    let mapped = Except::at(&["alices"]);
     assert_same_tree_except(&f.a, &f.b, &mapped);
     // A second run sees nothing to do: alice is alice on both sides.
     let before_b = snapshot(&f.b);
@@ -605,14 +599,7 @@ fn acls_and_xattrs(s: &Sides) {
     assert_eq!(fattr(&s.b.join("d/f.txt")), "blue");
     assert_unchanged(&s.a, &before_a);
     assert_unchanged(&s.b, &before_b);
-    assert_same_tree_except(
-        &s.a,
-        &s.b,
-        &Except {
-            paths: vec!["d/f.txt"],
-            ..Except::default()
-        },
-    );
+    assert_same_tree_except(&s.a, &s.b, &Except::at(&["d/f.txt"]));
 }
 
 #[test]

@@ -257,10 +257,7 @@ fn unreadable_file_sets_bit_8_and_the_rest_continues() {
     );
     assert_eq!(names(&f.b), ["a-ok", "c-ok"]);
     // Everything but the file that could not be read.
-    let unread = Except {
-        paths: vec!["b-secret"],
-        ..Except::default()
-    };
+    let unread = Except::at(&["b-secret"]);
     assert_unchanged(&f.a, &before_a);
     assert_same_tree_except(&f.a, &f.b, &unread);
     let r = as_nobody(&f, &["-K", "push", "--halt-on-error"]);

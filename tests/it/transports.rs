@@ -94,14 +94,7 @@ fn scenario(transport: LocalTransport) -> Vec<String> {
     assert_eq!(read(f.b.join("d0/f3")), "changed locally ".repeat(4000));
     assert_eq!(read(f.a.join("d1/f4")), "changed remotely ".repeat(4000));
     // All alike but the file changed on both sides, left as a conflict.
-    assert_same_tree_except(
-        &f.a,
-        &f.b,
-        &Except {
-            paths: vec!["d2/f5"],
-            ..Except::default()
-        },
-    );
+    assert_same_tree_except(&f.a, &f.b, &Except::at(&["d2/f5"]));
     std::fs::remove_file(f.b.join("d2/f5")).unwrap();
     step(&f, Direction::Pull);
     assert_same_tree(&f.a, &f.b);

@@ -38,14 +38,7 @@ fn quiet_prints_nothing_on_success_and_problems_on_stderr() {
     );
     assert_unchanged(&s.a, &before_a);
     assert_unchanged(&s.b, &before_b);
-    assert_same_tree_except(
-        &s.a,
-        &s.b,
-        &Except {
-            paths: vec!["f"],
-            ..Except::default()
-        },
-    );
+    assert_same_tree_except(&s.a, &s.b, &Except::at(&["f"]));
 }
 
 #[test]
@@ -94,14 +87,7 @@ fn old_directories_are_neither_copied_nor_deleted() {
         assert_eq!(read(s.b.join("new.txt")), "newer");
         assert_unchanged(&s.a, &before_a);
         // All alike but the old directory, left out on both sides.
-        assert_same_tree_except(
-            &s.a,
-            &s.b,
-            &Except {
-                paths: vec!["old"],
-                ..Except::default()
-            },
-        );
+        assert_same_tree_except(&s.a, &s.b, &Except::at(&["old"]));
         // Without the option, the directory is in scope again.
         ok(&(s.sync)("push", &[]));
         assert_eq!(read(s.b.join("old/added")), "not copied");
@@ -127,10 +113,7 @@ fn a_rate_cap_paces_the_transfer() {
 fn keep_dirs_hold_what_the_sync_deleted_or_replaced() {
     both(|s| {
         // The far keep directory is the only difference a push leaves.
-        let kept_far = Except {
-            paths: vec![".kept"],
-            ..Except::default()
-        };
+        let kept_far = Except::at(&[".kept"]);
         write(s.a.join("doomed"), "deleted later");
         write(s.a.join("d/replaced"), "version 1");
         ok(&(s.sync)("push", &["--keep-dir-remote", ".kept"]));
@@ -394,10 +377,7 @@ fn the_rules_file_form_end_to_end() {
         assert_eq!(read(b.join("sub/s.txt")), "s");
         assert!(!b.join("b.c").exists() && !b.join("missing.c").exists());
         // What the rules name arrived; b.c is not among them.
-        let unlisted = Except {
-            paths: vec!["b.c"],
-            ..Except::default()
-        };
+        let unlisted = Except::at(&["b.c"]);
         assert_same_tree_except(a, b, &unlisted);
         let rules = std::fs::read_to_string(f.state.join("packingrules")).unwrap();
         assert!(

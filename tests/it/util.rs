@@ -374,6 +374,14 @@ pub struct Except {
 }
 
 impl Except {
+    /// Leaves out these paths (conflicts left for the user), and nothing else.
+    pub fn at(paths: &[&'static str]) -> Except {
+        Except {
+            paths: paths.to_vec(),
+            ..Except::default()
+        }
+    }
+
     fn skips(&self, path: &[u8]) -> bool {
         let p = String::from_utf8_lossy(path);
         (self.root && p == ".")

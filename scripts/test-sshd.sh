@@ -6,8 +6,9 @@
 #
 # DIR gets fresh host keys, a user key (id_ed25519) in authorized_keys, a known_hosts
 # line for the server, an sshd_config and a remote home (DIR/remote-home, the HOME of every
-# session). The server logs in the current user by key only. It prints "PORT PID" when it
-# accepts connections; stop it with `kill PID`. Without PORT a free one is picked.
+# session). The server logs in the current user by key only. Keys already in DIR are kept,
+# and DIR/sshd_extra.conf, if there, is added to the sshd_config. It prints "PORT PID" when
+# it accepts connections; stop it with `kill PID`. Without PORT a free one is picked.
 set -euo pipefail
 dir=${1:?usage: test-sshd.sh DIR [PORT]}
 port=${2:-}
@@ -46,6 +47,8 @@ MaxSessions 64
 MaxStartups 64
 SetEnv HOME=$dir/remote-home
 EOF
+    # A test's own settings (HostCertificate, TrustedUserCAKeys, ...).
+    if [ -f "$dir/sshd_extra.conf" ]; then cat "$dir/sshd_extra.conf" >>"$dir/sshd_config"; fi
     "$sshd" -D -e -f "$dir/sshd_config" </dev/null >/dev/null 2>>"$dir/sshd.log" &
     pid=$!
     # Up when the port answers; down if sshd died (port taken): the caller retries.

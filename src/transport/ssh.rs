@@ -12,13 +12,17 @@ mod channel;
 #[cfg(feature = "ssh")]
 pub mod config;
 #[cfg(feature = "ssh")]
+pub mod config_file;
+#[cfg(feature = "ssh")]
 pub mod known_hosts;
 #[cfg(feature = "ssh")]
-pub mod match_blocks;
+mod pattern;
 #[cfg(feature = "ssh")]
 mod quick_ack;
 #[cfg(feature = "ssh")]
 mod session;
+#[cfg(feature = "ssh")]
+mod tokens;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -15,5 +15,7 @@ mod protocol;
 mod safety;
 mod scale;
 mod ssh;
+mod ssh_certs;
+mod ssh_config;
 mod transports;
 mod unattended;

@@ -16,7 +16,12 @@ pub struct Sshd {
 
 impl Sshd {
     pub fn start() -> Sshd {
-        let dir = tempfile::tempdir().unwrap();
+        Sshd::start_in(tempfile::tempdir().unwrap())
+    }
+
+    /// Starts in a prepared directory: keys already there are kept, and `sshd_extra.conf`
+    /// is added to the server's config.
+    pub fn start_in(dir: tempfile::TempDir) -> Sshd {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-sshd.sh");
         let out = Command::new("bash")
             .arg(&script)
@@ -132,8 +137,12 @@ pub struct SshFixture {
 }
 
 pub fn ssh_fixture() -> SshFixture {
+    ssh_fixture_on(Sshd::start())
+}
+
+/// [`ssh_fixture`] with a server started by the test.
+pub fn ssh_fixture_on(sshd: Sshd) -> SshFixture {
     let f = fixture();
-    let sshd = Sshd::start();
     let home = f.tmp.path().join("home");
     std::fs::create_dir_all(home.join(".ssh")).unwrap();
     std::fs::write(home.join(".ssh/known_hosts"), sshd.known_hosts_line()).unwrap();

@@ -1,6 +1,8 @@
-//! Logging in, in OpenSSH's order: each named key (`-i`, IdentityFile), then the keys of
-//! ssh-agent, then the default `~/.ssh/id_*` keys, then keyboard-interactive and password —
-//! those two only when a person is at a terminal. Off a terminal nothing waits for input.
+//! Logging in, in OpenSSH's order: each named key (`-i`, IdentityFile; its certificate
+//! first, from CertificateFile or `KEY-cert.pub`), then the keys and certificates of
+//! ssh-agent (only the named ones with IdentitiesOnly), then the default `~/.ssh/id_*`
+//! keys, then keyboard-interactive and password — those two only when a person is at a
+//! terminal and BatchMode is off. Off a terminal nothing waits for input.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,11 +10,12 @@ use std::sync::Arc;
 
 use russh::client::{Handle, KeyboardInteractiveAuthResponse};
 use russh::keys::agent::client::AgentClient;
-use russh::keys::agent::AgentIdentity;
-use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
+use russh::keys::agent::{AgentIdentity, Constraint};
+use russh::keys::ssh_key::public::KeyData;
+use russh::keys::{Certificate, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{MethodKind, MethodSet};
 
-use super::config::Target;
+use super::config::{AddToAgent, Target};
 use super::session::Client;
 use crate::error::{Error, Result};
 
@@ -102,13 +105,86 @@ async fn load_key(path: &Path, tty: bool) -> std::result::Result<PrivateKey, Str
     }
 }
 
+/// Certificates to offer with keys: CertificateFile, then `KEY-cert.pub` next to a key.
+struct Certificates {
+    named: Vec<Certificate>,
+}
+
+impl Certificates {
+    fn load(t: &Target, tried: &mut Tried) -> Certificates {
+        let mut named = Vec::new();
+        for path in &t.login.certificates {
+            match read_certificate(path) {
+                Ok(c) => named.push(c),
+                Err(why) => tried.note(format!("certificate '{}': {why}", shown(path))),
+            }
+        }
+        Certificates { named }
+    }
+
+    /// The certificate for `key` (read from `path`), if any.
+    fn for_key(&self, key: &PublicKey, path: Option<&Path>) -> Option<Certificate> {
+        let beside = path.and_then(|p| {
+            let mut name = p.as_os_str().to_os_string();
+            name.push("-cert.pub");
+            read_certificate(Path::new(&name)).ok()
+        });
+        self.named
+            .iter()
+            .find(|c| c.public_key() == key.key_data())
+            .cloned()
+            .or(beside.filter(|c| c.public_key() == key.key_data()))
+    }
+}
+
+fn read_certificate(path: &Path) -> std::result::Result<Certificate, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        _ => e.to_string(),
+    })?;
+    Certificate::from_openssh(text.trim()).map_err(|e| format!("not an OpenSSH certificate: {e}"))
+}
+
+/// The public halves of the named keys (their `.pub` files), which IdentitiesOnly lets
+/// ssh-agent sign for.
+fn named_public_keys(t: &Target, certs: &Certificates) -> Vec<KeyData> {
+    let mut out: Vec<KeyData> = t
+        .login
+        .identities
+        .iter()
+        .filter_map(|p| {
+            let mut name = p.as_os_str().to_os_string();
+            name.push(".pub");
+            PublicKey::read_openssh_file(Path::new(&name)).ok()
+        })
+        .map(|k| k.key_data().clone())
+        .collect();
+    out.extend(certs.named.iter().map(|c| c.public_key().clone()));
+    out
+}
+
+/// What logging in needs besides the handle.
+struct Attempt<'a> {
+    t: &'a Target,
+    tty: bool,
+    rsa_hash: Option<HashAlg>,
+    certs: Certificates,
+    tried: Tried,
+}
+
 /// Logs in to `t` on `h`, or fails with every method that was tried and why.
 pub async fn authenticate(h: &mut Handle<Client>, t: &Target) -> Result<()> {
-    let tty = interactive();
     let mut tried = Tried::default();
-    let rsa_hash: Option<HashAlg> = h.best_supported_rsa_hash().await.ok().flatten().flatten();
+    let certs = Certificates::load(t, &mut tried);
+    let mut a = Attempt {
+        t,
+        tty: interactive() && !t.login.batch,
+        rsa_hash: h.best_supported_rsa_hash().await.ok().flatten().flatten(),
+        certs,
+        tried,
+    };
     let home = dirs::home_dir().unwrap_or_default();
-    let defaults: Vec<PathBuf> = if t.default_identities {
+    let defaults: Vec<PathBuf> = if t.login.default_identities {
         DEFAULT_KEYS
             .iter()
             .map(|k| home.join(".ssh").join(k))
@@ -117,26 +193,32 @@ pub async fn authenticate(h: &mut Handle<Client>, t: &Target) -> Result<()> {
         Vec::new()
     };
 
-    for path in &t.identities {
-        if try_key_file(h, t, path, tty, rsa_hash, &mut tried, true).await {
+    for path in &t.login.identities {
+        if let Some(key) = try_key_file(h, &mut a, path, true).await {
+            add_to_agent(t, &key, path, a.tty).await;
             return Ok(());
         }
     }
-    if try_agent(h, t, rsa_hash, &mut tried).await {
+    if try_agent(h, &mut a).await {
         return Ok(());
     }
     for path in defaults.iter().filter(|p| p.exists()) {
-        if try_key_file(h, t, path, tty, rsa_hash, &mut tried, false).await {
+        if let Some(key) = try_key_file(h, &mut a, path, false).await {
+            add_to_agent(t, &key, path, a.tty).await;
             return Ok(());
         }
     }
-    if tty && try_interactive(h, t, &mut tried).await {
+    if a.tty && try_interactive(h, t, &mut a.tried).await {
         return Ok(());
     }
-    if !tty {
-        tried.note("no password or keyboard-interactive login (no terminal to ask)");
+    if !a.tty {
+        a.tried.note(if t.login.batch {
+            "no password or keyboard-interactive login (BatchMode)"
+        } else {
+            "no password or keyboard-interactive login (no terminal to ask)"
+        });
     }
-    Err(refused(t, &tried))
+    Err(refused(t, &a.tried))
 }
 
 fn refused(t: &Target, tried: &Tried) -> Error {
@@ -154,66 +236,139 @@ fn refused(t: &Target, tried: &Tried) -> Error {
         tried.attempts.join("; ")
     };
     Error::Unreachable(format!(
-        "cannot log in to {}: permission denied. Tried: {tried_list}{accepts}. Give the right key with -i, load it into ssh-agent, or add your public key to ~/.ssh/authorized_keys on the host",
+        "cannot log in to {}: permission denied. Tried: {tried_list}{accepts}. Give the right key with -i, load it into ssh-agent, or add your public key to ~/.ssh/authorized_keys on the host (or run through the system ssh with -e ssh, for logins only it can do)",
         t.label()
     ))
 }
 
+/// Tries the key in `path` (its certificate first, if it has one); the key if it logged in.
 async fn try_key_file(
     h: &mut Handle<Client>,
-    t: &Target,
+    a: &mut Attempt<'_>,
     path: &Path,
-    tty: bool,
-    rsa_hash: Option<HashAlg>,
-    tried: &mut Tried,
     named: bool,
-) -> bool {
-    if tried.closed(MethodKind::PublicKey) {
-        return false;
+) -> Option<Arc<PrivateKey>> {
+    if a.tried.closed(MethodKind::PublicKey) {
+        return None;
     }
-    let key = match load_key(path, tty).await {
-        Ok(k) => k,
+    let key = match load_key(path, a.tty).await {
+        Ok(k) => Arc::new(k),
         Err(why) => {
             // A default key that is missing is no news; a named one is.
             if named || !why.starts_with("no such") {
-                tried.note(format!("key '{}': {why}", shown(path)));
+                a.tried.note(format!("key '{}': {why}", shown(path)));
             }
-            return false;
+            return None;
         }
     };
-    let key = PrivateKeyWithHashAlg::new(Arc::new(key), rsa_hash);
-    match h.authenticate_publickey(&t.user, key).await.map(outcome) {
-        Ok(Outcome::Success) => true,
+    if let Some(cert) = a.certs.for_key(key.public_key(), Some(path)) {
+        let id = cert.key_id().to_string();
+        match h
+            .authenticate_openssh_cert(&a.t.user, key.clone(), cert)
+            .await
+            .map(outcome)
+        {
+            Ok(Outcome::Success) => return Some(key),
+            Ok(Outcome::Failure(rest)) => {
+                a.tried.note(format!(
+                    "certificate '{id}' of key '{}': refused by the server",
+                    shown(path)
+                ));
+                a.tried.failed(rest);
+            }
+            Err(e) => a
+                .tried
+                .note(format!("certificate of key '{}': {e}", shown(path))),
+        }
+    }
+    let with_hash = PrivateKeyWithHashAlg::new(key.clone(), a.rsa_hash);
+    match h
+        .authenticate_publickey(&a.t.user, with_hash)
+        .await
+        .map(outcome)
+    {
+        Ok(Outcome::Success) => Some(key),
         Ok(Outcome::Failure(rest)) => {
-            tried.note(format!("key '{}': refused by the server", shown(path)));
-            tried.failed(rest);
-            false
+            a.tried
+                .note(format!("key '{}': refused by the server", shown(path)));
+            a.tried.failed(rest);
+            None
         }
         Err(e) => {
-            tried.note(format!("key '{}': {e}", shown(path)));
-            false
+            a.tried.note(format!("key '{}': {e}", shown(path)));
+            None
         }
     }
 }
 
-async fn try_agent(
-    h: &mut Handle<Client>,
-    t: &Target,
-    rsa_hash: Option<HashAlg>,
-    tried: &mut Tried,
-) -> bool {
-    // An empty SSH_AUTH_SOCK means no agent, as in OpenSSH.
-    let Some(sock) = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) else {
+/// AddKeysToAgent: hands a key that logged in to ssh-agent (asking first for `ask`).
+async fn add_to_agent(t: &Target, key: &PrivateKey, path: &Path, tty: bool) {
+    let AddToAgent::Yes {
+        ask,
+        confirm,
+        lifetime,
+    } = t.login.add_to_agent
+    else {
+        return;
+    };
+    let Some(sock) = &t.login.agent else { return };
+    if ask {
+        let question = format!("Add key '{}' to ssh-agent? (yes/no) ", shown(path));
+        let answer = if tty {
+            prompt_visible(question).await
+        } else {
+            None
+        };
+        if !answer.is_some_and(|a| a.trim().eq_ignore_ascii_case("yes")) {
+            return;
+        }
+    }
+    let mut constraints = Vec::new();
+    if confirm {
+        constraints.push(Constraint::Confirm);
+    }
+    if let Some(seconds) = lifetime {
+        constraints.push(Constraint::KeyLifetime { seconds });
+    }
+    let added = match AgentClient::connect_uds(sock).await {
+        Ok(mut agent) => agent
+            .add_identity(key, &constraints)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = added {
+        eprintln!(
+            "tandem: could not add key '{}' to ssh-agent at '{}' (AddKeysToAgent): {e}",
+            shown(path),
+            shown(sock)
+        );
+    }
+}
+
+/// Asks a yes/no question on the terminal.
+async fn prompt_visible(text: String) -> Option<String> {
+    tokio::task::spawn_blocking(move || {
+        eprint!("{text}");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).ok().map(|_| line)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+async fn try_agent(h: &mut Handle<Client>, a: &mut Attempt<'_>) -> bool {
+    let Some(sock) = a.t.login.agent.clone() else {
         return false;
     };
-    if tried.closed(MethodKind::PublicKey) {
+    if a.tried.closed(MethodKind::PublicKey) {
         return false;
     }
-    let sock = PathBuf::from(sock);
     let mut agent = match AgentClient::connect_uds(&sock).await {
-        Ok(a) => a,
+        Ok(agent) => agent,
         Err(e) => {
-            tried.note(format!(
+            a.tried.note(format!(
                 "ssh-agent at '{}': cannot connect ({e})",
                 shown(&sock)
             ));
@@ -223,39 +378,63 @@ async fn try_agent(
     let ids = match agent.request_identities().await {
         Ok(ids) => ids,
         Err(e) => {
-            tried.note(format!("ssh-agent: cannot list keys ({e})"));
+            a.tried.note(format!("ssh-agent: cannot list keys ({e})"));
             return false;
         }
     };
-    let keys: Vec<_> = ids
-        .into_iter()
-        .filter_map(|id| match id {
-            AgentIdentity::PublicKey { key, .. } => Some(key),
-            AgentIdentity::Certificate { .. } => None,
-        })
-        .collect();
-    if keys.is_empty() {
-        tried.note("ssh-agent: holds no keys");
+    // IdentitiesOnly: the agent signs only for the keys named in the config.
+    let named = named_public_keys(a.t, &a.certs);
+    let allowed = |k: &KeyData| !a.t.login.identities_only || named.contains(k);
+    let mut offers: Vec<(PublicKey, Option<Certificate>)> = Vec::new();
+    for id in ids {
+        match id {
+            AgentIdentity::PublicKey { key, .. } if allowed(key.key_data()) => {
+                // A certificate named for this key is offered first.
+                if let Some(cert) = a.certs.for_key(&key, None) {
+                    offers.push((key.clone(), Some(cert)));
+                }
+                offers.push((key, None));
+            }
+            AgentIdentity::Certificate { certificate, .. } if allowed(certificate.public_key()) => {
+                let key = PublicKey::new(certificate.public_key().clone(), "");
+                offers.push((key, Some(certificate)));
+            }
+            _ => {}
+        }
+    }
+    if offers.is_empty() {
+        a.tried.note(if a.t.login.identities_only {
+            "ssh-agent: holds none of the named keys (IdentitiesOnly)"
+        } else {
+            "ssh-agent: holds no keys"
+        });
         return false;
     }
-    let count = keys.len();
-    for key in keys {
-        match h
-            .authenticate_publickey_with(&t.user, key, rsa_hash, &mut agent)
-            .await
-        {
+    let count = offers.len();
+    for (key, cert) in offers {
+        let r = match cert {
+            Some(cert) => {
+                h.authenticate_certificate_with(&a.t.user, cert, a.rsa_hash, &mut agent)
+                    .await
+            }
+            None => {
+                h.authenticate_publickey_with(&a.t.user, key, a.rsa_hash, &mut agent)
+                    .await
+            }
+        };
+        match r {
             Ok(r) => match outcome(r) {
                 Outcome::Success => return true,
-                Outcome::Failure(rest) => tried.failed(rest),
+                Outcome::Failure(rest) => a.tried.failed(rest),
             },
             Err(e) => {
-                tried.note(format!("ssh-agent: {e}"));
+                a.tried.note(format!("ssh-agent: {e}"));
                 return false;
             }
         }
     }
-    tried.note(format!(
-        "ssh-agent: {count} key(s), all refused by the server"
+    a.tried.note(format!(
+        "ssh-agent: {count} key(s) and certificate(s), all refused by the server"
     ));
     false
 }

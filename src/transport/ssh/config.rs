@@ -1,19 +1,86 @@
-//! Where and how to connect: the command line first, then `$HOME/.ssh/config` (Host
-//! aliases with HostName, Port, User, IdentityFile, ProxyJump, ProxyCommand, UserKnownHostsFile,
-//! StrictHostKeyChecking, ConnectTimeout, ServerAliveInterval), then OpenSSH's defaults.
-//! What would change where to connect and is not carried out is refused by name.
+//! Where and how to connect: the command line first, then `~/.ssh/config` and
+//! `/etc/ssh/ssh_config` as OpenSSH reads them (see [`config_file`]), then OpenSSH's
+//! defaults. Settings that would change where or how to connect and that tandem does not
+//! carry out are refused by name, never ignored.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ssh2_config::{HostParams, ParseRule, SshConfig};
-
-use super::match_blocks::{self, Connection, MatchBlock};
+use super::config_file::{self, Directive, Files, Query, Settings};
+use super::tokens::Tokens;
 use super::{Hop, SshOptions};
 use crate::error::{Error, Result};
 
 /// Connect timeout when neither the command line nor the config gives one.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How to log in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Login {
+    /// Keys to offer, in order: `-i`, then IdentityFile.
+    pub identities: Vec<PathBuf>,
+    /// Whether to offer the default `~/.ssh/id_*` keys (only when no key was named).
+    pub default_identities: bool,
+    /// CertificateFile: certificates to offer with the keys they certify (besides any
+    /// `KEY-cert.pub` next to a key).
+    pub certificates: Vec<PathBuf>,
+    /// IdentitiesOnly: offer only the named keys, even when ssh-agent holds others.
+    pub identities_only: bool,
+    /// The ssh-agent socket (IdentityAgent, else SSH_AUTH_SOCK); `None`: no agent.
+    pub agent: Option<PathBuf>,
+    /// AddKeysToAgent.
+    pub add_to_agent: AddToAgent,
+    /// BatchMode: never ask for a passphrase or password.
+    pub batch: bool,
+}
+
+/// AddKeysToAgent: whether a key read from a file is handed to ssh-agent after it logged in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AddToAgent {
+    /// No (the default).
+    #[default]
+    No,
+    /// Yes, unless a person at the terminal says no (`ask`) or without asking (`yes`),
+    /// with the agent asking before each use (`confirm`) and for so many seconds.
+    Yes {
+        /// `ask`: ask first.
+        ask: bool,
+        /// `confirm`.
+        confirm: bool,
+        /// A lifetime in seconds.
+        lifetime: Option<u32>,
+    },
+}
+
+/// How the host key is checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostKeys {
+    /// UserKnownHostsFile: where keys are looked up; the first is where new ones are learned.
+    pub files: Vec<PathBuf>,
+    /// GlobalKnownHostsFile: looked up too, never written.
+    pub global: Vec<PathBuf>,
+    /// HostKeyAlias: the name keys are recorded under, instead of `[host]:port`.
+    pub alias: Option<String>,
+    /// Record an unknown host key instead of refusing it (never a changed one).
+    pub accept_new: bool,
+    /// HashKnownHosts: learned names are hashed.
+    pub hash: bool,
+}
+
+impl HostKeys {
+    /// Every file to look keys up in.
+    pub fn lookup_files(&self) -> Vec<PathBuf> {
+        self.files.iter().chain(&self.global).cloned().collect()
+    }
+
+    /// The name and port keys of `host:port` are recorded under (HostKeyAlias has no port).
+    pub fn recorded_as<'a>(&'a self, host: &'a str, port: u16) -> (&'a str, u16) {
+        match &self.alias {
+            Some(a) => (a, 22),
+            None => (host, port),
+        }
+    }
+}
 
 /// One host to connect to, fully resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,24 +93,41 @@ pub struct Target {
     pub port: u16,
     /// The login name.
     pub user: String,
-    /// Keys to offer, in order: `-i`, then IdentityFile.
-    pub identities: Vec<PathBuf>,
-    /// Whether to offer the default `~/.ssh/id_*` keys (only when no key was named).
-    pub default_identities: bool,
-    /// Where host keys are recorded (the first is where new ones are learned).
-    pub known_hosts: Vec<PathBuf>,
-    /// Record an unknown host key instead of refusing it.
-    pub accept_new: bool,
+    /// How to log in.
+    pub login: Login,
+    /// How the host key is checked.
+    pub host_keys: HostKeys,
     /// Time allowed to connect.
     pub connect_timeout: Duration,
     /// Keepalive interval (ServerAliveInterval).
     pub keepalive: Duration,
+    /// Unanswered keepalives before the connection counts as dead (ServerAliveCountMax).
+    pub keepalive_max: usize,
+    /// AddressFamily: `Some(true)` IPv4 only, `Some(false)` IPv6 only.
+    pub ipv4: Option<bool>,
     /// ProxyCommand, its tokens expanded: run through `sh -c`, its stdin and stdout
     /// carry the SSH connection instead of a TCP socket.
     pub proxy_command: Option<String>,
 }
 
 impl Target {
+    /// A target with OpenSSH's defaults, for `user@host:port`.
+    pub fn new(alias: &str, host: &str, port: u16, user: &str) -> Target {
+        Target {
+            alias: alias.into(),
+            host: host.into(),
+            port,
+            user: user.into(),
+            login: Login::default(),
+            host_keys: HostKeys::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            keepalive: Duration::from_secs(15),
+            keepalive_max: 3,
+            ipv4: None,
+            proxy_command: None,
+        }
+    }
+
     /// `user@host:port` for messages.
     pub fn label(&self) -> String {
         if self.host.contains(':') {
@@ -90,287 +174,510 @@ fn home() -> Result<PathBuf> {
     })
 }
 
-/// `~/.ssh/config` as read: the parsed config, and the `Match` blocks cut out of it.
-struct Config {
-    parsed: SshConfig,
-    matches: Vec<MatchBlock>,
-}
-
-/// Reads `$HOME/.ssh/config` (an empty config when there is none).
-fn read_config(home: &Path) -> Result<Config> {
-    let path = home.join(".ssh/config");
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Config {
-                parsed: SshConfig::default(),
-                matches: Vec::new(),
-            })
-        }
-        Err(e) => {
-            return Err(Error::Unreachable(format!(
-                "cannot read '{}': {e}",
-                path.display()
-            )))
-        }
-    };
-    let (text, matches) = match_blocks::cut(&text);
-    let parsed = SshConfig::default()
-        .home_dir(home)
-        .parse(
-            &mut &text[..],
-            ParseRule::ALLOW_UNKNOWN_FIELDS | ParseRule::ALLOW_UNSUPPORTED_FIELDS,
-        )
-        .map_err(|e| {
-            Error::Unreachable(format!(
-                "cannot use '{}': {e}; fix the file or give the host's settings on the command line",
-                path.display()
-            ))
-        })?;
-    Ok(Config { parsed, matches })
-}
-
-/// Fails if a `Match` block may apply to `t` (tandem does not carry them out yet).
-fn refuse_matching(matches: &[MatchBlock], t: &Target) -> Result<()> {
-    let local = local_user();
-    let c = Connection {
-        alias: &t.alias,
-        host: &t.host,
-        user: &t.user,
-        local_user: &local,
-    };
-    match matches.iter().find(|m| m.may_apply(&c)) {
-        Some(m) => Err(Error::Unreachable(format!(
-            "'{}': the Match block on line {} of ~/.ssh/config applies to it, and tandem does \
-             not carry out Match blocks yet; put its settings in a Host block for this host",
-            t.alias, m.line
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// OpenSSH's `%` tokens: `%d` home, `%u` local user, `%r` login, `%h` host, `%n` the
-/// name as typed, `%p` port, `%%`.
-fn tokens(s: &str, t: &Target, home: &Path) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('d') => out.push_str(&home.to_string_lossy()),
-            Some('u') => out.push_str(&local_user()),
-            Some('r') => out.push_str(&t.user),
-            Some('h') => out.push_str(&t.host),
-            Some('n') => out.push_str(&t.alias),
-            Some('p') => out.push_str(&t.port.to_string()),
-            Some('%') => out.push('%'),
-            Some(other) => {
-                out.push('%');
-                out.push(other);
-            }
-            None => out.push('%'),
-        }
-    }
-    out
-}
-
-/// [`tokens`] in a path.
-fn expand(p: &Path, t: &Target, home: &Path) -> PathBuf {
-    let s = p.to_string_lossy();
-    if !s.contains('%') {
-        return p.to_path_buf();
-    }
-    PathBuf::from(tokens(&s, t, home))
-}
-
-fn unsupported<'a>(p: &'a HostParams, key: &str) -> Option<&'a [String]> {
-    p.unsupported_fields.get(key).map(Vec::as_slice)
-}
-
-/// Settings that decide where or how to connect and that tandem does not carry out:
-/// refused by name, never ignored (ignored, tandem would dial another address than the
-/// user's `ssh` does). The value that leaves each alone.
-const REFUSED: [(&str, &str, &str); 2] = [
-    ("canonicalizehostname", "no", "CanonicalizeHostname"),
-    ("proxyusefdpass", "no", "ProxyUseFdpass"),
+/// Settings that decide where or how to connect and that tandem's own client does not
+/// carry out: refused by name, never ignored (ignored, tandem would connect another way
+/// than the user's `ssh` does). Each with the values that leave it off.
+const REFUSED: [(&str, &[&str], &str); 8] = [
+    (
+        "canonicalizehostname",
+        &["no", "false"],
+        "CanonicalizeHostname",
+    ),
+    ("proxyusefdpass", &["no", "false"], "ProxyUseFdpass"),
+    ("bindaddress", &[], "BindAddress"),
+    ("bindinterface", &[], "BindInterface"),
+    ("knownhostscommand", &["none"], "KnownHostsCommand"),
+    ("pkcs11provider", &["none"], "PKCS11Provider"),
+    ("remotecommand", &["none"], "RemoteCommand"),
+    ("tunnel", &["no", "false"], "Tunnel"),
 ];
 
 /// Fails on a setting of [`REFUSED`] for `alias`.
-fn refuse_unsupported(p: &HostParams, alias: &str) -> Result<()> {
+fn refuse_unsupported(s: &Settings, alias: &str) -> Result<()> {
     for (key, off, name) in REFUSED {
-        let set = unsupported(p, key)
-            .or_else(|| p.ignored_fields.get(key).map(Vec::as_slice))
-            .and_then(|v| v.first())
-            .filter(|v| !v.eq_ignore_ascii_case(off));
-        if let Some(value) = set {
-            return Err(Error::Unreachable(format!(
-                "'{alias}' has '{name} {value}' in ~/.ssh/config, which tandem does not carry \
-                 out; it will not connect another way than ssh would. Reach the host through \
-                 a jump host (-J, or ProxyJump in the config) instead"
-            )));
+        let Some(d) = s.first(key) else { continue };
+        if off.iter().any(|o| d.value().eq_ignore_ascii_case(o)) {
+            continue;
         }
+        return Err(Error::Unreachable(format!(
+            "'{alias}' has '{name} {}' ({}), which tandem's own SSH client does not carry \
+             out, and it will not connect another way than ssh would; run tandem through the \
+             system ssh with -e ssh",
+            d.raw, d.place
+        )));
     }
     Ok(())
 }
 
+/// A yes/no setting.
+fn yes(d: Option<&Directive>) -> Result<Option<bool>> {
+    let Some(d) = d else { return Ok(None) };
+    match d.value().to_ascii_lowercase().as_str() {
+        "yes" | "true" => Ok(Some(true)),
+        "no" | "false" => Ok(Some(false)),
+        _ => Err(d.bad("expected yes or no")),
+    }
+}
+
+/// A time as ssh_config(5) writes it: seconds, or `1h30m` with s, m, h, d, w.
+fn time(text: &str) -> Option<u64> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c.to_ascii_lowercase() {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            'w' => 604800,
+            _ => return None,
+        };
+        total += number.parse::<u64>().ok()? * unit;
+        number.clear();
+    }
+    if !number.is_empty() {
+        total += number.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+fn seconds(d: Option<&Directive>) -> Result<Option<Duration>> {
+    d.map(|d| {
+        time(d.value())
+            .map(Duration::from_secs)
+            .ok_or_else(|| d.bad("not a time (write seconds, or e.g. 1m30s)"))
+    })
+    .transpose()
+}
+
+/// AddKeysToAgent: yes, no, ask or confirm, each maybe followed by a lifetime, or a
+/// lifetime alone.
+fn add_to_agent(d: Option<&Directive>) -> Result<AddToAgent> {
+    let Some(d) = d else {
+        return Ok(AddToAgent::No);
+    };
+    let mut words = d.args.iter().map(|a| a.to_ascii_lowercase());
+    let first = words.next().unwrap_or_default();
+    let (ask, confirm, lifetime) = match first.as_str() {
+        "no" | "false" => return Ok(AddToAgent::No),
+        "yes" | "true" => (false, false, words.next()),
+        "ask" => (true, false, words.next()),
+        "confirm" => (false, true, words.next()),
+        _ => (false, false, Some(first)),
+    };
+    let lifetime = lifetime
+        .map(|l| {
+            time(&l)
+                .and_then(|s| u32::try_from(s).ok())
+                .ok_or_else(|| d.bad("expected yes, no, ask, confirm, or a lifetime"))
+        })
+        .transpose()?;
+    Ok(AddToAgent::Yes {
+        ask,
+        confirm,
+        lifetime,
+    })
+}
+
+/// IdentityAgent: a socket path (tokens, `~`), `SSH_AUTH_SOCK`, `$VAR`, or `none`.
+fn identity_agent(d: Option<&Directive>, tokens: &Tokens) -> Option<PathBuf> {
+    let from_env = |var: &str| {
+        std::env::var_os(var)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    match d.map(Directive::value) {
+        None | Some("SSH_AUTH_SOCK") => from_env("SSH_AUTH_SOCK"),
+        Some("none") => None,
+        Some(v) if v.starts_with('$') => from_env(&v[1..]),
+        Some(v) => Some(tokens.path(v)),
+    }
+}
+
+/// Path lists (UserKnownHostsFile, GlobalKnownHostsFile): the first line's words, `none`
+/// for none, else `default`.
+fn paths(d: Option<&Directive>, tokens: &Tokens, default: &[PathBuf]) -> Vec<PathBuf> {
+    match d {
+        None => default.to_vec(),
+        Some(d) => d
+            .args
+            .iter()
+            .filter(|f| f.as_str() != "none")
+            .map(|f| tokens.path(f))
+            .collect(),
+    }
+}
+
+/// One host resolved: its target, and the jump hosts its ProxyJump names.
+struct Resolved {
+    target: Target,
+    jumps: Vec<Hop>,
+}
+
 /// Resolves one host: the command line's values first, then the config's.
-fn resolve_host(
-    config: &SshConfig,
+fn resolve_host(files: &Files, home: &Path, hop: &Hop, opts: &SshOptions) -> Result<Resolved> {
+    let local = local_user();
+    let query = Query {
+        original: &hop.host,
+        user: hop.user.as_deref(),
+        port: hop.port,
+        home,
+        local_user: &local,
+    };
+    let s = config_file::read(files, &query)?;
+    refuse_unsupported(&s, &hop.host)?;
+    let host = match s.first("hostname") {
+        Some(d) => d.value().replace("%h", &hop.host).replace("%%", "%"),
+        None => hop.host.clone(),
+    };
+    let port = match (hop.port, s.first("port")) {
+        (Some(p), _) => p,
+        (None, Some(d)) => d
+            .value()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| d.bad("not a port number"))?,
+        (None, None) => 22,
+    };
+    let user = hop
+        .user
+        .clone()
+        .or_else(|| s.first("user").map(|d| d.value().to_string()))
+        .unwrap_or_else(|| local.clone());
+    let mut t = Target::new(&hop.host, &host, port, &user);
+    let alias = s
+        .first("hostkeyalias")
+        .map(|d| d.value().to_string())
+        .filter(|a| a != "none");
+    let proxy = s.first_of(&["proxycommand", "proxyjump"]);
+    let jump_text = proxy
+        .filter(|d| d.key == "proxyjump")
+        .map_or("", Directive::value);
+    let tokens = Tokens {
+        home,
+        local_user: &local,
+        user: &user,
+        host: &host,
+        original: &hop.host,
+        port,
+        host_key_alias: alias.as_deref(),
+        jump: jump_text,
+    };
+    t.connect_timeout = match opts.connect_timeout {
+        Some(c) => c,
+        None => seconds(s.first("connecttimeout"))?.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+    };
+    if let Some(k) = seconds(s.first("serveraliveinterval"))? {
+        t.keepalive = k;
+    }
+    if let Some(d) = s.first("serveralivecountmax") {
+        t.keepalive_max = d.value().parse().map_err(|_| d.bad("not a number"))?;
+    }
+    t.ipv4 = match s.first("addressfamily") {
+        None => None,
+        Some(d) => match d.value().to_ascii_lowercase().as_str() {
+            "any" => None,
+            "inet" => Some(true),
+            "inet6" => Some(false),
+            _ => return Err(d.bad("expected any, inet or inet6")),
+        },
+    };
+    let mut jumps = Vec::new();
+    match proxy {
+        Some(d) if d.key == "proxycommand" && d.value() != "none" => {
+            t.proxy_command = Some(tokens.expand(&d.raw));
+        }
+        Some(d) if d.key == "proxyjump" && d.value() != "none" => {
+            for j in d.value().split(',') {
+                jumps.push(Hop::parse(j).map_err(|why| d.bad(&why))?);
+            }
+        }
+        _ => {}
+    }
+    t.login = login(&s, &tokens, opts)?;
+    let ssh_dir = home.join(".ssh");
+    let etc = Path::new("/etc/ssh");
+    t.host_keys = HostKeys {
+        files: paths(
+            s.first("userknownhostsfile"),
+            &tokens,
+            &[ssh_dir.join("known_hosts"), ssh_dir.join("known_hosts2")],
+        ),
+        global: paths(
+            s.first("globalknownhostsfile"),
+            &tokens,
+            &[etc.join("ssh_known_hosts"), etc.join("ssh_known_hosts2")],
+        ),
+        alias,
+        accept_new: opts.accept_new_host_key || strict_allows_new(s.first("stricthostkeychecking")),
+        hash: yes(s.first("hashknownhosts"))?.unwrap_or(false),
+    };
+    Ok(Resolved { target: t, jumps })
+}
+
+/// StrictHostKeyChecking `accept-new` (or `no`: in OpenSSH it also lets changed keys
+/// through; here a changed key is always refused, so it means the same as accept-new).
+fn strict_allows_new(d: Option<&Directive>) -> bool {
+    d.is_some_and(|d| {
+        matches!(
+            d.value().to_ascii_lowercase().as_str(),
+            "accept-new" | "no" | "off" | "false"
+        )
+    })
+}
+
+fn login(s: &Settings, tokens: &Tokens, opts: &SshOptions) -> Result<Login> {
+    let from_config: Vec<PathBuf> = s
+        .all("identityfile")
+        .flat_map(|d| &d.args)
+        .map(|f| tokens.path(f))
+        .collect();
+    Ok(Login {
+        default_identities: opts.identities.is_empty() && from_config.is_empty(),
+        identities: opts.identities.iter().cloned().chain(from_config).collect(),
+        certificates: s
+            .all("certificatefile")
+            .flat_map(|d| &d.args)
+            .map(|f| tokens.path(f))
+            .collect(),
+        identities_only: yes(s.first("identitiesonly"))?.unwrap_or(false),
+        agent: identity_agent(s.first("identityagent"), tokens),
+        add_to_agent: add_to_agent(s.first("addkeystoagent"))?,
+        batch: yes(s.first("batchmode"))?.unwrap_or(false),
+    })
+}
+
+/// How deep jump hosts may be reached through their own jump hosts.
+const MAX_JUMP_DEPTH: usize = 8;
+
+/// `hop` and the hosts before it: its jump hosts (`explicit`, else its ProxyJump), the
+/// first of which is reached as its own config says (its own ProxyJump or ProxyCommand),
+/// the others each through the one before, as `ssh -J` does.
+fn chain(
+    files: &Files,
     home: &Path,
     hop: &Hop,
     opts: &SshOptions,
-) -> Result<(Target, Option<Vec<String>>)> {
-    let p = config.query(&hop.host);
-    refuse_unsupported(&p, &hop.host)?;
-    let mut t = Target {
-        alias: hop.host.clone(),
-        host: p
-            .host_name
-            .clone()
-            .map(|h| h.replace("%h", &hop.host))
-            .unwrap_or_else(|| hop.host.clone()),
-        port: hop.port.or(p.port).unwrap_or(22),
-        user: hop
-            .user
-            .clone()
-            .or_else(|| p.user.clone())
-            .unwrap_or_else(local_user),
-        identities: Vec::new(),
-        default_identities: false,
-        known_hosts: Vec::new(),
-        accept_new: opts.accept_new_host_key,
-        connect_timeout: opts
-            .connect_timeout
-            .or(p.connect_timeout)
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-        keepalive: p.server_alive_interval.unwrap_or(Duration::from_secs(15)),
-        proxy_command: None,
-    };
-    let proxy = unsupported(&p, "proxycommand")
-        .or_else(|| p.ignored_fields.get("proxycommand").map(Vec::as_slice))
-        .filter(|v| !(v.len() == 1 && v[0].eq_ignore_ascii_case("none")))
-        .filter(|v| !v.is_empty());
-    t.proxy_command = proxy.map(|words| tokens(&words.join(" "), &t, home));
-    let from_config = p.identity_file.clone().unwrap_or_default();
-    t.default_identities = opts.identities.is_empty() && from_config.is_empty();
-    t.identities = opts
-        .identities
-        .iter()
-        .cloned()
-        .chain(from_config.iter().map(|f| expand(f, &t, home)))
-        .collect();
-    t.known_hosts = match unsupported(&p, "userknownhostsfile") {
-        Some(files) if !files.is_empty() => files
-            .iter()
-            .filter(|f| f.as_str() != "none")
-            .map(|f| {
-                let f = f
-                    .strip_prefix("~/")
-                    .map_or(PathBuf::from(f), |r| home.join(r));
-                expand(&f, &t, home)
-            })
-            .collect(),
-        _ => vec![
-            home.join(".ssh/known_hosts"),
-            home.join(".ssh/known_hosts2"),
-        ],
-    };
-    if let Some([v, ..]) = unsupported(&p, "stricthostkeychecking") {
-        // "no" in OpenSSH also lets changed keys through; here a changed key is always
-        // refused, so it means the same as accept-new.
-        if matches!(v.to_ascii_lowercase().as_str(), "accept-new" | "no" | "off") {
-            t.accept_new = true;
+    explicit: Option<&[Hop]>,
+    depth: usize,
+) -> Result<Vec<Target>> {
+    if depth > MAX_JUMP_DEPTH {
+        return Err(Error::Unreachable(format!(
+            "'{}': jump hosts lead through more than {MAX_JUMP_DEPTH} others (a ProxyJump \
+             loop in ~/.ssh/config?)",
+            hop.host
+        )));
+    }
+    let Resolved { mut target, jumps } = resolve_host(files, home, hop, opts)?;
+    let jumps = explicit.map_or(jumps, <[Hop]>::to_vec);
+    let mut out = Vec::new();
+    for (i, j) in jumps.iter().enumerate() {
+        if i == 0 {
+            out.extend(chain(files, home, j, opts, None, depth + 1)?);
+        } else {
+            let mut t = resolve_host(files, home, j, opts)?.target;
+            t.proxy_command = None;
+            out.push(t);
         }
     }
-    Ok((t, p.proxy_jump.clone()))
+    if !out.is_empty() {
+        // Jump hosts given on the command line win over the config's ProxyCommand.
+        target.proxy_command = None;
+    }
+    out.push(target);
+    Ok(out)
 }
 
 /// Resolves the destination and its jump hosts. Jump hosts come from `-J`/`--proxy`, else
 /// from the destination's ProxyJump (`none` for none).
 pub fn resolve(dest: &Hop, opts: &SshOptions) -> Result<Route> {
     let home = home()?;
-    let Config {
-        parsed: config,
-        matches,
-    } = read_config(&home)?;
-    let (target, config_jumps) = resolve_host(&config, &home, dest, opts)?;
-    refuse_matching(&matches, &target)?;
-    let jumps = match &opts.jumps {
-        Some(j) => j.clone(),
-        None => match config_jumps {
-            Some(list) if list.iter().all(|j| j != "none") => list
-                .iter()
-                .flat_map(|j| j.split(','))
-                .map(|j| Hop::parse(j).map_err(Error::Usage))
-                .collect::<Result<Vec<_>>>()?,
-            _ => Vec::new(),
-        },
-    };
-    let hops = jumps
-        .iter()
-        .map(|j| resolve_host(&config, &home, j, opts).map(|(t, _)| t))
-        .collect::<Result<Vec<_>>>()?;
-    for hop in &hops {
-        refuse_matching(&matches, hop)?;
-    }
-    Ok(Route { hops, target })
+    resolve_in(&Files::standard(&home), &home, dest, opts)
+}
+
+fn resolve_in(files: &Files, home: &Path, dest: &Hop, opts: &SshOptions) -> Result<Route> {
+    let mut hosts = chain(files, home, dest, opts, opts.jumps.as_deref(), 0)?;
+    let target = hosts.pop().expect("a chain ends at its destination");
+    Ok(Route {
+        hops: hosts,
+        target,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> SshConfig {
-        SshConfig::default()
-            .home_dir("/home/me")
-            .parse(
-                &mut text.as_bytes(),
-                ParseRule::ALLOW_UNKNOWN_FIELDS | ParseRule::ALLOW_UNSUPPORTED_FIELDS,
-            )
-            .unwrap()
+    struct Home {
+        dir: tempfile::TempDir,
     }
 
-    fn hop(s: &str) -> Hop {
-        Hop::parse(s).unwrap()
+    impl Home {
+        fn new(config: &str) -> Home {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join(".ssh")).unwrap();
+            std::fs::write(dir.path().join(".ssh/config"), config).unwrap();
+            Home { dir }
+        }
+
+        fn route(&self, dest: &str, opts: &SshOptions) -> Result<Route> {
+            let files = Files {
+                user: self.dir.path().join(".ssh/config"),
+                system: self.dir.path().join("no-system-config"),
+            };
+            resolve_in(&files, self.dir.path(), &Hop::parse(dest).unwrap(), opts)
+        }
+
+        fn target(&self, dest: &str) -> Target {
+            self.route(dest, &SshOptions::default()).unwrap().target
+        }
     }
 
     #[test]
     fn aliases_fill_in_what_the_command_line_leaves_out() {
-        let c = parse(
-            "Host backup\n  HostName 10.1.2.3\n  Port 2222\n  User bk\n  IdentityFile ~/.ssh/bk_%r\n  UserKnownHostsFile ~/kh\n  StrictHostKeyChecking accept-new\n  ConnectTimeout 4\n  ProxyJump jump.example\n\tServerAliveInterval 9\nHost *\n  User other\n",
+        let h = Home::new(
+            "Host backup\n  HostName 10.1.2.3\n  Port 2222\n  User bk\n  IdentityFile ~/.ssh/bk_%r\n  UserKnownHostsFile ~/kh ~/kh2\n  GlobalKnownHostsFile /g\n  StrictHostKeyChecking accept-new\n  ConnectTimeout 4\n  ProxyJump jump.example\n\tServerAliveInterval 1m\nHost *\n  User other\n",
         );
-        let home = Path::new("/home/me");
-        let opts = SshOptions::default();
-        let (t, jumps) = resolve_host(&c, home, &hop("backup"), &opts).unwrap();
+        let home = h.dir.path();
+        let r = h.route("backup", &SshOptions::default()).unwrap();
+        let t = &r.target;
         assert_eq!(
             (t.host.as_str(), t.port, t.user.as_str()),
             ("10.1.2.3", 2222, "bk")
         );
-        assert_eq!(t.identities, vec![PathBuf::from("/home/me/.ssh/bk_bk")]);
-        assert!(!t.default_identities && t.accept_new);
-        assert_eq!(t.known_hosts, vec![PathBuf::from("/home/me/kh")]);
+        assert_eq!(t.login.identities, vec![home.join(".ssh/bk_bk")]);
+        assert!(!t.login.default_identities && t.host_keys.accept_new);
+        assert_eq!(t.host_keys.files, vec![home.join("kh"), home.join("kh2")]);
+        assert_eq!(t.host_keys.global, vec![PathBuf::from("/g")]);
         assert_eq!(t.connect_timeout, Duration::from_secs(4));
-        assert_eq!(t.keepalive, Duration::from_secs(9));
-        assert_eq!(jumps, Some(vec!["jump.example".to_string()]));
+        assert_eq!(t.keepalive, Duration::from_secs(60));
+        assert_eq!(r.hops.len(), 1);
+        assert_eq!(
+            (r.hops[0].host.as_str(), r.hops[0].user.as_str()),
+            ("jump.example", "other")
+        );
         // The command line wins.
         let opts = SshOptions {
             identities: vec!["/k".into()],
             connect_timeout: Some(Duration::from_secs(1)),
+            jumps: Some(vec![]),
             ..Default::default()
         };
-        let (t, _) = resolve_host(&c, home, &hop("root@backup:22"), &opts).unwrap();
+        let t = h.route("root@backup:22", &opts).unwrap().target;
         assert_eq!((t.port, t.user.as_str()), (22, "root"));
-        assert_eq!(t.identities[0], PathBuf::from("/k"));
+        assert_eq!(t.login.identities[0], PathBuf::from("/k"));
         assert_eq!(t.connect_timeout, Duration::from_secs(1));
         // Unlisted hosts get the defaults.
-        let (t, _) = resolve_host(&c, home, &hop("elsewhere"), &opts).unwrap();
+        let t = h.target("elsewhere");
         assert_eq!(
             (t.host.as_str(), t.port, t.user.as_str()),
             ("elsewhere", 22, "other")
         );
-        assert_eq!(t.known_hosts[0], PathBuf::from("/home/me/.ssh/known_hosts"));
+        assert_eq!(t.host_keys.files[0], home.join(".ssh/known_hosts"));
+        assert_eq!(
+            t.host_keys.global[0],
+            PathBuf::from("/etc/ssh/ssh_known_hosts")
+        );
+    }
+
+    #[test]
+    fn login_and_host_key_settings() {
+        let h = Home::new(
+            "Host a\n  HostName %h.example\n  HostKeyAlias box\n  CertificateFile ~/.ssh/c1\n  CertificateFile ~/.ssh/c2\n  IdentitiesOnly yes\n  IdentityAgent ~/agent.%r\n  AddKeysToAgent confirm 1h\n  HashKnownHosts yes\n  BatchMode yes\n  AddressFamily inet\nHost b\n  IdentityAgent none\n  AddKeysToAgent 30m\n",
+        );
+        let home = h.dir.path();
+        let a = h.target("me@a");
+        assert_eq!(a.host, "a.example");
+        assert_eq!(a.host_keys.recorded_as(&a.host, 2200), ("box", 22));
+        assert!(a.host_keys.hash);
+        assert_eq!(
+            a.login.certificates,
+            vec![home.join(".ssh/c1"), home.join(".ssh/c2")]
+        );
+        assert!(a.login.identities_only && a.login.batch);
+        assert_eq!(a.login.agent, Some(home.join("agent.me")));
+        assert_eq!(
+            a.login.add_to_agent,
+            AddToAgent::Yes {
+                ask: false,
+                confirm: true,
+                lifetime: Some(3600)
+            }
+        );
+        assert_eq!(a.ipv4, Some(true));
+        let b = h.target("b");
+        assert_eq!(b.login.agent, None);
+        assert_eq!(
+            b.login.add_to_agent,
+            AddToAgent::Yes {
+                ask: false,
+                confirm: false,
+                lifetime: Some(1800)
+            }
+        );
+    }
+
+    #[test]
+    fn the_first_of_proxycommand_and_proxyjump_wins_and_jump_hosts_have_their_own_way_in() {
+        let h = Home::new(
+            "Host cmd\n  ProxyCommand nc %h %p\n  ProxyJump j1\nHost jmp\n  ProxyJump j1,j2\n  ProxyCommand nc %h %p\nHost j1\n  ProxyCommand relay %h\nHost j2\n  ProxyCommand never\n",
+        );
+        let r = h.route("cmd", &SshOptions::default()).unwrap();
+        assert!(r.hops.is_empty());
+        assert_eq!(r.target.proxy_command.as_deref(), Some("nc cmd 22"));
+        let r = h.route("jmp", &SshOptions::default()).unwrap();
+        assert_eq!(r.target.proxy_command, None);
+        let hops: Vec<_> = r
+            .hops
+            .iter()
+            .map(|t| (t.host.as_str(), t.proxy_command.as_deref()))
+            .collect();
+        assert_eq!(hops, [("j1", Some("relay j1")), ("j2", None)]);
+        // -J on the command line wins over the config's ProxyCommand.
+        let opts = SshOptions {
+            jumps: Some(vec![Hop::parse("j2").unwrap()]),
+            ..Default::default()
+        };
+        let r = h.route("cmd", &opts).unwrap();
+        assert_eq!(r.target.proxy_command, None);
+        assert_eq!(r.hops[0].proxy_command.as_deref(), Some("never"));
+        let loop_ = Home::new("Host a\n  ProxyJump b\nHost b\n  ProxyJump a\n");
+        let e = loop_
+            .route("a", &SshOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loop"), "{e}");
+    }
+
+    #[test]
+    fn settings_that_change_the_connection_and_are_not_carried_out_are_refused() {
+        for (line, name) in [
+            ("CanonicalizeHostname yes", "CanonicalizeHostname"),
+            ("BindAddress 10.0.0.1", "BindAddress"),
+            ("KnownHostsCommand /bin/true", "KnownHostsCommand"),
+            ("RemoteCommand top", "RemoteCommand"),
+        ] {
+            let h = Home::new(&format!("Host x\n  {line}\n"));
+            let e = h
+                .route("x", &SshOptions::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(name) && e.contains("-e ssh") && e.contains("line 2"),
+                "{e}"
+            );
+            assert!(h.route("y", &SshOptions::default()).is_ok());
+        }
+        let h = Home::new("Host x\n  CanonicalizeHostname no\n  Port none\n");
+        let e = h
+            .route("x", &SshOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a port number"), "{e}");
     }
 }

@@ -1,19 +1,26 @@
 //! `~/.ssh/known_hosts` as OpenSSH reads it: hashed (`|1|`) and plain host patterns,
 //! `[host]:port`, comma lists with `*`/`?` wildcards and `!` negation, tab or space
-//! separated fields, `@revoked` keys. (russh's own helper misses most of these.)
+//! separated fields, `@revoked` keys, `@cert-authority` lines for host certificates.
+//! (russh's own helper misses most of these.)
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64ct::{Base64, Encoding};
 use hmac::{KeyInit, Mac};
-use russh::keys::{Algorithm, HashAlg, PublicKey};
+use russh::keys::ssh_key::certificate::CertType;
+use russh::keys::ssh_key::public::KeyData;
+use russh::keys::{Algorithm, Certificate, HashAlg, PublicKey};
+
+use super::pattern;
 
 /// What the recorded keys say about the key a host presented.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// A recorded key of this host.
+    /// A recorded key of this host (or a valid certificate of a trusted authority).
     Known,
+    /// A host certificate of a trusted authority that does not hold: why.
+    BadCertificate(String),
     /// Nothing recorded for this host and key type.
     Unknown,
     /// The host has a different key of the same type on record.
@@ -32,11 +39,22 @@ pub enum Verdict {
     },
 }
 
+/// What a line's `@` marker makes of its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Marker {
+    /// A host key.
+    None,
+    /// `@revoked`: never accepted, as a host key or as a certificate's authority.
+    Revoked,
+    /// `@cert-authority`: host certificates it signed are accepted for the named hosts.
+    Authority,
+}
+
 #[derive(Debug)]
 struct Line {
     file: PathBuf,
     number: usize,
-    revoked: bool,
+    marker: Marker,
     hosts: String,
     key: PublicKey,
 }
@@ -56,16 +74,22 @@ pub fn host_name(host: &str, port: u16) -> String {
     }
 }
 
-/// `*` and `?` wildcards, as in OpenSSH's `match_pattern`.
-fn wildcard(pattern: &[u8], s: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (0..=s.len()).any(|i| wildcard(rest, &s[i..])),
-        Some((b'?', rest)) => !s.is_empty() && wildcard(rest, &s[1..]),
-        Some((c, rest)) => s
-            .split_first()
-            .is_some_and(|(d, s)| c.eq_ignore_ascii_case(d) && wildcard(rest, s)),
-    }
+/// Why a host certificate is not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CertVerdict {
+    /// Signed by an authority trusted for this host, for this host, and valid now.
+    Valid,
+    /// No `@cert-authority` line for this host names its signer: check its key as a plain one.
+    NoAuthority,
+    /// Its key or its authority is `@revoked`.
+    Revoked {
+        /// Where.
+        file: PathBuf,
+        /// Its line (1-based).
+        line: usize,
+    },
+    /// A trusted authority signed it, but it does not hold: why.
+    Invalid(String),
 }
 
 /// `|1|salt|hash`: HMAC-SHA1 of the name keyed by the salt.
@@ -79,21 +103,23 @@ fn hashed_match(entry: &str, name: &str) -> Option<bool> {
     Some(mac.verify_slice(&hash).is_ok())
 }
 
+/// `name` hashed as HashKnownHosts writes it: `|1|salt|HMAC-SHA1(salt, name)`.
+fn hashed(name: &str, salt: &[u8; 20]) -> String {
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(salt).expect("HMAC takes any key");
+    mac.update(name.as_bytes());
+    format!(
+        "|1|{}|{}",
+        Base64::encode_string(salt),
+        Base64::encode_string(&mac.finalize().into_bytes())
+    )
+}
+
 /// True if a host field (comma list, maybe negated, or one hashed entry) names `name`.
 fn hosts_match(hosts: &str, name: &str) -> bool {
     if hosts.starts_with('|') {
         return hashed_match(hosts, name).unwrap_or(false);
     }
-    let mut matched = false;
-    for pattern in hosts.split(',') {
-        match pattern.strip_prefix('!') {
-            // A negated pattern that matches rules the line out.
-            Some(p) if wildcard(p.as_bytes(), name.as_bytes()) => return false,
-            Some(_) => {}
-            None => matched |= wildcard(pattern.as_bytes(), name.as_bytes()),
-        }
-    }
-    matched
+    pattern::comma_list(hosts, name, true)
 }
 
 /// The key type, with RSA's signature hash left out: the same key whatever it signs with.
@@ -121,20 +147,30 @@ impl KnownHosts {
         KnownHosts { lines }
     }
 
+    fn for_host<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Line> + 'a {
+        self.lines
+            .iter()
+            .filter(move |l| hosts_match(&l.hosts, name))
+    }
+
+    /// The `@revoked` line of `key`, if any.
+    fn revoked<'a>(&'a self, name: &'a str, key: &KeyData) -> Option<&'a Line> {
+        self.for_host(name)
+            .find(|l| l.marker == Marker::Revoked && l.key.key_data() == key)
+    }
+
     /// Checks the key `host:port` presented.
     pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
         let name = host_name(host, port);
+        if let Some(l) = self.revoked(&name, key.key_data()) {
+            return Verdict::Revoked {
+                file: l.file.clone(),
+                line: l.number,
+            };
+        }
         let mut verdict = Verdict::Unknown;
-        for l in self.lines.iter().filter(|l| hosts_match(&l.hosts, &name)) {
-            let same_key = l.key.key_data() == key.key_data();
-            if l.revoked {
-                if same_key {
-                    return Verdict::Revoked {
-                        file: l.file.clone(),
-                        line: l.number,
-                    };
-                }
-            } else if same_key {
+        for l in self.for_host(&name).filter(|l| l.marker == Marker::None) {
+            if l.key.key_data() == key.key_data() {
                 verdict = Verdict::Known;
             } else if key_type(&l.key) == key_type(key) && verdict == Verdict::Unknown {
                 verdict = Verdict::Changed {
@@ -146,17 +182,75 @@ impl KnownHosts {
         verdict
     }
 
+    /// Whether an `@cert-authority` line names `host:port` (then the server is asked for a
+    /// host certificate first, as OpenSSH does).
+    pub fn has_authority(&self, host: &str, port: u16) -> bool {
+        let name = host_name(host, port);
+        let found = self.for_host(&name).any(|l| l.marker == Marker::Authority);
+        found
+    }
+
+    /// Checks a host certificate `host:port` presented: its signer must be an
+    /// `@cert-authority` of the host, `principal` (the host name, or HostKeyAlias) one of
+    /// its principals (none: any), and `now` (Unix seconds) within its validity.
+    pub fn check_certificate(
+        &self,
+        host: &str,
+        port: u16,
+        principal: &str,
+        cert: &Certificate,
+        now: u64,
+    ) -> CertVerdict {
+        let name = host_name(host, port);
+        for key in [cert.public_key(), cert.signature_key()] {
+            if let Some(l) = self.revoked(&name, key) {
+                return CertVerdict::Revoked {
+                    file: l.file.clone(),
+                    line: l.number,
+                };
+            }
+        }
+        let Some(ca) = self
+            .for_host(&name)
+            .find(|l| l.marker == Marker::Authority && l.key.key_data() == cert.signature_key())
+        else {
+            return CertVerdict::NoAuthority;
+        };
+        if cert.cert_type() != CertType::Host {
+            return CertVerdict::Invalid("it is a user certificate, not a host certificate".into());
+        }
+        let principals = cert.valid_principals();
+        if !principals.is_empty() && !principals.iter().any(|p| p == principal) {
+            return CertVerdict::Invalid(format!(
+                "'{principal}' is not one of its principals ({})",
+                principals.join(", ")
+            ));
+        }
+        if now < cert.valid_after() || now >= cert.valid_before() {
+            return CertVerdict::Invalid(format!(
+                "it is valid from {} to {} (Unix time), not now ({now})",
+                cert.valid_after(),
+                cert.valid_before()
+            ));
+        }
+        let fingerprint = ca.key.fingerprint(HashAlg::Sha256);
+        match cert.validate_at(now, [&fingerprint]) {
+            Ok(()) => CertVerdict::Valid,
+            Err(e) => CertVerdict::Invalid(format!(
+                "its signature by the authority of '{}' line {} does not hold ({e})",
+                ca.file.display(),
+                ca.number
+            )),
+        }
+    }
+
     /// The types of the keys recorded for `host:port`, for asking the server for one of
     /// those first (as OpenSSH does), so a host with several keys is checked against the
     /// one on record.
     pub fn recorded_types(&self, host: &str, port: u16) -> Vec<Algorithm> {
         let name = host_name(host, port);
         let mut out: Vec<Algorithm> = Vec::new();
-        for l in self
-            .lines
-            .iter()
-            .filter(|l| !l.revoked && hosts_match(&l.hosts, &name))
-        {
+        for l in self.for_host(&name).filter(|l| l.marker == Marker::None) {
             let t = key_type(&l.key);
             if !out.contains(&t) {
                 out.push(t);
@@ -172,13 +266,13 @@ fn parse_line(file: &Path, number: usize, raw: &str) -> Option<Line> {
     if first.starts_with('#') {
         return None;
     }
-    let mut revoked = false;
+    let mut marker = Marker::None;
     if first.starts_with('@') {
-        match first {
-            "@revoked" => revoked = true,
-            // Host certificates are not supported: their authorities vouch for nothing here.
+        marker = match first {
+            "@revoked" => Marker::Revoked,
+            "@cert-authority" => Marker::Authority,
             _ => return None,
-        }
+        };
         first = fields.next()?;
     }
     let key_type = fields.next()?;
@@ -187,14 +281,21 @@ fn parse_line(file: &Path, number: usize, raw: &str) -> Option<Line> {
     Some(Line {
         file: file.to_path_buf(),
         number,
-        revoked,
+        marker,
         hosts: first.to_string(),
         key,
     })
 }
 
-/// Records `key` for `host:port` at the end of `file` (creating it and its directory).
-pub fn learn(file: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::Result<()> {
+/// Records `key` for `host:port` at the end of `file` (creating it and its directory),
+/// the name hashed if `hash` (HashKnownHosts).
+pub fn learn(
+    file: &Path,
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+    hash: bool,
+) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = file.parent() {
         std::fs::DirBuilder::new()
@@ -217,7 +318,13 @@ pub fn learn(file: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::Re
         .map(|b| b.last().is_some_and(|&c| c != b'\n'))
         .unwrap_or(false);
     let lead = if needs_newline { "\n" } else { "" };
-    writeln!(f, "{lead}{} {}", host_name(host, port), line.join(" "))?;
+    let mut name = host_name(host, port);
+    if hash {
+        let mut salt = [0u8; 20];
+        getrandom::fill(&mut salt).map_err(|e| std::io::Error::other(e.to_string()))?;
+        name = hashed(&name, &salt);
+    }
+    writeln!(f, "{lead}{name} {}", line.join(" "))?;
     f.sync_all()
 }
 
@@ -292,9 +399,18 @@ mod tests {
     fn learned_keys_are_known_next_time() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("sub/known_hosts");
-        learn(&f, "::1", 2022, &key(ED)).unwrap();
-        let kh = KnownHosts::load(&[f]);
+        learn(&f, "::1", 2022, &key(ED), false).unwrap();
+        let kh = KnownHosts::load(std::slice::from_ref(&f));
         assert_eq!(kh.check("::1", 2022, &key(ED)), Verdict::Known);
+        // HashKnownHosts: the name is not in the file, yet the key is known.
+        learn(&f, "example.org", 22, &key(ED2), true).unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            !text.contains("example.org") && text.contains("|1|"),
+            "{text}"
+        );
+        let kh = KnownHosts::load(std::slice::from_ref(&f));
+        assert_eq!(kh.check("example.org", 22, &key(ED2)), Verdict::Known);
         assert_eq!(kh.recorded_types("::1", 2022), vec![Algorithm::Ed25519]);
     }
 }

@@ -11,7 +11,7 @@ use russh::{cipher, Preferred};
 
 use super::channel::ChannelIo;
 use super::config::{Route, Target};
-use super::known_hosts::{self, KnownHosts, Verdict};
+use super::known_hosts::{self, CertVerdict, KnownHosts, Verdict};
 use super::quick_ack::QuickAck;
 use super::Cipher;
 use crate::error::{Error, Result};
@@ -28,6 +28,7 @@ enum Rejection {
     Changed(PublicKey, std::path::PathBuf, usize),
     Revoked(std::path::PathBuf, usize),
     Unrecorded(PublicKey, String),
+    Certificate(String),
 }
 
 /// The russh handler: checks the host key against known_hosts.
@@ -43,26 +44,33 @@ impl client::Handler for Client {
 
     async fn check_server_key(
         &mut self,
-        key: &PublicKeyOrCertificate,
+        presented: &PublicKeyOrCertificate,
     ) -> std::result::Result<bool, Self::Error> {
-        let key = key.public_key();
-        let t = &self.target;
+        let verdict = self.verdict(presented);
         let reject = |r: Rejection| {
             *self.rejection.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
             Ok(false)
         };
-        match self.known.check(&t.host, t.port, &key) {
+        let key = presented.public_key();
+        let t = &self.target;
+        let (name, port) = t.host_keys.recorded_as(&t.host, t.port);
+        match verdict {
             Verdict::Known => Ok(true),
             Verdict::Revoked { file, line } => reject(Rejection::Revoked(file, line)),
             Verdict::Changed { file, line } => reject(Rejection::Changed(key, file, line)),
-            Verdict::Unknown if !t.accept_new => reject(Rejection::Unknown(key)),
+            Verdict::Unknown if !t.host_keys.accept_new => reject(Rejection::Unknown(key)),
             Verdict::Unknown => {
-                let file = t.known_hosts.first().cloned().unwrap_or_default();
-                match known_hosts::learn(&file, &t.host, t.port, &key) {
+                let Some(file) = t.host_keys.files.first() else {
+                    return reject(Rejection::Unrecorded(
+                        key,
+                        "UserKnownHostsFile is none, so there is nowhere to record it".into(),
+                    ));
+                };
+                match known_hosts::learn(file, name, port, &key, t.host_keys.hash) {
                     Ok(()) => {
                         *self.learned.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
                             "recorded the host key of {} ({} {}) in '{}'",
-                            known_hosts::host_name(&t.host, t.port),
+                            known_hosts::host_name(name, port),
                             key.algorithm(),
                             known_hosts::fingerprint(&key),
                             file.display()
@@ -75,14 +83,43 @@ impl client::Handler for Client {
                     )),
                 }
             }
+            Verdict::BadCertificate(why) => reject(Rejection::Certificate(why)),
         }
     }
 }
 
+impl Client {
+    /// What known_hosts says of the key or certificate the host presented. A certificate
+    /// whose signer no `@cert-authority` line trusts is checked as its plain key, as
+    /// OpenSSH does.
+    fn verdict(&self, presented: &PublicKeyOrCertificate) -> Verdict {
+        let t = &self.target;
+        let (name, port) = t.host_keys.recorded_as(&t.host, t.port);
+        if let Some(cert) = presented.certificate() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let principal = t.host_keys.alias.as_deref().unwrap_or(&t.host);
+            match self
+                .known
+                .check_certificate(name, port, principal, cert, now)
+            {
+                CertVerdict::Valid => return Verdict::Known,
+                CertVerdict::Revoked { file, line } => return Verdict::Revoked { file, line },
+                CertVerdict::Invalid(why) => return Verdict::BadCertificate(why),
+                CertVerdict::NoAuthority => {}
+            }
+        }
+        self.known.check(name, port, &presented.public_key())
+    }
+}
+
 fn host_key_error(t: &Target, r: Rejection) -> Error {
-    let name = known_hosts::host_name(&t.host, t.port);
+    let (host, port) = t.host_keys.recorded_as(&t.host, t.port);
+    let name = known_hosts::host_name(host, port);
     let kh = t
-        .known_hosts
+        .host_keys
+        .files
         .first()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
@@ -102,6 +139,9 @@ fn host_key_error(t: &Target, r: Rejection) -> Error {
         Rejection::Unrecorded(k, why) => format!(
             "the host key of {name} ({}) could not be recorded: {why}",
             known_hosts::fingerprint(&k)
+        ),
+        Rejection::Certificate(why) => format!(
+            "the host certificate of {name} is not accepted: {why}; refusing to connect"
         ),
     })
 }
@@ -166,17 +206,25 @@ pub fn aes_in_hardware() -> bool {
 }
 
 fn config(t: &Target, known: &KnownHosts, cipher: Option<Cipher>) -> Arc<client::Config> {
-    let recorded = known.recorded_types(&t.host, t.port);
+    let (host, port) = t.host_keys.recorded_as(&t.host, t.port);
+    let recorded = known.recorded_types(host, port);
+    // A host an authority vouches for is asked for its certificate first, as OpenSSH does.
+    let certificates = if known.has_authority(host, port) {
+        Preferred::DEFAULT.key.to_vec()
+    } else {
+        Vec::new()
+    };
     Arc::new(client::Config {
         preferred: Preferred {
             key: Cow::Owned(host_key_order(&recorded)),
+            host_key_certificates: Cow::Owned(certificates),
             cipher: Cow::Owned(ciphers(cipher)),
             ..Preferred::DEFAULT
         },
         window_size: WINDOW,
         maximum_packet_size: PACKET,
-        keepalive_interval: Some(t.keepalive),
-        keepalive_max: 3,
+        keepalive_interval: Some(t.keepalive).filter(|k| !k.is_zero()),
+        keepalive_max: t.keepalive_max,
         nodelay: true,
         ..Default::default()
     })
@@ -230,8 +278,12 @@ async fn tcp(t: &Target) -> Result<QuickAck> {
                 t.host
             ))
         })?
+        .filter(|a: &std::net::SocketAddr| t.ipv4.is_none_or(|v4| a.is_ipv4() == v4))
         .collect();
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    let mut last = std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "no address of the family AddressFamily asks for",
+    );
     for a in addrs {
         match tokio::net::TcpStream::connect(a).await {
             Ok(s) => return Ok(QuickAck::new(s)),
@@ -276,7 +328,7 @@ async fn login<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let known = KnownHosts::load(&t.known_hosts);
+    let known = KnownHosts::load(&t.host_keys.lookup_files());
     let cfg = config(t, &known, cipher);
     let rejection = Arc::new(Mutex::new(None));
     let learned = Arc::new(Mutex::new(None));
@@ -433,19 +485,8 @@ mod tests {
     #[test]
     fn connections_send_small_requests_at_once() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let t = Target {
-            alias: "here".into(),
-            host: "127.0.0.1".into(),
-            port: listener.local_addr().unwrap().port(),
-            user: "u".into(),
-            identities: vec![],
-            default_identities: false,
-            known_hosts: vec![],
-            accept_new: false,
-            connect_timeout: Duration::from_secs(5),
-            keepalive: Duration::from_secs(15),
-            proxy_command: None,
-        };
+        let port = listener.local_addr().unwrap().port();
+        let t = Target::new("here", "127.0.0.1", port, "u");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

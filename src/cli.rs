@@ -210,6 +210,11 @@ pub struct Args {
         conflicts_with = "jump"
     )]
     pub proxy: Option<String>,
+    /// Reach the host through this command instead of the built-in SSH client, as rsync's
+    /// -e: e.g. ssh, or 'ssh -F ~/.ssh/work_config' (given to -e, the first word must be
+    /// a program; -e alone is --everything).
+    #[arg(long = "rsh", value_name = "COMMAND")]
+    pub rsh: Option<String>,
     /// Jump hosts, as ssh -J ('none' ignores ProxyJump in ~/.ssh/config).
     #[arg(short = 'J', value_name = "[USER@]HOST[:PORT][,...]")]
     pub jump: Option<String>,
@@ -295,6 +300,7 @@ pub enum Command {
 
 pub mod filesync;
 pub mod sessions;
+mod short_e;
 
 /// Parses `-r` (plus `--user`, `--host`, `-P`) into a [`RemoteSpec`].
 pub fn parse_remote(
@@ -526,15 +532,24 @@ fn ssh_options(args: &Args, remote: &RemoteSpec, notes: &mut Vec<String>) -> Res
             .map(parse_transfer_threads)
             .transpose()?
             .unwrap_or_default(),
+        rsh: match args.rsh.as_deref().map(str::trim) {
+            Some("") => {
+                return Err(Error::Usage(
+                    "--rsh needs a command, e.g. --rsh ssh or -e 'ssh -F FILE'".into(),
+                ))
+            }
+            r => r.map(str::to_string),
+        },
     };
-    let ssh_only = !opts.identities.is_empty()
+    let ssh_only = opts.rsh.is_some()
+        || !opts.identities.is_empty()
         || opts.jumps.is_some()
         || opts.accept_new_host_key
         || opts.cipher.is_some()
         || opts.threads.count > 1;
     match remote {
         RemoteSpec::Local(_) if ssh_only => notes.push(
-            "SSH options (-i, -J/--proxy, -c, --accept-new-host-key, --transfer-threads) do nothing for a local -r directory".into(),
+            "SSH options (-i, -J/--proxy, -c, --rsh, --accept-new-host-key, --transfer-threads) do nothing for a local -r directory".into(),
         ),
         RemoteSpec::Ssh { .. } if opts.cipher == Some(Cipher::Fastest) => notes.push(
             "-c none: SSH always encrypts; using the fastest cipher this CPU offers".into(),
@@ -794,7 +809,7 @@ pub fn agent_command() -> clap::Command {
 
 /// The client's `main`: parses, runs, returns the exit status.
 pub fn main() -> u8 {
-    let args = match Args::try_parse() {
+    let args = match Args::try_parse_from(short_e::rewrite(std::env::args_os().collect())) {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();

@@ -22,6 +22,8 @@ mod quick_ack;
 #[cfg(feature = "ssh")]
 mod session;
 #[cfg(feature = "ssh")]
+mod system;
+#[cfg(feature = "ssh")]
 mod tokens;
 
 use std::path::PathBuf;
@@ -159,6 +161,9 @@ pub struct SshOptions {
     pub agent_path: Option<String>,
     /// `--transfer-threads`.
     pub threads: TransferThreads,
+    /// `--rsh`/`-e COMMAND`: reach the host through this command (the system's ssh)
+    /// instead of the built-in client.
+    pub rsh: Option<String>,
 }
 
 #[cfg(feature = "ssh")]
@@ -169,8 +174,9 @@ mod connect {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::bootstrap::{self, quote, quote_path};
+    use super::bootstrap::{self, quote, quote_path, Shell};
     use super::session::Session;
+    use super::system::SystemSsh;
     use super::{config, Hop, SshOptions};
     use crate::agent::AgentOptions;
     use crate::endpoint::remote::StreamPlan;
@@ -180,7 +186,7 @@ mod connect {
     /// Keeps the connection up while the endpoint uses it; on drop, lets the agent
     /// finish (its input is closed by then), then disconnects.
     struct Connection {
-        _session: Arc<Session>,
+        _session: Arc<dyn Shell>,
         agent: Arc<super::channel::ChannelState>,
     }
 
@@ -214,21 +220,30 @@ mod connect {
         opts: &SshOptions,
         agent: &AgentOptions,
     ) -> Result<(RemoteEndpoint, Vec<String>)> {
-        let route = config::resolve(dest, opts)?;
-        let mut session = Session::connect(&route, opts.cipher)?;
-        let mut notes = std::mem::take(&mut session.notes);
-        let session = Arc::new(session);
+        let mut notes = Vec::new();
+        let session: Arc<dyn Shell> = match &opts.rsh {
+            Some(command) => Arc::new(SystemSsh::new(command, dest, opts)),
+            None => {
+                let route = config::resolve(dest, opts)?;
+                let mut session = Session::connect(&route, opts.cipher)?;
+                notes = std::mem::take(&mut session.notes);
+                Arc::new(session)
+            }
+        };
         let extra = opts.threads.count.saturating_sub(1);
         // Relays for the extra streams start beside the agent: by the time it says where
         // to join, they are running, and data spreads over all streams from the start.
         let relays: Vec<_> = (0..extra)
             .map(|_| {
                 let (session, agent_path) = (session.clone(), opts.agent_path.clone());
-                std::thread::spawn(move || bootstrap::start_relay(&session, agent_path.as_deref()))
+                std::thread::spawn(move || {
+                    bootstrap::start_relay(session.as_ref(), agent_path.as_deref())
+                })
             })
             .collect();
         let agent_path = opts.agent_path.as_deref();
-        let io = bootstrap::start_agent(&session, agent_path, &agent_args(agent), &mut notes)?;
+        let io =
+            bootstrap::start_agent(session.as_ref(), agent_path, &agent_args(agent), &mut notes)?;
         let guard = Connection {
             _session: session.clone(),
             agent: io.state.clone(),
@@ -256,9 +271,9 @@ mod connect {
                                 // A relay that found no agent (it was being uploaded) starts again.
                                 let relay = match relay.join() {
                                     Ok(Ok(r)) => r,
-                                    _ => bootstrap::start_relay(session, agent_path)?,
+                                    _ => bootstrap::start_relay(session.as_ref(), agent_path)?,
                                 };
-                                bootstrap::join_relay(relay, name, token, &session.label)
+                                bootstrap::join_relay(relay, name, token, session.label())
                             })
                         })
                         .collect();

@@ -12,6 +12,7 @@ mod local;
 mod man;
 mod metadata;
 mod protocol;
+mod rsh;
 mod safety;
 mod scale;
 mod ssh;

@@ -11,10 +11,17 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::channel::ChannelIo;
-use super::session::Session;
 use crate::agent::version_line;
 use crate::error::{Error, Result};
 use crate::protocol::handshake::MAGIC;
+
+/// A way to run commands on the host: the built-in client's session, or the system's ssh.
+pub trait Shell: Send + Sync {
+    /// Runs `command` (here always `sh`, fed a script); `what` names it in messages.
+    fn exec(&self, command: &str, what: &str) -> Result<ChannelIo>;
+    /// The host, for messages.
+    fn label(&self) -> &str;
+}
 
 /// Marks the script's own lines on stdout.
 const MARK: &str = "tandem-bootstrap:";
@@ -110,20 +117,20 @@ fn noise(b: &[u8]) -> String {
 }
 
 /// Runs `script` under `sh`.
-fn run_sh(session: &Session, script: &str, what: &str) -> Result<ChannelIo> {
+fn run_sh(session: &dyn Shell, script: &str, what: &str) -> Result<ChannelIo> {
     let mut io = session.exec("sh", what)?;
     io.writer.write_all(script.as_bytes()).map_err(|e| {
-        Error::Unreachable(format!("cannot start {what} on {}: {e}", session.label))
+        Error::Unreachable(format!("cannot start {what} on {}: {e}", session.label()))
     })?;
     Ok(io)
 }
 
 /// Tells the user what the remote shell printed before the agent started.
-fn noise_note(noise: &str, session: &Session, notes: &mut Vec<String>) {
+fn noise_note(noise: &str, session: &dyn Shell, notes: &mut Vec<String>) {
     if !noise.is_empty() {
         notes.push(format!(
             "the remote shell on {} printed {noise:?} before the agent started; remove output from its startup files for non-interactive sessions",
-            session.label
+            session.label()
         ));
     }
 }
@@ -131,7 +138,7 @@ fn noise_note(noise: &str, session: &Session, notes: &mut Vec<String>) {
 /// Starts `tandem-agent ARGS` (already quoted for sh), uploading it first if the host
 /// lacks it. Returns the channel with the agent's greeting still unread.
 pub fn start_agent(
-    session: &Session,
+    session: &dyn Shell,
     agent_path: Option<&str>,
     args: &str,
     notes: &mut Vec<String>,
@@ -141,7 +148,7 @@ pub fn start_agent(
     for attempt in 0..2 {
         let mut io = run_sh(session, &script, what)?;
         let lost =
-            |e: std::io::Error| Error::Unreachable(format!("{what} on {}: {e}", session.label));
+            |e: std::io::Error| Error::Unreachable(format!("{what} on {}: {e}", session.label()));
         match answer(&mut io).map_err(lost)? {
             Answer::Greeting(noise) => {
                 noise_note(&noise, session, notes);
@@ -161,7 +168,7 @@ pub fn start_agent(
                 return Err(Error::Unreachable(format!(
                     "no tandem agent of version {} at '{at}' on {}; install it there (see the README), or leave out --agent-path to let tandem upload one",
                     env!("CARGO_PKG_VERSION"),
-                    session.label
+                    session.label()
                 )));
             }
             Answer::End(noise) => {
@@ -178,7 +185,7 @@ pub fn start_agent(
                     .unwrap_or_default();
                 return Err(Error::Unreachable(format!(
                     "{what} did not start on {}{status}: {}",
-                    session.label,
+                    session.label(),
                     if said.is_empty() {
                         "it printed nothing"
                     } else {
@@ -190,16 +197,16 @@ pub fn start_agent(
     }
     Err(Error::Unreachable(format!(
         "{what} was installed on {} but does not start; check ~/.cache/tandem there",
-        session.label
+        session.label()
     )))
 }
 
 /// Installs our agent for `system` (`uname -sm`, e.g. "Linux x86_64") in the host's cache.
-fn upload(session: &Session, system: &str, notes: &mut Vec<String>) -> Result<()> {
+fn upload(session: &dyn Shell, system: &str, notes: &mut Vec<String>) -> Result<()> {
     let binary = local_agent_for(system).ok_or_else(|| {
         Error::Unreachable(format!(
             "{} has no tandem-agent {} (not on PATH, not in ~/.cache/tandem/{}), and this client has no agent built for its system ({system}) to upload. Install tandem-agent on the host, or put a static agent for it beside tandem as '{}' (see the README)",
-            session.label,
+            session.label(),
             env!("CARGO_PKG_VERSION"),
             env!("CARGO_PKG_VERSION"),
             upload_name(system).unwrap_or_else(|| "tandem-agent-ARCH-linux".into())
@@ -214,7 +221,7 @@ fn upload(session: &Session, system: &str, notes: &mut Vec<String>) -> Result<()
     let fail = |why: String| {
         Error::Unreachable(format!(
             "cannot install the tandem agent in ~/.cache/tandem on {}: {why}",
-            session.label
+            session.label()
         ))
     };
     match answer(&mut io).map_err(|e| fail(e.to_string()))? {
@@ -241,7 +248,7 @@ fn upload(session: &Session, system: &str, notes: &mut Vec<String>) -> Result<()
         env!("CARGO_PKG_VERSION"),
         bytes.len() >> 10,
         env!("CARGO_PKG_VERSION"),
-        session.label
+        session.label()
     ));
     Ok(())
 }
@@ -249,7 +256,7 @@ fn upload(session: &Session, system: &str, notes: &mut Vec<String>) -> Result<()
 /// Starts a relay for an extra transfer stream (before the agent has said where it
 /// listens), and returns its input once the relay has greeted.
 pub fn start_relay(
-    session: &Session,
+    session: &dyn Shell,
     agent_path: Option<&str>,
 ) -> Result<super::channel::ChannelWriter> {
     let mut io = run_sh(session, &find_and_exec(agent_path, "--join"), RELAY)?;
@@ -258,7 +265,7 @@ pub fn start_relay(
         _ => {
             return Err(Error::Unreachable(format!(
                 "{RELAY} to {} did not start: {}",
-                session.label,
+                session.label(),
                 io.state.stderr()
             )))
         }

@@ -73,6 +73,13 @@ impl ChannelState {
             } else {
                 format!("; it said: {}", String::from_utf8_lossy(&s.stderr).trim())
             };
+            if s.lost && s.exit_status == Some(255) {
+                // The system's ssh (--rsh) exits 255 when it cannot connect or lost the link.
+                return Some(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("ssh failed (exit status 255) for {what}{tail}"),
+                ));
+            }
             if s.lost {
                 return Some(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
@@ -170,6 +177,83 @@ impl ChannelIo {
         rt.spawn(drain(rd, to_reader, state.clone(), over));
         let (tx, from_writer) = mpsc::channel(WRITE_AHEAD);
         rt.spawn(feed(wr, from_writer, ended));
+        ChannelIo {
+            reader: ChannelReader {
+                rx,
+                buf: Bytes::new(),
+                state: state.clone(),
+                what: what.to_string(),
+            },
+            writer: ChannelWriter {
+                tx,
+                state: state.clone(),
+                what: what.to_string(),
+            },
+            state,
+        }
+    }
+}
+
+impl ChannelIo {
+    /// A local process (the system's `ssh`, for `--rsh`) as a channel: its stdout for the
+    /// reader, its stdin for the writer, its stderr and exit status kept as a channel's
+    /// are. Threads move the data, so no runtime is needed.
+    pub fn process(mut child: std::process::Child, what: &str) -> ChannelIo {
+        let state = Arc::new(ChannelState::default());
+        let (to_reader, rx) = mpsc::channel(READ_AHEAD);
+        let (tx, mut from_writer) = mpsc::channel::<Vec<u8>>(WRITE_AHEAD);
+        if let Some(mut out) = child.stdout.take() {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n @ 1..) = out.read(&mut buf) {
+                    // A reader that went away must not block the process: keep draining.
+                    let _ = to_reader.blocking_send(Bytes::copy_from_slice(&buf[..n]));
+                }
+                // The reader hears of the end once the exit status says how it ended.
+                state.wait_ended(Duration::from_secs(5));
+                drop(to_reader);
+            });
+        }
+        if let Some(mut err) = child.stderr.take() {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = err.read(&mut buf) {
+                    state.with(|s| {
+                        s.stderr.extend_from_slice(&buf[..n]);
+                        let extra = s.stderr.len().saturating_sub(STDERR_KEPT);
+                        s.stderr.drain(..extra);
+                    });
+                }
+            });
+        }
+        if let Some(mut input) = child.stdin.take() {
+            std::thread::spawn(move || {
+                while let Some(v) = from_writer.blocking_recv() {
+                    if input.write_all(&v).is_err() {
+                        break;
+                    }
+                }
+                // Dropping stdin is the EOF.
+            });
+        }
+        let waited = state.clone();
+        std::thread::spawn(move || {
+            let status = child.wait();
+            waited.with(|s| match status {
+                Ok(st) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    s.exit_status = st.code().map(|c| c as u32);
+                    s.exit_signal = st.signal().map(|sig| format!("{sig}"));
+                    // ssh exits 255 when the connection failed or was lost.
+                    s.lost = st.code() == Some(255);
+                    s.closed = !s.lost;
+                }
+                Err(_) => s.lost = true,
+            });
+            waited.ended.notify_all();
+        });
         ChannelIo {
             reader: ChannelReader {
                 rx,

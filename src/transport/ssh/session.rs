@@ -433,9 +433,14 @@ impl Session {
     fn destination(&self) -> &Handle<Client> {
         self.handles.last().expect("a session has its destination")
     }
+}
 
-    /// Runs `command` on a new channel; `what` names it in messages.
-    pub fn exec(&self, command: &str, what: &str) -> Result<ChannelIo> {
+impl super::bootstrap::Shell for Session {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn exec(&self, command: &str, what: &str) -> Result<ChannelIo> {
         let h = self.destination();
         let fail = |e: &dyn std::fmt::Display| {
             Error::Unreachable(format!("cannot run {what} on {}: {e}", self.label))

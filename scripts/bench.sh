@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks tandem against rsync on the same fixed-seed workload, in one run, and prints
 # tables: between local directories (tandem's agent over a pipe, rsync -a), and over SSH
-# to a throwaway sshd on 127.0.0.1 (tandem, rsync -a -e ssh, rsync -az with zstd, and the
-# raw ssh pipe as the limit), with a long-link row through a 25 ms-each-way proxy.
+# to a throwaway sshd on 127.0.0.1 (tandem with its own client and with -e ssh, rsync -a
+# -e ssh, rsync -az with zstd, and the raw ssh pipe as the limit), with a long-link row
+# through a 25 ms-each-way proxy.
 #
 #   scripts/bench.sh            # both tables (the SSH one when sshd is installed)
 #   scripts/bench.sh --local    # only the local table (~3 GB of disk)
@@ -112,6 +113,8 @@ ssh_bench() {
     local remote="$user@127.0.0.1:$work/s"
     ts() { HOME="$work/home" tandem_run "$@" -P "$port" -i "$key"; }
     rs() { rsync_run "$@" -e "$ssh -p $port"; }
+    # tandem through the same system ssh (-e), beside its built-in client.
+    te() { HOME="$work/home" tandem_run "$@" -P "$port" -e "$ssh"; }
     local i n names
     # A replica in memory, where there is room for one (tmpfs: no disk in the way).
     if [ -d /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR == 2 {print $4}')" -gt $((2 << 20)) ]; then
@@ -122,12 +125,14 @@ ssh_bench() {
     # deletes in between: a directory just deleted slows the next one's inode allocation).
     for i in $(seq "$runs"); do
         echo "SSH, run $i of $runs: 10,000 small files, initial push"
-        mkdir -p "$work"/{s,z}/$i/{tsmall,tbig,rsmall,rbig,far-t,far-r}
+        mkdir -p "$work"/{s,z}/$i/{tsmall,tbig,rsmall,rbig,far-t,far-r,esmall,ebig,far-e}
         ts ssh-small-t.$i "$work/src/small" "$remote/$i/tsmall"
+        te ssh-small-e.$i "$work/src/small" "$remote/$i/esmall"
         rs ssh-small-r.$i "$work/src/small" "$remote/$i/rsmall"
         rsync_run ssh-small-z.$i "$work/src/small" "$user@127.0.0.1:$work/z/$i/rsmall" -z --compress-choice=zstd -e "$ssh -p $port"
         echo "SSH, run $i of $runs: 4 x 256 MiB, initial push"
         ts ssh-big-t.$i "$work/src/big" "$remote/$i/tbig"
+        te ssh-big-e.$i "$work/src/big" "$remote/$i/ebig"
         rs ssh-big-r.$i "$work/src/big" "$remote/$i/rbig"
         rsync_run ssh-big-z.$i "$work/src/big" "$user@127.0.0.1:$work/z/$i/rbig" -z --compress-choice=zstd -e "$ssh -p $port"
         cmd_run ssh-big-pipe.$i sh -c "cat '$work'/src/big/* | $ssh -p $port $user@127.0.0.1 'cat >/dev/null'"
@@ -142,18 +147,25 @@ ssh_bench() {
         fi
         echo "SSH, run $i of $runs: no-op re-runs"
         ts ssh-noop-small-t.$i "$work/src/small" "$remote/1/tsmall"
+        te ssh-noop-small-e.$i "$work/src/small" "$remote/1/esmall"
         rs ssh-noop-small-r.$i "$work/src/small" "$remote/1/rsmall"
         ts ssh-noop-big-t.$i "$work/src/big" "$remote/1/tbig"
+        te ssh-noop-big-e.$i "$work/src/big" "$remote/1/ebig"
         rs ssh-noop-big-r.$i "$work/src/big" "$remote/1/rbig"
         echo "SSH through 25 ms each way, run $i of $runs: one 256 MiB file"
         HOME="$work/home" tandem_run far-t.$i "$work/one" "$remote/$i/far-t" -P "$lport" -i "$key" --transfer-threads 4
+        HOME="$work/home" tandem_run far-e.$i "$work/one" "$remote/$i/far-e" -P "$lport" -e "$ssh" --transfer-threads 4
         rsync_run far-r.$i "$work/one" "$remote/$i/far-r" -e "$ssh -p $lport"
         same "$work/src/small" "$work/s/$i/tsmall"
         same "$work/src/big" "$work/s/$i/tbig"
         same "$work/one" "$work/s/$i/far-t"
+        same "$work/src/small" "$work/s/$i/esmall"
+        same "$work/src/big" "$work/s/$i/ebig"
+        same "$work/one" "$work/s/$i/far-e"
     done
     names="ssh-small-t ssh-small-r ssh-small-z ssh-big-t ssh-big-r ssh-big-z ssh-big-pipe disk"
     names+=" ssh-noop-small-t ssh-noop-small-r ssh-noop-big-t ssh-noop-big-r far-t far-r"
+    names+=" ssh-small-e ssh-big-e ssh-noop-small-e ssh-noop-big-e far-e"
     if [ -n "$shm" ]; then names+=" ssh-big-shm"; fi
     for n in $names; do median "$n" "$runs"; done
 
@@ -165,12 +177,17 @@ ssh_bench() {
     echo "(median of $runs runs each)"
     printf '%-34s %8s %8s %7s %10s   %-34s %-28s %s\n' "over SSH (loopback sshd)" "tandem s" "rsync s" "ratio" "rsync+sync" "tandem bytes" "rsync -e ssh bytes" "peak RSS client/agent, rsync"
     row "10,000 small files, initial" ssh-small-t ssh-small-r
+    row "  tandem -e ssh" ssh-small-e ssh-small-r
     row "  vs rsync -az (zstd)" ssh-small-t ssh-small-z
     row "4 x 256 MiB, initial" ssh-big-t ssh-big-r
+    row "  tandem -e ssh" ssh-big-e ssh-big-r
     row "  vs rsync -az (zstd)" ssh-big-t ssh-big-z
     row "no-op, small files" ssh-noop-small-t ssh-noop-small-r
+    row "  tandem -e ssh" ssh-noop-small-e ssh-noop-small-r
     row "no-op, big files" ssh-noop-big-t ssh-noop-big-r
+    row "  tandem -e ssh" ssh-noop-big-e ssh-noop-big-r
     row "256 MiB, 25 ms each way, 4 threads" far-t far-r
+    row "  tandem -e ssh, 4 ssh processes" far-e far-r
     echo
     printf '4 x 256 MiB: raw ssh pipe %.2f s (%.0f MiB/s); tandem %.0f MiB/s = %.0f%% of the pipe\n' \
         "${T[ssh-big-pipe]}" "$pipe_rate" "$t_rate" "$(echo "100 * $t_rate / $pipe_rate" | bc -l)"

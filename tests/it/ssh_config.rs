@@ -204,7 +204,7 @@ fn settings_that_would_change_the_connection_are_refused_by_name() {
             ),
         );
         let r = push(&s, "box", &[]);
-        assert_eq!(r.code, 64, "{line}: {r:?}");
+        assert_eq!(r.code, 32, "{line}: {r:?}");
         assert!(
             r.stderr.contains(named) && r.stderr.contains("-e ssh") && r.stderr.contains("line 6"),
             "{line}: {r:?}"

@@ -199,7 +199,7 @@ fn refuse_unsupported(s: &Settings, alias: &str) -> Result<()> {
         if off.iter().any(|o| d.value().eq_ignore_ascii_case(o)) {
             continue;
         }
-        return Err(Error::Unreachable(format!(
+        return Err(Error::Usage(format!(
             "'{alias}' has '{name} {}' ({}), which tandem's own SSH client does not carry \
              out, and it will not connect another way than ssh would; run tandem through the \
              system ssh with -e ssh",
@@ -467,7 +467,7 @@ fn chain(
     depth: usize,
 ) -> Result<Vec<Target>> {
     if depth > MAX_JUMP_DEPTH {
-        return Err(Error::Unreachable(format!(
+        return Err(Error::Usage(format!(
             "'{}': jump hosts lead through more than {MAX_JUMP_DEPTH} others (a ProxyJump \
              loop in ~/.ssh/config?)",
             hop.host

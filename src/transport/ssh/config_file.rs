@@ -37,7 +37,7 @@ impl Directive {
 
     /// An error about this line's value: what is wrong and where.
     pub fn bad(&self, why: &str) -> Error {
-        Error::Unreachable(format!(
+        Error::Usage(format!(
             "{} ({}): {why}; fix the line or give the setting on the command line",
             self.place, self.key
         ))
@@ -160,7 +160,7 @@ impl Reader<'_> {
                 continue;
             };
             let args = words(raw).map_err(|why| {
-                Error::Unreachable(format!("{place}: {why}; fix the line in the file"))
+                Error::Usage(format!("{place}: {why}; fix the line in the file"))
             })?;
             match key.as_str() {
                 "host" => active = !never && self.host_applies(&args),
@@ -168,7 +168,7 @@ impl Reader<'_> {
                 "include" => {
                     for file in included(&args, dir, self.q.home, &place)? {
                         if depth + 1 > MAX_DEPTH {
-                            return Err(Error::Unreachable(format!(
+                            return Err(Error::Usage(format!(
                                 "{place}: Include nests deeper than {MAX_DEPTH} files (a loop?)"
                             )));
                         }
@@ -254,7 +254,7 @@ impl Reader<'_> {
                 "exec" if !result => false,
                 "exec" => self.exec(arg, place)?,
                 other => {
-                    return Err(Error::Unreachable(format!(
+                    return Err(Error::Usage(format!(
                         "{place}: 'Match {other}' is not a criterion tandem evaluates, and a \
                          Match block decides which settings apply; run tandem through the \
                          system ssh with -e ssh, or use Host blocks"
@@ -287,7 +287,7 @@ impl Reader<'_> {
             .stdout(Stdio::null())
             .status()
             .map_err(|e| {
-                Error::Unreachable(format!("{place}: cannot run 'Match exec {command}': {e}"))
+                Error::Usage(format!("{place}: cannot run 'Match exec {command}': {e}"))
             })?;
         Ok(status.success())
     }
@@ -297,7 +297,7 @@ impl Reader<'_> {
 /// `canonical` take none).
 fn criteria(args: &[String], place: &str) -> Result<Vec<Criterion>> {
     if args.is_empty() {
-        return Err(Error::Unreachable(format!(
+        return Err(Error::Usage(format!(
             "{place}: Match without criteria; write e.g. 'Match host NAME' or 'Match all'"
         )));
     }
@@ -310,7 +310,7 @@ fn criteria(args: &[String], place: &str) -> Result<Vec<Criterion>> {
             None
         } else {
             Some(it.next().cloned().ok_or_else(|| {
-                Error::Unreachable(format!("{place}: 'Match {k}' needs an argument"))
+                Error::Usage(format!("{place}: 'Match {k}' needs an argument"))
             })?)
         };
         out.push((k, arg));
@@ -330,7 +330,7 @@ fn included(args: &[String], dir: &Path, home: &Path, place: &str) -> Result<Vec
         };
         let pattern = path.to_string_lossy().into_owned();
         let found = glob::glob(&pattern).map_err(|e| {
-            Error::Unreachable(format!("{place}: bad Include pattern '{arg}': {e}"))
+            Error::Usage(format!("{place}: bad Include pattern '{arg}': {e}"))
         })?;
         let mut files: Vec<PathBuf> = found.filter_map(std::result::Result::ok).collect();
         files.sort();

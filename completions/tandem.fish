@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_tandem_global_optspecs
-    string join \n N/name= d/dir= r/remote-dir= user= host= P/port= K/direction= f/favor= keep-both n/dry-run q/quiet v/verbose y/yes e/everything m/preserve-mtime halt-on-error scan-threads= no-hard-links numeric-ids preserve-acls= remote-preserve-acls= exclude= include= exclude-dirs-older-than= exclude-from= max-delete= compress= L/local-logdir= R/remote-logdir= dedup= keep-dir-local= keep-dir-remote= l/target-rate= pending-max= agent-path= i/private-key-path= accept-new-host-key connect-timeout= c/cipher= proxy= J= transfer-threads= C/continuous scan-interval= remote-scan-interval= cooloff= format= s/source-dir= h/help V/version
+    string join \n N/name= d/dir= r/remote-dir= user= host= P/port= K/direction= f/favor= keep-both n/dry-run q/quiet v/verbose y/yes e/everything m/preserve-mtime halt-on-error scan-threads= no-hard-links numeric-ids preserve-acls= remote-preserve-acls= exclude= include= exclude-dirs-older-than= exclude-from= max-delete= compress= L/local-logdir= R/remote-logdir= dedup= keep-dir-local= keep-dir-remote= l/target-rate= pending-max= agent-path= i/private-key-path= accept-new-host-key connect-timeout= c/cipher= proxy= rsh= proxy-command= J= transfer-threads= C/continuous scan-interval= remote-scan-interval= cooloff= format= s/source-dir= h/help V/version
 end
 
 function __fish_tandem_needs_command
@@ -58,6 +58,8 @@ complete -c tandem -n "__fish_tandem_needs_command" -s i -l private-key-path -d 
 complete -c tandem -n "__fish_tandem_needs_command" -l connect-timeout -d 'Give up connecting after this long (e.g. 15s, 1m) [default: 15s, or ConnectTimeout]' -r
 complete -c tandem -n "__fish_tandem_needs_command" -s c -l cipher -d 'SSH cipher: aes128-gcm, aes256-gcm, chacha20-poly1305, or none for the fastest available (SSH always encrypts)' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l proxy -d 'Reach the remote through a jump host' -r
+complete -c tandem -n "__fish_tandem_needs_command" -l rsh -d 'Reach the host through this command instead of the built-in SSH client, as rsync\'s -e: e.g. ssh, or \'ssh -F ~/.ssh/work_config\' (given to -e, the first word must be a program; -e alone is --everything)' -r
+complete -c tandem -n "__fish_tandem_needs_command" -l proxy-command -d 'Reach the host through this command\'s stdin and stdout, as ProxyCommand (%h %p %r %n %% expanded; \'none\' ignores ProxyCommand in ~/.ssh/config)' -r
 complete -c tandem -n "__fish_tandem_needs_command" -s J -d 'Jump hosts, as ssh -J (\'none\' ignores ProxyJump in ~/.ssh/config)' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l transfer-threads -d 'Parallel SSH channels for file data; with :SIZE, files above SIZE (e.g. 64M) use their own channels' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l scan-interval -d 'With -C: rescan the whole local tree this often (e.g. 4h, 1w0d0h0m0s)' -r

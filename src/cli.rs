@@ -215,6 +215,10 @@ pub struct Args {
     /// a program; -e alone is --everything).
     #[arg(long = "rsh", value_name = "COMMAND")]
     pub rsh: Option<String>,
+    /// Reach the host through this command's stdin and stdout, as ProxyCommand (%h %p %r
+    /// %n %% expanded; 'none' ignores ProxyCommand in ~/.ssh/config).
+    #[arg(long = "proxy-command", value_name = "COMMAND", conflicts_with_all = ["jump", "proxy"])]
+    pub proxy_command: Option<String>,
     /// Jump hosts, as ssh -J ('none' ignores ProxyJump in ~/.ssh/config).
     #[arg(short = 'J', value_name = "[USER@]HOST[:PORT][,...]")]
     pub jump: Option<String>,
@@ -532,6 +536,7 @@ fn ssh_options(args: &Args, remote: &RemoteSpec, notes: &mut Vec<String>) -> Res
             .map(parse_transfer_threads)
             .transpose()?
             .unwrap_or_default(),
+        proxy_command: args.proxy_command.clone(),
         rsh: match args.rsh.as_deref().map(str::trim) {
             Some("") => {
                 return Err(Error::Usage(
@@ -542,6 +547,7 @@ fn ssh_options(args: &Args, remote: &RemoteSpec, notes: &mut Vec<String>) -> Res
         },
     };
     let ssh_only = opts.rsh.is_some()
+        || opts.proxy_command.is_some()
         || !opts.identities.is_empty()
         || opts.jumps.is_some()
         || opts.accept_new_host_key
@@ -549,7 +555,7 @@ fn ssh_options(args: &Args, remote: &RemoteSpec, notes: &mut Vec<String>) -> Res
         || opts.threads.count > 1;
     match remote {
         RemoteSpec::Local(_) if ssh_only => notes.push(
-            "SSH options (-i, -J/--proxy, -c, --rsh, --accept-new-host-key, --transfer-threads) do nothing for a local -r directory".into(),
+            "SSH options (-i, -J/--proxy, --proxy-command, -c, --rsh, --accept-new-host-key, --transfer-threads) do nothing for a local -r directory".into(),
         ),
         RemoteSpec::Ssh { .. } if opts.cipher == Some(Cipher::Fastest) => notes.push(
             "-c none: SSH always encrypts; using the fastest cipher this CPU offers".into(),

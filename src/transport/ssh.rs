@@ -161,6 +161,9 @@ pub struct SshOptions {
     pub agent_path: Option<String>,
     /// `--transfer-threads`.
     pub threads: TransferThreads,
+    /// `--proxy-command CMD`: as ProxyCommand, winning over the config (`none`: connect
+    /// directly).
+    pub proxy_command: Option<String>,
     /// `--rsh`/`-e COMMAND`: reach the host through this command (the system's ssh)
     /// instead of the built-in client.
     pub rsh: Option<String>,
@@ -196,6 +199,11 @@ mod connect {
         }
     }
 
+    fn is_socket(p: &std::path::Path) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket())
+    }
+
     /// The agent's command line, quoted for sh.
     fn agent_args(agent: &AgentOptions) -> String {
         let args = agent.to_args();
@@ -225,9 +233,29 @@ mod connect {
             Some(command) => Arc::new(SystemSsh::new(command, dest, opts)),
             None => {
                 let route = config::resolve(dest, opts)?;
-                let mut session = Session::connect(&route, opts.cipher)?;
-                notes = std::mem::take(&mut session.notes);
-                Arc::new(session)
+                match route
+                    .target
+                    .control_path
+                    .as_deref()
+                    .filter(|p| is_socket(p))
+                {
+                    // An open ssh master connection (ControlPath): ssh would ride it (it may
+                    // be the only way in, logged in once with a password or a token), so
+                    // tandem rides it through the system ssh.
+                    Some(socket) => {
+                        notes.push(format!(
+                            "riding the open ssh connection at '{}' (ControlPath in the ssh \
+                             config) through the system ssh",
+                            socket.display()
+                        ));
+                        Arc::new(SystemSsh::riding(socket, dest, opts))
+                    }
+                    None => {
+                        let mut session = Session::connect(&route, opts.cipher)?;
+                        notes = std::mem::take(&mut session.notes);
+                        Arc::new(session)
+                    }
+                }
             }
         };
         let extra = opts.threads.count.saturating_sub(1);

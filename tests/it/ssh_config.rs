@@ -411,3 +411,103 @@ fn identity_agent_identities_only_and_add_keys_to_agent() {
     assert_eq!(r.code, 64, "{r:?}");
     assert_unchanged(&s.f.b, &before);
 }
+
+#[test]
+fn proxy_command_on_the_command_line_wins_over_the_config() {
+    let s = ssh_fixture();
+    let relay = s.home.join("relay.py");
+    std::fs::write(&relay, RELAY).unwrap();
+    let used = s.home.join("proxy-used");
+    let proxy = s.home.join("proxy.sh");
+    write(
+        &proxy,
+        &format!(
+            "#!/bin/sh\necho \"$@\" > {}\nexec python3 {} \"$@\"\n",
+            used.display(),
+            relay.display()
+        ),
+    );
+    make_executable(&proxy);
+    // The config's ProxyCommand fails: the command line's is the one run.
+    config(&s, "Host 127.0.0.1\n  ProxyCommand /bin/false\n");
+    write(s.f.a.join("f"), "through --proxy-command\n");
+    let cmd = format!("{} %h %p", proxy.display());
+    let r = s.sync("push", &["--proxy-command", &cmd]);
+    ok(&r);
+    assert_same_tree(&s.f.a, &s.f.b);
+    assert_eq!(read(&used), format!("127.0.0.1 {}\n", s.sshd.port));
+    // Without it, the config's is run (and fails): it was not bypassed either way.
+    write(s.f.a.join("g"), "not sent\n");
+    let before = snapshot(&s.f.b);
+    let r = s.sync("push", &[]);
+    assert_eq!(r.code, 64, "{r:?}");
+    assert!(r.stderr.contains("ProxyCommand"), "{r:?}");
+    assert_unchanged(&s.f.b, &before);
+    // `none` connects directly.
+    ok(&s.sync("push", &["--proxy-command", "none"]));
+    assert_same_tree(&s.f.a, &s.f.b);
+}
+
+fn make_executable(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn an_open_control_master_is_ridden_through_the_system_ssh() {
+    let s = ssh_fixture();
+    write(s.f.a.join("f"), "through the master\n");
+    let sock = s.home.join("master.sock");
+    // The system ssh's own config (it reads the passwd home, not $HOME: named with -F).
+    let system_config = s.home.join("system_ssh_config");
+    write(
+        &system_config,
+        &format!(
+            "Host box\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  UserKnownHostsFile {}\n  BatchMode yes\n",
+            s.sshd.port,
+            user(),
+            s.sshd.key().display(),
+            s.home.join(".ssh/known_hosts").display()
+        ),
+    );
+    let mut master = Command::new("ssh")
+        .arg("-F")
+        .arg(&system_config)
+        .args(["-N", "-o", "ControlMaster=yes", "-o"])
+        .arg(format!("ControlPath={}", sock.display()))
+        .arg("box")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "the ssh master did not start");
+        assert!(
+            master.try_wait().unwrap().is_none(),
+            "the ssh master exited"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // For tandem, `box` is behind a dead port: only the open master gets in.
+    config(
+        &s,
+        &format!(
+            "Host box\n  HostName 127.0.0.1\n  Port 1\n  ControlPath {}\n",
+            sock.display()
+        ),
+    );
+    let r = push(&s, "box", &[]);
+    let _ = master.kill();
+    let _ = master.wait();
+    ok(&r);
+    assert!(r.stderr.contains("riding the open ssh connection"), "{r:?}");
+    assert_same_tree(&s.f.a, &s.f.b);
+    // Without a master, tandem connects itself, to the dead port, and says so.
+    let _ = std::fs::remove_file(&sock);
+    write(s.f.a.join("g"), "not sent\n");
+    let before = snapshot(&s.f.b);
+    let r = push(&s, "box", &[]);
+    assert_eq!(r.code, 64, "{r:?}");
+    assert!(r.stderr.contains("127.0.0.1:1"), "{r:?}");
+    assert_unchanged(&s.f.b, &before);
+}

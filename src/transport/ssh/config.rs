@@ -108,6 +108,9 @@ pub struct Target {
     /// ProxyCommand, its tokens expanded: run through `sh -c`, its stdin and stdout
     /// carry the SSH connection instead of a TCP socket.
     pub proxy_command: Option<String>,
+    /// ControlPath, its tokens expanded: where an open ssh master connection for this
+    /// host would be (ssh rides it; so does tandem, through the system ssh).
+    pub control_path: Option<PathBuf>,
 }
 
 impl Target {
@@ -125,6 +128,7 @@ impl Target {
             keepalive_max: 3,
             ipv4: None,
             proxy_command: None,
+            control_path: None,
         }
     }
 
@@ -318,8 +322,15 @@ struct Resolved {
     jumps: Vec<Hop>,
 }
 
-/// Resolves one host: the command line's values first, then the config's.
-fn resolve_host(files: &Files, home: &Path, hop: &Hop, opts: &SshOptions) -> Result<Resolved> {
+/// Resolves one host: the command line's values first, then the config's;
+/// `command_line_proxy` is `--proxy-command`, for the destination.
+fn resolve_host(
+    files: &Files,
+    home: &Path,
+    hop: &Hop,
+    opts: &SshOptions,
+    command_line_proxy: Option<&str>,
+) -> Result<Resolved> {
     let local = local_user();
     let query = Query {
         original: &hop.host,
@@ -388,17 +399,24 @@ fn resolve_host(files: &Files, home: &Path, hop: &Hop, opts: &SshOptions) -> Res
         },
     };
     let mut jumps = Vec::new();
-    match proxy {
-        Some(d) if d.key == "proxycommand" && d.value() != "none" => {
+    match (command_line_proxy, proxy) {
+        // --proxy-command wins over the config, as ssh's -o ProxyCommand would.
+        (Some("none"), _) => {}
+        (Some(cmd), _) => t.proxy_command = Some(tokens.expand(cmd)),
+        (None, Some(d)) if d.key == "proxycommand" && d.value() != "none" => {
             t.proxy_command = Some(tokens.expand(&d.raw));
         }
-        Some(d) if d.key == "proxyjump" && d.value() != "none" => {
+        (None, Some(d)) if d.key == "proxyjump" && d.value() != "none" => {
             for j in d.value().split(',') {
                 jumps.push(Hop::parse(j).map_err(|why| d.bad(&why))?);
             }
         }
         _ => {}
     }
+    t.control_path = s
+        .first("controlpath")
+        .filter(|d| d.value() != "none")
+        .map(|d| tokens.path(d.value()));
     t.login = login(&s, &tokens, opts)?;
     let ssh_dir = home.join(".ssh");
     let etc = Path::new("/etc/ssh");
@@ -473,14 +491,15 @@ fn chain(
             hop.host
         )));
     }
-    let Resolved { mut target, jumps } = resolve_host(files, home, hop, opts)?;
+    let command_line_proxy = opts.proxy_command.as_deref().filter(|_| depth == 0);
+    let Resolved { mut target, jumps } = resolve_host(files, home, hop, opts, command_line_proxy)?;
     let jumps = explicit.map_or(jumps, <[Hop]>::to_vec);
     let mut out = Vec::new();
     for (i, j) in jumps.iter().enumerate() {
         if i == 0 {
             out.extend(chain(files, home, j, opts, None, depth + 1)?);
         } else {
-            let mut t = resolve_host(files, home, j, opts)?.target;
+            let mut t = resolve_host(files, home, j, opts, None)?.target;
             t.proxy_command = None;
             out.push(t);
         }
@@ -646,6 +665,19 @@ mod tests {
         let r = h.route("cmd", &opts).unwrap();
         assert_eq!(r.target.proxy_command, None);
         assert_eq!(r.hops[0].proxy_command.as_deref(), Some("never"));
+        // --proxy-command wins over the config's ProxyJump and ProxyCommand.
+        let opts = SshOptions {
+            proxy_command: Some("relay %h %p %r".into()),
+            ..Default::default()
+        };
+        let r = h.route("me@jmp", &opts).unwrap();
+        assert!(r.hops.is_empty());
+        assert_eq!(r.target.proxy_command.as_deref(), Some("relay jmp 22 me"));
+        let opts = SshOptions {
+            proxy_command: Some("none".into()),
+            ..Default::default()
+        };
+        assert_eq!(h.route("cmd", &opts).unwrap().target.proxy_command, None);
         let loop_ = Home::new("Host a\n  ProxyJump b\nHost b\n  ProxyJump a\n");
         let e = loop_
             .route("a", &SshOptions::default())

@@ -159,9 +159,8 @@ impl Reader<'_> {
             let Some((key, raw)) = split_keyword(line) else {
                 continue;
             };
-            let args = words(raw).map_err(|why| {
-                Error::Usage(format!("{place}: {why}; fix the line in the file"))
-            })?;
+            let args = words(raw)
+                .map_err(|why| Error::Usage(format!("{place}: {why}; fix the line in the file")))?;
             match key.as_str() {
                 "host" => active = !never && self.host_applies(&args),
                 "match" => active = !never && self.match_applies(&args, &place)?,
@@ -306,13 +305,14 @@ fn criteria(args: &[String], place: &str) -> Result<Vec<Criterion>> {
     while let Some(w) = it.next() {
         let k = w.to_ascii_lowercase();
         let bare = matches!(k.trim_start_matches('!'), "all" | "final" | "canonical");
-        let arg = if bare {
-            None
-        } else {
-            Some(it.next().cloned().ok_or_else(|| {
-                Error::Usage(format!("{place}: 'Match {k}' needs an argument"))
-            })?)
-        };
+        let arg =
+            if bare {
+                None
+            } else {
+                Some(it.next().cloned().ok_or_else(|| {
+                    Error::Usage(format!("{place}: 'Match {k}' needs an argument"))
+                })?)
+            };
         out.push((k, arg));
     }
     Ok(out)
@@ -329,9 +329,8 @@ fn included(args: &[String], dir: &Path, home: &Path, place: &str) -> Result<Vec
             None => dir.join(arg),
         };
         let pattern = path.to_string_lossy().into_owned();
-        let found = glob::glob(&pattern).map_err(|e| {
-            Error::Usage(format!("{place}: bad Include pattern '{arg}': {e}"))
-        })?;
+        let found = glob::glob(&pattern)
+            .map_err(|e| Error::Usage(format!("{place}: bad Include pattern '{arg}': {e}")))?;
         let mut files: Vec<PathBuf> = found.filter_map(std::result::Result::ok).collect();
         files.sort();
         out.extend(files);

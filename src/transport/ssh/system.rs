@@ -77,6 +77,9 @@ impl SystemSsh {
         if opts.accept_new_host_key {
             args.extend(["-o".into(), "StrictHostKeyChecking=accept-new".into()]);
         }
+        if let Some(p) = &opts.proxy_command {
+            args.extend(["-o".into(), format!("ProxyCommand={p}")]);
+        }
         // The host last, after `--`-free options: ssh takes the first non-option as host.
         args.push(dest.host.clone());
         let label = match &dest.user {
@@ -88,6 +91,19 @@ impl SystemSsh {
             args,
             label,
         }
+    }
+}
+
+impl SystemSsh {
+    /// `ssh` riding the open master connection at `socket` (ControlPath): no new login.
+    pub fn riding(socket: &std::path::Path, dest: &Hop, opts: &SshOptions) -> SystemSsh {
+        let mut s = SystemSsh::new("ssh", dest, opts);
+        let socket = socket.to_string_lossy().into_owned();
+        s.args.splice(
+            0..0,
+            ["-o".into(), "ControlMaster=no".into(), "-S".into(), socket],
+        );
+        s
     }
 }
 

@@ -337,7 +337,17 @@ pub fn parse_remote(
     if value.is_empty() {
         return Err(Error::Usage("empty -r/--remote-dir".into()));
     }
+    if let Some(url) = remote_url(value, port)? {
+        return Ok(url);
+    }
     let (u, rest) = match value.split_once('@') {
+        Some((u, rest)) if u.contains(':') && !u.contains('/') && rest.contains(':') => {
+            return Err(Error::Usage(format!(
+                "bad -r '{}': a password there is not used (tandem logs in with keys or \
+                 ssh-agent); leave it out, as USER@HOST:PATH",
+                crate::secret::masked(value)
+            )))
+        }
         Some((u, rest)) if !u.contains('/') && !u.contains(':') => (Some(u), rest),
         _ => (None, value),
     };
@@ -362,6 +372,56 @@ pub fn parse_remote(
             Ok(RemoteSpec::Local(absolute(PathBuf::from(value))))
         }
     }
+}
+
+/// `-r ssh://[USER@]HOST[:PORT]/PATH` (`/~/PATH` in the home); another `SCHEME://` is
+/// refused naming the one that works. `None` when `value` is no URL.
+fn remote_url(value: &str, port: Option<u16>) -> Result<Option<RemoteSpec>> {
+    let shown = crate::secret::masked(value);
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return Ok(None);
+    };
+    let is_scheme = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return Ok(None);
+    }
+    if scheme != "ssh" {
+        return Err(Error::Usage(format!(
+            "bad -r '{shown}': '{scheme}://' is not a way tandem reaches a host; write \
+             ssh://[USER@]HOST[:PORT]/PATH, [USER@]HOST:PATH, or a local directory"
+        )));
+    }
+    let (authority, path) = match rest.split_once('/') {
+        Some((a, p)) => (
+            a,
+            p.strip_prefix('~')
+                .map_or(format!("/{p}"), |r| format!("~{r}")),
+        ),
+        None => (rest, ".".to_string()),
+    };
+    let hop = Hop::parse(authority).map_err(|why| {
+        Error::Usage(format!(
+            "bad -r '{shown}': {}",
+            why.replace("jump host ", "host ")
+        ))
+    })?;
+    let port = match (hop.port, port) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(Error::Usage(format!(
+                "bad -r '{shown}': port {a} there and -P {b} disagree; give one"
+            )))
+        }
+        (a, b) => a.or(b),
+    };
+    Ok(Some(RemoteSpec::Ssh {
+        user: hop.user,
+        host: hop.host,
+        port,
+        path,
+    }))
 }
 
 fn absolute(p: PathBuf) -> PathBuf {
@@ -961,6 +1021,38 @@ mod tests {
             parse_remote(Some("./dir"), None, None, None).unwrap(),
             RemoteSpec::Local(_)
         ));
+        assert_eq!(
+            parse_remote(Some("ssh://bk@host:2222/srv/data"), None, None, None).unwrap(),
+            RemoteSpec::Ssh {
+                user: Some("bk".into()),
+                host: "host".into(),
+                port: Some(2222),
+                path: "/srv/data".into()
+            }
+        );
+        assert_eq!(
+            parse_remote(Some("ssh://host/~/data"), None, None, Some(22)).unwrap(),
+            RemoteSpec::Ssh {
+                user: None,
+                host: "host".into(),
+                port: Some(22),
+                path: "~/data".into()
+            }
+        );
+        for secret in [
+            "ssh://gazelle:s3cret@host/srv",
+            "gazelle:s3cret@host:/srv",
+            "dnats://gazelle:s3cret@host",
+        ] {
+            let e = parse_remote(Some(secret), None, None, None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !e.contains("s3cret") && e.contains("gazelle:***@host"),
+                "{e}"
+            );
+        }
+        assert!(parse_remote(Some("ssh://h:1/x"), None, None, Some(2)).is_err());
         assert!(parse_remote(None, None, None, None).is_err());
         assert!(parse_remote(Some("[::1"), None, None, None).is_err());
     }

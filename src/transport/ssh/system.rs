@@ -82,9 +82,12 @@ impl SystemSsh {
         }
         // The host last, after `--`-free options: ssh takes the first non-option as host.
         args.push(dest.host.clone());
+        // Only the program is named: the rest of the command may hold a secret
+        // (`sshpass -p ...`).
+        let program = command.split_whitespace().next().unwrap_or(command);
         let label = match &dest.user {
-            Some(u) => format!("{u}@{} (through '{command}')", dest.host),
-            None => format!("{} (through '{command}')", dest.host),
+            Some(u) => format!("{u}@{} (through {program})", dest.host),
+            None => format!("{} (through {program})", dest.host),
         };
         SystemSsh {
             command: command.to_string(),
@@ -121,8 +124,8 @@ impl Shell for SystemSsh {
             .spawn()
             .map_err(|e| {
                 Error::Unreachable(format!(
-                    "cannot run '{}' to start {what} on {}: {e}",
-                    self.command, self.label
+                    "cannot run sh to start {what} on {}: {e}",
+                    self.label
                 ))
             })?;
         Ok(ChannelIo::process(child, what))

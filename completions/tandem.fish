@@ -26,7 +26,7 @@ end
 
 complete -c tandem -n "__fish_tandem_needs_command" -s N -l name -d 'Session name; keys the baseline and the lock (default: derived from the two roots)' -r
 complete -c tandem -n "__fish_tandem_needs_command" -s d -l dir -d 'The local directory' -r -F
-complete -c tandem -n "__fish_tandem_needs_command" -s r -l remote-dir -d 'The other side: [USER@]HOST:PATH, or a local directory' -r
+complete -c tandem -n "__fish_tandem_needs_command" -s r -l remote-dir -d 'The other side: USER@HOST:PATH (or HOST:PATH, ssh://USER@HOST:PORT/PATH), or a local directory' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l user -d 'Remote user name (may contain \'@\')' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l host -d 'Remote host' -r
 complete -c tandem -n "__fish_tandem_needs_command" -s P -l port -d 'Remote SSH port' -r

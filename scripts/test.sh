@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: the purity check, unit and property tests, and the integration suite
+# Runs every test: the layout rules (scripts/check-layout.sh), unit and property tests, and the integration suite
 # (which starts real OpenSSH sshd servers on 127.0.0.1). Ends with the count of tests run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/check-pure.sh
+scripts/check-layout.sh
 # The agent is a separate package: build it first so the tests run the current one; the
 # static agent is what the SSH tests upload to a host without one.
 cargo build --workspace --bins

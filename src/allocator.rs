@@ -31,7 +31,7 @@ pub fn tune() {
     // option setters as not thread-safe, and no other thread runs yet.
     unsafe { libmimalloc_sys::mi_option_set_default(PURGE_DELAY, PURGE_DELAY_MS as _) }
     // A kernel without the setting runs as before: nothing to report.
-    let _ = rustix::thread::disable_transparent_huge_pages(true);
+    crate::disk::sys::disable_transparent_huge_pages();
 }
 
 #[cfg(test)]
@@ -67,7 +67,7 @@ mod tests {
         tune();
         assert_eq!(purge_delay(), PURGE_DELAY_MS);
         assert_eq!(
-            rustix::thread::transparent_huge_pages_are_disabled().ok(),
+            crate::disk::sys::transparent_huge_pages_disabled(),
             Some(true)
         );
     }

@@ -5,16 +5,16 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::compress::Compression;
+use crate::core::plan::Side;
+use crate::core::reconcile::safety::{Concern, DeleteLimit};
+use crate::core::reconcile::{Direction, Favor, Policy};
+use crate::disk::compress::Compression;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::output::progress::Bars;
 use crate::output::{human::Human, json::Json, Event, Reporter};
-use crate::plan::Side;
-use crate::reconcile::safety::{Concern, DeleteLimit};
-use crate::reconcile::{Direction, Favor, Policy};
-use crate::rules::FilterSpec;
-use crate::session::{default_name, validate_name, Session};
+use crate::state::rules::FilterSpec;
+use crate::state::session::{default_name, validate_name, Session};
 use crate::sync::{run, run_watched, Job, LocalTransport, RemoteSpec};
 use crate::transport::ssh::{Cipher, Hop, SshOptions, TransferThreads};
 
@@ -71,7 +71,8 @@ pub struct Args {
     /// The local directory.
     #[arg(short = 'd', long = "dir", value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// The other side: [USER@]HOST:PATH, or a local directory.
+    /// The other side: USER@HOST:PATH (or HOST:PATH, ssh://USER@HOST:PORT/PATH), or a
+    /// local directory.
     #[arg(short = 'r', long = "remote-dir", value_name = "[USER@]HOST:PATH")]
     pub remote: Option<String>,
     /// Remote user name (may contain '@').
@@ -115,7 +116,7 @@ pub struct Args {
     pub halt_on_error: bool,
     /// Threads per side that look entries up while scanning (more help on fast disks
     /// with cores to spare).
-    #[arg(long = "scan-threads", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=crate::agent::MAX_SCAN_THREADS as u64))]
+    #[arg(long = "scan-threads", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=crate::wire::agent::MAX_SCAN_THREADS as u64))]
     pub scan_threads: u64,
     /// Copy hard-linked names as separate files (by default they stay hard links).
     #[arg(long = "no-hard-links")]
@@ -441,7 +442,7 @@ fn parse_transfer_threads(s: &str) -> Result<TransferThreads> {
     let count = n
         .parse::<u32>()
         .ok()
-        .filter(|n| (1..=crate::protocol::MAX_STREAMS).contains(n))
+        .filter(|n| (1..=crate::wire::protocol::MAX_STREAMS).contains(n))
         .ok_or_else(|| bad("N must be 1 to 64"))?;
     let large_above = size
         .map(|z| parse_size::parse_size(z).map_err(|e| bad(&e.to_string())))
@@ -643,10 +644,7 @@ fn parse_max_delete(s: &str) -> Result<DeleteLimit> {
 }
 
 fn conflict_suffix() -> String {
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
+    let host = crate::disk::sys::host_name();
     let host: String = host
         .chars()
         .map(|c| {
@@ -711,7 +709,7 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
             .as_deref()
             .map(parse_max_delete)
             .transpose()?,
-        preserve_owner: args.everything || rustix::process::geteuid().is_root(),
+        preserve_owner: args.everything || crate::disk::sys::is_root(),
         transport: LocalTransport::Pipe {
             agent: args.agent_path.clone(),
         },
@@ -732,7 +730,7 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
         remote_log: args
             .remote_logdir
             .as_deref()
-            .map(crate::log::LogSpec::parse)
+            .map(crate::output::log::LogSpec::parse)
             .transpose()
             .map_err(Error::Usage)?,
     };
@@ -786,8 +784,8 @@ fn filter_spec(args: &Args) -> Result<FilterSpec> {
 }
 
 /// Each side's `--preserve-acls` mode (`[local, remote]`).
-fn acl_modes(args: &Args) -> Result<[crate::xattrs::AclMode; 2]> {
-    use crate::xattrs::AclMode;
+fn acl_modes(args: &Args) -> Result<[crate::disk::xattrs::AclMode; 2]> {
+    use crate::disk::xattrs::AclMode;
     let local = AclMode::parse(&args.preserve_acls).map_err(Error::Usage)?;
     let remote = match &args.remote_preserve_acls {
         Some(r) => AclMode::parse(r).map_err(Error::Usage)?,
@@ -837,7 +835,7 @@ fn confirm_on_tty(concerns: &[Concern]) -> bool {
 }
 
 /// `tandem-agent`'s command line, for its man page (the agent itself parses it without
-/// clap: see [`crate::agent::AgentOptions::parse`]).
+/// clap: see [`crate::wire::agent::AgentOptions::parse`]).
 pub fn agent_command() -> clap::Command {
     use clap::{Arg, ArgAction};
     let flag = |name: &'static str, help: &'static str| {
@@ -901,7 +899,7 @@ pub fn main() -> u8 {
         }),
     };
     if let Some(Command::Agent { args }) = &args.command {
-        return crate::agent::main_with_args(args);
+        return crate::wire::agent::main_with_args(args);
     }
     // The log opens first, so a run that fails early is logged too.
     let mut reporter = match logged(&args, reporter) {
@@ -958,14 +956,16 @@ fn logged(
     let Some(spec) = &args.local_logdir else {
         return Ok(reporter);
     };
-    let log = crate::log::LogSpec::parse(spec)
+    let log = crate::output::log::LogSpec::parse(spec)
         .map_err(|why| (why, ExitStatus::USAGE))
-        .and_then(|s| crate::log::Log::open(&s, "tandem").map_err(|why| (why, ExitStatus::STATE)));
+        .and_then(|s| {
+            crate::output::log::Log::open(&s, "tandem").map_err(|why| (why, ExitStatus::STATE))
+        });
     match log {
         Ok(log) => {
             let args = std::env::args().map(|a| crate::secret::masked(&a));
             log.line(&format!("started: {}", shell_words(args)));
-            Ok(Box::new(crate::log::Logged {
+            Ok(Box::new(crate::output::log::Logged {
                 inner: reporter,
                 log,
             }))

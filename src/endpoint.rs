@@ -14,13 +14,13 @@ pub mod remote;
 
 use serde::{Deserialize, Serialize};
 
-use crate::delta::DeltaOp;
+use crate::core::path::RelPath;
+use crate::core::tree::{Digest, Entry, Tree};
+use crate::disk::delta::DeltaOp;
+use crate::disk::fsops::RootId;
 use crate::error::{Result, WireError};
-use crate::fsops::RootId;
-use crate::known::Known;
-use crate::path::RelPath;
-use crate::rules::FilterSpec;
-use crate::tree::{Digest, Entry, Tree};
+use crate::state::known::Known;
+use crate::state::rules::FilterSpec;
 
 pub use local::LocalEndpoint;
 pub use remote::RemoteEndpoint;
@@ -33,10 +33,10 @@ pub struct Scan {
     /// Device and inode of the root.
     pub root_id: RootId,
     /// Partial transfers an interrupted run left, by target path and size.
-    pub partials: crate::scan::Partials,
+    pub partials: crate::disk::scan::Partials,
     /// This side's user and group names, when owners are kept: they travel with the
     /// scan, so mapping owners by name costs no round trip of its own.
-    pub owners: Option<crate::owners::Database>,
+    pub owners: Option<crate::disk::owners::Database>,
 }
 
 /// What a rescan found.
@@ -264,7 +264,7 @@ pub trait Endpoint: Send {
         })
     }
     /// Starts reporting changes below the root to `sink`, until the endpoint is dropped.
-    fn watch(&mut self, sink: crate::watch::Sink) -> Result<()> {
+    fn watch(&mut self, sink: crate::disk::watch::Sink) -> Result<()> {
         drop(sink);
         Err(crate::error::Error::Unreachable(format!(
             "{} cannot be watched",

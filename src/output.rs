@@ -5,13 +5,14 @@
 pub mod dryrun;
 pub mod human;
 pub mod json;
+pub mod log;
 #[cfg(feature = "client")]
 pub mod progress;
 
 use serde::Serialize;
 
-use crate::path::RelPath;
-use crate::plan::{Resolution, Side, Status};
+use crate::core::path::RelPath;
+use crate::core::plan::{Resolution, Side, Status};
 
 /// Totals for the closing summary.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

@@ -11,25 +11,25 @@ pub mod transfer;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::agent::{self, AgentOptions};
-use crate::baseline::Baseline;
-use crate::compress::Compression;
+use crate::core::path::RelPath;
+use crate::core::plan::{Op, Plan, Resolution, Side, Status};
+use crate::core::reconcile::safety::{self, Concern, DeleteLimit};
+use crate::core::reconcile::Direction;
+use crate::core::reconcile::{digests_needed, next_baseline, next_entries, reconcile, Policy};
+use crate::core::tree::{Entry, Tree};
+use crate::disk::compress::Compression;
+use crate::disk::owners::Database;
+use crate::disk::xattrs::AclMode;
 use crate::endpoint::{Change, Endpoint, LocalEndpoint, RemoteEndpoint};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::hash_cache::HashCache;
-use crate::known::Known;
 use crate::output::{dryrun, Event, Reporter, Summary};
-use crate::owners::Database;
-use crate::path::RelPath;
-use crate::plan::{Op, Plan, Resolution, Side, Status};
-use crate::reconcile::safety::{self, Concern, DeleteLimit};
-use crate::reconcile::Direction;
-use crate::reconcile::{digests_needed, next_baseline, next_entries, reconcile, Policy};
-use crate::rules::FilterSpec;
-use crate::session::Session;
-use crate::tree::{Entry, Tree};
-use crate::xattrs::AclMode;
+use crate::state::baseline::Baseline;
+use crate::state::hash_cache::HashCache;
+use crate::state::known::Known;
+use crate::state::rules::FilterSpec;
+use crate::state::session::Session;
+use crate::wire::agent::{self, AgentOptions};
 use execute::{count, execute};
 use transfer::Watch;
 
@@ -126,7 +126,7 @@ pub struct Job {
     pub numeric_ids: bool,
     /// Where each side keeps ACLs and xattrs (`[local, remote]`); kept only when neither
     /// side says none.
-    pub acls: [crate::xattrs::AclMode; 2],
+    pub acls: [crate::disk::xattrs::AclMode; 2],
     /// `--exclude-dirs-older-than`: directories older than this (on either side) are left
     /// alone, contents and all.
     pub exclude_dirs_older_than: Option<std::time::Duration>,
@@ -138,7 +138,7 @@ pub struct Job {
     /// `--dedup`: content already on the receiving side is copied there, not sent.
     pub dedup: dedup::Dedup,
     /// `-R`: the agent's log on the far side.
-    pub remote_log: Option<crate::log::LogSpec>,
+    pub remote_log: Option<crate::output::log::LogSpec>,
 }
 
 /// Asks the user to confirm the listed concerns; returns true to go ahead.
@@ -159,7 +159,7 @@ struct Run<'a> {
 
 /// What a run's record names besides its summary.
 struct Record {
-    session: crate::session::Session,
+    session: crate::state::session::Session,
     direction: Direction,
     roots: (String, String),
 }
@@ -205,7 +205,7 @@ impl<'a> Run<'a> {
         let ended = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let run = crate::session::last_run::LastRun {
+        let run = crate::state::session::last_run::LastRun {
             ended,
             direction: direction.word().into(),
             exit: self.exit.0,
@@ -536,7 +536,7 @@ fn restamp_roots(
 }
 
 /// Checks the roots, takes the session lock and loads the baseline.
-fn prepare(job: &Job) -> Result<(crate::session::SessionLock, Baseline)> {
+fn prepare(job: &Job) -> Result<(crate::state::session::SessionLock, Baseline)> {
     roots_apart(&job.local_dir, &job.remote)?;
     let lock = job.session.lock()?;
     let old = Baseline::load(&job.session.baseline_path())?;
@@ -564,9 +564,9 @@ struct Sides {
     /// Each side's tree as it is believed to be now (updated as the plan is carried out).
     trees: [Tree; 2],
     /// Each root's identity.
-    ids: [crate::fsops::RootId; 2],
+    ids: [crate::disk::fsops::RootId; 2],
     /// Partial transfers left on each side by an interrupted run.
-    partials: [crate::scan::Partials; 2],
+    partials: [crate::disk::scan::Partials; 2],
 }
 
 impl Sides {
@@ -650,7 +650,7 @@ fn read_unread_xattrs(job: &Job, ep: &mut dyn Endpoint, tree: &mut Tree) -> Resu
     let unread: Vec<(RelPath, bool)> = tree
         .entries
         .iter()
-        .filter(|(_, e)| crate::xattrs::is_unread(e.xattrs()))
+        .filter(|(_, e)| crate::disk::xattrs::is_unread(e.xattrs()))
         .map(|(p, _)| (p.clone(), false))
         .collect();
     if unread.is_empty() {
@@ -1013,7 +1013,7 @@ fn map_owners(
     local_tree: &Tree,
     remote_tree: &mut Tree,
 ) -> Result<Box<dyn Endpoint>> {
-    use crate::owners::IdMap;
+    use crate::disk::owners::IdMap;
     if !job.preserve_owner || job.numeric_ids {
         return Ok(remote);
     }

@@ -7,5 +7,5 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     tandem::allocator::tune();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    std::process::ExitCode::from(tandem::agent::main_with_args(&args))
+    std::process::ExitCode::from(tandem::wire::agent::main_with_args(&args))
 }

@@ -7,7 +7,7 @@ use super::{confirm_on_tty, job, parse_remote, Args, DirectionArg};
 use crate::error::Error;
 use crate::exit::ExitStatus;
 use crate::output::{Event, Reporter};
-use crate::packing::{self, Base};
+use crate::state::packing::{self, Base};
 use crate::sync::RemoteSpec;
 
 /// True for a command line with nothing to say: the bare form.
@@ -30,7 +30,7 @@ fn fail(reporter: &mut dyn Reporter, e: &Error) -> ExitStatus {
 }
 
 fn rules_path() -> Result<PathBuf, Error> {
-    Ok(packing::path(&crate::session::state_dir()?))
+    Ok(packing::path(&crate::state::session::state_dir()?))
 }
 
 /// `-s SRC -d DST FILE...`: names that exist (or hold wildcards) join the base's LIST,

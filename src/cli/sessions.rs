@@ -7,12 +7,12 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{Args, Command, Format};
-use crate::baseline::Baseline;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::output::human_bytes;
-use crate::session::last_run::LastRun;
-use crate::session::{state_dir, Session};
+use crate::state::baseline::Baseline;
+use crate::state::session::last_run::LastRun;
+use crate::state::session::{state_dir, Session};
 
 /// Runs a maintenance command.
 pub fn maintenance(cmd: &Command, format: Format) -> Result<()> {

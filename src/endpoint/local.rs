@@ -1,23 +1,24 @@
 //! `LocalEndpoint`: an [`Endpoint`] on this machine's disk, confined to its root.
 
-use crate::fsops::DirFd;
+use crate::disk::fsops::DirFd;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::delta::{self, Basis, DeltaOp, LITERAL_CHUNK, WINDOW};
+use crate::core::path::RelPath;
+use crate::core::tree::{Digest, Entry};
+use crate::disk::delta::{self, Basis, DeltaOp, LITERAL_CHUNK, WINDOW};
+use crate::disk::fsops::{entry_at, entry_from_stat, still_expected, CommitError, Root};
+use crate::disk::owners::Database;
+use crate::disk::scan::{hash_file, scan};
+use crate::disk::sys;
+use crate::disk::xattrs::{self, metafile, AclMode, Xattrs};
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest};
 use crate::error::{Error, Result, WireError};
-use crate::fsops::{entry_at, entry_from_stat, still_expected, CommitError, Root};
-use crate::known::Known;
-use crate::owners::Database;
-use crate::path::RelPath;
-use crate::rules::FilterSpec;
-use crate::scan::{hash_file, scan};
-use crate::tree::{Digest, Entry};
-use crate::xattrs::{self, metafile, AclMode, Xattrs};
+use crate::state::known::Known;
+use crate::state::rules::FilterSpec;
 
 mod writers;
 use writers::{Gathering, Writers};
@@ -41,8 +42,8 @@ pub struct LocalEndpoint {
     staged: Vec<(u64, Incoming, Digest)>,
     staged_bytes: u64,
     done: Vec<Received>,
-    watcher: Option<crate::watch::TreeWatcher>,
-    keep: Option<crate::keep::KeepDir>,
+    watcher: Option<crate::disk::watch::TreeWatcher>,
+    keep: Option<crate::disk::keep::KeepDir>,
     flusher: Flusher,
     /// Bytes received since the flusher was last asked to write back.
     unflushed: u64,
@@ -73,9 +74,9 @@ impl LocalEndpoint {
     pub fn open(dir: &Path, place: String, owner: bool) -> Result<LocalEndpoint> {
         // Owners are asked for by name even where this side cannot give files away.
         let owner_names = owner;
-        let owner = owner && rustix::process::geteuid().is_root();
+        let owner = owner && crate::disk::sys::is_root();
         let root = Root::open(dir).map_err(|e| {
-            let what = crate::fsops::describe_missing(dir);
+            let what = crate::disk::fsops::describe_missing(dir);
             Error::Unreachable(format!(
                 "{place}: {what} ({e}); create it or check the path"
             ))
@@ -108,7 +109,7 @@ impl LocalEndpoint {
     pub fn with_keep_dir(mut self, dir: Option<&Path>) -> Result<LocalEndpoint> {
         if let Some(d) = dir {
             let path = self.root.path().join(d);
-            let keep = crate::keep::KeepDir::open(&path).map_err(|e| {
+            let keep = crate::disk::keep::KeepDir::open(&path).map_err(|e| {
                 Error::Unreachable(format!(
                     "{}: cannot use '{}' as the keep directory ({e}); check the path",
                     self.place,
@@ -632,7 +633,7 @@ impl LocalEndpoint {
         let synced = if staged.len() == 1 {
             staged[0].1.file.sync_data()
         } else {
-            rustix::fs::syncfs(self.root.fd()).map_err(io::Error::from)
+            crate::disk::sys::syncfs(self.root.fd())
         };
         for (id, inc, digest) in staged {
             let outcome = match &synced {
@@ -679,7 +680,7 @@ fn commit_failed(err: CommitError, path: &RelPath, place: &str) -> Error {
 /// was copied has the BLAKE3 `want`.
 fn copy_checked(src: &mut File, dst: &mut File, want: Digest) -> io::Result<()> {
     use std::io::{Read, Write};
-    let cloned = rustix::fs::ioctl_ficlone(&*dst, &*src).is_ok();
+    let cloned = crate::disk::sys::clone_file(&*dst, &*src);
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 << 10];
     loop {
@@ -737,7 +738,7 @@ impl Flusher {
             let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
             std::thread::spawn(move || {
                 for () in rx {
-                    let _ = rustix::fs::syncfs(&fd);
+                    let _ = crate::disk::sys::syncfs(&fd);
                 }
             });
             self.0 = Some(tx);
@@ -807,8 +808,8 @@ fn send_ops(
 
 /// Whether the open `file` is still the scanned `expect` (by its own stat, whatever its
 /// name holds by now), with that stat.
-fn still_scanned(file: &File, expect: &Entry) -> io::Result<(bool, rustix::fs::Stat)> {
-    let st = rustix::fs::fstat(file)?;
+fn still_scanned(file: &File, expect: &Entry) -> io::Result<(bool, sys::Stat)> {
+    let st = sys::fstat(file)?;
     Ok((
         still_expected(Some(&entry_from_stat(&st, None)), Some(expect)),
         st,
@@ -897,7 +898,7 @@ fn send_sparse(
     let mut buf = vec![0u8; 4 * LITERAL_CHUNK];
     let mut pos = 0;
     while pos < size {
-        let (start, end) = crate::fsops::data_region(file, pos)
+        let (start, end) = crate::disk::fsops::data_region(file, pos)
             .map_err(SendError::Read)?
             .map_or((size, size), |(s, e)| (s.min(size), e.min(size)));
         if start > pos {
@@ -981,7 +982,7 @@ impl Endpoint for LocalEndpoint {
     fn scan(&mut self, filter: &FilterSpec, known: Known<'_>) -> Result<Scan> {
         self.settle_writers();
         let filter = filter.build()?;
-        let opts = crate::scan::ScanOptions {
+        let opts = crate::disk::scan::ScanOptions {
             skip_file_xattrs: known.knows_xattrs(),
             ..self.scan_options()
         };
@@ -1006,7 +1007,7 @@ impl Endpoint for LocalEndpoint {
         }
         let built = filter.build()?;
         let opts = self.scan_options();
-        let (tree, linked) = crate::scan::rescan(&self.root, &built, opts, paths);
+        let (tree, linked) = crate::disk::scan::rescan(&self.root, &built, opts, paths);
         // A file with several names: its first name may lie outside what was rescanned.
         if linked {
             return Ok(Rescan {
@@ -1017,9 +1018,9 @@ impl Endpoint for LocalEndpoint {
         Ok(Rescan { tree, whole: false })
     }
 
-    fn watch(&mut self, sink: crate::watch::Sink) -> Result<()> {
-        let root = crate::watch::watch_root(self.root.path());
-        let w = crate::watch::start(&root, sink)
+    fn watch(&mut self, sink: crate::disk::watch::Sink) -> Result<()> {
+        let root = crate::disk::watch::watch_root(self.root.path());
+        let w = crate::disk::watch::start(&root, sink)
             .map_err(|why| Error::Unreachable(format!("{}: {why}", self.place)))?;
         self.watcher = Some(w);
         Ok(())
@@ -1107,8 +1108,7 @@ impl Endpoint for LocalEndpoint {
         self.metafiles
             .flush(&self.root)
             .map_err(|e| Error::io("write", metafile_word(), &self.place, e))?;
-        rustix::fs::syncfs(self.root.fd())
-            .map_err(|e| Error::io("flush", ".", &self.place, e.into()))
+        sys::syncfs(self.root.fd()).map_err(|e| Error::io("flush", ".", &self.place, e))
     }
 
     fn apply(&mut self, changes: &[Change]) -> Result<Vec<Result<Option<Entry>>>> {
@@ -1118,8 +1118,8 @@ impl Endpoint for LocalEndpoint {
 
 impl LocalEndpoint {
     /// What this endpoint's scans record beyond the basics.
-    fn scan_options(&self) -> crate::scan::ScanOptions {
-        crate::scan::ScanOptions {
+    fn scan_options(&self) -> crate::disk::scan::ScanOptions {
+        crate::disk::scan::ScanOptions {
             hard_links: self.hard_links,
             acls: self.acls,
             threads: self.scan_threads,
@@ -1134,18 +1134,18 @@ impl LocalEndpoint {
         filter: &FilterSpec,
         skip_file_xattrs: bool,
         batch: usize,
-        sink: crate::scan::Sink<'_>,
+        sink: crate::disk::scan::Sink<'_>,
     ) -> Result<Scan> {
         self.settle_writers();
         let filter = filter.build()?;
-        let opts = crate::scan::ScanOptions {
+        let opts = crate::disk::scan::ScanOptions {
             skip_file_xattrs,
             ..self.scan_options()
         };
         let (problems, partials) =
-            crate::scan::scan_streamed(&self.root, &filter, opts, batch, sink);
+            crate::disk::scan::scan_streamed(&self.root, &filter, opts, batch, sink);
         Ok(Scan {
-            tree: crate::tree::Tree {
+            tree: crate::core::tree::Tree {
                 entries: Default::default(),
                 problems,
             },
@@ -1316,7 +1316,7 @@ impl LocalEndpoint {
             .root
             .parent_fd(path)
             .map_err(|e| self.io("open parent of", path, e))?;
-        let tmp = crate::fsops::temp_name(path.name());
+        let tmp = crate::disk::fsops::temp_name(path.name());
         Root::remove_name(&dir, &tmp);
         Root::link_at(&src_dir, from.name(), &dir, &tmp).map_err(|e| self.io("link", path, e))?;
         self.commit(&dir, &tmp, path, now)
@@ -1393,7 +1393,7 @@ impl LocalEndpoint {
     /// given and different.
     pub fn root_time(&mut self, set: Option<i64>, mode: Option<u32>) -> Result<Entry> {
         let top = self.root.fd();
-        let stat = || match crate::fsops::entry_at(top, b".") {
+        let stat = || match crate::disk::fsops::entry_at(top, b".") {
             Ok(Some(e)) => Ok(e),
             Ok(None) => Err(Error::io(
                 "stat",
@@ -1405,8 +1405,8 @@ impl LocalEndpoint {
         };
         let mut now = stat()?;
         if let Some(mode) = mode.filter(|m| *m != now.mode) {
-            rustix::fs::fchmod(top, rustix::fs::Mode::from_raw_mode(mode))
-                .map_err(|e| Error::io("set the mode of", "the root", &self.place, e.into()))?;
+            sys::fchmod(top, mode)
+                .map_err(|e| Error::io("set the mode of", "the root", &self.place, e))?;
             now = stat()?;
         }
         match set {

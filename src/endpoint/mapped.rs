@@ -1,13 +1,13 @@
 //! An endpoint whose owners are numbered as on this side: entries coming from it are
 //! translated in, entries going to it (attributes to apply) translated out, by name.
 
+use crate::core::path::RelPath;
+use crate::core::tree::{Digest, Entry};
+use crate::disk::owners::IdMap;
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest, Traffic};
 use crate::error::Result;
-use crate::known::Known;
-use crate::owners::IdMap;
-use crate::path::RelPath;
-use crate::rules::FilterSpec;
-use crate::tree::{Digest, Entry};
+use crate::state::known::Known;
+use crate::state::rules::FilterSpec;
 
 /// Another endpoint, seen through an [`IdMap`].
 pub struct OwnerMapped {
@@ -72,7 +72,7 @@ impl Endpoint for OwnerMapped {
         Ok(r)
     }
 
-    fn watch(&mut self, sink: crate::watch::Sink) -> Result<()> {
+    fn watch(&mut self, sink: crate::disk::watch::Sink) -> Result<()> {
         self.inner.watch(sink)
     }
 

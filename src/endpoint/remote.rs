@@ -15,16 +15,16 @@ use std::sync::mpsc::{self, Receiver, RecvError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::compress::Compression;
+use crate::core::path::RelPath;
+use crate::core::tree::{Digest, Entry, MapBuilder, Tree};
+use crate::disk::compress::Compression;
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest, Traffic};
 use crate::error::{Error, Result};
-use crate::known::Known;
-use crate::path::RelPath;
-use crate::protocol::frame::{read_frame, FrameError, Kind};
-use crate::protocol::handshake::{read_hello, send_hello};
-use crate::protocol::{decode, encode_into, Request, Response, PATH_BATCH};
-use crate::rules::FilterSpec;
-use crate::tree::{Digest, Entry, MapBuilder, Tree};
+use crate::state::known::Known;
+use crate::state::rules::FilterSpec;
+use crate::wire::protocol::frame::{read_frame, FrameError, Kind};
+use crate::wire::protocol::handshake::{read_hello, send_hello};
+use crate::wire::protocol::{decode, encode_into, Request, Response, PATH_BATCH};
 
 use lanes::Lanes;
 pub use lanes::StreamPlan;
@@ -116,7 +116,7 @@ fn raw_size(kind: Kind, payload: &[u8]) -> u64 {
 }
 
 /// Where the agent's unasked change reports go, once the client watches.
-type Watchers = Arc<Mutex<Option<crate::watch::Sink>>>;
+type Watchers = Arc<Mutex<Option<crate::disk::watch::Sink>>>;
 
 /// The reader thread: decodes frames from the agent until it stops or the stream breaks.
 /// Change reports go straight to the watcher (the engine may be idle, waiting for them).
@@ -128,7 +128,7 @@ fn read_loop(
     place: &str,
     watchers: &Watchers,
 ) {
-    let tell = |hint: crate::watch::Hint| {
+    let tell = |hint: crate::disk::watch::Hint| {
         if let Some(sink) = watchers.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             sink(hint);
         }
@@ -171,7 +171,7 @@ fn read_loop(
         };
         let last = matches!(msg, FromAgent::Gone(..));
         if let FromAgent::Gone(why, _) = &msg {
-            tell(crate::watch::Hint::Gone(why.clone()));
+            tell(crate::disk::watch::Hint::Gone(why.clone()));
         }
         if deliver.send(msg).is_err() || last {
             return;
@@ -417,7 +417,8 @@ impl RemoteEndpoint {
             match msg {
                 Err(()) => self.broken = Some(self.lost("the agent is gone")),
                 Ok(FromAgent::Gone(why, bit)) => self.gone(why, bit),
-                Ok(FromAgent::Log(line)) => eprintln!("tandem: {}: {line}", self.place),
+                // Endpoints never print: the agent's words reach the user as notes (events).
+                Ok(FromAgent::Log(line)) => self.notes.push(format!("{}: {line}", self.place)),
                 Ok(FromAgent::Msg(Response::Streams { name, token })) => {
                     self.joining(name, token.into_vec())
                 }
@@ -540,7 +541,7 @@ impl Endpoint for RemoteEndpoint {
         }
     }
 
-    fn watch(&mut self, sink: crate::watch::Sink) -> Result<()> {
+    fn watch(&mut self, sink: crate::disk::watch::Sink) -> Result<()> {
         *self.watchers.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
         match self.call(&Request::Watch)? {
             Response::Done(r) => r.map(|_| ()).map_err(Error::from),

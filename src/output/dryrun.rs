@@ -1,9 +1,9 @@
 //! The plan as shell-like commands (`cp`, `rm`, `mkdir`, `chmod`, `mv`, `ln -s`), the way
 //! filesync describes its reconciliation.
 
-use crate::path::RelPath;
-use crate::plan::{Action, Op};
-use crate::tree::{Entry, EntryKind};
+use crate::core::path::RelPath;
+use crate::core::plan::{Action, Op};
+use crate::core::tree::{Entry, EntryKind};
 
 /// Quotes bytes for a POSIX shell: plain words as they are, everything else in single
 /// quotes, and bytes a terminal should not see as `$'\xNN'`.
@@ -70,8 +70,8 @@ fn touch(dst: &str, mtime_ns: i64) -> String {
 /// The commands one action stands for; `roots` are the display roots `[local, remote]`.
 pub fn commands(action: &Action, roots: [&str; 2], everything: bool) -> Vec<String> {
     let (dst_root, src_root) = match action.side {
-        crate::plan::Side::Local => (roots[0], roots[1]),
-        crate::plan::Side::Remote => (roots[1], roots[0]),
+        crate::core::plan::Side::Local => (roots[0], roots[1]),
+        crate::core::plan::Side::Remote => (roots[1], roots[0]),
     };
     let dst = full(dst_root, &action.path);
     match &action.op {
@@ -82,10 +82,12 @@ pub fn commands(action: &Action, roots: [&str; 2], everything: bool) -> Vec<Stri
                 let kind = match format & 0o170000 {
                     0o010000 => "p".to_string(),
                     0o020000 => {
-                        format!("c {} {}", rustix::fs::major(rdev), rustix::fs::minor(rdev))
+                        let (major, minor) = crate::disk::sys::device_numbers(rdev);
+                        format!("c {major} {minor}")
                     }
                     0o060000 => {
-                        format!("b {} {}", rustix::fs::major(rdev), rustix::fs::minor(rdev))
+                        let (major, minor) = crate::disk::sys::device_numbers(rdev);
+                        format!("b {major} {minor}")
                     }
                     _ => "?".to_string(),
                 };

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
+use crate::core::plan::Resolution;
 use crate::output::{human_bytes, Event, Reporter, Summary};
-use crate::plan::Resolution;
 
 /// Prints per-file lines (unless quiet), conflicts, errors and the summary.
 pub struct Human {

@@ -4,8 +4,8 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
+use crate::core::plan::Resolution;
 use crate::output::{Event, Reporter};
-use crate::plan::Resolution;
 
 /// Writes events as JSON lines.
 pub struct Json;

@@ -16,14 +16,14 @@ use super::transfer::Watch;
 use super::{
     cycle, first_scan, open_endpoints, prepare, report_problems, Confirm, Job, Run, Sides,
 };
-use crate::baseline::Baseline;
+use crate::core::path::RelPath;
+use crate::core::plan::{Side, Status};
+use crate::disk::watch::Hint;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::known::Known;
 use crate::output::{Event, Reporter};
-use crate::path::RelPath;
-use crate::plan::{Side, Status};
-use crate::watch::Hint;
+use crate::state::baseline::Baseline;
+use crate::state::known::Known;
 
 /// How continuous mode paces itself.
 #[derive(Clone, Debug, PartialEq, Eq)]

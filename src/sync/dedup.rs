@@ -6,10 +6,10 @@
 use std::collections::{HashMap, HashSet};
 
 use super::Sides;
+use crate::core::path::RelPath;
+use crate::core::plan::{Op, Plan, Side, Status};
+use crate::core::tree::{Digest, Entry};
 use crate::error::Result;
-use crate::path::RelPath;
-use crate::plan::{Op, Plan, Side, Status};
-use crate::tree::{Digest, Entry};
 
 /// What `--dedup` does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -138,7 +138,7 @@ fn candidates(
 
 /// Of `paths`, the files in `tree` whose digest is unknown.
 fn unhashed<'a>(
-    tree: &crate::tree::Tree,
+    tree: &crate::core::tree::Tree,
     paths: impl Iterator<Item = &'a RelPath>,
 ) -> Vec<RelPath> {
     let mut v: Vec<RelPath> = paths

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::path::RelPath;
+use crate::core::path::RelPath;
 
 /// One waiting path.
 #[derive(Clone, Copy, Debug)]

@@ -4,13 +4,13 @@
 
 use super::transfer::{Stats, Transfers, Watch};
 use super::{Job, Run, Sides};
+use crate::core::path::RelPath;
+use crate::core::plan::{apply_to, Action, Op, Plan, Resolution, Side, Status};
+use crate::core::tree::{Entry, MapBuilder, Tree};
 use crate::endpoint::{Change, Endpoint};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::output::{Event, Summary};
-use crate::path::RelPath;
-use crate::plan::{apply_to, Action, Op, Plan, Resolution, Side, Status};
-use crate::tree::{Entry, MapBuilder, Tree};
 
 /// Counts a completed action in the summary.
 pub(super) fn count(s: &mut Summary, a: &Action) {

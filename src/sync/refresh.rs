@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::core::path::RelPath;
+use crate::core::tree::Tree;
 use crate::endpoint::Rescan;
-use crate::path::RelPath;
-use crate::tree::Tree;
 
 /// The paths to rescan for changes reported at `changed` (`true`: everything below too).
 /// A path whose directory is not known as a directory is widened to the highest unknown
@@ -65,7 +65,7 @@ pub fn merge(tree: &mut Tree, asked: &[(RelPath, bool)], found: Rescan) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::{Entry, EntryKind, Meta, Stamp};
+    use crate::core::tree::{Entry, EntryKind, Meta, Stamp};
 
     fn entry(kind: EntryKind) -> Entry {
         Entry::of(

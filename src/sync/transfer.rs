@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 
-use crate::delta::DeltaOp;
+use crate::core::path::RelPath;
+use crate::core::plan::{Action, Op, Side};
+use crate::core::tree::{Entry, Tree};
+use crate::disk::delta::DeltaOp;
+use crate::disk::scan::Partials;
 use crate::endpoint::{Chunk, Endpoint, SendRequest};
 use crate::error::{Error, Result};
-use crate::path::RelPath;
-use crate::plan::{Action, Op, Side};
-use crate::scan::Partials;
-use crate::tree::{Entry, Tree};
 
 /// Files smaller than this are sent whole: a signature round trip would cost more.
 pub const DELTA_MIN: u64 = 16 << 10;

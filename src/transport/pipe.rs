@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::agent::AgentOptions;
 use crate::endpoint::RemoteEndpoint;
 use crate::error::{Error, Result};
+use crate::wire::agent::AgentOptions;
 
 /// How to start an agent: a program and the arguments before the agent's own.
 #[derive(Clone, Debug, PartialEq, Eq)]

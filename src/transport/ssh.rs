@@ -181,10 +181,10 @@ mod connect {
     use super::session::Session;
     use super::system::SystemSsh;
     use super::{config, Hop, SshOptions};
-    use crate::agent::AgentOptions;
     use crate::endpoint::remote::StreamPlan;
     use crate::endpoint::RemoteEndpoint;
     use crate::error::Result;
+    use crate::wire::agent::AgentOptions;
 
     /// Keeps the connection up while the endpoint uses it; on drop, lets the agent
     /// finish (its input is closed by then), then disconnects.

@@ -4,14 +4,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use tandem::core::path::RelPath;
+use tandem::core::reconcile::{Direction, Policy};
+use tandem::core::tree::Digest;
 use tandem::endpoint::{Chunk, Endpoint, LocalEndpoint, SendRequest};
 use tandem::error::Error;
 use tandem::output::{Event, Reporter};
-use tandem::path::RelPath;
-use tandem::reconcile::{Direction, Policy};
-use tandem::session::Session;
+use tandem::state::session::Session;
 use tandem::sync::{run, Job, LocalTransport, RemoteSpec};
-use tandem::tree::Digest;
 
 use crate::util::*;
 
@@ -59,7 +59,7 @@ impl<F: FnMut()> Reporter for AfterPlanning<F> {
     fn event(&mut self, event: &Event<'_>) {
         match event {
             Event::File {
-                status: tandem::plan::Status::Exists,
+                status: tandem::core::plan::Status::Exists,
                 ..
             } => {
                 if let Some(mut h) = self.hook.take() {

@@ -8,6 +8,7 @@ mod cli;
 mod continuous;
 mod engine;
 mod fidelity;
+mod layout;
 mod local;
 mod man;
 mod metadata;

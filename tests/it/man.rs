@@ -74,7 +74,7 @@ fn man_page_of_the_agent_is_current_and_the_agent_takes_what_it_lists() {
         if long == "die-with-parent" {
             continue; // acts at once
         }
-        tandem::agent::AgentOptions::parse(&args)
+        tandem::wire::agent::AgentOptions::parse(&args)
             .unwrap_or_else(|e| panic!("the agent rejects --{long}: {e}"));
     }
 }

@@ -5,14 +5,14 @@
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
-use tandem::compress::Compression;
-use tandem::delta::DeltaOp;
+use tandem::core::tree::{Digest, Entry, EntryKind, Meta, Stamp};
+use tandem::disk::compress::Compression;
+use tandem::disk::delta::DeltaOp;
 use tandem::endpoint::{Chunk, Endpoint, RemoteEndpoint};
 use tandem::error::Error;
-use tandem::protocol::frame::{read_frame, write_frame, Kind};
-use tandem::protocol::handshake::{MAGIC, PROTOCOL_VERSION};
-use tandem::protocol::{decode, encode, Request, Response};
-use tandem::tree::{Digest, Entry, EntryKind, Meta, Stamp};
+use tandem::wire::protocol::frame::{read_frame, write_frame, Kind};
+use tandem::wire::protocol::handshake::{MAGIC, PROTOCOL_VERSION};
+use tandem::wire::protocol::{decode, encode, Request, Response};
 
 use crate::util::*;
 
@@ -115,8 +115,8 @@ fn file_entry(size: u64) -> Entry {
     )
 }
 
-fn rel(s: &str) -> tandem::path::RelPath {
-    tandem::path::RelPath::new(s.as_bytes().to_vec()).unwrap()
+fn rel(s: &str) -> tandem::core::path::RelPath {
+    tandem::core::path::RelPath::new(s.as_bytes().to_vec()).unwrap()
 }
 
 #[test]
@@ -346,7 +346,7 @@ fn client_reports_a_banner_and_a_version_mismatch() {
     assert!(
         e.to_string().contains(&format!(
             "version {}",
-            tandem::protocol::handshake::PROTOCOL_VERSION
+            tandem::wire::protocol::handshake::PROTOCOL_VERSION
         )) && e.to_string().contains("version 7"),
         "{e}"
     );

@@ -3,17 +3,17 @@
 
 use std::path::Path;
 
+use tandem::core::path::RelPath;
+use tandem::core::plan::{Action, Op, Side, Status};
+use tandem::core::reconcile::{Direction, Policy};
+use tandem::core::tree::{Digest, Entry};
 use tandem::endpoint::{Change, Chunk, Endpoint, LocalEndpoint, Received, Scan, SendRequest};
 use tandem::error::{Error, Result};
 use tandem::output::{Event, Reporter};
-use tandem::path::RelPath;
-use tandem::plan::{Action, Op, Side, Status};
-use tandem::reconcile::{Direction, Policy};
-use tandem::rules::FilterSpec;
-use tandem::session::Session;
+use tandem::state::rules::FilterSpec;
+use tandem::state::session::Session;
 use tandem::sync::transfer::{NoWatch, Stats, Transfers};
 use tandem::sync::{run, Job, LocalTransport, RemoteSpec};
-use tandem::tree::{Digest, Entry};
 
 use crate::util::*;
 
@@ -196,7 +196,7 @@ impl Endpoint for Corrupting {
     fn place(&self) -> &str {
         self.inner.place()
     }
-    fn scan(&mut self, f: &FilterSpec, known: tandem::known::Known<'_>) -> Result<Scan> {
+    fn scan(&mut self, f: &FilterSpec, known: tandem::state::known::Known<'_>) -> Result<Scan> {
         self.inner.scan(f, known)
     }
     fn digests(&mut self, p: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>> {
@@ -218,7 +218,7 @@ impl Endpoint for Corrupting {
         self.inner.send(files, &mut |c| match c {
             Chunk::Data { id, mut ops } if corrupt => {
                 for op in ops.iter_mut() {
-                    if let tandem::delta::DeltaOp::Literal(b) = op {
+                    if let tandem::disk::delta::DeltaOp::Literal(b) = op {
                         b[0] ^= 0xff;
                     }
                 }
@@ -381,8 +381,8 @@ fn in_process_agent(root: &Path) -> tandem::endpoint::RemoteEndpoint {
 }
 
 /// What an agent on `root` serves with by default.
-fn agent_options(root: &Path) -> tandem::agent::AgentOptions {
-    tandem::agent::AgentOptions {
+fn agent_options(root: &Path) -> tandem::wire::agent::AgentOptions {
+    tandem::wire::agent::AgentOptions {
         root: root.to_path_buf(),
         label: "remote".into(),
         owner: false,
@@ -420,7 +420,10 @@ fn scans_share_the_paths_of_the_baseline() {
         ("remote", &mut agent),
     ] {
         let tree = ep
-            .scan(&FilterSpec::default(), tandem::known::Known::of(&known))
+            .scan(
+                &FilterSpec::default(),
+                tandem::state::known::Known::of(&known),
+            )
             .unwrap()
             .tree;
         assert_eq!(tree.entries.len(), known.entries.len(), "{what}");
@@ -487,11 +490,11 @@ fn an_agent_whose_client_vanishes_keeps_a_large_partial_for_next_time() {
 
 /// An agent with no compression, so that repeated messages keep their size.
 fn uncompressed_agent(root: &Path) -> tandem::endpoint::RemoteEndpoint {
-    let opts = tandem::agent::AgentOptions {
-        compression: tandem::compress::Compression::None,
+    let opts = tandem::wire::agent::AgentOptions {
+        compression: tandem::disk::compress::Compression::None,
         ..agent_options(root)
     };
-    tandem::sync::agent_thread(opts, tandem::compress::Compression::None).unwrap()
+    tandem::sync::agent_thread(opts, tandem::disk::compress::Compression::None).unwrap()
 }
 
 /// Runs `call` on `remote` in a thread and waits for its answer, failing if none comes.

@@ -7,14 +7,14 @@ use std::io;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::delta::{self, DeltaOp};
+use crate::disk::delta::{self, DeltaOp};
+use crate::disk::fsops::{entry_at, DirFd, Root};
 use crate::endpoint::Received;
 use crate::error::{Error, Result};
-use crate::fsops::{entry_at, DirFd, Root};
 
 use super::{commit_failed, finish_temp};
-use crate::path::RelPath;
-use crate::tree::{Digest, Entry};
+use crate::core::path::RelPath;
+use crate::core::tree::{Digest, Entry};
 
 /// A file no larger than this, new where it lands and sent whole, is gathered in memory and
 /// placed by a writer.

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::FromAgent;
-use crate::compress::{self, Compression};
-use crate::protocol::frame::{write_frame, write_seq_frame, Kind};
+use crate::disk::compress::{self, Compression};
+use crate::wire::protocol::frame::{write_frame, write_seq_frame, Kind};
 
 /// Frames queued on the first lane (it carries every request while there is one lane).
 const FIRST_QUEUE: usize = 32;

@@ -11,9 +11,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::channel::ChannelIo;
-use crate::agent::version_line;
 use crate::error::{Error, Result};
-use crate::protocol::handshake::MAGIC;
+use crate::wire::agent::version_line;
+use crate::wire::protocol::handshake::MAGIC;
 
 /// A way to run commands on the host: the built-in client's session, or the system's ssh.
 pub trait Shell: Send + Sync {

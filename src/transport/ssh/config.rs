@@ -160,7 +160,7 @@ pub fn local_user() -> String {
             }
         }
     }
-    let uid = rustix::process::getuid().as_raw().to_string();
+    let uid = crate::disk::sys::user_id().to_string();
     std::fs::read_to_string("/etc/passwd")
         .ok()
         .and_then(|p| {

@@ -22,7 +22,7 @@ impl QuickAck {
     /// must not wait for an ACK first), quick ACKs for the other side's sake.
     pub fn new(stream: TcpStream) -> QuickAck {
         let _ = stream.set_nodelay(true);
-        let _ = rustix::net::sockopt::set_tcp_quickack(&stream, true);
+        crate::disk::sys::quick_ack(&stream);
         QuickAck(stream)
     }
 
@@ -41,7 +41,7 @@ impl AsyncRead for QuickAck {
     ) -> Poll<io::Result<()>> {
         let read = Pin::new(&mut self.0).poll_read(cx, buf);
         if matches!(read, Poll::Ready(Ok(()))) {
-            let _ = rustix::net::sockopt::set_tcp_quickack(&self.0, true);
+            crate::disk::sys::quick_ack(&self.0);
         }
         read
     }
@@ -109,7 +109,7 @@ mod tests {
                 s.read_exact(&mut answer).await.unwrap();
                 assert_eq!(&answer, b"answer");
             }
-            assert!(rustix::net::sockopt::tcp_quickack(s.get_ref()).unwrap());
+            assert!(crate::disk::sys::quick_ack_is_on(s.get_ref()));
         });
         server.join().unwrap();
     }

@@ -28,10 +28,7 @@ pub struct Tokens<'a> {
 
 /// This machine's name (`%l`), as `uname -n` gives it.
 pub fn local_host() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
+    crate::disk::sys::host_name()
 }
 
 impl Tokens<'_> {
@@ -54,7 +51,7 @@ impl Tokens<'_> {
                 Some('p') => out.push_str(&self.port.to_string()),
                 Some('k') => out.push_str(self.host_key_alias.unwrap_or(self.original)),
                 Some('j') => out.push_str(self.jump),
-                Some('i') => out.push_str(&rustix::process::getuid().as_raw().to_string()),
+                Some('i') => out.push_str(&crate::disk::sys::user_id().to_string()),
                 Some('l') => out.push_str(&local_host()),
                 Some('L') => out.push_str(local_host().split('.').next().unwrap_or_default()),
                 Some('C') => out.push_str(&self.connection_hash()),

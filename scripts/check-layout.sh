@@ -5,8 +5,7 @@
 #   - disk/ knows no network, no endpoint, no wire, no output, and prints nothing;
 #   - endpoints emit events and never print;
 #   - wire/ runs over any stream: no SSH library;
-#   - only disk/sys/ calls the OS directly (rustix, libc, std::os::linux), but for the disk
-#     internals listed in PENDING, still to move there;
+#   - only disk/sys/ calls the OS directly (rustix, libc, std::os::linux);
 #   - the agent binary links neither russh nor clap nor indicatif.
 #
 #   scripts/check-layout.sh [ROOT]    # ROOT: a checkout (default: this one); with ROOT the
@@ -48,12 +47,7 @@ rule "an endpoint prints (it emits events or notes)" '\b(e?println|e?print)!' "$
 mapfile -t wire < <(files src/wire.rs src/wire)
 rule "wire/ uses an SSH library or transport" 'russh|crate::transport::ssh' "${wire[@]}"
 
-# Disk internals that still call rustix themselves, to move into disk/sys/ (one file per
-# OS) with the macOS and Windows ports.
-PENDING="src/disk/fsops.rs src/disk/keep.rs src/disk/xattrs.rs src/disk/scan.rs"
-mapfile -t os_callers < <(files src cli agent | grep -v '^src/disk/sys' | while read -r f; do
-    case " $PENDING " in *" $f "*) ;; *) echo "$f" ;; esac
-done)
+mapfile -t os_callers < <(files src agent | grep -v '^src/disk/sys')
 rule "a raw OS call outside disk/sys/" 'rustix::|libc::|std::os::linux' "${os_callers[@]}"
 
 if [ -z "${1:-}" ]; then

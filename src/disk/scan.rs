@@ -3,19 +3,16 @@
 
 mod pool;
 
-use std::ffi::OsStr;
 use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-
-use rustix::fs::{Mode, OFlags};
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::core::path::RelPath;
 use crate::core::tree::{Digest, Entry, MapBuilder, Tree};
 use crate::disk::fsops::{entry_at, scan_entry_at, LinkKey, Root, PART_PREFIX, TEMP_PREFIX};
+use crate::disk::sys;
 use crate::disk::xattrs::{self, metafile, AclMode, Xattrs};
 use crate::state::known::Known;
 use crate::state::rules::Filter;
@@ -76,12 +73,7 @@ pub fn scan_streamed(
 impl Walk<'_, '_> {
     /// Walks the whole tree from the root.
     fn top(&mut self) {
-        match rustix::fs::openat(
-            self.root.fd(),
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
+        match sys::open_dir_at(self.root.fd(), b".") {
             Ok(fd) => self.dir(fd, None),
             Err(e) => {
                 let top = RelPath::new(b"*".to_vec()).expect("valid");
@@ -212,7 +204,7 @@ impl<'a, 'k> Walk<'a, 'k> {
     }
 
     fn dir(&mut self, dir: OwnedFd, at: Option<&RelPath>) {
-        let mut entries = match rustix::fs::Dir::read_from(&dir) {
+        let mut entries = match sys::read_dir(&dir) {
             Ok(d) => d,
             Err(e) => return self.problem(at, format!("cannot list directory: {e}")),
         };
@@ -316,8 +308,7 @@ impl<'a, 'k> Walk<'a, 'k> {
             None => self.tree.push(path.clone(), entry),
         }
         if is_dir && self.recurse {
-            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            match rustix::fs::openat(dir, OsStr::from_bytes(name), flags, Mode::empty()) {
+            match sys::open_dir_at(dir, name) {
                 Ok(sub) => self.dir(sub, Some(&path)),
                 Err(e) => {
                     self.problems

@@ -4,6 +4,9 @@
 //! queue of frames into the stream, a reader decodes frames from it into a bounded queue.
 //! File chunks are batched into frames of about a megabyte and are not waited for: the
 //! agent reports each file when it is committed, so many files are in flight at once.
+//!
+//! Over 600 lines for a reason: one type whose request pipeline, credit-based flow control
+//! and reader thread work together; split, each half would need the other to be read.
 
 mod lanes;
 mod throttle;

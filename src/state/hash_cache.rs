@@ -5,6 +5,8 @@
 //! their size, mtime and digest: for those a side keeps only its inode and ctime, in a
 //! list that follows the baseline's files in tree order (16 bytes a file, no path). Files
 //! a side holds in another state (unresolved conflicts, pending changes) are kept whole.
+//!
+//! Over 600 lines only with its tests (about 250 of them).
 
 use std::collections::{btree_map, BTreeMap, HashMap};
 use std::iter::Peekable;

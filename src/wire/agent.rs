@@ -1,7 +1,12 @@
 //! The agent: serves a [`LocalEndpoint`] over a stream. It speaks only when spoken to,
 //! treats every message as untrusted, and stops at the first malformed one.
 
+mod command;
+mod options;
 pub mod streams;
+use command::*;
+pub use command::{main_with_args, version_line};
+pub use options::{AgentOptions, MAX_SCAN_THREADS};
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
@@ -13,139 +18,6 @@ use crate::error::{Error, WireError};
 use crate::wire::protocol::frame::{read_frame, write_frame, Kind};
 use crate::wire::protocol::handshake::{read_hello, send_hello, HandshakeError};
 use crate::wire::protocol::{decode, encode, Request, Response, SCAN_BATCH};
-
-/// How the agent was started.
-#[derive(Clone, Debug)]
-pub struct AgentOptions {
-    /// The root it serves.
-    pub root: PathBuf,
-    /// How errors name this side, e.g. `remote 'host:/srv'`.
-    pub label: String,
-    /// Preserve owner and group.
-    pub owner: bool,
-    /// Compression of its frames.
-    pub compression: Compression,
-    /// Keep hard links (scan names of one inode as links).
-    pub hard_links: bool,
-    /// Where this side keeps ACLs and xattrs (`--preserve-acls`).
-    pub acls: crate::disk::xattrs::AclMode,
-    /// Threads that look entries up while scanning (`--scan-threads`).
-    pub scan_threads: usize,
-    /// The client's cap on the wire in bits per second (`-l`); not the agent's business.
-    pub rate: Option<u64>,
-    /// `--keep-dir`: where deleted and replaced entries are kept (relative to the root, or
-    /// absolute).
-    pub keep_dir: Option<PathBuf>,
-    /// `--log DIR[:MB]` (the client's `-R`): this side's log.
-    pub log: Option<crate::output::log::LogSpec>,
-}
-
-impl AgentOptions {
-    /// Parses the agent's command line (`--root DIR [--label TEXT] [--preserve-owner]
-    /// [--compress zstd[:N]|none]`).
-    pub fn parse(args: &[String]) -> Result<AgentOptions, String> {
-        let mut root = None;
-        let mut label = None;
-        let mut owner = false;
-        let mut hard_links = true;
-        let mut scan_threads = 1;
-        let mut acls = crate::disk::xattrs::AclMode::None;
-        let mut compression = Compression::default();
-        let mut keep_dir = None;
-        let mut log = None;
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
-            match a.as_str() {
-                "--root" => root = Some(PathBuf::from(value()?)),
-                "--label" => label = Some(value()?),
-                "--preserve-owner" => owner = true,
-                "--no-hard-links" => hard_links = false,
-                "--acls" => acls = crate::disk::xattrs::AclMode::parse(&value()?)?,
-                "--scan-threads" => scan_threads = parse_threads(&value()?)?,
-                "--die-with-parent" => die_with_parent()?,
-                "--compress" => compression = Compression::parse(&value()?)?,
-                "--keep-dir" => keep_dir = Some(PathBuf::from(value()?)),
-                "--log" => log = Some(crate::output::log::LogSpec::parse(&value()?)?),
-                other => return Err(format!("unknown argument '{other}'")),
-            }
-        }
-        let root = root.ok_or("missing --root DIR")?;
-        let label = label.unwrap_or_else(|| format!("remote '{}'", root.display()));
-        Ok(AgentOptions {
-            root,
-            label,
-            owner,
-            compression,
-            hard_links,
-            acls,
-            scan_threads,
-            rate: None,
-            keep_dir,
-            log,
-        })
-    }
-
-    /// How the client talks to this agent.
-    pub fn link(&self) -> crate::endpoint::remote::Link {
-        crate::endpoint::remote::Link {
-            compression: self.compression,
-            rate: self.rate,
-        }
-    }
-
-    /// The command line that [`AgentOptions::parse`] reads back.
-    pub fn to_args(&self) -> Vec<String> {
-        let mut args = vec![
-            "--root".to_string(),
-            self.root.to_string_lossy().into_owned(),
-            "--label".to_string(),
-            self.label.clone(),
-        ];
-        if self.owner {
-            args.push("--preserve-owner".into());
-        }
-        if !self.hard_links {
-            args.push("--no-hard-links".into());
-        }
-        // Only when asked for: an agent from before the option still serves the rest.
-        if self.scan_threads > 1 {
-            args.push("--scan-threads".into());
-            args.push(self.scan_threads.to_string());
-        }
-        if self.acls != crate::disk::xattrs::AclMode::None {
-            args.push("--acls".into());
-            args.push(self.acls.word().into());
-        }
-        if let Some(k) = &self.keep_dir {
-            args.push("--keep-dir".into());
-            args.push(k.to_string_lossy().into_owned());
-        }
-        if let Some(l) = &self.log {
-            args.push("--log".into());
-            args.push(l.to_arg());
-        }
-        args.push("--compress".into());
-        args.push(match self.compression {
-            Compression::None => "none".to_string(),
-            Compression::Zstd(l) => format!("zstd:{l}"),
-        });
-        args
-    }
-}
-
-/// `--scan-threads N`: a count from 1 to [`MAX_SCAN_THREADS`].
-fn parse_threads(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n @ 1..=MAX_SCAN_THREADS) => Ok(n),
-        _ => Err(format!(
-            "--scan-threads takes a count from 1 to {MAX_SCAN_THREADS}, not '{s}'"
-        )),
-    }
-}
-
-/// Most threads a scan may use.
-pub const MAX_SCAN_THREADS: usize = 64;
 
 /// The way to the client. Shared with the watcher thread, so every frame is written
 /// whole under the lock.
@@ -568,89 +440,4 @@ fn send_tree(tree: crate::core::tree::Tree, out: &Out) -> Result<(), Error> {
         })?;
     }
     Ok(())
-}
-
-/// Asks the kernel to kill this agent when the client that started it dies, so a killed
-/// run leaves no agent behind still writing into the tree (pipe transport).
-fn die_with_parent() -> Result<(), String> {
-    crate::disk::sys::die_with_parent()
-}
-
-/// The line `tandem-agent --version` prints; the SSH bootstrap looks for exactly this.
-pub fn version_line() -> String {
-    format!(
-        "tandem-agent {} (protocol {})",
-        env!("CARGO_PKG_VERSION"),
-        crate::wire::protocol::handshake::PROTOCOL_VERSION
-    )
-}
-
-/// `--check-self HASH`: true if this executable's BLAKE3 is HASH (an uploaded agent
-/// verifies itself before it is renamed into the cache).
-fn check_self(expected: &str) -> Result<(), String> {
-    let exe = std::fs::read("/proc/self/exe").map_err(|e| format!("cannot read myself: {e}"))?;
-    let actual = blake3::hash(&exe).to_hex();
-    if actual.as_str() == expected {
-        Ok(())
-    } else {
-        Err(format!(
-            "corrupt upload: BLAKE3 {actual}, expected {expected}"
-        ))
-    }
-}
-
-/// Makes stdin's pipe (from sshd) hold a megabyte instead of 64 KiB: sshd hands out more
-/// window only as it writes into the pipe, so a small one slows a long link. Not a pipe,
-/// or not allowed: nothing changes.
-fn widen_input_pipe() {
-    crate::disk::sys::widen_pipe(std::io::stdin(), 1 << 20);
-}
-
-/// Ctrl-C at a terminal interrupts the whole process group, this agent included: the client
-/// then finishes its cycle and closes the connection, which is how the agent stops.
-fn ignore_interrupts() {
-    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, seen);
-}
-
-/// `tandem-agent`'s main: parses arguments, serves stdin/stdout, returns the exit code.
-pub fn main_with_args(args: &[String]) -> u8 {
-    let small_job = |r: Result<(), String>| match r {
-        Ok(()) => 0,
-        Err(why) => {
-            eprintln!("tandem-agent: {why}");
-            128
-        }
-    };
-    match args {
-        [v] if v == "--version" || v == "-V" => {
-            println!("{}", version_line());
-            return 0;
-        }
-        [flag] if flag == "--source-id" => {
-            println!("{}", crate::SOURCE_ID);
-            return 0;
-        }
-        [flag] if flag == "--join" => return small_job(streams::join()),
-        [flag, hash] if flag == "--check-self" => return small_job(check_self(hash)),
-        _ => {}
-    }
-    let opts = match AgentOptions::parse(args) {
-        Ok(o) => o,
-        Err(why) => {
-            eprintln!("tandem-agent: {why}\nusage: tandem-agent --root DIR [--label TEXT] [--preserve-owner] [--no-hard-links] [--acls none|native|metafile] [--keep-dir DIR] [--log DIR[:MB]] [--compress zstd[:LEVEL]|none]");
-            return 32;
-        }
-    };
-    widen_input_pipe();
-    ignore_interrupts();
-    match serve(std::io::stdin(), std::io::stdout(), &opts) {
-        Ok(()) => 0,
-        Err(Stopped { error, told_client }) => {
-            if !told_client {
-                eprintln!("tandem-agent: {error}");
-            }
-            error.exit_bit().0.max(1)
-        }
-    }
 }

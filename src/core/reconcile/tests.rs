@@ -1,5 +1,7 @@
 //! Table tests over small literal trees, each run under its directions and mirrored
 //! (sides swapped), then checked for convergence; plus property tests over random trees.
+//!
+//! Long by nature: it is the table of cases the core is held to.
 
 use super::*;
 use crate::core::plan::apply_to;

@@ -1,7 +1,42 @@
-//! Linux: the calls behind [`super`], over rustix.
+//! Linux: the calls behind [`super`], over rustix. Confined disk operations, extended
+//! attributes and keep-directory links are files of their own below.
 
+pub mod fsops;
+pub mod keep;
+pub mod xattr;
+
+use std::ffi::OsStr;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use rustix::fs::{Mode, OFlags};
+
+/// A directory being listed.
+pub type Dir = rustix::fs::Dir;
+
+/// Opens the directory `name` in `dir` for listing, never through a symlink.
+pub fn open_dir_at(dir: impl AsFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(
+        dir,
+        OsStr::from_bytes(name),
+        flags,
+        Mode::empty(),
+    )?)
+}
+
+/// Opens a directory by path (a root, a keep directory: the user named it, so a symlink
+/// in its path is followed).
+pub fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(path, flags, Mode::empty())?)
+}
+
+/// Lists an open directory.
+pub fn read_dir(dir: &OwnedFd) -> io::Result<Dir> {
+    Ok(Dir::read_from(dir)?)
+}
 
 /// A file's status as the kernel reports it (`fstat`, `statat`).
 pub type Stat = rustix::fs::Stat;

@@ -45,6 +45,15 @@ impl ChannelState {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Keeps what the command wrote to stderr (its tail).
+    fn add_stderr(&self, data: &[u8]) {
+        self.with(|s| {
+            s.stderr.extend_from_slice(data);
+            let extra = s.stderr.len().saturating_sub(STDERR_KEPT);
+            s.stderr.drain(..extra);
+        })
+    }
+
     /// The last lines the command wrote to stderr.
     pub fn stderr(&self) -> String {
         self.with(|s| String::from_utf8_lossy(&s.stderr).trim().to_string())
@@ -168,15 +177,13 @@ pub struct ChannelIo {
 }
 
 impl ChannelIo {
-    /// Starts the tasks that move a channel's data; `what` names the command in messages.
-    pub fn spawn(rt: &tokio::runtime::Handle, channel: Channel<Msg>, what: &str) -> ChannelIo {
-        let (rd, wr) = channel.split();
-        let state = Arc::new(ChannelState::default());
-        let (to_reader, rx) = mpsc::channel(READ_AHEAD);
-        let (over, ended) = tokio::sync::watch::channel(false);
-        rt.spawn(drain(rd, to_reader, state.clone(), over));
-        let (tx, from_writer) = mpsc::channel(WRITE_AHEAD);
-        rt.spawn(feed(wr, from_writer, ended));
+    /// The reader and writer over the queues the moving tasks (or threads) serve.
+    fn assemble(
+        rx: mpsc::Receiver<Bytes>,
+        tx: mpsc::Sender<Vec<u8>>,
+        state: Arc<ChannelState>,
+        what: &str,
+    ) -> ChannelIo {
         ChannelIo {
             reader: ChannelReader {
                 rx,
@@ -191,6 +198,18 @@ impl ChannelIo {
             },
             state,
         }
+    }
+
+    /// Starts the tasks that move a channel's data; `what` names the command in messages.
+    pub fn spawn(rt: &tokio::runtime::Handle, channel: Channel<Msg>, what: &str) -> ChannelIo {
+        let (rd, wr) = channel.split();
+        let state = Arc::new(ChannelState::default());
+        let (to_reader, rx) = mpsc::channel(READ_AHEAD);
+        let (over, ended) = tokio::sync::watch::channel(false);
+        rt.spawn(drain(rd, to_reader, state.clone(), over));
+        let (tx, from_writer) = mpsc::channel(WRITE_AHEAD);
+        rt.spawn(feed(wr, from_writer, ended));
+        ChannelIo::assemble(rx, tx, state, what)
     }
 }
 
@@ -220,11 +239,7 @@ impl ChannelIo {
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 while let Ok(n @ 1..) = err.read(&mut buf) {
-                    state.with(|s| {
-                        s.stderr.extend_from_slice(&buf[..n]);
-                        let extra = s.stderr.len().saturating_sub(STDERR_KEPT);
-                        s.stderr.drain(..extra);
-                    });
+                    state.add_stderr(&buf[..n]);
                 }
             });
         }
@@ -254,20 +269,7 @@ impl ChannelIo {
             });
             waited.ended.notify_all();
         });
-        ChannelIo {
-            reader: ChannelReader {
-                rx,
-                buf: Bytes::new(),
-                state: state.clone(),
-                what: what.to_string(),
-            },
-            writer: ChannelWriter {
-                tx,
-                state: state.clone(),
-                what: what.to_string(),
-            },
-            state,
-        }
+        ChannelIo::assemble(rx, tx, state, what)
     }
 }
 
@@ -284,11 +286,7 @@ async fn drain(
             ChannelMsg::Data { data } => {
                 let _ = to_reader.send(data).await;
             }
-            ChannelMsg::ExtendedData { data, .. } => state.with(|s| {
-                s.stderr.extend_from_slice(&data);
-                let extra = s.stderr.len().saturating_sub(STDERR_KEPT);
-                s.stderr.drain(..extra);
-            }),
+            ChannelMsg::ExtendedData { data, .. } => state.add_stderr(&data),
             ChannelMsg::ExitStatus { exit_status } => {
                 state.with(|s| s.exit_status = Some(exit_status))
             }

@@ -2,9 +2,7 @@
 //! sshd — push, pull and bidi, extra transfer streams as extra ssh processes, the agent
 //! uploaded through it, and ssh's own failures reported.
 
-use std::path::PathBuf;
-
-use crate::sshd::{ssh_fixture, user, SshFixture};
+use crate::sshd::{ssh_fixture, SshFixture};
 use crate::util::*;
 
 #[track_caller]
@@ -12,35 +10,11 @@ fn ok(r: &Run) {
     assert_eq!(r.code, 0, "{r:?}");
 }
 
-/// An ssh config for the system client (ssh reads the passwd home, not $HOME, so it is
-/// named with -F): the alias `box` with the test server's port, key and known_hosts.
-fn ssh_config(s: &SshFixture) -> PathBuf {
-    let kh = s.home.join(".ssh/known_hosts");
-    let path = s.home.join("system_ssh_config");
-    write(
-        &path,
-        &format!(
-            "Host box\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  UserKnownHostsFile {}\n  BatchMode yes\n  StrictHostKeyChecking yes\n",
-            s.sshd.port,
-            user(),
-            s.sshd.key().display(),
-            kh.display()
-        ),
-    );
-    path
-}
-
 /// `tandem -d a -r box:b -e 'ssh -F CONFIG' -K DIR EXTRA...`.
 fn run(s: &SshFixture, dir: &str, extra: &[&str], with_agent_path: bool) -> Run {
-    let config = ssh_config(s);
-    let mut c = s.client();
-    c.arg("-d")
-        .arg(&s.f.a)
-        .arg("-r")
-        .arg(format!("box:{}", s.f.b.display()))
-        .arg("-e")
-        .arg(format!("ssh -F {}", config.display()))
-        .args(["-K", dir]);
+    let config = s.system_ssh_config();
+    let mut c = s.alias_command("box", dir);
+    c.arg("-e").arg(format!("ssh -F {}", config.display()));
     if with_agent_path {
         c.arg("--agent-path").arg(agent_path());
     }

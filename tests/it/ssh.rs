@@ -214,23 +214,15 @@ fn a_config_alias_supplies_host_port_user_key_and_known_hosts() {
         ),
     )
     .unwrap();
-    let mut c = s.client();
-    c.arg("-d")
-        .arg(&s.f.a)
-        .arg("-r")
-        .arg(format!("backup:{}", s.f.b.display()));
-    c.args(["-K", "push", "--agent-path"]).arg(agent_path());
+    let mut c = s.alias_command("backup", "push");
+    c.arg("--agent-path").arg(agent_path());
     let r = output(c.output().unwrap());
     ok(&r);
     assert_eq!(read(s.f.b.join("f")), "by alias\n");
     assert_same_tree(&s.f.a, &s.f.b);
     // The command line beats the config: a wrong port on it is used, and fails.
-    let mut c = s.client();
-    c.arg("-d")
-        .arg(&s.f.a)
-        .arg("-r")
-        .arg(format!("backup:{}", s.f.b.display()));
-    c.args(["-K", "push", "-P", "1"]);
+    let mut c = s.alias_command("backup", "push");
+    c.args(["-P", "1"]);
     let r = output(c.output().unwrap());
     assert_eq!(r.code, 64, "{r:?}");
     assert!(

@@ -17,13 +17,8 @@ fn ok(r: &Run) {
 /// `tandem -d a -r ALIAS:b -K push --agent-path AGENT EXTRA...`: nothing but the config
 /// says where ALIAS is and how to log in.
 fn push(s: &SshFixture, alias: &str, extra: &[&str]) -> Run {
-    let mut c = s.client();
-    c.arg("-d")
-        .arg(&s.f.a)
-        .arg("-r")
-        .arg(format!("{alias}:{}", s.f.b.display()));
-    c.args(["-K", "push", "--agent-path"]).arg(agent_path());
-    c.args(extra);
+    let mut c = s.alias_command(alias, "push");
+    c.arg("--agent-path").arg(agent_path()).args(extra);
     output(c.output().unwrap())
 }
 
@@ -67,20 +62,11 @@ fn a_proxy_command_is_the_way_in_and_never_bypassed() {
             s.home.join(".ssh/known_hosts").display(),
         )
     };
-    let push = || {
-        let mut c = s.client();
-        c.arg("-d")
-            .arg(&s.f.a)
-            .arg("-r")
-            .arg(format!("viaproxy:{}", s.f.b.display()));
-        c.args(["-K", "push", "--agent-path"]).arg(agent_path());
-        output(c.output().unwrap())
-    };
     // The known_hosts entry is for [127.0.0.1]:PORT: the proxied host must be known
     // under the same name and port, so Port is the real one and the relay gets it by %p.
     let via = format!("python3 {} %h %p", relay.display());
     std::fs::write(s.home.join(".ssh/config"), config(&via, s.sshd.port)).unwrap();
-    let r = push();
+    let r = push(&s, "viaproxy", &[]);
     ok(&r);
     assert_same_tree(&s.f.a, &s.f.b);
     // A command that cannot connect fails the run: nothing is dialled directly, though
@@ -92,7 +78,7 @@ fn a_proxy_command_is_the_way_in_and_never_bypassed() {
     )
     .unwrap();
     let before = snapshot(&s.f.b);
-    let r = push();
+    let r = push(&s, "viaproxy", &[]);
     assert_eq!(r.code, 64, "{r:?}");
     assert!(r.stderr.contains("ProxyCommand"), "{r:?}");
     assert_unchanged(&s.f.b, &before);
@@ -100,19 +86,12 @@ fn a_proxy_command_is_the_way_in_and_never_bypassed() {
     let fixed = format!("python3 {} 127.0.0.1 {}", relay.display(), s.sshd.port);
     std::fs::write(s.home.join(".ssh/config"), config(&fixed, 1)).unwrap();
     // Known under the dead port's name now: accept it as new.
-    let mut c = s.client();
-    c.arg("-d")
-        .arg(&s.f.a)
-        .arg("-r")
-        .arg(format!("viaproxy:{}", s.f.b.display()));
-    c.args(["-K", "push", "--accept-new-host-key", "--agent-path"])
-        .arg(agent_path());
-    ok(&output(c.output().unwrap()));
+    ok(&push(&s, "viaproxy", &["--accept-new-host-key"]));
     assert_same_tree(&s.f.a, &s.f.b);
     // `ProxyCommand none` is ssh's way to say: connect directly.
     write(s.f.a.join("h"), "direct\n");
     std::fs::write(s.home.join(".ssh/config"), config("none", s.sshd.port)).unwrap();
-    ok(&push());
+    ok(&push(&s, "viaproxy", &[]));
     assert_same_tree(&s.f.a, &s.f.b);
 }
 
@@ -458,18 +437,7 @@ fn an_open_control_master_is_ridden_through_the_system_ssh() {
     let s = ssh_fixture();
     write(s.f.a.join("f"), "through the master\n");
     let sock = s.home.join("master.sock");
-    // The system ssh's own config (it reads the passwd home, not $HOME: named with -F).
-    let system_config = s.home.join("system_ssh_config");
-    write(
-        &system_config,
-        &format!(
-            "Host box\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  UserKnownHostsFile {}\n  BatchMode yes\n",
-            s.sshd.port,
-            user(),
-            s.sshd.key().display(),
-            s.home.join(".ssh/known_hosts").display()
-        ),
-    );
+    let system_config = s.system_ssh_config();
     let mut master = Command::new("ssh")
         .arg("-F")
         .arg(&system_config)

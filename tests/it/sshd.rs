@@ -162,6 +162,36 @@ impl SshFixture {
         c
     }
 
+    /// `tandem -d a -r ALIAS:b -K DIR`: nothing but the ssh config says where ALIAS is and
+    /// how to log in (no `--agent-path` either: add it, or let the agent be uploaded).
+    pub fn alias_command(&self, alias: &str, dir: &str) -> Command {
+        let mut c = self.client();
+        c.arg("-d")
+            .arg(&self.f.a)
+            .arg("-r")
+            .arg(format!("{alias}:{}", self.f.b.display()))
+            .args(["-K", dir]);
+        c
+    }
+
+    /// A config for the system ssh client, named with `-F` (ssh reads the passwd home's,
+    /// not $HOME's): the alias `box` with this server's port, key and known_hosts.
+    pub fn system_ssh_config(&self) -> PathBuf {
+        let path = self.home.join("system_ssh_config");
+        std::fs::write(
+            &path,
+            format!(
+                "Host box\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  UserKnownHostsFile {}\n  BatchMode yes\n  StrictHostKeyChecking yes\n",
+                self.sshd.port,
+                user(),
+                self.sshd.key().display(),
+                self.home.join(".ssh/known_hosts").display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
     /// Runs [`SshFixture::sync_command`].
     pub fn sync(&self, dir: &str, extra: &[&str]) -> Run {
         output(self.sync_command(dir, extra).output().unwrap())

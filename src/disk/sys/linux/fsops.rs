@@ -59,9 +59,10 @@ const S_IFREG: u32 = 0o100000;
 const S_IFDIR: u32 = 0o040000;
 const S_IFLNK: u32 = 0o120000;
 
-fn ts_ns(sec: i64, nsec: u64) -> i64 {
+/// Nanoseconds since the epoch (the nanosecond field is 32-bit on 32-bit ARM, 64 elsewhere).
+fn ts_ns(sec: i64, nsec: impl TryInto<i64>) -> i64 {
     sec.saturating_mul(1_000_000_000)
-        .saturating_add(nsec as i64)
+        .saturating_add(nsec.try_into().unwrap_or(0))
 }
 
 fn to_ts(ns: i64) -> Timespec {

@@ -9,6 +9,8 @@
 # session). The server logs in the current user by key only. Keys already in DIR are kept,
 # and DIR/sshd_extra.conf, if there, is added to the sshd_config. It prints "PORT PID" when
 # it accepts connections; stop it with `kill PID`. Without PORT a free one is picked.
+# DIR/sshd_env, if there, holds more NAME=VALUE words for the sessions' environment (sshd
+# takes only its first SetEnv line, so they join HOME's).
 set -euo pipefail
 dir=${1:?usage: test-sshd.sh DIR [PORT]}
 port=${2:-}
@@ -45,7 +47,7 @@ AllowTcpForwarding yes
 PrintMotd no
 MaxSessions 64
 MaxStartups 64
-SetEnv HOME=$dir/remote-home
+SetEnv HOME=$dir/remote-home $(cat "$dir/sshd_env" 2>/dev/null || true)
 EOF
     # A test's own settings (HostCertificate, TrustedUserCAKeys, ...).
     if [ -f "$dir/sshd_extra.conf" ]; then cat "$dir/sshd_extra.conf" >>"$dir/sshd_config"; fi

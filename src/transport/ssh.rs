@@ -4,6 +4,8 @@
 //! russh stays in this module; the settings types below do not need it.
 
 #[cfg(feature = "ssh")]
+mod agents;
+#[cfg(feature = "ssh")]
 mod auth;
 #[cfg(feature = "ssh")]
 pub mod bootstrap;

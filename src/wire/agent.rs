@@ -4,6 +4,7 @@
 mod command;
 mod options;
 pub mod streams;
+pub mod systems;
 use command::*;
 pub use command::{main_with_args, version_line};
 pub use options::{AgentOptions, MAX_SCAN_THREADS};

@@ -8,6 +8,7 @@ mod cli;
 mod continuous;
 mod engine;
 mod fidelity;
+mod hosts;
 mod layout;
 mod local;
 mod man;

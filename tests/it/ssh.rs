@@ -554,7 +554,7 @@ fn bytes_on_the_wire_are_counted_after_compression() {
 }
 
 /// Waits (with a deadline) until a temp file in `dir` has at least `bytes`.
-fn wait_for_partial(dir: &Path, bytes: u64) -> bool {
+pub fn wait_for_partial(dir: &Path, bytes: u64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         for e in std::fs::read_dir(dir).unwrap().flatten() {

@@ -2,16 +2,20 @@
 //!
 //! Every command runs as `sh` with a one-line script on its stdin, so the login shell
 //! (bash, fish, tcsh...) only ever sees the word `sh` and its quoting never matters. The
-//! script looks for `tandem-agent` of exactly our version on PATH, then in
-//! `~/.cache/tandem/<version>/`, and execs it; otherwise it prints the host's `uname -sm`,
-//! and the client uploads a static agent built for that system (temp name, BLAKE3 checked
-//! by the uploaded binary itself, then renamed: two first runs at once cannot corrupt it).
+//! script looks for `tandem-agent` of exactly our version, built for the host's machine,
+//! on PATH, then in `~/.cache/tandem/<version>/`, and execs it; otherwise it prints the
+//! host's `uname -sm` and `getconf LONG_BIT`, and the client uploads the static agent that
+//! runs there (temp name, BLAKE3 checked by the uploaded binary itself — which also proves
+//! the host can run it — then renamed: two first runs at once cannot corrupt it). An agent
+//! of another machine left in the cache fails the check and is replaced.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::agents;
 use super::channel::ChannelIo;
 use crate::error::{Error, Result};
+use crate::wire::agent::systems::{AgentBuild, HostSystem, BUILDS};
 use crate::wire::agent::version_line;
 use crate::wire::protocol::handshake::MAGIC;
 
@@ -56,10 +60,10 @@ fn find_and_exec(agent_path: Option<&str>, args: &str) -> String {
     };
     // Relative paths (and ~) are the login's home, even where the server starts elsewhere.
     format!(
-        "{{ cd \"$HOME\" 2>/dev/null; v={}; for a in {candidates}; do \
+        "{{ cd \"$HOME\" 2>/dev/null; v={}; m=$(uname -m); for a in {candidates}; do \
          case \"$a\" in */*) [ -x \"$a\" ] || continue;; *) command -v \"$a\" >/dev/null 2>&1 || continue;; esac; \
-         if [ \"$(\"$a\" --version 2>/dev/null)\" = \"$v\" ]; then exec \"$a\" {args}; fi; done; \
-         echo \"{MARK} no-agent $(uname -sm)\"; }}\n",
+         if [ \"$(\"$a\" --version-for \"$m\" 2>/dev/null)\" = \"$v\" ]; then exec \"$a\" {args}; fi; done; \
+         echo \"{MARK} no-agent $(uname -s) $m $(getconf LONG_BIT 2>/dev/null)\"; }}\n",
         quote(&version_line())
     )
 }
@@ -156,17 +160,13 @@ pub fn start_agent(
             }
             Answer::Line(line, noise) if attempt == 0 && agent_path.is_none() => {
                 noise_note(&noise, session, notes);
-                let system = line
-                    .strip_prefix("no-agent")
-                    .unwrap_or(&line)
-                    .trim()
-                    .to_string();
-                upload(session, &system, notes)?;
+                let host = HostSystem::parse(line.strip_prefix("no-agent").unwrap_or(&line));
+                upload(session, &host, notes)?;
             }
             Answer::Line(_, _) => {
                 let at = agent_path.unwrap_or("tandem-agent");
                 return Err(Error::Unreachable(format!(
-                    "no tandem agent of version {} at '{at}' on {}; install it there (see the README), or leave out --agent-path to let tandem upload one",
+                    "no tandem agent of version {}, built for the host's machine, at '{at}' on {}; install it there (see the README), or leave out --agent-path to let tandem upload one",
                     env!("CARGO_PKG_VERSION"),
                     session.label()
                 )));
@@ -201,18 +201,57 @@ pub fn start_agent(
     )))
 }
 
-/// Installs our agent for `system` (`uname -sm`, e.g. "Linux x86_64") in the host's cache.
-fn upload(session: &dyn Shell, system: &str, notes: &mut Vec<String>) -> Result<()> {
-    let binary = local_agent_for(system).ok_or_else(|| {
-        Error::Unreachable(format!(
-            "{} has no tandem-agent {} (not on PATH, not in ~/.cache/tandem/{}), and this client has no agent built for its system ({system}) to upload. Install tandem-agent on the host, or put a static agent for it beside tandem as '{}' (see the README)",
-            session.label(),
-            env!("CARGO_PKG_VERSION"),
-            env!("CARGO_PKG_VERSION"),
-            upload_name(system).unwrap_or_else(|| "tandem-agent-ARCH-linux".into())
-        ))
-    })?;
-    let bytes = std::fs::read(&binary).map_err(|e| {
+/// Installs the agent that runs on `host` in its cache: the best build first, the next if
+/// the host cannot run it.
+fn upload(session: &dyn Shell, host: &HostSystem, notes: &mut Vec<String>) -> Result<()> {
+    let mut failed = Vec::new();
+    for build in host.builds() {
+        if let Some(binary) = agents::local_agent(build) {
+            match install(session, host, build, &binary, notes) {
+                Ok(()) => return Ok(()),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+    }
+    if !failed.is_empty() {
+        return Err(Error::Unreachable(failed.join("; ")));
+    }
+    Err(Error::Unreachable(no_agent_message(session, host)))
+}
+
+/// Why no agent can be uploaded to `host`, and what the user can do.
+fn no_agent_message(session: &dyn Shell, host: &HostSystem) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    let serves: Vec<&str> = agents::available().iter().map(|b| b.label).collect();
+    let serves = match serves.is_empty() {
+        true => "no system at all: it was built without agents (scripts/build-agent.sh builds them)".to_string(),
+        false => serves.join(", "),
+    };
+    let fix = match host.builds().first() {
+        Some(b) => format!(
+            "put a static agent for it beside tandem as '{}' (scripts/build-agent.sh builds it), or install tandem-agent on the host",
+            b.file_name()
+        ),
+        None => format!(
+            "tandem builds agents for {} only: install tandem-agent {version} on the host and name it with --agent-path",
+            BUILDS.iter().map(|b| b.label).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    format!(
+        "{} has no tandem-agent {version} (not on PATH, not in ~/.cache/tandem/{version}), and this client has no agent for its system ({host}) to upload; it can serve {serves}. To fix: {fix} (see the README)",
+        session.label(),
+    )
+}
+
+/// Uploads `binary` (the agent `build`) into the host's cache, checked and renamed there.
+fn install(
+    session: &dyn Shell,
+    host: &HostSystem,
+    build: &AgentBuild,
+    binary: &Path,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let bytes = std::fs::read(binary).map_err(|e| {
         Error::Unreachable(format!("cannot read the agent '{}': {e}", binary.display()))
     })?;
     let hash = blake3::hash(&bytes).to_hex().to_string();
@@ -220,7 +259,8 @@ fn upload(session: &dyn Shell, system: &str, notes: &mut Vec<String>) -> Result<
     let mut io = run_sh(session, &upload_script(&hash), what)?;
     let fail = |why: String| {
         Error::Unreachable(format!(
-            "cannot install the tandem agent in ~/.cache/tandem on {}: {why}",
+            "cannot install the tandem agent for {} in ~/.cache/tandem on {} ({host}): {why}",
+            build.label,
             session.label()
         ))
     };
@@ -244,9 +284,10 @@ fn upload(session: &dyn Shell, system: &str, notes: &mut Vec<String>) -> Result<
         return Err(fail(state.stderr()));
     }
     notes.push(format!(
-        "installed tandem-agent {} ({} KiB, for {system}) in ~/.cache/tandem/{} on {}",
+        "installed tandem-agent {} ({} KiB, for {}) in ~/.cache/tandem/{} on {} ({host})",
         env!("CARGO_PKG_VERSION"),
         bytes.len() >> 10,
+        build.label,
         env!("CARGO_PKG_VERSION"),
         session.label()
     ));
@@ -297,81 +338,6 @@ pub fn join_relay(
 /// What a relay is called in messages.
 const RELAY: &str = "a transfer stream";
 
-/// The file name an uploadable agent for `system` has beside the client.
-fn upload_name(system: &str) -> Option<String> {
-    let mut parts = system.split_whitespace();
-    let (os, arch) = (parts.next()?, parts.next()?);
-    (os == "Linux").then(|| format!("tandem-agent-{}-linux", normalize_arch(arch)))
-}
-
-fn normalize_arch(arch: &str) -> &str {
-    match arch {
-        "amd64" => "x86_64",
-        "arm64" => "aarch64",
-        a => a,
-    }
-}
-
-/// Finds a static agent for `system` beside this executable: `tandem-agent-ARCH-linux`,
-/// the musl build in cargo's target tree, or `tandem-agent` itself if it is static and
-/// built for that machine.
-pub fn local_agent_for(system: &str) -> Option<PathBuf> {
-    let name = upload_name(system)?;
-    let arch = normalize_arch(system.split_whitespace().nth(1)?).to_string();
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    let mut candidates = vec![
-        dir.join(&name),
-        dir.join("../lib/tandem").join(&name),
-        dir.join("tandem-agent"),
-    ];
-    // In a cargo target tree (target/debug/tandem): target/ARCH-unknown-linux-musl/*/.
-    if let Some(target) = dir.parent() {
-        for profile in ["agent", "release", "debug"] {
-            candidates.push(
-                target
-                    .join(format!("{arch}-unknown-linux-musl"))
-                    .join(profile)
-                    .join("tandem-agent"),
-            );
-        }
-    }
-    candidates
-        .into_iter()
-        .find(|p| elf_static_for(p, &arch).unwrap_or(false))
-}
-
-/// True if `path` is a static ELF executable for `arch` (no interpreter: runs on any
-/// Linux of that architecture, whatever its C library).
-fn elf_static_for(path: &Path, arch: &str) -> std::io::Result<bool> {
-    let mut f = std::fs::File::open(path)?;
-    let mut head = [0u8; 64];
-    f.read_exact(&mut head)?;
-    if &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
-        return Ok(false); // not 64-bit little-endian ELF
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]);
-    let u64_at = |o: usize| u64::from_le_bytes(head[o..o + 8].try_into().expect("8 bytes"));
-    let machine = match u16_at(18) {
-        62 => "x86_64",
-        183 => "aarch64",
-        _ => return Ok(false),
-    };
-    if machine != arch {
-        return Ok(false);
-    }
-    let (phoff, phentsize, phnum) = (u64_at(32), u16_at(54) as u64, u16_at(56) as u64);
-    let mut table = vec![0u8; (phentsize * phnum) as usize];
-    use std::io::{Seek, SeekFrom};
-    f.seek(SeekFrom::Start(phoff))?;
-    f.read_exact(&mut table)?;
-    const PT_INTERP: u32 = 3;
-    let interp = table
-        .chunks(phentsize.max(4) as usize)
-        .any(|ph| ph.len() >= 4 && u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) == PT_INTERP);
-    Ok(!interp)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,26 +366,5 @@ mod tests {
                 .unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout), s);
         }
-    }
-
-    #[test]
-    fn upload_names_follow_uname() {
-        assert_eq!(
-            upload_name("Linux x86_64").unwrap(),
-            "tandem-agent-x86_64-linux"
-        );
-        assert_eq!(
-            upload_name("Linux aarch64").unwrap(),
-            "tandem-agent-aarch64-linux"
-        );
-        assert!(upload_name("Darwin arm64").is_none());
-    }
-
-    #[test]
-    fn a_dynamic_executable_is_not_uploaded() {
-        // This test binary links glibc dynamically.
-        let me = std::env::current_exe().unwrap();
-        assert!(!elf_static_for(&me, std::env::consts::ARCH).unwrap());
-        assert!(!elf_static_for(Path::new("/etc/hostname"), "x86_64").unwrap_or(false));
     }
 }

@@ -1,5 +1,6 @@
-//! `tandem-agent` as a program: its arguments parsed, `--version`, `--check-self`, the
-//! relay for extra streams (`--join`), then the serve loop on stdin and stdout.
+//! `tandem-agent` as a program: its arguments parsed, `--version`, `--version-for`,
+//! `--check-self`, the relay for extra streams (`--join`), then the serve loop on stdin
+//! and stdout.
 
 use super::*;
 
@@ -59,6 +60,18 @@ pub fn main_with_args(args: &[String]) -> u8 {
         [v] if v == "--version" || v == "-V" => {
             println!("{}", version_line());
             return 0;
+        }
+        // The bootstrap's test: this version, and built for the host's machine.
+        [flag, machine] if flag == "--version-for" => {
+            if systems::this_build_runs_on(machine) {
+                println!("{}", version_line());
+                return 0;
+            }
+            eprintln!(
+                "tandem-agent: built for {}, not for this {machine} machine",
+                std::env::consts::ARCH
+            );
+            return 1;
         }
         [flag] if flag == "--source-id" => {
             println!("{}", crate::SOURCE_ID);

@@ -43,7 +43,10 @@ fn build_agents() {
     // three levels up.
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let Some(bin_dir) = out.ancestors().nth(3).filter(|d| d.ends_with("release")) else {
-        println!("cargo:warning=no agents built: unexpected build directory {}", out.display());
+        println!(
+            "cargo:warning=no agents built: unexpected build directory {}",
+            out.display()
+        );
         return;
     };
     // Their own target dir: this build holds the lock on its own.
@@ -54,7 +57,13 @@ fn build_agents() {
         .arg(bin_dir)
         .env("CARGO_TARGET_DIR", &agents_dir);
     // The settings cargo gives this build script are not the agents'.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "TARGET", "HOST"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "TARGET",
+        "HOST",
+    ] {
         run.env_remove(var);
     }
     match run.output() {

@@ -9,36 +9,20 @@ use crate::ssh::wait_for_partial;
 use crate::sshd::{ssh_fixture_on, SshFixture, Sshd};
 use crate::util::*;
 
-/// Registers qemu-user with binfmt_misc for aarch64 and 32-bit ARM (kernel state: done on
-/// every run, harmless when already done). Missing qemu fails the test: CI installs it.
+/// Registers qemu-user with binfmt_misc for aarch64 and 32-bit ARM (scripts/emulation.sh).
+/// Missing qemu fails the test: CI installs it.
 fn emulation() {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     let done = DONE.get_or_init(|| {
-        let misc = Path::new("/proc/sys/fs/binfmt_misc");
-        if !misc.join("register").exists() {
-            let mounted = std::process::Command::new("mount")
-                .args(["-t", "binfmt_misc", "binfmt_misc"])
-                .arg(misc)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !mounted {
-                return Err("cannot mount binfmt_misc (the tests run as root)".into());
-            }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/emulation.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .output()
+            .map_err(|e| e.to_string())?;
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
         }
-        for arch in ["aarch64", "arm"] {
-            let conf = format!("/usr/lib/binfmt.d/qemu-{arch}.conf");
-            let rule = std::fs::read(&conf).map_err(|e| {
-                format!("{conf}: {e}: install qemu-user-static (Debian: apt-get install qemu-user-static)")
-            })?;
-            if !misc.join(format!("qemu-{arch}")).exists() {
-                std::fs::write(misc.join("register"), rule)
-                    .or_else(|e| match misc.join(format!("qemu-{arch}")).exists() {
-                        true => Ok(()),
-                        false => Err(format!("cannot register qemu-{arch}: {e}")),
-                    })?;
-            }
-        }
-        Ok(())
     });
     if let Err(why) = done {
         panic!("no emulation for the ARM hosts: {why}");
@@ -80,7 +64,9 @@ fn host(machine: &str, bits: u32) -> SshFixture {
     );
     script(
         "getconf",
-        format!("[ \"$1\" = LONG_BIT ] && {{ echo {bits}; exit 0; }}; exec /usr/bin/getconf \"$@\"\n"),
+        format!(
+            "[ \"$1\" = LONG_BIT ] && {{ echo {bits}; exit 0; }}; exec /usr/bin/getconf \"$@\"\n"
+        ),
     );
     std::fs::write(
         dir.path().join("sshd_env"),
@@ -144,7 +130,11 @@ fn every_sync_works_on(machine: &str, bits: u32, kind: (u8, u16), label: &str) {
         r.stderr.contains(&format!("for {label})")),
         "the upload note names the system: {r:?}"
     );
-    assert_eq!(elf_kind(&cached_agent(&s)), kind, "the right agent is cached");
+    assert_eq!(
+        elf_kind(&cached_agent(&s)),
+        kind,
+        "the right agent is cached"
+    );
     assert_same_tree(&s.f.a, &s.f.b);
 
     // A change on the far side comes back as a delta.
@@ -154,7 +144,10 @@ fn every_sync_works_on(machine: &str, bits: u32, kind: (u8, u16), label: &str) {
     write(s.f.b.join("dir/new.txt"), "made remotely\n");
     let r = run(&s, "pull", &["--format", "json"]);
     ok(&r);
-    assert!(!r.stderr.contains("installed"), "the cached agent is reused: {r:?}");
+    assert!(
+        !r.stderr.contains("installed"),
+        "the cached agent is reused: {r:?}"
+    );
     assert_same_tree(&s.f.a, &s.f.b);
     let summary = json_events(&r.stdout).pop().unwrap();
     assert!(
@@ -184,7 +177,10 @@ fn every_sync_works_on(machine: &str, bits: u32, kind: (u8, u16), label: &str) {
     assert!(s.sshd.kill_connections() > 0);
     let cut = output(child.wait_with_output().unwrap());
     assert_eq!(cut.code & 64, 64, "a cut is 'cannot reach': {cut:?}");
-    assert!(!s.f.b.join("huge").exists(), "nothing half-written in place");
+    assert!(
+        !s.f.b.join("huge").exists(),
+        "nothing half-written in place"
+    );
     let r = run(&s, "push", &["--format", "json"]);
     ok(&r);
     assert_same_tree(&s.f.a, &s.f.b);

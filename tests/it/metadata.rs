@@ -514,7 +514,9 @@ fn owners_kept_by_a_root_client_with_an_unprivileged_agent() {
     .unwrap();
     std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
     write(f.a.join("f"), "x");
-    let r = f.sync("push", &["--agent-path", agent.to_str().unwrap()]);
+    let mut c = f.command();
+    c.arg("--agent-path").arg(&agent);
+    let r = f.sync_with(c, "push", &[]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(read(f.b.join("f")), "x");
     assert_eq!(std::fs::metadata(f.b.join("f")).unwrap().uid(), 65534);

@@ -200,7 +200,7 @@ impl SshFixture {
     /// `tandem -d a -r USER@127.0.0.1:b -P PORT -i KEY --agent-path AGENT -K dir extra...`
     pub fn sync_command(&self, dir: &str, extra: &[&str]) -> Command {
         let mut c = self.uploading_command(dir, extra);
-        c.arg("--agent-path").arg(crate::util::agent_path());
+        c.arg("--agent-path").arg(crate::util::native_agent_path());
         c
     }
 

@@ -58,8 +58,19 @@ pub fn output(o: Output) -> Run {
     }
 }
 
-/// The agent binary built beside the client (scripts/test.sh builds it first).
+/// The agent binary built beside the client (scripts/test.sh builds it first), or the one
+/// `TANDEM_TEST_AGENT` names: scripts/test.sh runs the core suite again with the aarch64
+/// agent, under qemu-user.
 pub fn agent_path() -> PathBuf {
+    match std::env::var_os("TANDEM_TEST_AGENT") {
+        Some(agent) => PathBuf::from(agent),
+        None => native_agent_path(),
+    }
+}
+
+/// The agent built beside the client, for this machine: the one an SSH host here runs
+/// (the agent checks it was built for the host's machine, and one for another is refused).
+pub fn native_agent_path() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_tandem")).with_file_name("tandem-agent")
 }
 
@@ -78,9 +89,13 @@ impl Fixture {
         c
     }
 
-    /// Runs `tandem -d a -r b -K <dir> <extra...>`.
+    /// Runs `tandem -d a -r b -K <dir> <extra...>` with the agent under test.
     pub fn sync(&self, dir: &str, extra: &[&str]) -> Run {
-        let mut c = self.command();
+        self.sync_with(self.sync_command(), dir, extra)
+    }
+
+    /// Runs `c -d a -r b -K <dir> <extra...>`.
+    pub fn sync_with(&self, mut c: Command, dir: &str, extra: &[&str]) -> Run {
         c.arg("-d")
             .arg(&self.a)
             .arg("-r")

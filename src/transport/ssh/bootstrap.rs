@@ -224,7 +224,10 @@ fn no_agent_message(session: &dyn Shell, host: &HostSystem) -> String {
     let version = env!("CARGO_PKG_VERSION");
     let serves: Vec<&str> = agents::available().iter().map(|b| b.label).collect();
     let serves = match serves.is_empty() {
-        true => "no system at all: it was built without agents (scripts/build-agent.sh builds them)".to_string(),
+        true => {
+            "no system at all: it was built without agents (scripts/build-agent.sh builds them)"
+                .to_string()
+        }
         false => serves.join(", "),
     };
     let fix = match host.builds().first() {

@@ -191,7 +191,7 @@ fn a_lone_client_serves_the_agent_itself() {
         .arg("-r")
         .arg(&f.b)
         .args(["-K", "push", "--format", "json"]);
-    let r = output(c.output().unwrap());
+    let r = output(spawn_fresh_copy(&mut c));
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(read(f.b.join("x")), "over the pipe");
     let summary = json_events(&r.stdout).pop().unwrap();
@@ -234,4 +234,19 @@ fn a_proxy_password_is_never_printed_and_other_schemes_are_refused() {
         !logged.contains("s3cretpw"),
         "the password is logged: {logged}"
     );
+}
+
+/// Runs a just-copied executable: while another test thread forks, its child holds the
+/// copy's write descriptor until it execs, and the kernel refuses to run a file open for
+/// writing (ETXTBSY) — so retry for a moment.
+fn spawn_fresh_copy(c: &mut std::process::Command) -> std::process::Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match c.output() {
+            Err(e) if e.raw_os_error() == Some(26) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            r => return r.unwrap(),
+        }
+    }
 }

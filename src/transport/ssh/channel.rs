@@ -234,6 +234,7 @@ impl ChannelIo {
                 drop(to_reader);
             });
         }
+        let (stderr_done, stderr_read) = std::sync::mpsc::channel::<()>();
         if let Some(mut err) = child.stderr.take() {
             let state = state.clone();
             std::thread::spawn(move || {
@@ -241,7 +242,10 @@ impl ChannelIo {
                 while let Ok(n @ 1..) = err.read(&mut buf) {
                     state.add_stderr(&buf[..n]);
                 }
+                drop(stderr_done);
             });
+        } else {
+            drop(stderr_done);
         }
         if let Some(mut input) = child.stdin.take() {
             std::thread::spawn(move || {
@@ -256,6 +260,9 @@ impl ChannelIo {
         let waited = state.clone();
         std::thread::spawn(move || {
             let status = child.wait();
+            // What ssh said on its way out belongs in the message about how it ended. A
+            // process it left behind (a ControlMaster) may hold stderr open: wait a little.
+            let _ = stderr_read.recv_timeout(Duration::from_secs(1));
             waited.with(|s| match status {
                 Ok(st) => {
                     use std::os::unix::process::ExitStatusExt;

@@ -14,19 +14,7 @@ work=$(mktemp -d -t tandem-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 export FILESYNC="$work/state"
 source scripts/bench-lib.sh
-python3 - "$work/src" <<'PY'
-import os, random, sys
-root = sys.argv[1]
-rng = random.Random(42)
-for d in range(100):
-    os.makedirs(f"{root}/d{d:02}", exist_ok=True)
-    for i in range(100):
-        with open(f"{root}/d{d:02}/f{i:03}", "wb") as f:
-            n = rng.randint(1024, 16384)
-            f.write(rng.randbytes(n) if i % 2 else (b"line %d of a log file\n" % i) * (n // 24 + 1))
-with open(f"{root}/big", "wb") as f:
-    f.write(rng.randbytes(64 << 20))
-PY
+python3 scripts/bench-workload.py --one-big "$work/src"
 edit() {  # 1% of the big file, in 64 scattered 10 KiB pieces, fixed seed
     python3 - "$1/big" <<'PY'
 import random, sys

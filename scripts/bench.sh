@@ -72,23 +72,7 @@ EOF
 chmod +x "$work/agent"
 
 echo "generating the workload (seed 42) in $work ..."
-python3 - "$work/src" <<'PY'
-import os, random, sys
-root = sys.argv[1]
-rng = random.Random(42)
-for d in range(100):
-    os.makedirs(f"{root}/small/d{d:02}", exist_ok=True)
-    for i in range(100):
-        with open(f"{root}/small/d{d:02}/f{i:03}", "wb") as f:
-            # Half text-like (compressible), half random, as real trees are.
-            n = rng.randint(1024, 16384)
-            f.write(rng.randbytes(n) if i % 2 else (b"line %d of a log file\n" % i) * (n // 24 + 1))
-os.makedirs(f"{root}/big", exist_ok=True)
-for b in range(4):
-    with open(f"{root}/big/blob{b}", "wb") as f:
-        for _ in range(16):
-            f.write(rng.randbytes(16 << 20))
-PY
+python3 scripts/bench-workload.py "$work/src"
 
 source scripts/bench-lib.sh
 row() {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::ssh::wait_for_partial;
+use crate::ssh::{self, wait_for_partial};
 use crate::sshd::{ssh_fixture_on, SshFixture, Sshd};
 use crate::util::*;
 
@@ -30,7 +30,7 @@ fn emulation() {
 }
 
 /// The static agent `scripts/build-agent.sh` built for `triple`.
-pub fn built_agent(triple: &str) -> PathBuf {
+fn built_agent(triple: &str) -> PathBuf {
     let target = Path::new(env!("CARGO_BIN_EXE_tandem"))
         .parent()
         .and_then(Path::parent)
@@ -53,8 +53,8 @@ fn host(machine: &str, bits: u32) -> SshFixture {
     std::fs::create_dir(&bin).unwrap();
     let script = |name: &str, body: String| {
         std::fs::write(bin.join(name), format!("#!/bin/sh\n{body}")).unwrap();
-        let mut c = std::process::Command::new("chmod");
-        assert!(c.arg("755").arg(bin.join(name)).status().unwrap().success());
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
     };
     script(
         "uname",
@@ -105,13 +105,9 @@ fn run(s: &SshFixture, dir: &str, extra: &[&str]) -> Run {
     output(s.uploading_command(dir, extra).output().unwrap())
 }
 
-/// Files of every kind the promises cover: nested, empty, symlinked, hard-linked, sparse.
+/// [`ssh::tree`], with a hard-linked and a sparse file too.
 fn tree(root: &Path) {
-    write(root.join("top.txt"), "top level\n");
-    write(root.join("dir/sub/deep.txt"), &"deep ".repeat(5000));
-    std::fs::create_dir_all(root.join("empty")).unwrap();
-    std::os::unix::fs::symlink("dir/sub/deep.txt", root.join("link")).unwrap();
-    std::fs::write(root.join("big.bin"), pseudo_random(3 << 20, 7)).unwrap();
+    ssh::tree(root);
     std::fs::hard_link(root.join("top.txt"), root.join("dir/top-again.txt")).unwrap();
     let sparse = std::fs::File::create(root.join("sparse.img")).unwrap();
     sparse.set_len(16 << 20).unwrap();
@@ -137,30 +133,11 @@ fn every_sync_works_on(machine: &str, bits: u32, kind: (u8, u16), label: &str) {
     );
     assert_same_tree(&s.f.a, &s.f.b);
 
-    // A change on the far side comes back as a delta.
-    let mut big = std::fs::read(s.f.b.join("big.bin")).unwrap();
-    big[1 << 20] ^= 0xff;
-    std::fs::write(s.f.b.join("big.bin"), &big).unwrap();
-    write(s.f.b.join("dir/new.txt"), "made remotely\n");
-    let r = run(&s, "pull", &["--format", "json"]);
-    ok(&r);
+    let pull = ssh::pull_a_delta_then_bidi(&s, &|dir, extra| run(&s, dir, extra));
     assert!(
-        !r.stderr.contains("installed"),
-        "the cached agent is reused: {r:?}"
+        !pull.stderr.contains("installed"),
+        "the cached agent is reused: {pull:?}"
     );
-    assert_same_tree(&s.f.a, &s.f.b);
-    let summary = json_events(&r.stdout).pop().unwrap();
-    assert!(
-        summary["bytes_received"].as_u64().unwrap() < 1 << 20,
-        "a delta, not the file: {summary}"
-    );
-
-    // Both sides change: bidi brings each across.
-    write(s.f.a.join("top.txt"), "changed locally\n");
-    std::fs::remove_file(s.f.b.join("dir/sub/deep.txt")).unwrap();
-    write(s.f.b.join("remote-only.txt"), "remote\n");
-    ok(&run(&s, "bidi", &[]));
-    assert_same_tree(&s.f.a, &s.f.b);
     assert_eq!(read(s.f.b.join("dir/top-again.txt")), "changed locally\n");
 
     // A push cut mid-file resumes from what arrived.

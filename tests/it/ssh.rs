@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use crate::sshd::{ssh_fixture, user, SshFixture, Sshd};
 use crate::util::*;
 
-fn tree(root: &Path) {
+/// A small tree of every common kind: nested, empty, symlinked, odd names, one 3 MiB file.
+pub fn tree(root: &Path) {
     write(root.join("top.txt"), "top level\n");
     write(root.join("dir/sub/deep.txt"), &"deep ".repeat(5000));
     write(root.join("name with spaces 'and' quotes"), "odd name\n");
@@ -27,29 +28,34 @@ fn push_pull_and_bidi_over_ssh_give_identical_trees() {
     tree(&s.f.a);
     ok(&s.sync("push", &[]));
     assert_same_tree(&s.f.a, &s.f.b);
+    pull_a_delta_then_bidi(&s, &|dir, extra| s.sync(dir, extra));
+}
 
-    // A change on the far side comes back with pull, as a delta.
+/// After a push of [`tree`]: a change made remotely comes back with pull as a delta, and
+/// bidi brings each side's changes across. Returns the pull's run.
+pub fn pull_a_delta_then_bidi(s: &SshFixture, run: &dyn Fn(&str, &[&str]) -> Run) -> Run {
     let mut big = std::fs::read(s.f.b.join("big.bin")).unwrap();
     big[1 << 20] ^= 0xff;
     std::fs::write(s.f.b.join("big.bin"), &big).unwrap();
     write(s.f.b.join("dir/new.txt"), "made remotely\n");
-    let r = s.sync("pull", &["--format", "json"]);
-    ok(&r);
+    let pull = run("pull", &["--format", "json"]);
+    ok(&pull);
     assert_same_tree(&s.f.a, &s.f.b);
-    let summary = json_events(&r.stdout).pop().unwrap();
+    let summary = json_events(&pull.stdout).pop().unwrap();
     assert!(
         summary["bytes_received"].as_u64().unwrap() < 1 << 20,
-        "{summary}"
+        "a delta, not the file: {summary}"
     );
 
     // Both sides change different files: bidi brings each across.
     write(s.f.a.join("top.txt"), "changed locally\n");
     std::fs::remove_file(s.f.b.join("dir/sub/deep.txt")).unwrap();
     write(s.f.b.join("remote-only.txt"), "remote\n");
-    ok(&s.sync("bidi", &[]));
+    ok(&run("bidi", &[]));
     assert_same_tree(&s.f.a, &s.f.b);
     assert_eq!(read(s.f.b.join("top.txt")), "changed locally\n");
     assert!(!s.f.a.join("dir/sub/deep.txt").exists());
+    pull
 }
 
 #[test]

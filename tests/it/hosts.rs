@@ -143,6 +143,7 @@ fn every_sync_works_on(machine: &str, bits: u32, kind: (u8, u16), label: &str) {
     // A push cut mid-file resumes from what arrived.
     let size = 48 << 20;
     std::fs::write(s.f.a.join("huge"), pseudo_random(size, 9)).unwrap();
+    let before_a = snapshot(&s.f.a);
     let mut c = s.uploading_command("push", &[]);
     c.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

@@ -159,6 +159,7 @@ fn every_sync_works_on(machine: &str, bits: u32, kind: (u8, u16), label: &str) {
         !s.f.b.join("huge").exists(),
         "nothing half-written in place"
     );
+    assert_unchanged(&s.f.a, &before_a);
     let r = run(&s, "push", &["--format", "json"]);
     ok(&r);
     assert_same_tree(&s.f.a, &s.f.b);

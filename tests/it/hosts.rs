@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::ssh::{self, wait_for_partial};
+use crate::ssh;
 use crate::sshd::{ssh_fixture_on, SshFixture, Sshd};
 use crate::util::*;
 
@@ -144,16 +144,7 @@ fn every_sync_works_on(machine: &str, bits: u32, kind: (u8, u16), label: &str) {
     let size = 48 << 20;
     std::fs::write(s.f.a.join("huge"), pseudo_random(size, 9)).unwrap();
     let before_a = snapshot(&s.f.a);
-    let mut c = s.uploading_command("push", &[]);
-    c.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = c.spawn().unwrap();
-    assert!(
-        wait_for_partial(&s.f.b, 4 << 20),
-        "the transfer never started"
-    );
-    assert!(s.sshd.kill_connections() > 0);
-    let cut = output(child.wait_with_output().unwrap());
+    let cut = ssh::cut_mid_transfer(&s, s.uploading_command("push", &[]));
     assert_eq!(cut.code & 64, 64, "a cut is 'cannot reach': {cut:?}");
     assert!(
         !s.f.b.join("huge").exists(),

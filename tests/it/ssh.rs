@@ -560,7 +560,7 @@ fn bytes_on_the_wire_are_counted_after_compression() {
 }
 
 /// Waits (with a deadline) until a temp file in `dir` has at least `bytes`.
-pub fn wait_for_partial(dir: &Path, bytes: u64) -> bool {
+fn wait_for_partial(dir: &Path, bytes: u64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
@@ -576,16 +576,15 @@ pub fn wait_for_partial(dir: &Path, bytes: u64) -> bool {
 
 /// Starts a push and drops the SSH connection once the big file is partly written.
 fn killed_mid_transfer(s: &SshFixture) -> Run {
-    let mut c = s.client();
-    c.arg("-d")
-        .arg(&s.f.a)
-        .args(["-r", &s.remote(), "-K", "push", "--format", "json"]);
-    c.args(["-P", &s.sshd.port.to_string(), "-i"])
-        .arg(s.sshd.key());
-    c.arg("--agent-path").arg(agent_path());
-    c.stdout(std::process::Stdio::piped())
+    cut_mid_transfer(s, s.sync_command("push", &["--format", "json"]))
+}
+
+/// Starts `push` and drops the SSH connection once a file in `b` is 4 MiB into its
+/// transfer; returns how the run ended.
+pub fn cut_mid_transfer(s: &SshFixture, mut push: std::process::Command) -> Run {
+    push.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let child = c.spawn().unwrap();
+    let child = push.spawn().unwrap();
     assert!(
         wait_for_partial(&s.f.b, 4 << 20),
         "the transfer never started"

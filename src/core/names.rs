@@ -102,6 +102,101 @@ impl NameRules {
     }
 }
 
+/// What attributes a root keeps as written, probed at scan time; the default (also for a
+/// root that could not be probed) keeps everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holds {
+    /// Permission bits (not on NTFS through ntfs-3g, FAT, many SMB mounts).
+    pub modes: bool,
+    /// Owner and group (probed as root only; FAT and ntfs-3g keep none).
+    pub owners: bool,
+    /// The step of its modification times in nanoseconds: 1 on ext4, 100 on NTFS,
+    /// 1,000,000,000 on HFS+ (FAT's 2 s too).
+    pub mtime_step_ns: u32,
+}
+
+impl Default for Holds {
+    fn default() -> Holds {
+        Holds {
+            modes: true,
+            owners: true,
+            mtime_step_ns: 1,
+        }
+    }
+}
+
+impl Holds {
+    /// What this root cannot keep, in words ("permission bits, owners"), if anything.
+    pub fn lacks(&self) -> Option<String> {
+        let mut l = Vec::new();
+        if !self.modes {
+            l.push("permission bits".to_string());
+        }
+        if !self.owners {
+            l.push("owners".into());
+        }
+        if self.mtime_step_ns > 1 {
+            l.push(format!("times finer than {} ns", self.mtime_step_ns));
+        }
+        (!l.is_empty()).then(|| l.join(", "))
+    }
+}
+
+/// Takes what a side cannot keep out of the comparison: where a side lacks an attribute,
+/// its entries take the other side's value of it when the two entries are otherwise one
+/// state (same kind and size; times equal at the side's step, files of known equal content;
+/// run after hashing). So a mode the target
+/// cannot hold is not reported as changed on every run; the disk is never asked for it.
+pub fn accommodate(trees: &mut [Tree; 2], holds: [Holds; 2]) {
+    for side in [Side::Local, Side::Remote] {
+        let h = holds[side as usize];
+        if h.modes && h.owners && h.mtime_step_ns <= 1 {
+            continue;
+        }
+        let step = i64::from(h.mtime_step_ns.max(1));
+        let [a, b] = trees;
+        let (own, other) = match side {
+            Side::Local => (a, &*b),
+            Side::Remote => (b, &*a),
+        };
+        for (p, e) in own.entries.iter_mut() {
+            let Some(o) = other.get(p) else { continue };
+            if e.kind != o.kind || e.size != o.size {
+                continue;
+            }
+            // A step's worth of truncation either way: the copy's time is the source's
+            // rounded down (NTFS) or to the nearest (some SMB servers).
+            let near =
+                |x: i64, y: i64| x.div_euclid(step) == y.div_euclid(step) || (x - y).abs() < step;
+            // A file's time only where its content is known to be the same: an action that
+            // replaces it checks the disk's time against the tree's.
+            let same = !e.is_file() || (e.digest.is_some() && e.digest == o.digest);
+            let mtime = if same && near(e.mtime_ns, o.mtime_ns) {
+                o.mtime_ns
+            } else {
+                e.mtime_ns
+            };
+            let mode = if h.modes || e.is_symlink() {
+                e.mode
+            } else {
+                o.mode
+            };
+            let (uid, gid) = if h.owners {
+                (e.uid, e.gid)
+            } else {
+                (o.uid, o.gid)
+            };
+            if (mtime, mode, uid, gid) != (e.mtime_ns, e.mode, e.uid, e.gid) {
+                let m = &mut **e;
+                m.mtime_ns = mtime;
+                m.mode = mode;
+                m.uid = uid;
+                m.gid = gid;
+            }
+        }
+    }
+}
+
 /// Names that are one name on `side`: none of them is decided this run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Collision {

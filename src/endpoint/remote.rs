@@ -522,11 +522,15 @@ impl Endpoint for RemoteEndpoint {
                 root_id,
                 partials,
                 owners,
+                names,
+                holds,
             } => Ok(Scan {
                 tree,
                 root_id,
                 partials: partials.into_iter().collect(),
                 owners,
+                names,
+                holds,
             }),
             _ => Err(self.unexpected("scan")),
         }

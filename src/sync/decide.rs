@@ -13,7 +13,8 @@ pub(super) fn decide(
     confirm: Confirm<'_>,
 ) -> Result<Option<Plan>> {
     let [lt, rt] = &sides.trees;
-    let plan = reconcile(&old.tree, lt, rt, &job.policy);
+    let mut plan = reconcile(&old.tree, lt, rt, &job.policy);
+    crate::core::names::finish_plan(&mut plan, &sides.alignment, &sides.trees);
     report_decisions(job, &plan, run);
     let root_changed = [
         old.root_ids[0].is_some_and(|id| id != sides.ids[0]),
@@ -158,7 +159,8 @@ pub(super) fn commit(
             && next.next().is_none();
         same_tree && same_but_tree(old)
     };
-    if job.filter == FilterSpec::default() && unchanged() {
+    // A baseline respelled to the agreed names is written even if nothing else changed.
+    if job.filter == FilterSpec::default() && !sides.alignment.base_respelled && unchanged() {
         return Ok(());
     }
     let mut tree = next_baseline(&old.tree, lt, rt, pending, job.policy.everything);

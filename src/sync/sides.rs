@@ -125,6 +125,12 @@ pub(super) struct Sides {
     pub(super) ids: [crate::disk::fsops::RootId; 2],
     /// Partial transfers left on each side by an interrupted run.
     pub(super) partials: [crate::disk::scan::Partials; 2],
+    /// How each root treats names, as probed by its first scan.
+    pub(super) names: [NameRules; 2],
+    /// What attributes each root keeps, as probed by its first scan.
+    pub(super) holds: [names::Holds; 2],
+    /// How this cycle's trees were aligned for roots that fold names.
+    pub(super) alignment: Alignment,
 }
 
 impl Sides {
@@ -196,6 +202,13 @@ pub(super) fn first_scan(
     read_unread_xattrs(job, remote.as_mut(), &mut rs.tree)?;
     report_problems(run, Side::Local, local.place(), &ls.tree);
     report_problems(run, Side::Remote, remote.place(), &rs.tree);
+    // Said once per run, not as a changed attribute of every file on every run.
+    for (holds, place) in [(ls.holds, local.place()), (rs.holds, remote.place())] {
+        if let Some(lacks) = holds.lacks() {
+            let message = format!("{place} cannot keep {lacks}: not compared there");
+            run.reporter.event(&Event::Notice { message: &message });
+        }
+    }
     let owners = [ls.owners.take(), rs.owners.take()];
     let remote = map_owners(job, remote, owners, &ls.tree, &mut rs.tree)?;
     Ok(Sides {
@@ -203,6 +216,9 @@ pub(super) fn first_scan(
         remote,
         ids: [ls.root_id, rs.root_id],
         partials: [ls.partials, rs.partials],
+        names: [ls.names, rs.names],
+        holds: [ls.holds, rs.holds],
+        alignment: Alignment::default(),
         trees: [ls.tree, rs.tree],
     })
 }

@@ -417,6 +417,8 @@ fn scan_to(
                 root_id: scan.root_id,
                 partials: scan.partials.into_iter().collect(),
                 owners: scan.owners,
+                names: scan.names,
+                holds: scan.holds,
             })
         }
         Err(e) => out.send(&Response::Failed(WireError::from(&e))),

@@ -104,6 +104,10 @@ pub enum Response {
         partials: Vec<(RelPath, u64)>,
         /// The agent's user and group names, when it keeps owners.
         owners: Option<crate::disk::owners::Database>,
+        /// How the agent's root treats names (case, Unicode form).
+        names: crate::core::names::NameRules,
+        /// What attributes the agent's root keeps as written.
+        holds: crate::core::names::Holds,
     },
     /// The end of a rescan; `whole` if the agent scanned the whole tree instead.
     Rescanned {

@@ -29,6 +29,7 @@ impl LocalEndpoint {
             skip_file_xattrs,
             ..self.scan_options()
         };
+        let probe = self.root.probe_names();
         let (problems, partials) =
             crate::disk::scan::scan_streamed(&self.root, &filter, opts, batch, sink);
         Ok(Scan {
@@ -39,6 +40,8 @@ impl LocalEndpoint {
             root_id: self.root.id(),
             partials,
             owners: self.owner_names.then(Database::load),
+            names: probe.0,
+            holds: probe.1,
         })
     }
 

@@ -136,6 +136,9 @@ pub(super) fn commit(
         sides.remote.sync()?;
     }
     let (local_root, remote_root) = roots(job);
+    // What the run wrote is in the trees as the disk now has it: what a side cannot
+    // keep is left out of the agreement, as it was of the decisions.
+    crate::core::names::accommodate(&mut sides.trees, sides.holds);
     let [lt, rt] = &sides.trees;
     let ids = [Some(sides.ids[0]), Some(sides.ids[1])];
     // A run that changed nothing leaves the baseline file alone (no rewrite, no fsync),

@@ -180,11 +180,27 @@ impl Root {
             String::from_utf8_lossy(PART_PREFIX),
             std::process::id()
         );
+        // The probe comes and goes inside the root: the root's times are put back, so a
+        // source is left as it was found.
+        let before = rustix::fs::fstat(&self.fd).ok();
         if rustix::fs::mkdirat(&self.fd, os(dir.as_bytes()), Mode::from_raw_mode(0o700)).is_err() {
             return Default::default();
         }
         let rules = open_dir_at_root(&self.fd, dir.as_bytes()).map(|d| probe_in(&d));
         let _ = rustix::fs::unlinkat(&self.fd, os(dir.as_bytes()), AtFlags::REMOVEDIR);
+        if let Some(st) = before {
+            let times = Timestamps {
+                last_access: Timespec {
+                    tv_sec: st.st_atime as _,
+                    tv_nsec: st.st_atime_nsec as _,
+                },
+                last_modification: Timespec {
+                    tv_sec: st.st_mtime as _,
+                    tv_nsec: st.st_mtime_nsec as _,
+                },
+            };
+            let _ = rustix::fs::futimens(&self.fd, &times);
+        }
         rules.unwrap_or_default()
     }
 

@@ -676,7 +676,7 @@ fn probe_holds(file: &OwnedFd) -> Holds {
     };
     if rustix::fs::futimens(file, &times).is_ok() {
         if let Some(st) = stat() {
-            let ns = st.st_mtime_nsec as i64 + (st.st_mtime as i64 - 1_600_000_000) * 1_000_000_000;
+            let ns = ts_ns(st.st_mtime, st.st_mtime_nsec) - 1_600_000_000 * 1_000_000_000;
             // The step is the largest power of ten the time kept is a multiple of.
             let mut step = 1u32;
             while step < 1_000_000_000 && ns % (i64::from(step) * 10) == 0 {

@@ -267,7 +267,7 @@ impl Endpoint for LocalEndpoint {
             skip_file_xattrs: known.knows_xattrs(),
             ..self.scan_options()
         };
-        let probe = self.root.probe_names();
+        let probe = self.probe(known.probed());
         let (tree, partials) = scan(&self.root, &filter, opts, known);
         Ok(Scan {
             tree,

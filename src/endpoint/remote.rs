@@ -515,6 +515,7 @@ impl Endpoint for RemoteEndpoint {
         let request = Request::Scan {
             filter: filter.clone(),
             skip_file_xattrs: known.knows_xattrs(),
+            probed: known.probed(),
         };
         let (tree, end) = self.tree_parts(&request, known)?;
         match end {

@@ -452,7 +452,8 @@ impl Continuous<'_> {
         if self.dirty[i].full || sides.names[i].folds() {
             self.dirty[i].clear();
             self.next_full[i] = self.interval(side).map(|d| now + d);
-            let known = Known::with_cache(&self.old.tree, &self.old.caches[i]);
+            let known = Known::with_cache(&self.old.tree, &self.old.caches[i])
+                .with_probed(sides.probed()[i]);
             let scan = sides.endpoint(side).scan(&self.job.filter, known)?;
             report_problems(run, side, sides.endpoint(side).place(), &scan.tree);
             sides.trees[i] = scan.tree;

@@ -148,6 +148,7 @@ pub(super) fn commit(
             && old.remote_root == remote_root
             && old.root_ids == ids
             && old.acls == job.acls
+            && old.probed == sides.probed()
             && old.caches[0].is_of(&old.tree, lt)
             && old.caches[1].is_of(&old.tree, rt)
     };
@@ -187,6 +188,7 @@ pub(super) fn commit(
         tree,
         caches,
         acls: job.acls,
+        probed: sides.probed(),
     };
     next.commit(&job.session.baseline_path())?;
     *old = next;

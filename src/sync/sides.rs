@@ -134,6 +134,17 @@ pub(super) struct Sides {
 }
 
 impl Sides {
+    /// What each root's probe found, for the baseline and later scans.
+    pub(super) fn probed(&self) -> [Option<crate::state::known::Probed>; 2] {
+        [0, 1].map(|i| {
+            Some(crate::state::known::Probed {
+                root: self.ids[i],
+                names: self.names[i],
+                holds: self.holds[i],
+            })
+        })
+    }
+
     pub(super) fn endpoint(&mut self, side: Side) -> &mut dyn Endpoint {
         match side {
             Side::Local => self.local.as_mut(),
@@ -164,8 +175,10 @@ pub(super) fn first_scan(
     let Baseline {
         tree: base,
         caches: [local_cache, remote_cache],
+        probed,
         ..
     } = old;
+    let probed = *probed;
     let (ls, rs) = std::thread::scope(|s| {
         // Both trees fill their digests from the caches as entries come in, and hold what
         // they have in common with the baseline shared with it: paths, and the metadata
@@ -173,12 +186,16 @@ pub(super) fn first_scan(
         // in, pairs the files that moved there and is let go, while the other side may
         // still be growing its tree.
         let l = s.spawn(|| {
-            let known = Known::with_cache(base, local_cache).with_xattrs(knows[0]);
+            let known = Known::with_cache(base, local_cache)
+                .with_xattrs(knows[0])
+                .with_probed(probed[0]);
             let mut scan = local.scan(&job.filter, known)?;
             local_cache.spend_on(base, &mut scan.tree);
             Ok::<_, Error>(scan)
         });
-        let known = Known::with_cache(base, remote_cache).with_xattrs(knows[1]);
+        let known = Known::with_cache(base, remote_cache)
+            .with_xattrs(knows[1])
+            .with_probed(probed[1]);
         let mut r = remote.scan(&job.filter, known);
         if let Ok(r) = &mut r {
             remote_cache.spend_on(base, &mut r.tree);

@@ -36,6 +36,9 @@ pub enum Request {
         /// knows those of the files unchanged since the baseline, and asks for the rest.
         #[serde(default)]
         skip_file_xattrs: bool,
+        /// What an earlier probe of the root found: not probed again while it is that root.
+        #[serde(default)]
+        probed: Option<crate::state::known::Probed>,
     },
     /// Scan these paths again, each with everything below it if flagged (answered by
     /// `ScanPart`s then `Rescanned`).

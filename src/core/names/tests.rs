@@ -316,3 +316,38 @@ fn a_directory_renamed_in_case_only_moves_once_with_its_contents() {
     let names: Vec<&RelPath> = trees[1].entries.keys().collect();
     assert_eq!(names, [&p("docs"), &p("docs/a"), &p("docs/b")]);
 }
+
+#[test]
+fn what_a_root_cannot_keep_is_not_a_difference() {
+    let ntfs = Holds {
+        modes: false,
+        owners: false,
+        mtime_step_ns: 100,
+    };
+    let src = f("x");
+    let mut copy = f("x");
+    copy.mode = 0o777;
+    copy.uid = 0;
+    copy.mtime_ns = src.mtime_ns / 100 * 100;
+    let mut trees = [tree(&[("a", src.clone())]), tree(&[("a", copy.clone())])];
+    accommodate(&mut trees, [Holds::default(), ntfs]);
+    assert!(trees[1].get(&p("a")).unwrap().same_state(&src, true));
+    // Another content, or a time a step away, stays a difference.
+    let mut later = copy.clone();
+    later.mtime_ns += 1000;
+    let mut other = f("y");
+    other.mode = 0o777;
+    for e in [later, other] {
+        let mut trees = [tree(&[("a", src.clone())]), tree(&[("a", e)])];
+        accommodate(&mut trees, [Holds::default(), ntfs]);
+        assert!(!trees[1].get(&p("a")).unwrap().same_state(&src, false));
+    }
+    // A root that keeps everything is left alone.
+    let mut trees = [tree(&[("a", src.clone())]), tree(&[("a", copy.clone())])];
+    accommodate(&mut trees, [Holds::default(), Holds::default()]);
+    assert_eq!(trees[1].get(&p("a")), Some(&copy));
+    assert_eq!(
+        ntfs.lacks().as_deref(),
+        Some("permission bits, owners, times finer than 100 ns")
+    );
+}

@@ -4,6 +4,7 @@
 //! (`error`), which `scripts/check-layout.sh` checks.
 
 pub mod merge;
+pub mod names;
 pub mod path;
 pub mod plan;
 pub mod reconcile;

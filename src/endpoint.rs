@@ -37,6 +37,10 @@ pub struct Scan {
     /// This side's user and group names, when owners are kept: they travel with the
     /// scan, so mapping owners by name costs no round trip of its own.
     pub owners: Option<crate::disk::owners::Database>,
+    /// How the root treats names (case, Unicode form), probed before the scan.
+    pub names: crate::core::names::NameRules,
+    /// What attributes the root keeps as written, probed before the scan.
+    pub holds: crate::core::names::Holds,
 }
 
 /// What a rescan found.

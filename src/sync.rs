@@ -14,6 +14,7 @@ pub mod transfer;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::core::names::{self, Alignment, NameRules};
 use crate::core::path::RelPath;
 use crate::core::plan::{Op, Plan, Resolution, Side, Status};
 use crate::core::reconcile::safety::{self, Concern, DeleteLimit};
@@ -310,7 +311,16 @@ fn cycle(
     hot: Hot<'_>,
 ) -> Result<()> {
     mark_old_dirs(job, &mut sides.trees);
+    // Before hashing: digests are asked for by the names reconciliation will use (on a
+    // root that folds names, the agreed spelling finds the same file).
+    sides.alignment = names::align(
+        &mut old.tree,
+        &mut sides.trees,
+        sides.names,
+        job.policy.direction,
+    );
     hash(sides, old, run)?;
+    names::accommodate(&mut sides.trees, sides.holds);
     let Some(mut plan) = decide(job, sides, old, run, confirm)? else {
         return Ok(());
     };

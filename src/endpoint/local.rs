@@ -267,12 +267,15 @@ impl Endpoint for LocalEndpoint {
             skip_file_xattrs: known.knows_xattrs(),
             ..self.scan_options()
         };
+        let probe = self.probe(known.probed());
         let (tree, partials) = scan(&self.root, &filter, opts, known);
         Ok(Scan {
             tree,
             root_id: self.root.id(),
             partials,
             owners: self.owner_names.then(Database::load),
+            names: probe.0,
+            holds: probe.1,
         })
     }
 

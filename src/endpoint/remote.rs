@@ -515,6 +515,7 @@ impl Endpoint for RemoteEndpoint {
         let request = Request::Scan {
             filter: filter.clone(),
             skip_file_xattrs: known.knows_xattrs(),
+            probed: known.probed(),
         };
         let (tree, end) = self.tree_parts(&request, known)?;
         match end {
@@ -522,11 +523,15 @@ impl Endpoint for RemoteEndpoint {
                 root_id,
                 partials,
                 owners,
+                names,
+                holds,
             } => Ok(Scan {
                 tree,
                 root_id,
                 partials: partials.into_iter().collect(),
                 owners,
+                names,
+                holds,
             }),
             _ => Err(self.unexpected("scan")),
         }

@@ -64,6 +64,9 @@ pub struct Baseline {
     /// that reads them as the last one did may take an unchanged file's from the tree.
     #[serde(default)]
     pub acls: [crate::disk::xattrs::AclMode; 2],
+    /// What each root's probe found (`[local, remote]`), reused while it is that root.
+    #[serde(default)]
+    pub probed: [Option<crate::state::known::Probed>; 2],
 }
 
 /// A baseline as format version 1 stored it (hash caches with a path per file).
@@ -87,6 +90,7 @@ impl BaselineV1 {
             tree: self.tree,
             caches,
             acls: Default::default(),
+            probed: Default::default(),
         }
     }
 }

@@ -12,12 +12,27 @@ use crate::core::path::RelPath;
 use crate::core::tree::{Entry, Tree};
 use crate::state::hash_cache::{Filler, HashCache};
 
+/// What an earlier run's probe found about a root (see `Root::probe_names`): reused while
+/// the root is the same directory, as probing makes and removes a name inside the root,
+/// which changes the root's ctime on every run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Probed {
+    /// The root the probe was made in.
+    pub root: crate::disk::fsops::RootId,
+    /// How it treats names.
+    pub names: crate::core::names::NameRules,
+    /// What attributes it keeps.
+    pub holds: crate::core::names::Holds,
+}
+
 /// The held tree, and maybe a side's cache, walked alongside a tree being built.
 pub struct Known<'a> {
     held: Option<Peekable<btree_map::Iter<'a, RelPath, Entry>>>,
     cache: Option<Filler<'a>>,
     /// The cache's files unchanged since the baseline have its ACLs and xattrs.
     xattrs: bool,
+    /// The root's traits as last probed.
+    probed: Option<Probed>,
 }
 
 impl<'a> Known<'a> {
@@ -27,6 +42,7 @@ impl<'a> Known<'a> {
             held: Some(held.entries.iter().peekable()),
             cache: None,
             xattrs: false,
+            probed: None,
         }
     }
 
@@ -47,6 +63,17 @@ impl<'a> Known<'a> {
         self
     }
 
+    /// With what an earlier probe of the root found (used if it is still that root).
+    pub fn with_probed(mut self, probed: Option<Probed>) -> Known<'a> {
+        self.probed = probed;
+        self
+    }
+
+    /// What an earlier probe of the root found, if known.
+    pub fn probed(&self) -> Option<Probed> {
+        self.probed
+    }
+
     /// True when a scan may leave files' ACLs and xattrs unread.
     pub fn knows_xattrs(&self) -> bool {
         self.xattrs
@@ -58,6 +85,7 @@ impl<'a> Known<'a> {
             held: None,
             cache: None,
             xattrs: false,
+            probed: None,
         }
     }
 

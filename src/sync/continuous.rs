@@ -446,10 +446,14 @@ impl Continuous<'_> {
         run: &mut Run<'_>,
     ) -> Result<()> {
         let i = side as usize;
-        if self.dirty[i].full {
+        // A root that folds names has its tree respelled to the other side's names: a
+        // partial rescan, by the names on its disk, would put a second spelling beside
+        // the first. It is scanned whole instead.
+        if self.dirty[i].full || sides.names[i].folds() {
             self.dirty[i].clear();
             self.next_full[i] = self.interval(side).map(|d| now + d);
-            let known = Known::with_cache(&self.old.tree, &self.old.caches[i]);
+            let known = Known::with_cache(&self.old.tree, &self.old.caches[i])
+                .with_probed(sides.probed()[i]);
             let scan = sides.endpoint(side).scan(&self.job.filter, known)?;
             report_problems(run, side, sides.endpoint(side).place(), &scan.tree);
             sides.trees[i] = scan.tree;

@@ -13,7 +13,8 @@ pub(super) fn decide(
     confirm: Confirm<'_>,
 ) -> Result<Option<Plan>> {
     let [lt, rt] = &sides.trees;
-    let plan = reconcile(&old.tree, lt, rt, &job.policy);
+    let mut plan = reconcile(&old.tree, lt, rt, &job.policy);
+    crate::core::names::finish_plan(&mut plan, &sides.alignment, &sides.trees);
     report_decisions(job, &plan, run);
     let root_changed = [
         old.root_ids[0].is_some_and(|id| id != sides.ids[0]),
@@ -135,6 +136,9 @@ pub(super) fn commit(
         sides.remote.sync()?;
     }
     let (local_root, remote_root) = roots(job);
+    // What the run wrote is in the trees as the disk now has it: what a side cannot
+    // keep is left out of the agreement, as it was of the decisions.
+    crate::core::names::accommodate(&mut sides.trees, sides.holds);
     let [lt, rt] = &sides.trees;
     let ids = [Some(sides.ids[0]), Some(sides.ids[1])];
     // A run that changed nothing leaves the baseline file alone (no rewrite, no fsync),
@@ -144,6 +148,7 @@ pub(super) fn commit(
             && old.remote_root == remote_root
             && old.root_ids == ids
             && old.acls == job.acls
+            && old.probed == sides.probed()
             && old.caches[0].is_of(&old.tree, lt)
             && old.caches[1].is_of(&old.tree, rt)
     };
@@ -158,7 +163,8 @@ pub(super) fn commit(
             && next.next().is_none();
         same_tree && same_but_tree(old)
     };
-    if job.filter == FilterSpec::default() && unchanged() {
+    // A baseline respelled to the agreed names is written even if nothing else changed.
+    if job.filter == FilterSpec::default() && !sides.alignment.base_respelled && unchanged() {
         return Ok(());
     }
     let mut tree = next_baseline(&old.tree, lt, rt, pending, job.policy.everything);
@@ -182,6 +188,7 @@ pub(super) fn commit(
         tree,
         caches,
         acls: job.acls,
+        probed: sides.probed(),
     };
     next.commit(&job.session.baseline_path())?;
     *old = next;

@@ -125,9 +125,26 @@ pub(super) struct Sides {
     pub(super) ids: [crate::disk::fsops::RootId; 2],
     /// Partial transfers left on each side by an interrupted run.
     pub(super) partials: [crate::disk::scan::Partials; 2],
+    /// How each root treats names, as probed by its first scan.
+    pub(super) names: [NameRules; 2],
+    /// What attributes each root keeps, as probed by its first scan.
+    pub(super) holds: [names::Holds; 2],
+    /// How this cycle's trees were aligned for roots that fold names.
+    pub(super) alignment: Alignment,
 }
 
 impl Sides {
+    /// What each root's probe found, for the baseline and later scans.
+    pub(super) fn probed(&self) -> [Option<crate::state::known::Probed>; 2] {
+        [0, 1].map(|i| {
+            Some(crate::state::known::Probed {
+                root: self.ids[i],
+                names: self.names[i],
+                holds: self.holds[i],
+            })
+        })
+    }
+
     pub(super) fn endpoint(&mut self, side: Side) -> &mut dyn Endpoint {
         match side {
             Side::Local => self.local.as_mut(),
@@ -158,8 +175,10 @@ pub(super) fn first_scan(
     let Baseline {
         tree: base,
         caches: [local_cache, remote_cache],
+        probed,
         ..
     } = old;
+    let probed = *probed;
     let (ls, rs) = std::thread::scope(|s| {
         // Both trees fill their digests from the caches as entries come in, and hold what
         // they have in common with the baseline shared with it: paths, and the metadata
@@ -167,12 +186,16 @@ pub(super) fn first_scan(
         // in, pairs the files that moved there and is let go, while the other side may
         // still be growing its tree.
         let l = s.spawn(|| {
-            let known = Known::with_cache(base, local_cache).with_xattrs(knows[0]);
+            let known = Known::with_cache(base, local_cache)
+                .with_xattrs(knows[0])
+                .with_probed(probed[0]);
             let mut scan = local.scan(&job.filter, known)?;
             local_cache.spend_on(base, &mut scan.tree);
             Ok::<_, Error>(scan)
         });
-        let known = Known::with_cache(base, remote_cache).with_xattrs(knows[1]);
+        let known = Known::with_cache(base, remote_cache)
+            .with_xattrs(knows[1])
+            .with_probed(probed[1]);
         let mut r = remote.scan(&job.filter, known);
         if let Ok(r) = &mut r {
             remote_cache.spend_on(base, &mut r.tree);
@@ -196,6 +219,13 @@ pub(super) fn first_scan(
     read_unread_xattrs(job, remote.as_mut(), &mut rs.tree)?;
     report_problems(run, Side::Local, local.place(), &ls.tree);
     report_problems(run, Side::Remote, remote.place(), &rs.tree);
+    // Said once per run, not as a changed attribute of every file on every run.
+    for (holds, place) in [(ls.holds, local.place()), (rs.holds, remote.place())] {
+        if let Some(lacks) = holds.lacks() {
+            let message = format!("{place} cannot keep {lacks}: not compared there");
+            run.reporter.event(&Event::Notice { message: &message });
+        }
+    }
     let owners = [ls.owners.take(), rs.owners.take()];
     let remote = map_owners(job, remote, owners, &ls.tree, &mut rs.tree)?;
     Ok(Sides {
@@ -203,6 +233,9 @@ pub(super) fn first_scan(
         remote,
         ids: [ls.root_id, rs.root_id],
         partials: [ls.partials, rs.partials],
+        names: [ls.names, rs.names],
+        holds: [ls.holds, rs.holds],
+        alignment: Alignment::default(),
         trees: [ls.tree, rs.tree],
     })
 }

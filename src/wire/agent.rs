@@ -288,7 +288,8 @@ fn handle(
         Request::Scan {
             filter,
             skip_file_xattrs,
-        } => scan_to(ep, &filter, skip_file_xattrs, out),
+            probed,
+        } => scan_to(ep, &filter, skip_file_xattrs, probed, out),
         Request::Rescan { filter, paths } => match ep.rescan(&filter, &paths) {
             Ok(r) => {
                 send_tree(r.tree, out)?;
@@ -395,6 +396,7 @@ fn scan_to(
     ep: &mut LocalEndpoint,
     filter: &crate::state::rules::FilterSpec,
     skip_file_xattrs: bool,
+    probed: Option<crate::state::known::Probed>,
     out: &Out,
 ) -> Result<(), Error> {
     let mut broken = None;
@@ -407,7 +409,7 @@ fn scan_to(
             broken = out.send(&part).err();
         }
     };
-    let scanned = ep.scan_streamed(filter, skip_file_xattrs, SCAN_BATCH, &mut sink);
+    let scanned = ep.scan_streamed(filter, skip_file_xattrs, probed, SCAN_BATCH, &mut sink);
     if let Some(e) = broken {
         return Err(e);
     }
@@ -418,6 +420,8 @@ fn scan_to(
                 root_id: scan.root_id,
                 partials: scan.partials.into_iter().collect(),
                 owners: scan.owners,
+                names: scan.names,
+                holds: scan.holds,
             })
         }
         Err(e) => out.send(&Response::Failed(WireError::from(&e))),

@@ -36,6 +36,9 @@ pub enum Request {
         /// knows those of the files unchanged since the baseline, and asks for the rest.
         #[serde(default)]
         skip_file_xattrs: bool,
+        /// What an earlier probe of the root found: not probed again while it is that root.
+        #[serde(default)]
+        probed: Option<crate::state::known::Probed>,
     },
     /// Scan these paths again, each with everything below it if flagged (answered by
     /// `ScanPart`s then `Rescanned`).
@@ -104,6 +107,10 @@ pub enum Response {
         partials: Vec<(RelPath, u64)>,
         /// The agent's user and group names, when it keeps owners.
         owners: Option<crate::disk::owners::Database>,
+        /// How the agent's root treats names (case, Unicode form).
+        names: crate::core::names::NameRules,
+        /// What attributes the agent's root keeps as written.
+        holds: crate::core::names::Holds,
     },
     /// The end of a rescan; `whole` if the agent scanned the whole tree instead.
     Rescanned {

@@ -4,6 +4,7 @@ mod sides;
 mod sshd;
 mod util;
 
+mod casefold;
 mod cli;
 mod continuous;
 mod engine;

@@ -386,6 +386,9 @@ pub struct Except {
     pub root: bool,
     /// Hard-link groups are not compared (`--no-hard-links`).
     pub hard_links: bool,
+    /// One tree is on a root that keeps no modes, owners, xattrs or nanosecond times
+    /// (NTFS through ntfs-3g): those are not compared, times only to 100 ns.
+    pub unkept_attributes: bool,
 }
 
 impl Except {
@@ -423,6 +426,13 @@ pub fn tree_difference(sa: &Tree, sb: &Tree, except: &Except) -> Option<String> 
                 }
                 if except.hard_links {
                     d.retain(|l| !l.starts_with("hard links"));
+                }
+                if except.unkept_attributes {
+                    let unkept = ["mode", "uid", "gid", "xattrs", "allocated", "mtime"];
+                    d.retain(|l| !unkept.iter().any(|u| l.starts_with(u)));
+                    if x.kind != Kind::Dir && x.mtime / 100 != y.mtime / 100 {
+                        d.push(format!("mtime ns (to 100 ns): {} vs {}", x.mtime, y.mtime));
+                    }
                 }
                 if !d.is_empty() {
                     return Some(format!("{name}: {}", d.join("; ")));
@@ -468,11 +478,17 @@ pub fn rsync_differences(a: &Path, b: &Path, except: &Except) -> Vec<String> {
     let mut dst = b.as_os_str().to_owned();
     dst.push("/");
     let mut c = Command::new("rsync");
-    c.arg("-anic").arg("--delete");
+    // Without modes, owners and times: content (-c) and kinds only.
+    c.arg(if except.unkept_attributes {
+        "-rlnic"
+    } else {
+        "-anic"
+    })
+    .arg("--delete");
     if !except.hard_links {
         c.arg("-H");
     }
-    if !except.metafile {
+    if !except.metafile && !except.unkept_attributes {
         c.arg("-AX");
     }
     if except.metafile {

@@ -20,6 +20,7 @@ impl LocalEndpoint {
         &mut self,
         filter: &FilterSpec,
         skip_file_xattrs: bool,
+        probed: Option<crate::state::known::Probed>,
         batch: usize,
         sink: crate::disk::scan::Sink<'_>,
     ) -> Result<Scan> {
@@ -29,6 +30,7 @@ impl LocalEndpoint {
             skip_file_xattrs,
             ..self.scan_options()
         };
+        let probe = self.probe(probed);
         let (problems, partials) =
             crate::disk::scan::scan_streamed(&self.root, &filter, opts, batch, sink);
         Ok(Scan {
@@ -39,7 +41,21 @@ impl LocalEndpoint {
             root_id: self.root.id(),
             partials,
             owners: self.owner_names.then(Database::load),
+            names: probe.0,
+            holds: probe.1,
         })
+    }
+
+    /// How the root treats names and what it keeps: `probed` while it is that root,
+    /// else found by probing.
+    pub(super) fn probe(
+        &self,
+        probed: Option<crate::state::known::Probed>,
+    ) -> (crate::core::names::NameRules, crate::core::names::Holds) {
+        match probed {
+            Some(p) if p.root == self.root.id() => (p.names, p.holds),
+            _ => self.root.probe_names(),
+        }
     }
 
     /// Makes one change.

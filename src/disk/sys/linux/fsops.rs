@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, CWD};
 
+use crate::core::names::{Holds, NameRules};
 use crate::core::path::RelPath;
 use crate::core::tree::{Entry, EntryKind, Meta, Stamp};
 
@@ -161,7 +162,48 @@ fn prefixed(prefix: &[u8], name: &[u8]) -> Vec<u8> {
     v
 }
 
+/// True when `an` in `ad` and `bn` in `bd` are one file (two spellings of one name).
+fn same_file_at(ad: &impl AsFd, an: &[u8], bd: &impl AsFd, bn: &[u8]) -> bool {
+    let stat = |d: &dyn AsFd, n: &[u8]| rustix::fs::statat(d, os(n), AtFlags::SYMLINK_NOFOLLOW);
+    matches!((stat(ad, an), stat(bd, bn)), (Ok(x), Ok(y)) if (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino))
+}
+
 impl Root {
+    /// How this root treats names, found by trying (never guessed from the OS): a probe
+    /// file named `Ab` + `é` (NFC) in a directory of its own, looked up in another case
+    /// and in NFD, then listed to see how it is spelled; removed again. A root where the
+    /// probe cannot be made (read-only) gets the default: names kept apart as written.
+    /// The same probe file tells what attributes the root keeps ([`Holds`]).
+    pub fn probe_names(&self) -> (NameRules, Holds) {
+        let dir = format!(
+            "{}names-probe-{}",
+            String::from_utf8_lossy(PART_PREFIX),
+            std::process::id()
+        );
+        // The probe comes and goes inside the root: the root's times are put back, so a
+        // source is left as it was found.
+        let before = rustix::fs::fstat(&self.fd).ok();
+        if rustix::fs::mkdirat(&self.fd, os(dir.as_bytes()), Mode::from_raw_mode(0o700)).is_err() {
+            return Default::default();
+        }
+        let rules = open_dir_at_root(&self.fd, dir.as_bytes()).map(|d| probe_in(&d));
+        let _ = rustix::fs::unlinkat(&self.fd, os(dir.as_bytes()), AtFlags::REMOVEDIR);
+        if let Some(st) = before {
+            let times = Timestamps {
+                last_access: Timespec {
+                    tv_sec: st.st_atime as _,
+                    tv_nsec: st.st_atime_nsec as _,
+                },
+                last_modification: Timespec {
+                    tv_sec: st.st_mtime as _,
+                    tv_nsec: st.st_mtime_nsec as _,
+                },
+            };
+            let _ = rustix::fs::futimens(&self.fd, &times);
+        }
+        rules.unwrap_or_default()
+    }
+
     /// Opens a root directory (following a symlink given as the root itself).
     pub fn open(path: &Path) -> io::Result<Root> {
         let fd = rustix::fs::open(
@@ -384,11 +426,25 @@ impl Root {
         Ok(())
     }
 
-    /// Renames within the root, refusing to replace an existing target.
+    /// Renames within the root, refusing to replace an existing target. A target that
+    /// is the source under another spelling (a case-only rename on a root that ignores
+    /// case) is renamed through a temporary name: renaming a file onto itself does nothing.
     pub fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
         let a = self.parent_fd(from)?;
         let b = self.parent_fd(to)?;
         let (fa, fb) = (os(from.name()), os(to.name()));
+        if from != to && same_file_at(&a, from.name(), &b, to.name()) {
+            let tmp = temp_name(to.name());
+            rustix::fs::renameat_with(&a, fa, &b, os(&tmp), RenameFlags::NOREPLACE)?;
+            if let Err(e) = rustix::fs::renameat_with(&b, os(&tmp), &b, fb, RenameFlags::NOREPLACE)
+            {
+                // Put back as found: a temp name must not hold a user's file.
+                let _ = rustix::fs::renameat(&b, os(&tmp), &a, fa);
+                return Err(e.into());
+            }
+            self.forget_cached_parent();
+            return Ok(());
+        }
         match rustix::fs::renameat_with(&a, fa, &b, fb, RenameFlags::NOREPLACE) {
             Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
                 if entry_at(&b, to.name())?.is_some() {
@@ -552,4 +608,84 @@ pub fn describe_missing(path: &Path) -> String {
         Ok(_) => format!("'{}' is not a directory", path.display()),
         Err(_) => format!("'{}' does not exist", path.display()),
     }
+}
+
+/// Opens a directory of the root for listing.
+fn open_dir_at_root(root: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(root, os(name), flags, Mode::empty())?)
+}
+
+/// The probe of [`Root::probe_names`] in its empty directory `dir`, which it leaves empty.
+fn probe_in(dir: &OwnedFd) -> (NameRules, Holds) {
+    const WRITTEN: &str = "Ab\u{e9}";
+    const OTHER_CASE: &str = "aB\u{e9}";
+    const OTHER_FORM: &str = "Abe\u{301}";
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Ok(file) = rustix::fs::openat(dir, WRITTEN, flags, Mode::from_raw_mode(0o600)) else {
+        return Default::default();
+    };
+    let holds = probe_holds(&file);
+    drop(file);
+    let found = |n: &str| rustix::fs::statat(dir, n, AtFlags::SYMLINK_NOFOLLOW).is_ok();
+    let mut listed = Vec::new();
+    if let Ok(mut d) = rustix::fs::Dir::read_from(dir) {
+        while let Some(Ok(item)) = d.read() {
+            let name = item.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                listed.push(name.to_vec());
+            }
+        }
+    }
+    let rules = NameRules {
+        folds_case: found(OTHER_CASE),
+        folds_form: found(OTHER_FORM),
+        respells: listed != [WRITTEN.as_bytes()],
+    };
+    for name in listed {
+        let _ = rustix::fs::unlinkat(dir, os(&name), AtFlags::empty());
+    }
+    let _ = rustix::fs::unlinkat(dir, WRITTEN, AtFlags::empty());
+    (rules, holds)
+}
+
+/// What the probe file keeps: a mode set, an owner set (as root only: others cannot give
+/// a file away, so their owners are not in question), a time with every nanosecond digit.
+fn probe_holds(file: &OwnedFd) -> Holds {
+    let mut holds = Holds::default();
+    let stat = || rustix::fs::fstat(file).ok();
+    if rustix::fs::fchmod(file, Mode::from_raw_mode(0o640)).is_ok() {
+        holds.modes = stat().is_some_and(|st| st.st_mode & 0o7777 == 0o640);
+    }
+    if rustix::process::geteuid().is_root() {
+        let (uid, gid) = (
+            rustix::fs::Uid::from_raw(4242),
+            rustix::fs::Gid::from_raw(4242),
+        );
+        let kept = rustix::fs::fchown(file, Some(uid), Some(gid)).is_ok()
+            && stat().is_some_and(|st| (st.st_uid, st.st_gid) == (4242, 4242));
+        holds.owners = kept;
+    }
+    let written = Timespec {
+        tv_sec: 1_600_000_000,
+        tv_nsec: 123_456_789,
+    };
+    let times = Timestamps {
+        last_access: written,
+        last_modification: written,
+    };
+    if rustix::fs::futimens(file, &times).is_ok() {
+        if let Some(st) = stat() {
+            let ns = ts_ns(st.st_mtime, st.st_mtime_nsec) - 1_600_000_000 * 1_000_000_000;
+            // The step is the largest power of ten the time kept is a multiple of.
+            let mut step = 1u32;
+            while step < 1_000_000_000 && ns % (i64::from(step) * 10) == 0 {
+                step *= 10;
+            }
+            if ns != 123_456_789 {
+                holds.mtime_step_ns = step;
+            }
+        }
+    }
+    holds
 }

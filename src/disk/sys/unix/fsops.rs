@@ -1,7 +1,8 @@
-//! Linux: disk operations confined to one root directory ([`crate::disk::fsops`] is the
-//! contract).
+//! Disk operations confined to one root directory ([`crate::disk::fsops`] is the
+//! contract), for every Unix; the few calls that differ are the OS module's (`super::os`).
 //!
 //! Every path is resolved component by component with `openat(O_NOFOLLOW | O_DIRECTORY)`
+//! (macOS has no `openat2`/`RESOLVE_BENEATH` either, so this walk is the one way for both)
 //! from the root's descriptor, and the final name is acted on with `*at` calls that never
 //! follow symlinks, so nothing here can reach outside the root — not through `..` (which a
 //! [`RelPath`] cannot hold) and not through a symlink swapped in after the scan.
@@ -15,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, CWD};
+
+use super::mode_bits;
+use crate::disk::sys::os as platform;
+use platform::{stat_dev, stat_mode, stat_nlink, stat_rdev};
 
 use crate::core::path::RelPath;
 use crate::core::tree::{Entry, EntryKind, Meta, Stamp};
@@ -74,7 +79,7 @@ fn to_ts(ns: i64) -> Timespec {
 
 /// Builds an [`Entry`] from `stat` (and the link target for symlinks).
 pub fn entry_from_stat(st: &rustix::fs::Stat, target: Option<Vec<u8>>) -> Entry {
-    let format = st.st_mode & S_IFMT;
+    let format = stat_mode(st) & S_IFMT;
     let kind = match format {
         S_IFREG => EntryKind::File,
         S_IFDIR => EntryKind::Dir,
@@ -90,7 +95,7 @@ pub fn entry_from_stat(st: &rustix::fs::Stat, target: Option<Vec<u8>>) -> Entry 
             },
             kind,
             mtime_ns: ts_ns(st.st_mtime, st.st_mtime_nsec),
-            mode: st.st_mode & 0o7777,
+            mode: stat_mode(st) & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
             digest: None,
@@ -103,7 +108,7 @@ pub fn entry_from_stat(st: &rustix::fs::Stat, target: Option<Vec<u8>>) -> Entry 
     );
     match kind {
         EntryKind::Symlink => e.set_target(target.unwrap_or_default()),
-        EntryKind::Special => e.set_special(format, st.st_rdev),
+        EntryKind::Special => e.set_special(format, stat_rdev(st)),
         EntryKind::File | EntryKind::Dir => {}
     }
     e
@@ -170,15 +175,11 @@ impl Root {
             Mode::empty(),
         )?;
         let st = rustix::fs::fstat(&fd)?;
-        let btime_ns =
-            rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::BTIME)
-                .ok()
-                .filter(|x| x.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0)
-                .map(|x| ts_ns(x.stx_btime.tv_sec, x.stx_btime.tv_nsec as u64));
+        let btime_ns = platform::birth_time_ns(&fd, &st).map(|(sec, nsec)| ts_ns(sec, nsec));
         let top = Arc::new(rustix::fs::openat(
             &fd,
             ".",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            platform::LOOKUP | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?);
         Ok(Root {
@@ -186,7 +187,7 @@ impl Root {
             fd,
             top,
             id: RootId {
-                dev: st.st_dev,
+                dev: stat_dev(&st),
                 ino: st.st_ino,
                 btime_ns,
             },
@@ -224,7 +225,7 @@ impl Root {
         let parent = path.parent().expect("a path with a parent");
         let mut fd: Option<OwnedFd> = None;
         for c in parent.components() {
-            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let flags = platform::LOOKUP | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             let next = match &fd {
                 Some(d) => rustix::fs::openat(d, os(c), flags, Mode::empty()),
                 None => rustix::fs::openat(&self.fd, os(c), flags, Mode::empty()),
@@ -309,7 +310,7 @@ impl Root {
             dir,
             os(&tmp),
             OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(mode & 0o777 | 0o600),
+            mode_bits(mode & 0o777 | 0o600),
         )?;
         Ok((tmp, File::from(fd)))
     }
@@ -333,7 +334,7 @@ impl Root {
             // A new file: RENAME_NOREPLACE itself refuses a target that appeared meanwhile.
             match rustix::fs::renameat_with(dir, os(from), dir, name, RenameFlags::NOREPLACE) {
                 // Filesystems without it: check absence, then rename.
-                Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+                Err(e) if platform::noreplace_unsupported(e) => {
                     check()?;
                     rustix::fs::renameat(dir, os(from), dir, name)
                 }
@@ -358,14 +359,14 @@ impl Root {
     /// Creates a directory (mode applied separately, unaffected by the umask).
     pub fn mkdir(&self, path: &RelPath, mode: u32) -> io::Result<()> {
         let dir = self.parent_fd(path)?;
-        rustix::fs::mkdirat(&dir, os(path.name()), Mode::from_raw_mode(0o700))?;
+        rustix::fs::mkdirat(&dir, os(path.name()), mode_bits(0o700))?;
         let fd = rustix::fs::openat(
             &dir,
             os(path.name()),
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+        rustix::fs::fchmod(&fd, mode_bits(mode))?;
         Ok(())
     }
 
@@ -390,7 +391,7 @@ impl Root {
         let b = self.parent_fd(to)?;
         let (fa, fb) = (os(from.name()), os(to.name()));
         match rustix::fs::renameat_with(&a, fa, &b, fb, RenameFlags::NOREPLACE) {
-            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+            Err(e) if platform::noreplace_unsupported(e) => {
                 if entry_at(&b, to.name())?.is_some() {
                     return Err(io::Error::from(io::ErrorKind::AlreadyExists));
                 }
@@ -412,9 +413,7 @@ impl Root {
             EntryKind::Symlink => rustix::fs::symlinkat(os(source.target()), &dir, os(&tmp))?,
             EntryKind::Special => {
                 let (format, rdev) = source.special();
-                let ft = rustix::fs::FileType::from_raw_mode(format);
-                let mode = Mode::from_raw_mode(source.mode);
-                rustix::fs::mknodat(&dir, os(&tmp), ft, mode, rdev)?;
+                platform::make_node(&*dir, os(&tmp), format, source.mode, rdev)?;
             }
             _ => {
                 return Err(io::Error::new(
@@ -437,7 +436,7 @@ impl Root {
         }
         if !is_link {
             // chown may clear setuid bits, so the mode comes after it.
-            rustix::fs::chmodat(dir, n, Mode::from_raw_mode(src.mode), AtFlags::empty())?;
+            rustix::fs::chmodat(dir, n, mode_bits(src.mode), AtFlags::empty())?;
         }
         Root::set_mtime_at(dir, name, src.mtime_ns)
     }
@@ -479,8 +478,8 @@ impl Root {
             )?;
         }
         // A change of owner clears the set-id bits: the mode goes on after it.
-        if chown || st.st_mode & 0o7777 != src.mode {
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(src.mode))?;
+        if chown || stat_mode(&st) & 0o7777 != src.mode {
+            rustix::fs::fchmod(&fd, mode_bits(src.mode))?;
         }
         let t = to_ts(src.mtime_ns);
         rustix::fs::futimens(
@@ -503,7 +502,7 @@ fn open_regular(dir: &DirFd, name: &[u8]) -> io::Result<(File, u64)> {
         Mode::empty(),
     )?;
     let st = rustix::fs::fstat(&fd)?;
-    if st.st_mode & S_IFMT != S_IFREG {
+    if stat_mode(&st) & S_IFMT != S_IFREG {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "not a regular file",
@@ -527,13 +526,13 @@ pub fn scan_entry_at(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<(Entry, 
         Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let target = if st.st_mode & S_IFMT == S_IFLNK {
+    let target = if stat_mode(&st) & S_IFMT == S_IFLNK {
         Some(rustix::fs::readlinkat(dir, os(name), Vec::new())?.into_bytes())
     } else {
         None
     };
-    let linked =
-        (st.st_mode & S_IFMT == S_IFREG && st.st_nlink > 1).then_some((st.st_dev, st.st_ino));
+    let linked = (stat_mode(&st) & S_IFMT == S_IFREG && stat_nlink(&st) > 1)
+        .then_some((stat_dev(&st), st.st_ino));
     Ok(Some((entry_from_stat(&st, target), linked)))
 }
 

@@ -29,6 +29,19 @@ fn main() {
     }
     println!("cargo:rustc-env=TANDEM_SOURCE_ID={:016x}", h.finish());
     build_agents();
+    link_macos_frameworks_without_sdk();
+}
+
+/// For macOS without an Apple SDK (a cross build): chrono's time zone lookup links the
+/// CoreFoundation framework, and `scripts/macos-link` describes the part of it that is
+/// called (a `.tbd` stub, as an SDK has). A real SDK named by `SDKROOT` is used instead.
+fn link_macos_frameworks_without_sdk() {
+    println!("cargo:rerun-if-env-changed=SDKROOT");
+    let macos = std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "macos");
+    if macos && std::env::var_os("SDKROOT").is_none_or(|s| s.is_empty()) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/macos-link");
+        println!("cargo:rustc-link-search=framework={}", dir.display());
+    }
 }
 
 /// Runs `scripts/build-agent.sh --install BIN_DIR` for a release build of the client.

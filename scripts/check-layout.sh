@@ -5,7 +5,8 @@
 #   - disk/ knows no network, no endpoint, no wire, no output, and prints nothing;
 #   - endpoints emit events and never print;
 #   - wire/ runs over any stream: no SSH library;
-#   - only disk/sys/ calls the OS directly (rustix, libc, std::os::linux);
+#   - only disk/sys/ calls the OS directly (rustix, libc, std::os::linux), and only it
+#     tells OSes apart (cfg(target_os ...)): the rest is the same code everywhere;
 #   - the agent binary links neither russh nor clap nor indicatif.
 #
 #   scripts/check-layout.sh [ROOT]    # ROOT: a checkout (default: this one); with ROOT the
@@ -49,6 +50,8 @@ rule "wire/ uses an SSH library or transport" 'russh|crate::transport::ssh' "${w
 
 mapfile -t os_callers < <(files src agent | grep -v '^src/disk/sys')
 rule "a raw OS call outside disk/sys/" 'rustix::|libc::|std::os::linux' "${os_callers[@]}"
+rule "a cfg(target_os) outside disk/sys/ (give sys/ a function instead)" \
+    'target_os *=' "${os_callers[@]}"
 
 if [ -z "${1:-}" ]; then
     if ! deps=$(cargo tree -p tandem-agent -e normal --prefix none 2>&1); then

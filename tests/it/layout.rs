@@ -69,6 +69,11 @@ fn every_rule_holds_and_fails_when_broken_on_purpose() {
             "fn pid() -> u32 { rustix::process::getpid().as_raw_nonzero().get() as u32 }",
             "a raw OS call outside disk/sys/",
         ),
+        (
+            "src/wire/agent/streams.rs",
+            "#[cfg(target_os = \"macos\")]\nfn only_here() {}",
+            "a cfg(target_os) outside disk/sys/",
+        ),
     ] {
         let broken = copy_of_src();
         append(&broken.path().join(file), line);

@@ -1,63 +1,13 @@
-//! Linux: the calls behind [`super`], over rustix. Confined disk operations, extended
-//! attributes and keep-directory links are files of their own below.
+//! Linux: what differs from the other Unixes ([`super::unix`] has the rest), over rustix.
+//! Extended attributes (ACLs included) are a file of their own below.
 
-pub mod fsops;
-pub mod keep;
 pub mod xattr;
 
-use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 
-use rustix::fs::{Mode, OFlags};
-
-/// A directory being listed.
-pub type Dir = rustix::fs::Dir;
-
-/// Opens the directory `name` in `dir` for listing, never through a symlink.
-pub fn open_dir_at(dir: impl AsFd, name: &[u8]) -> io::Result<OwnedFd> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    Ok(rustix::fs::openat(
-        dir,
-        OsStr::from_bytes(name),
-        flags,
-        Mode::empty(),
-    )?)
-}
-
-/// Opens a directory by path (a root, a keep directory: the user named it, so a symlink
-/// in its path is followed).
-pub fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    Ok(rustix::fs::open(path, flags, Mode::empty())?)
-}
-
-/// Lists an open directory.
-pub fn read_dir(dir: &OwnedFd) -> io::Result<Dir> {
-    Ok(Dir::read_from(dir)?)
-}
-
-/// A file's status as the kernel reports it (`fstat`, `statat`).
-pub type Stat = rustix::fs::Stat;
-
-/// Whether this process runs as root (and so may set owners).
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// The real user id (`%i` in ssh_config, the passwd lookup of the login name).
-pub fn user_id() -> u32 {
-    rustix::process::getuid().as_raw()
-}
-
-/// This machine's name, as `uname -n` prints it.
-pub fn host_name() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
-}
+use rustix::fs::{AtFlags, OFlags, Stat};
 
 /// Asks the kernel to kill this process when its parent dies (the pipe transport's agent);
 /// fails if the parent is already gone.
@@ -89,6 +39,9 @@ pub fn transparent_huge_pages_disabled() -> Option<bool> {
     rustix::thread::transparent_huge_pages_are_disabled().ok()
 }
 
+/// Whether this OS has quick ACKs ([`quick_ack`] does something).
+pub const QUICK_ACK: bool = true;
+
 /// Asks a TCP socket to acknowledge at once (quick ACKs are reset by the kernel, so this
 /// is repeated after reads).
 pub fn quick_ack(socket: impl AsFd) {
@@ -116,26 +69,97 @@ pub fn clone_file(dst: impl AsFd, src: impl AsFd) -> bool {
     rustix::fs::ioctl_ficlone(dst, src).is_ok()
 }
 
-/// The status of an open file.
-pub fn fstat(fd: impl AsFd) -> io::Result<Stat> {
-    rustix::fs::fstat(fd).map_err(io::Error::from)
+/// This process's own executable, read through `/proc/self/exe` (the file that runs,
+/// even if its name was replaced since).
+pub fn own_executable() -> io::Result<Vec<u8>> {
+    std::fs::read("/proc/self/exe")
 }
 
-/// Listens on an abstract Unix socket (no file: gone with the process).
-pub fn listen_abstract(name: &[u8]) -> io::Result<std::os::unix::net::UnixListener> {
+/// A Unix socket the extra streams of one agent join; an abstract one on Linux (no file:
+/// gone with the process).
+pub struct LocalListener {
+    socket: UnixListener,
+    address: String,
+}
+
+impl LocalListener {
+    /// What a relay passes to [`connect_local`].
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Waits for the next stream.
+    pub fn accept(&self) -> io::Result<UnixStream> {
+        Ok(self.socket.accept()?.0)
+    }
+}
+
+/// Listens on the abstract Unix socket `name`.
+pub fn listen_local(name: &str) -> io::Result<LocalListener> {
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-    std::os::unix::net::UnixListener::bind_addr(&addr)
+    Ok(LocalListener {
+        socket: UnixListener::bind_addr(&addr)?,
+        address: name.to_string(),
+    })
 }
 
-/// Connects to an abstract Unix socket.
-pub fn connect_abstract(name: &[u8]) -> io::Result<std::os::unix::net::UnixStream> {
+/// Connects to the socket a [`LocalListener`] listens on, by its address.
+pub fn connect_local(address: &[u8]) -> io::Result<UnixStream> {
     use std::os::linux::net::SocketAddrExt;
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-    std::os::unix::net::UnixStream::connect_addr(&addr)
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(address)?;
+    UnixStream::connect_addr(&addr)
 }
 
-/// Sets the mode bits of an open file.
-pub fn fchmod(fd: impl AsFd, mode: u32) -> io::Result<()> {
-    rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(mode)).map_err(io::Error::from)
+/// Opens directories only to look names up in them (`O_PATH`: no read permission needed,
+/// nothing read).
+pub(super) const LOOKUP: OFlags = OFlags::PATH;
+
+/// File type and permission bits of a stat.
+pub(super) fn stat_mode(st: &Stat) -> u32 {
+    st.st_mode
+}
+
+/// The device a file is on.
+pub(super) fn stat_dev(st: &Stat) -> u64 {
+    st.st_dev
+}
+
+/// The device a device node stands for.
+pub(super) fn stat_rdev(st: &Stat) -> u64 {
+    st.st_rdev
+}
+
+/// How many names a file has.
+#[allow(clippy::unnecessary_cast)] // 32-bit on 32-bit ARM
+pub(super) fn stat_nlink(st: &Stat) -> u64 {
+    st.st_nlink as u64
+}
+
+/// The birth time of an open file, in nanoseconds, where the filesystem records one
+/// (statx: `stat` has no field for it).
+pub(super) fn birth_time_ns(fd: &impl AsFd, _st: &Stat) -> Option<(i64, i64)> {
+    rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::BTIME)
+        .ok()
+        .filter(|x| x.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0)
+        .map(|x| (x.stx_btime.tv_sec, i64::from(x.stx_btime.tv_nsec)))
+}
+
+/// Creates the special file `name` in `dir` (a fifo, socket or device node).
+pub(super) fn make_node(
+    dir: &impl AsFd,
+    name: &std::ffi::OsStr,
+    format: u32,
+    mode: u32,
+    rdev: u64,
+) -> io::Result<()> {
+    let ft = rustix::fs::FileType::from_raw_mode(format);
+    rustix::fs::mknodat(dir, name, ft, super::mode_bits(mode), rdev)?;
+    Ok(())
+}
+
+/// True when a rename's refusal to replace (`RENAME_NOREPLACE`) failed only because the
+/// filesystem does not offer it.
+pub(super) fn noreplace_unsupported(e: rustix::io::Errno) -> bool {
+    e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS
 }

@@ -22,7 +22,7 @@ pub fn version_line() -> String {
 /// `--check-self HASH`: true if this executable's BLAKE3 is HASH (an uploaded agent
 /// verifies itself before it is renamed into the cache).
 pub(super) fn check_self(expected: &str) -> Result<(), String> {
-    let exe = std::fs::read("/proc/self/exe").map_err(|e| format!("cannot read myself: {e}"))?;
+    let exe = crate::disk::sys::own_executable().map_err(|e| format!("cannot read myself: {e}"))?;
     let actual = blake3::hash(&exe).to_hex();
     if actual.as_str() == expected {
         Ok(())

@@ -124,7 +124,7 @@ impl Merge {
 
 /// What the client needs to join streams: the socket's name and the secret.
 pub struct Invitation {
-    /// Abstract socket name (Linux).
+    /// The socket's address (an abstract name on Linux, a path on macOS).
     pub name: String,
     /// The secret each joining stream sends first.
     pub token: [u8; TOKEN_LEN],
@@ -132,7 +132,6 @@ pub struct Invitation {
 
 /// Listens for up to `count` joining streams, feeding each into `merge` once it has shown
 /// the token.
-#[cfg(target_os = "linux")]
 pub fn listen(count: u32, merge: &Arc<Merge>) -> std::io::Result<Invitation> {
     let mut token = [0u8; TOKEN_LEN];
     getrandom(&mut token)?;
@@ -144,12 +143,14 @@ pub fn listen(count: u32, merge: &Arc<Merge>) -> std::io::Result<Invitation> {
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     );
-    let listener = crate::disk::sys::listen_abstract(name.as_bytes())?;
+    let listener = crate::disk::sys::listen_local(&name)?;
+    let name = listener.address().to_string();
     let merge = merge.clone();
+    // The listener goes when all joined (on macOS that removes its socket file).
     std::thread::spawn(move || {
         let mut joined = 0;
         while joined < count {
-            let Ok((mut s, _)) = listener.accept() else {
+            let Ok(mut s) = listener.accept() else {
                 return;
             };
             // A stranger that connects and says nothing must not hold up the others.
@@ -165,15 +166,6 @@ pub fn listen(count: u32, merge: &Arc<Merge>) -> std::io::Result<Invitation> {
     Ok(Invitation { name, token })
 }
 
-/// Extra streams need abstract sockets; elsewhere the client keeps one stream.
-#[cfg(not(target_os = "linux"))]
-pub fn listen(_count: u32, _merge: &Arc<Merge>) -> std::io::Result<Invitation> {
-    Err(std::io::Error::other(
-        "extra transfer streams need a Linux agent",
-    ))
-}
-
-#[cfg(target_os = "linux")]
 fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
@@ -181,7 +173,6 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 /// `tandem-agent --join`: greets first, so the client knows the relay (not a shell) reads
 /// what it sends next; then reads the socket's name (a line) and relays the rest of stdin
 /// into the agent listening there.
-#[cfg(target_os = "linux")]
 pub fn join() -> Result<(), String> {
     use std::io::BufRead;
 
@@ -200,7 +191,7 @@ pub fn join() -> Result<(), String> {
         .strip_suffix(b"\n")
         .ok_or("the client named no stream (input ended)")?;
     let shown = String::from_utf8_lossy(name).into_owned();
-    let mut sock = crate::disk::sys::connect_abstract(name)
+    let mut sock = crate::disk::sys::connect_local(name)
         .map_err(|e| format!("cannot reach the agent's stream socket '{shown}': {e}"))?;
     // The rest of what was read ahead (the token, perhaps frames) goes first.
     std::io::copy(&mut input, &mut sock).map_err(|e| format!("relay to the agent failed: {e}"))?;
@@ -210,12 +201,6 @@ pub fn join() -> Result<(), String> {
 
 /// Longest socket name line a relay reads.
 const NAME_MAX: usize = 128;
-
-/// Extra streams need abstract sockets.
-#[cfg(not(target_os = "linux"))]
-pub fn join() -> Result<(), String> {
-    Err("extra transfer streams need a Linux agent".into())
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,4 @@
-//! Linux: the links and copies that keep an entry in a keep directory, never through a
+//! The links and copies that keep an entry in a keep directory, never through a
 //! symlink.
 
 use std::ffi::OsStr;

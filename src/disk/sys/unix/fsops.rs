@@ -1,10 +1,13 @@
-//! Linux: disk operations confined to one root directory ([`crate::disk::fsops`] is the
-//! contract).
+//! Disk operations confined to one root directory ([`crate::disk::fsops`] is the
+//! contract), for every Unix; the few calls that differ are the OS module's (`super::os`).
 //!
 //! Every path is resolved component by component with `openat(O_NOFOLLOW | O_DIRECTORY)`
+//! (macOS has no `openat2`/`RESOLVE_BENEATH` either, so this walk is the one way for both)
 //! from the root's descriptor, and the final name is acted on with `*at` calls that never
 //! follow symlinks, so nothing here can reach outside the root — not through `..` (which a
 //! [`RelPath`] cannot hold) and not through a symlink swapped in after the scan.
+
+mod probe;
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -16,7 +19,10 @@ use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, CWD};
 
-use crate::core::names::{Holds, NameRules};
+use super::mode_bits;
+use crate::disk::sys::os as platform;
+use platform::{stat_dev, stat_mode, stat_nlink, stat_rdev};
+
 use crate::core::path::RelPath;
 use crate::core::tree::{Entry, EntryKind, Meta, Stamp};
 
@@ -75,7 +81,7 @@ fn to_ts(ns: i64) -> Timespec {
 
 /// Builds an [`Entry`] from `stat` (and the link target for symlinks).
 pub fn entry_from_stat(st: &rustix::fs::Stat, target: Option<Vec<u8>>) -> Entry {
-    let format = st.st_mode & S_IFMT;
+    let format = stat_mode(st) & S_IFMT;
     let kind = match format {
         S_IFREG => EntryKind::File,
         S_IFDIR => EntryKind::Dir,
@@ -91,7 +97,7 @@ pub fn entry_from_stat(st: &rustix::fs::Stat, target: Option<Vec<u8>>) -> Entry 
             },
             kind,
             mtime_ns: ts_ns(st.st_mtime, st.st_mtime_nsec),
-            mode: st.st_mode & 0o7777,
+            mode: stat_mode(st) & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
             digest: None,
@@ -104,7 +110,7 @@ pub fn entry_from_stat(st: &rustix::fs::Stat, target: Option<Vec<u8>>) -> Entry 
     );
     match kind {
         EntryKind::Symlink => e.set_target(target.unwrap_or_default()),
-        EntryKind::Special => e.set_special(format, st.st_rdev),
+        EntryKind::Special => e.set_special(format, stat_rdev(st)),
         EntryKind::File | EntryKind::Dir => {}
     }
     e
@@ -169,41 +175,6 @@ fn same_file_at(ad: &impl AsFd, an: &[u8], bd: &impl AsFd, bn: &[u8]) -> bool {
 }
 
 impl Root {
-    /// How this root treats names, found by trying (never guessed from the OS): a probe
-    /// file named `Ab` + `é` (NFC) in a directory of its own, looked up in another case
-    /// and in NFD, then listed to see how it is spelled; removed again. A root where the
-    /// probe cannot be made (read-only) gets the default: names kept apart as written.
-    /// The same probe file tells what attributes the root keeps ([`Holds`]).
-    pub fn probe_names(&self) -> (NameRules, Holds) {
-        let dir = format!(
-            "{}names-probe-{}",
-            String::from_utf8_lossy(PART_PREFIX),
-            std::process::id()
-        );
-        // The probe comes and goes inside the root: the root's times are put back, so a
-        // source is left as it was found.
-        let before = rustix::fs::fstat(&self.fd).ok();
-        if rustix::fs::mkdirat(&self.fd, os(dir.as_bytes()), Mode::from_raw_mode(0o700)).is_err() {
-            return Default::default();
-        }
-        let rules = open_dir_at_root(&self.fd, dir.as_bytes()).map(|d| probe_in(&d));
-        let _ = rustix::fs::unlinkat(&self.fd, os(dir.as_bytes()), AtFlags::REMOVEDIR);
-        if let Some(st) = before {
-            let times = Timestamps {
-                last_access: Timespec {
-                    tv_sec: st.st_atime as _,
-                    tv_nsec: st.st_atime_nsec as _,
-                },
-                last_modification: Timespec {
-                    tv_sec: st.st_mtime as _,
-                    tv_nsec: st.st_mtime_nsec as _,
-                },
-            };
-            let _ = rustix::fs::futimens(&self.fd, &times);
-        }
-        rules.unwrap_or_default()
-    }
-
     /// Opens a root directory (following a symlink given as the root itself).
     pub fn open(path: &Path) -> io::Result<Root> {
         let fd = rustix::fs::open(
@@ -212,15 +183,11 @@ impl Root {
             Mode::empty(),
         )?;
         let st = rustix::fs::fstat(&fd)?;
-        let btime_ns =
-            rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::BTIME)
-                .ok()
-                .filter(|x| x.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0)
-                .map(|x| ts_ns(x.stx_btime.tv_sec, x.stx_btime.tv_nsec as u64));
+        let btime_ns = platform::birth_time_ns(&fd, &st).map(|(sec, nsec)| ts_ns(sec, nsec));
         let top = Arc::new(rustix::fs::openat(
             &fd,
             ".",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            platform::LOOKUP | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?);
         Ok(Root {
@@ -228,7 +195,7 @@ impl Root {
             fd,
             top,
             id: RootId {
-                dev: st.st_dev,
+                dev: stat_dev(&st),
                 ino: st.st_ino,
                 btime_ns,
             },
@@ -266,7 +233,7 @@ impl Root {
         let parent = path.parent().expect("a path with a parent");
         let mut fd: Option<OwnedFd> = None;
         for c in parent.components() {
-            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let flags = platform::LOOKUP | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             let next = match &fd {
                 Some(d) => rustix::fs::openat(d, os(c), flags, Mode::empty()),
                 None => rustix::fs::openat(&self.fd, os(c), flags, Mode::empty()),
@@ -351,7 +318,7 @@ impl Root {
             dir,
             os(&tmp),
             OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(mode & 0o777 | 0o600),
+            mode_bits(mode & 0o777 | 0o600),
         )?;
         Ok((tmp, File::from(fd)))
     }
@@ -375,7 +342,7 @@ impl Root {
             // A new file: RENAME_NOREPLACE itself refuses a target that appeared meanwhile.
             match rustix::fs::renameat_with(dir, os(from), dir, name, RenameFlags::NOREPLACE) {
                 // Filesystems without it: check absence, then rename.
-                Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+                Err(e) if platform::noreplace_unsupported(e) => {
                     check()?;
                     rustix::fs::renameat(dir, os(from), dir, name)
                 }
@@ -400,14 +367,14 @@ impl Root {
     /// Creates a directory (mode applied separately, unaffected by the umask).
     pub fn mkdir(&self, path: &RelPath, mode: u32) -> io::Result<()> {
         let dir = self.parent_fd(path)?;
-        rustix::fs::mkdirat(&dir, os(path.name()), Mode::from_raw_mode(0o700))?;
+        rustix::fs::mkdirat(&dir, os(path.name()), mode_bits(0o700))?;
         let fd = rustix::fs::openat(
             &dir,
             os(path.name()),
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+        rustix::fs::fchmod(&fd, mode_bits(mode))?;
         Ok(())
     }
 
@@ -446,7 +413,7 @@ impl Root {
             return Ok(());
         }
         match rustix::fs::renameat_with(&a, fa, &b, fb, RenameFlags::NOREPLACE) {
-            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+            Err(e) if platform::noreplace_unsupported(e) => {
                 if entry_at(&b, to.name())?.is_some() {
                     return Err(io::Error::from(io::ErrorKind::AlreadyExists));
                 }
@@ -468,9 +435,7 @@ impl Root {
             EntryKind::Symlink => rustix::fs::symlinkat(os(source.target()), &dir, os(&tmp))?,
             EntryKind::Special => {
                 let (format, rdev) = source.special();
-                let ft = rustix::fs::FileType::from_raw_mode(format);
-                let mode = Mode::from_raw_mode(source.mode);
-                rustix::fs::mknodat(&dir, os(&tmp), ft, mode, rdev)?;
+                platform::make_node(&*dir, os(&tmp), format, source.mode, rdev)?;
             }
             _ => {
                 return Err(io::Error::new(
@@ -493,7 +458,7 @@ impl Root {
         }
         if !is_link {
             // chown may clear setuid bits, so the mode comes after it.
-            rustix::fs::chmodat(dir, n, Mode::from_raw_mode(src.mode), AtFlags::empty())?;
+            rustix::fs::chmodat(dir, n, mode_bits(src.mode), AtFlags::empty())?;
         }
         Root::set_mtime_at(dir, name, src.mtime_ns)
     }
@@ -535,8 +500,8 @@ impl Root {
             )?;
         }
         // A change of owner clears the set-id bits: the mode goes on after it.
-        if chown || st.st_mode & 0o7777 != src.mode {
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(src.mode))?;
+        if chown || stat_mode(&st) & 0o7777 != src.mode {
+            rustix::fs::fchmod(&fd, mode_bits(src.mode))?;
         }
         let t = to_ts(src.mtime_ns);
         rustix::fs::futimens(
@@ -559,7 +524,7 @@ fn open_regular(dir: &DirFd, name: &[u8]) -> io::Result<(File, u64)> {
         Mode::empty(),
     )?;
     let st = rustix::fs::fstat(&fd)?;
-    if st.st_mode & S_IFMT != S_IFREG {
+    if stat_mode(&st) & S_IFMT != S_IFREG {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "not a regular file",
@@ -583,13 +548,13 @@ pub fn scan_entry_at(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<(Entry, 
         Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let target = if st.st_mode & S_IFMT == S_IFLNK {
+    let target = if stat_mode(&st) & S_IFMT == S_IFLNK {
         Some(rustix::fs::readlinkat(dir, os(name), Vec::new())?.into_bytes())
     } else {
         None
     };
-    let linked =
-        (st.st_mode & S_IFMT == S_IFREG && st.st_nlink > 1).then_some((st.st_dev, st.st_ino));
+    let linked = (stat_mode(&st) & S_IFMT == S_IFREG && stat_nlink(&st) > 1)
+        .then_some((stat_dev(&st), st.st_ino));
     Ok(Some((entry_from_stat(&st, target), linked)))
 }
 
@@ -608,84 +573,4 @@ pub fn describe_missing(path: &Path) -> String {
         Ok(_) => format!("'{}' is not a directory", path.display()),
         Err(_) => format!("'{}' does not exist", path.display()),
     }
-}
-
-/// Opens a directory of the root for listing.
-fn open_dir_at_root(root: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    Ok(rustix::fs::openat(root, os(name), flags, Mode::empty())?)
-}
-
-/// The probe of [`Root::probe_names`] in its empty directory `dir`, which it leaves empty.
-fn probe_in(dir: &OwnedFd) -> (NameRules, Holds) {
-    const WRITTEN: &str = "Ab\u{e9}";
-    const OTHER_CASE: &str = "aB\u{e9}";
-    const OTHER_FORM: &str = "Abe\u{301}";
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let Ok(file) = rustix::fs::openat(dir, WRITTEN, flags, Mode::from_raw_mode(0o600)) else {
-        return Default::default();
-    };
-    let holds = probe_holds(&file);
-    drop(file);
-    let found = |n: &str| rustix::fs::statat(dir, n, AtFlags::SYMLINK_NOFOLLOW).is_ok();
-    let mut listed = Vec::new();
-    if let Ok(mut d) = rustix::fs::Dir::read_from(dir) {
-        while let Some(Ok(item)) = d.read() {
-            let name = item.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                listed.push(name.to_vec());
-            }
-        }
-    }
-    let rules = NameRules {
-        folds_case: found(OTHER_CASE),
-        folds_form: found(OTHER_FORM),
-        respells: listed != [WRITTEN.as_bytes()],
-    };
-    for name in listed {
-        let _ = rustix::fs::unlinkat(dir, os(&name), AtFlags::empty());
-    }
-    let _ = rustix::fs::unlinkat(dir, WRITTEN, AtFlags::empty());
-    (rules, holds)
-}
-
-/// What the probe file keeps: a mode set, an owner set (as root only: others cannot give
-/// a file away, so their owners are not in question), a time with every nanosecond digit.
-fn probe_holds(file: &OwnedFd) -> Holds {
-    let mut holds = Holds::default();
-    let stat = || rustix::fs::fstat(file).ok();
-    if rustix::fs::fchmod(file, Mode::from_raw_mode(0o640)).is_ok() {
-        holds.modes = stat().is_some_and(|st| st.st_mode & 0o7777 == 0o640);
-    }
-    if rustix::process::geteuid().is_root() {
-        let (uid, gid) = (
-            rustix::fs::Uid::from_raw(4242),
-            rustix::fs::Gid::from_raw(4242),
-        );
-        let kept = rustix::fs::fchown(file, Some(uid), Some(gid)).is_ok()
-            && stat().is_some_and(|st| (st.st_uid, st.st_gid) == (4242, 4242));
-        holds.owners = kept;
-    }
-    let written = Timespec {
-        tv_sec: 1_600_000_000,
-        tv_nsec: 123_456_789,
-    };
-    let times = Timestamps {
-        last_access: written,
-        last_modification: written,
-    };
-    if rustix::fs::futimens(file, &times).is_ok() {
-        if let Some(st) = stat() {
-            let ns = ts_ns(st.st_mtime, st.st_mtime_nsec) - 1_600_000_000 * 1_000_000_000;
-            // The step is the largest power of ten the time kept is a multiple of.
-            let mut step = 1u32;
-            while step < 1_000_000_000 && ns % (i64::from(step) * 10) == 0 {
-                step *= 10;
-            }
-            if ns != 123_456_789 {
-                holds.mtime_step_ns = step;
-            }
-        }
-    }
-    holds
 }

@@ -3,13 +3,14 @@
 # Results land in the arrays T (seconds), B (bytes), R (peak RSS kB), S (rsync + sync).
 declare -A T B R S
 now() { date +%s.%N; }
-# tandem_run NAME SRC DST [args...]: times a push, keeps bytes and peak RSS.
+# tandem_run NAME SRC DST [args...]: times a push (a bidi run with mode=bidi), keeps bytes
+# and peak RSS.
 tandem_run() {
     local name=$1 src=$2 dst=$3; shift 3
     sync  # nobody pays for flushing what was written before
     rm -f "$work/agent.rss"
     local t0; t0=$(now)
-    /usr/bin/time -f %M -o "$work/client.rss" "$tandem" -d "$src" -r "$dst" -K push -y -q --format json \
+    /usr/bin/time -f %M -o "$work/client.rss" "$tandem" -d "$src" -r "$dst" -K "${mode:-push}" -y -q --format json \
         --agent-path "$work/agent" "$@" > "$work/$name.json"
     T[$name]=$(echo "$(now) - $t0" | bc)
     B[$name]=$(python3 -c "import json,sys; s=[json.loads(l) for l in open(sys.argv[1])][-1]; print(s['bytes_sent']+s['bytes_received'], s['bytes_saved_by_delta'], s['bytes_total'])" "$work/$name.json")

@@ -13,6 +13,8 @@
 #   scripts/bench.sh --continuous  # -C: propagation latency and idle CPU (and Unison's)
 #   scripts/bench.sh --scale    # 100k and 1M tiny files, a copy of /usr/share, peak RSS,
 #                               # and delta bytes on a scattered 1% change (SCALE_SIZES=...)
+#   scripts/bench.sh --edits    # real edits: a C project's releases pushed over SSH, and a bidi
+#                               # run, beside rsync -az (time and bytes)
 #   scripts/bench.sh --hosts    # the x86_64 agent beside the aarch64 and 32-bit ARM ones
 #                               # under qemu-user, and rsync: initial, no-op, 1% edit
 #
@@ -24,6 +26,9 @@ huge=0 local_table=1 ssh_table=1
 runs=${BENCH_RUNS:-3}  # the SSH rows: each the median of this many runs
 if [ "${1:-}" = --scale ]; then
     exec bash scripts/bench-scale.sh
+fi
+if [ "${1:-}" = --edits ]; then
+    exec bash scripts/bench-edits.sh
 fi
 if [ "${1:-}" = --hosts ]; then
     exec bash scripts/bench-hosts.sh
@@ -40,7 +45,7 @@ case "${1:-}" in
     --local) ssh_table=0 ;;
     --ssh) local_table=0 ;;
     "") ;;
-    *) echo "usage: bench.sh [--local|--ssh|--huge|--continuous|--scale|--hosts]" >&2; exit 1 ;;
+    *) echo "usage: bench.sh [--local|--ssh|--huge|--continuous|--scale|--hosts|--edits]" >&2; exit 1 ;;
 esac
 for tool in rsync /usr/bin/time python3 bc; do
     command -v "$tool" >/dev/null || { echo "bench.sh needs $tool (apt-get install -y rsync time bc)" >&2; exit 1; }

@@ -96,20 +96,29 @@ pub fn write_sparse(file: &std::fs::File, offset: u64, data: &[u8]) -> io::Resul
 }
 
 /// The signature's shape for a basis of `len` bytes: blocks of about √len / 2 bytes,
-/// rounded to a power of two (1 KiB to 128 KiB), so scattered page-sized edits cost a
-/// block each instead of rsync's √len; and a strong hash just long enough that a false
-/// match stays unlikely (2⁻²⁴ per file or less), since the BLAKE3 check of the result,
-/// not MD4, is what catches one (the file is then sent whole).
+/// rounded to a power of two (512 B to 128 KiB), so scattered page-sized edits cost a
+/// block each instead of rsync's √len, and a line edited in a small source file costs
+/// half a KiB; and a strong hash just long enough for the odds of a false match.
+///
+/// A false match is caught by the BLAKE3 check of the result, and costs sending the file
+/// whole once more, so the odds are set by what that costs: about 2⁻ᵏ for a file of 2ᵏ
+/// bytes (an expected byte or so resent per file, as rsync's bias does for small files),
+/// 2⁻¹⁰ at least. The block pairs to tell apart number about len² / block; the rolling
+/// sum is counted as 24 of its 32 bits (it is weak on text). 2 bytes at least.
 pub fn options(len: u64) -> SignatureOptions {
     let half_root = ((len as f64).sqrt() / 2.0).max(1.0);
-    let block_bits = (half_root.log2().round() as u32).clamp(10, 17);
+    let block_bits = (half_root.log2().round() as u32).clamp(9, 17);
     let len_bits = 64 - len.max(1).leading_zeros();
-    let hash_bits = (2 * len_bits + 24).saturating_sub(block_bits);
+    let odds_bits = len_bits.max(10);
+    let hash_bits = (2 * len_bits + odds_bits).saturating_sub(block_bits + ROLLING_BITS);
     SignatureOptions {
         block_size: 1 << block_bits,
-        crypto_hash_size: hash_bits.div_ceil(8).clamp(8, HASH_SIZE),
+        crypto_hash_size: hash_bits.div_ceil(8).clamp(2, HASH_SIZE),
     }
 }
+
+/// What the 32-bit rolling sum is counted as in telling blocks apart.
+const ROLLING_BITS: u32 = 24;
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
 pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -402,10 +411,13 @@ mod tests {
     #[test]
     fn signature_shape_follows_the_file_size() {
         let o = options(64 << 20);
-        assert_eq!((o.block_size, o.crypto_hash_size), (4096, 9));
+        assert_eq!((o.block_size, o.crypto_hash_size), (4096, 6));
         let o = options(4 << 30);
-        assert_eq!((o.block_size, o.crypto_hash_size), (32768, 10));
-        assert_eq!(options(0).block_size, 1024);
+        assert_eq!((o.block_size, o.crypto_hash_size), (32768, 8));
+        assert_eq!(options(0).block_size, 512);
+        // A small source file: half-KiB blocks, each signed in 6 bytes.
+        let o = options(8 << 10);
+        assert_eq!((o.block_size, o.crypto_hash_size), (512, 2));
         assert_eq!(options(u64::MAX).block_size, 128 << 10);
         assert!(options(u64::MAX).crypto_hash_size <= HASH_SIZE);
     }

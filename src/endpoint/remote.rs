@@ -20,14 +20,14 @@ use std::thread::JoinHandle;
 
 use crate::core::path::RelPath;
 use crate::core::tree::{Digest, Entry, MapBuilder, Tree};
-use crate::disk::compress::Compression;
+use crate::disk::compress::{Compression, Decompressor};
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest, Traffic};
 use crate::error::{Error, Result};
 use crate::state::known::Known;
 use crate::state::rules::FilterSpec;
 use crate::wire::protocol::frame::{read_frame, FrameError, Kind};
 use crate::wire::protocol::handshake::{read_hello, send_hello};
-use crate::wire::protocol::{decode, encode_into, Request, Response, PATH_BATCH};
+use crate::wire::protocol::{decode, encode_into, inflate, Request, Response, PATH_BATCH};
 
 use lanes::Lanes;
 pub use lanes::StreamPlan;
@@ -106,18 +106,6 @@ pub struct RemoteEndpoint {
     throttle: Option<Arc<Throttle>>,
 }
 
-/// A frame's size before compression (header included), for the compression ratio.
-fn raw_size(kind: Kind, payload: &[u8]) -> u64 {
-    let inner = match kind {
-        Kind::Compressed => match zstd::zstd_safe::get_frame_content_size(payload) {
-            Ok(Some(n)) => n as usize,
-            _ => payload.len(),
-        },
-        _ => payload.len(),
-    };
-    inner as u64 + 5
-}
-
 /// Where the agent's unasked change reports go, once the client watches.
 type Watchers = Arc<Mutex<Option<crate::disk::watch::Sink>>>;
 
@@ -136,16 +124,25 @@ fn read_loop(
             sink(hint);
         }
     };
+    let mut context = Decompressor::default();
     loop {
-        let msg = match read_frame(reader) {
+        let frame = read_frame(reader).map(|f| {
+            f.map(|f| {
+                counter.fetch_add(f.1.len() as u64 + 5, Ordering::Relaxed);
+                inflate(f, &mut context)
+            })
+        });
+        let msg = match frame {
             Ok(None) => FromAgent::Gone("the agent closed the connection".into(), 128),
             // The transport lost the connection under the agent (SSH): the remote is gone.
             Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
                 FromAgent::Gone(format!("{place}: {e}"), 64)
             }
             Err(e) => FromAgent::Gone(format!("broken connection to the agent: {e}"), 128),
-            Ok(Some((kind, payload))) => {
-                counter.fetch_add(payload.len() as u64 + 5, Ordering::Relaxed);
+            Ok(Some(Err(why))) => {
+                FromAgent::Gone(format!("the agent sent an invalid frame: {why}"), 128)
+            }
+            Ok(Some(Ok((kind, payload)))) => {
                 match kind {
                     Kind::Log => FromAgent::Log(String::from_utf8_lossy(&payload).into_owned()),
                     // A fatal frame is the exit bit, then the message.
@@ -161,7 +158,8 @@ fn read_loop(
                             continue;
                         }
                         Ok(r) => {
-                            raw_in.fetch_add(raw_size(kind, &payload), Ordering::Relaxed);
+                            // Its size before compression, header included: the ratio's.
+                            raw_in.fetch_add(payload.len() as u64 + 5, Ordering::Relaxed);
                             FromAgent::Msg(r)
                         }
                         Err(why) => FromAgent::Gone(
@@ -359,7 +357,7 @@ impl RemoteEndpoint {
         self.take_joined(large || matches!(req, Request::Receive { .. }));
         // Encoded raw here; the lane threads compress.
         let buf = (self.to_agent.as_ref()).map_or_else(Vec::new, |q| q.spares().take(size));
-        let (kind, payload) = encode_into(req, Compression::None, buf, size)?;
+        let (kind, payload) = encode_into(req, buf, size)?;
         self.raw
             .fetch_add(payload.len() as u64 + 5, Ordering::Relaxed);
         let ok = self

@@ -13,8 +13,10 @@ use crate::disk::scan::Partials;
 use crate::endpoint::{Chunk, Endpoint, SendRequest};
 use crate::error::{Error, Result};
 
-/// Files smaller than this are sent whole: a signature round trip would cost more.
-pub const DELTA_MIN: u64 = 16 << 10;
+/// Files smaller than this are sent whole: their signature and delta would not be much
+/// smaller than the file compressed in the stream's context. (Above it a delta wins on a
+/// line edited in a source file: rsync deltas every file.)
+pub const DELTA_MIN: u64 = 2 << 10;
 
 /// What the transfers moved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

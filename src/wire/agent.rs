@@ -13,19 +13,21 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::disk::compress::Compression;
+use crate::disk::compress::{Compressor, Decompressor};
 use crate::endpoint::{Chunk, Endpoint, LocalEndpoint, Received, SendRequest};
 use crate::error::{Error, WireError};
 use crate::wire::protocol::frame::{read_frame, write_frame, Kind};
 use crate::wire::protocol::handshake::{read_hello, send_hello, HandshakeError};
-use crate::wire::protocol::{decode, encode, Request, Response, SCAN_BATCH};
+use crate::wire::protocol::{decode, encode, inflate, Request, Response, SCAN_BATCH};
 
 /// The way to the client. Shared with the watcher thread, so every frame is written
 /// whole under the lock.
 #[derive(Clone)]
 struct Out {
     w: Arc<Mutex<BufWriter<Box<dyn Write + Send>>>>,
-    compression: Compression,
+    /// The stream's compression context, locked from compressing a message until it is
+    /// written: frames must leave in the order the context saw them.
+    context: Arc<Mutex<Compressor>>,
 }
 
 impl Out {
@@ -38,7 +40,12 @@ impl Out {
             Response::Chunks(chunks) => chunks.iter().map(Chunk::encoded_size).sum(),
             _ => 0,
         };
-        let (kind, payload) = encode(r, self.compression, size)?;
+        let (kind, raw) = encode(r, size)?;
+        let mut context = self.context.lock().unwrap_or_else(|e| e.into_inner());
+        let (kind, payload) = match context.compress(&raw) {
+            Some(c) => (Kind::Compressed, c),
+            None => (kind, raw),
+        };
         write_frame(&mut *self.writer(), kind, &payload)
             .map_err(|e| Error::Protocol(format!("cannot write to the client: {e}")))?;
         Ok(())
@@ -77,14 +84,18 @@ pub struct Stopped {
 
 /// Where requests come from: the one stream, or (after `Streams`) several merged in order.
 enum Source {
-    One(BufReader<Box<dyn Read + Send>>),
+    /// The first stream, and its compression context.
+    One(BufReader<Box<dyn Read + Send>>, Decompressor),
     Merged(Arc<streams::Merge>),
 }
 
 impl Source {
     fn next(&mut self) -> Result<Option<streams::Frame>, String> {
         match self {
-            Source::One(r) => read_frame(r).map_err(|e| e.to_string()),
+            Source::One(r, context) => match read_frame(r).map_err(|e| e.to_string())? {
+                Some(frame) => inflate(frame, context).map(Some),
+                None => Ok(None),
+            },
             Source::Merged(m) => m.pop(),
         }
     }
@@ -95,8 +106,8 @@ impl Source {
         let merge = Arc::new(streams::Merge::default());
         let invitation = streams::listen(count, &merge);
         let one = std::mem::replace(self, Source::Merged(merge.clone()));
-        if let Source::One(r) = one {
-            merge.feed(r);
+        if let Source::One(r, context) = one {
+            merge.feed(r, context);
         }
         invitation.map_err(|e| format!("cannot open extra streams: {e}"))
     }
@@ -118,7 +129,7 @@ pub fn serve(
             1 << 20,
             Box::new(output) as Box<dyn Write + Send>,
         ))),
-        compression: opts.compression,
+        context: Arc::new(Mutex::new(Compressor::new(opts.compression))),
     };
     send_hello(&mut *out.writer())
         .map_err(|e| untold(Error::Protocol(format!("cannot greet the client: {e}"))))?;
@@ -152,7 +163,7 @@ pub fn serve(
         })
         .and_then(|ep| ep.with_keep_dir(opts.keep_dir.as_deref()))
         .map_err(|e| out.stop(e))?;
-    let mut source = Source::One(input);
+    let mut source = Source::One(input, Decompressor::default());
     loop {
         let frame = match source.next() {
             Ok(Some(f)) => f,
@@ -167,7 +178,7 @@ pub fn serve(
             )))
         })?;
         match req {
-            Request::Streams { count } if matches!(source, Source::One(_)) => {
+            Request::Streams { count } if matches!(source, Source::One(..)) => {
                 let reply = match source.merge(count) {
                     Ok(inv) => Response::Streams {
                         name: inv.name,

@@ -2,7 +2,7 @@
 //! [`Endpoint`](crate::endpoint::Endpoint) method, plus streamed file chunks.
 //!
 //! Messages are MessagePack (rmp-serde) in length-prefixed frames, zstd-compressed when it
-//! pays. Everything that arrives is untrusted: frames are bounded, paths are validated as
+//! pays, each in the context of the frames before it on its stream ([`compress`]). Everything that arrives is untrusted: frames are bounded, paths are validated as
 //! they are decoded (`RelPath`), and [`Validate`] checks the rest before any disk is touched.
 
 pub mod frame;
@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::path::RelPath;
 use crate::core::tree::{Digest, Entry};
-use crate::disk::compress::{self, Compression};
+use crate::disk::compress::Decompressor;
 use crate::disk::delta::DeltaOp;
 use crate::disk::fsops::RootId;
 use crate::endpoint::{Change, Chunk, SendRequest};
 use crate::error::{Error, WireError};
 use crate::state::rules::FilterSpec;
-use frame::{Kind, MAX_FRAME};
+use frame::{Frame, Kind, MAX_FRAME};
 
 /// Entries per scan message, so a huge tree never needs one huge frame.
 pub const SCAN_BATCH: usize = 20_000;
@@ -293,20 +293,16 @@ impl Validate for Response {
     }
 }
 
-/// Encodes a message into a frame's kind and payload.
-pub fn encode<T: Serialize>(
-    msg: &T,
-    how: Compression,
-    size_hint: usize,
-) -> Result<(Kind, Vec<u8>), Error> {
-    encode_into(msg, how, Vec::new(), size_hint)
+/// Encodes a message into a frame's kind and payload (uncompressed: the stream's writer
+/// compresses it in its context).
+pub fn encode<T: Serialize>(msg: &T, size_hint: usize) -> Result<(Kind, Vec<u8>), Error> {
+    encode_into(msg, Vec::new(), size_hint)
 }
 
 /// [`encode`], into `buf` (emptied first): a buffer that held an earlier frame has its
 /// pages in place, where a new one of a megabyte is zeroed by the kernel page by page.
 pub fn encode_into<T: Serialize>(
     msg: &T,
-    how: Compression,
     mut buf: Vec<u8>,
     size_hint: usize,
 ) -> Result<(Kind, Vec<u8>), Error> {
@@ -325,10 +321,16 @@ pub fn encode_into<T: Serialize>(
             buf.len()
         )));
     }
-    Ok(match compress::compress(&buf, how) {
-        Some(c) => (Kind::Compressed, c),
-        None => (Kind::Message, buf),
-    })
+    Ok((Kind::Message, buf))
+}
+
+/// A frame as read from a stream, a compressed one decompressed in that stream's context
+/// (`ctx`, which sees every compressed frame of the stream, in order).
+pub fn inflate(frame: Frame, ctx: &mut Decompressor) -> Result<Frame, String> {
+    match frame {
+        (Kind::Compressed, payload) => Ok((Kind::Message, ctx.decompress(&payload, MAX_FRAME)?)),
+        frame => Ok(frame),
+    }
 }
 
 /// Decodes and validates a message frame.
@@ -336,13 +338,9 @@ pub fn decode<T: for<'de> Deserialize<'de> + Validate>(
     kind: Kind,
     payload: &[u8],
 ) -> Result<T, String> {
-    let raw;
     let bytes = match kind {
         Kind::Message => payload,
-        Kind::Compressed => {
-            raw = compress::decompress(payload, MAX_FRAME)?;
-            &raw[..]
-        }
+        Kind::Compressed => return Err("a compressed frame not inflated in its stream".into()),
         Kind::Log | Kind::Fatal => return Err("not a message frame".into()),
     };
     let msg: T = rmp_serde::from_slice(bytes).map_err(|e| format!("malformed message: {e}"))?;
@@ -356,8 +354,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn round_trip(req: &Request) -> Request {
-        let (kind, payload) = encode(req, Compression::default(), 0).unwrap();
-        decode(kind, &payload).unwrap()
+        let (_, payload) = encode(req, 0).unwrap();
+        let mut c = crate::disk::compress::Compressor::new(Default::default());
+        let z = c.compress(&payload).expect("a thousand paths compress");
+        let (kind, raw) = inflate((Kind::Compressed, z), &mut Decompressor::default()).unwrap();
+        assert_eq!((kind, &raw), (Kind::Message, &payload));
+        decode(kind, &raw).unwrap()
     }
 
     #[test]
@@ -379,8 +381,10 @@ mod tests {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600), kind in 0u8..2) {
             let kind = if kind == 0 { Kind::Message } else { Kind::Compressed };
-            let _ = decode::<Request>(kind, &bytes);
-            let _ = decode::<Response>(kind, &bytes);
+            if let Ok((kind, raw)) = inflate((kind, bytes.clone()), &mut Decompressor::default()) {
+                let _ = decode::<Request>(kind, &raw);
+                let _ = decode::<Response>(kind, &raw);
+            }
             let mut r = &bytes[..];
             while let Ok(Some(_)) = frame::read_frame(&mut r) {}
         }
@@ -392,7 +396,7 @@ mod tests {
             e.set_target(b"target".to_vec());
             let change = Change::Rename { from: RelPath::new(b"a/b".to_vec()).unwrap(), to: RelPath::new(b"c".to_vec()).unwrap(), expect: e.clone(), meta: Some(e) };
             let req = Request::Apply { changes: vec![change] };
-            let (_, mut payload) = encode(&req, Compression::None, 0).unwrap();
+            let (_, mut payload) = encode(&req, 0).unwrap();
             for (i, b) in flips {
                 let n = payload.len();
                 payload[i % n] = b;

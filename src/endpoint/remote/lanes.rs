@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::FromAgent;
-use crate::disk::compress::{self, Compression};
+use crate::disk::compress::{Compression, Compressor};
 use crate::wire::protocol::frame::{write_frame, write_seq_frame, Kind};
 
 /// Frames queued on the first lane (it carries every request while there is one lane).
@@ -122,11 +122,15 @@ fn spawn_lane(
             sent,
             spares,
         } = shared;
+        // This stream's context: each frame is compressed knowing the ones before it.
+        let mut context = Compressor::new(compression);
         let mut next = packets.recv().ok();
         while let Some(Packet { seq, kind, raw }) = next {
             let size = raw.len();
-            let (kind, payload, spent) = match compress::compress(&raw, compression) {
-                Some(c) if kind == Kind::Message => (Kind::Compressed, c, Some(raw)),
+            // Only messages are compressed: what the context took in, the frame must carry.
+            let compressed = (kind == Kind::Message).then(|| context.compress(&raw));
+            let (kind, payload, spent) = match compressed.flatten() {
+                Some(c) => (Kind::Compressed, c, Some(raw)),
                 _ => (kind, raw, None),
             };
             let n = match seq {

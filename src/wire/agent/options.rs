@@ -2,6 +2,7 @@
 //! how the client writes that command line.
 
 use super::*;
+use crate::disk::compress::Compression;
 
 /// How the agent was started.
 #[derive(Clone, Debug)]

@@ -14,9 +14,11 @@ use std::collections::BTreeMap;
 use std::io::{BufReader, Read, Write};
 use std::sync::{Arc, Condvar, Mutex};
 
+use crate::disk::compress::Decompressor;
 pub use crate::wire::protocol::frame::Frame;
 use crate::wire::protocol::frame::{read_seq_frame, FrameError};
 use crate::wire::protocol::handshake::send_hello;
+use crate::wire::protocol::inflate;
 
 /// Frame bytes buffered out of order before stream readers wait (the frame the merge
 /// needs next is always taken, so waiting never deadlocks).
@@ -99,8 +101,9 @@ impl Merge {
         self.changed.notify_all();
     }
 
-    /// Reads sequenced frames from `input` into the merge until it ends.
-    pub fn feed(self: &Arc<Self>, input: impl Read + Send + 'static) {
+    /// Reads sequenced frames from `input` into the merge until it ends, decompressing
+    /// them in the stream's `context` (what it saw before, if it was read from already).
+    pub fn feed(self: &Arc<Self>, input: impl Read + Send + 'static, mut context: Decompressor) {
         self.opened();
         let merge = self.clone();
         std::thread::spawn(move || {
@@ -108,6 +111,10 @@ impl Merge {
             let error = loop {
                 match read_seq_frame(&mut input) {
                     Ok(Some((seq, frame))) => {
+                        let frame = match inflate(frame, &mut context) {
+                            Ok(f) => f,
+                            Err(why) => break Some(format!("bad frame from the client: {why}")),
+                        };
                         if merge.push(seq, frame).is_err() {
                             break None;
                         }
@@ -158,7 +165,7 @@ pub fn listen(count: u32, merge: &Arc<Merge>) -> std::io::Result<Invitation> {
             let mut shown = [0u8; TOKEN_LEN];
             if s.read_exact(&mut shown).is_ok() && shown == token {
                 let _ = s.set_read_timeout(None);
-                merge.feed(s);
+                merge.feed(s, Decompressor::default());
                 joined += 1;
             }
         }
@@ -218,9 +225,9 @@ mod tests {
     #[test]
     fn frames_from_several_streams_come_out_in_sequence() {
         let merge = Arc::new(Merge::default());
-        merge.feed(stream(&[(0, 0), (3, 3), (4, 4)]));
-        merge.feed(stream(&[(1, 1), (2, 2), (6, 6)]));
-        merge.feed(stream(&[(5, 5)]));
+        merge.feed(stream(&[(0, 0), (3, 3), (4, 4)]), Decompressor::default());
+        merge.feed(stream(&[(1, 1), (2, 2), (6, 6)]), Decompressor::default());
+        merge.feed(stream(&[(5, 5)]), Decompressor::default());
         let mut got = Vec::new();
         while let Some((_, payload)) = merge.pop().unwrap() {
             got.push(payload[0]);
@@ -231,13 +238,13 @@ mod tests {
     #[test]
     fn a_duplicate_or_broken_stream_fails_the_merge() {
         let merge = Arc::new(Merge::default());
-        merge.feed(stream(&[(0, 0), (0, 1)]));
+        merge.feed(stream(&[(0, 0), (0, 1)]), Decompressor::default());
         // Frame 0 may or may not be handed out before the duplicate is seen.
         assert!(merge.pop().is_err() || merge.pop().is_err());
         let merge = Arc::new(Merge::default());
         let mut cut = stream(&[(0, 0)]).into_inner();
         cut.truncate(cut.len() - 1);
-        merge.feed(std::io::Cursor::new(cut));
+        merge.feed(std::io::Cursor::new(cut), Decompressor::default());
         assert!(merge.pop().is_err());
     }
 }

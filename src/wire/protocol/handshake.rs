@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 /// Starts with NUL so no printable banner can look like it.
 pub const MAGIC: &[u8; 8] = b"\0TANDEM\x01";
 /// Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 /// How much unexpected output is read before giving up on finding the magic.
 const MAX_NOISE: usize = 4096;
 

@@ -51,6 +51,10 @@ pub struct Summary {
     pub compression_ratio: f64,
     /// Wall-clock time of the run.
     pub elapsed_s: f64,
+    /// Where that time went, step by step (`lock`, `connect`, `scan`, `hash`, `decide`,
+    /// `transfer`, `commit`): seconds each, in the order they ran (a continuous run
+    /// adds up its cycles).
+    pub phases_s: Vec<(&'static str, f64)>,
     /// The exit status.
     pub exit: u8,
     /// True for a dry run (nothing was changed).

@@ -160,6 +160,8 @@ struct Run<'a> {
     /// Set when the user asked to stop: no further file starts.
     stop: Option<&'a std::sync::atomic::AtomicBool>,
     started: Instant,
+    /// When the step running now began.
+    step_started: Instant,
     /// Where the run is recorded as the session's last, once it holds the session (a
     /// dry run is not recorded).
     record: Option<Record>,
@@ -184,6 +186,7 @@ impl<'a> Run<'a> {
             last_error: None,
             stop: None,
             started: Instant::now(),
+            step_started: Instant::now(),
             record: None,
         }
     }
@@ -225,6 +228,18 @@ impl<'a> Run<'a> {
         };
         if let Err(e) = session.record_run(run) {
             self.error(None, None, &e);
+        }
+    }
+
+    /// The step `name` has ended: its time is added to the summary's phases.
+    fn phase(&mut self, name: &'static str) {
+        let now = Instant::now();
+        let spent = now.duration_since(self.step_started).as_secs_f64();
+        self.step_started = now;
+        let phases = &mut self.summary.phases_s;
+        match phases.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, s)) => *s += spent,
+            None => phases.push((name, spent)),
         }
     }
 
@@ -290,8 +305,11 @@ fn run_inner(
 ) -> Result<()> {
     let (_lock, mut old) = prepare(job)?;
     run.holds_session(job);
+    run.phase("lock");
     let opened = open_endpoints(job)?;
+    run.phase("connect");
     let mut sides = first_scan(job, opened, &mut old, run)?;
+    run.phase("scan");
     cycle(job, &mut sides, &mut old, run, confirm, watch, &NOTHING_HOT)
 }
 
@@ -320,8 +338,11 @@ fn cycle(
         job.policy.direction,
     );
     hash(sides, old, run)?;
+    run.phase("hash");
     names::accommodate(&mut sides.trees, sides.holds);
-    let Some(mut plan) = decide(job, sides, old, run, confirm)? else {
+    let decided = decide(job, sides, old, run, confirm)?;
+    run.phase("decide");
+    let Some(mut plan) = decided else {
         return Ok(());
     };
     let held = hold_back(&mut plan, hot);
@@ -331,6 +352,7 @@ fn cycle(
         _ => [None, None],
     };
     let mut pending = execute(&mut plan, job, sides, run, watch);
+    run.phase("transfer");
     pending.extend(held);
     restamp_roots(job, sides, roots, run)?;
     for n in sides.remote.notes() {
@@ -351,5 +373,7 @@ fn cycle(
         }
     }
     let wrote = done > 0;
-    commit(job, sides, old, wrote, &pending)
+    let committed = commit(job, sides, old, wrote, &pending);
+    run.phase("commit");
+    committed
 }

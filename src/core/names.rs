@@ -43,6 +43,12 @@ pub struct NameRules {
     /// A listing may spell a name otherwise than it was written (another case, NFD for
     /// NFC): the spelling a listing returns is not news.
     pub respells: bool,
+    /// What a listing respells is the Unicode normal form only, never the case (HFS+
+    /// lists NFD, with the case a name was written in): there another case in a listing
+    /// is news, and a case-only rename changes what is listed. False for roots probed
+    /// before this was asked, which are taken to respell anything, as before.
+    #[serde(default)]
+    pub respells_only_form: bool,
 }
 
 impl NameRules {
@@ -89,6 +95,23 @@ impl NameRules {
             false => folded,
         };
         Cow::Owned(folded.into_bytes())
+    }
+
+    /// True when this root may list a path written as `written` as `listed` of its own
+    /// accord (so nobody renamed it): the same bytes; on a root that respells, names
+    /// that are one here, and only in normal form where it respells only that.
+    pub fn may_list_as(&self, written: &[u8], listed: &[u8]) -> bool {
+        if written == listed || !self.respells {
+            return written == listed;
+        }
+        if !self.respells_only_form {
+            return true;
+        }
+        let form = NameRules {
+            folds_form: true,
+            ..NameRules::default()
+        };
+        form.key(written) == form.key(listed)
     }
 
     /// How this root folds, in words for messages: "ignores case and Unicode form".
@@ -258,7 +281,7 @@ pub fn align(
     };
     // Decided on the trees as scanned, then applied: the second side's decisions must
     // not see the first side's renames.
-    let mut decided: Vec<(Side, HashMap<RelPath, RelPath>, bool)> = Vec::new();
+    let mut decided: Vec<(Side, HashMap<RelPath, RelPath>, NameRules)> = Vec::new();
     let mut base_renames = HashMap::new();
     for &side in targets {
         let r = rules[side as usize];
@@ -278,17 +301,20 @@ pub fn align(
                 renames.insert(s, c);
             }
         }
-        decided.push((side, renames, !r.respells));
+        decided.push((side, renames, r));
     }
     out.base_respelled = !respell(base, &base_renames).is_empty();
-    for (side, renames, keeps) in decided {
+    for (side, renames, r) in decided {
         let tree = &mut trees[side as usize];
         for (on_disk, name) in respell(tree, &renames) {
+            // Renamed on disk where that changes what the root lists: not for a
+            // spelling it would list anyway (it would be renamed again every run).
+            let rename = !r.may_list_as(name.name(), on_disk.name());
             out.respelled.push(Respelled {
                 side,
                 name,
                 on_disk,
-                rename: keeps,
+                rename,
             });
         }
     }
@@ -392,7 +418,8 @@ fn decide_group(
             // A side that keeps spellings and now spells the name otherwise than the
             // baseline renamed it (case only): its spelling wins, unless the other
             // side renamed it too.
-            let renamed_here = bidi && !rules.respells && base.is_some_and(|b| b != s);
+            let renamed_here =
+                bidi && base.is_some_and(|b| !rules.may_list_as(b.as_bytes(), s.as_bytes()));
             let renamed_there = base.is_some_and(|b| b != o);
             match (renamed_here, renamed_there) {
                 (true, true) => collisions.push(Collision {
@@ -412,9 +439,9 @@ fn decide_group(
         }
         // The other side has none of the names, but the baseline knows the entry under
         // another spelling: a side whose listings respell it still has that entry.
-        (Some(&s), None) if direction == Direction::Bidi && rules.respells => {
-            base.filter(|b| *b != s).map(|b| (s.clone(), b.clone()))
-        }
+        (Some(&s), None) if direction == Direction::Bidi => base
+            .filter(|b| *b != s && rules.may_list_as(b.as_bytes(), s.as_bytes()))
+            .map(|b| (s.clone(), b.clone())),
         _ => None,
     }
 }

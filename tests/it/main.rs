@@ -9,6 +9,7 @@ mod cli;
 mod continuous;
 mod engine;
 mod fidelity;
+mod foldfs;
 mod hosts;
 mod layout;
 mod local;

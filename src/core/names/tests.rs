@@ -12,30 +12,35 @@ const PLAIN: NameRules = NameRules {
     folds_case: false,
     folds_form: false,
     respells: false,
+    respells_only_form: false,
 };
 /// Ignores case, keeps spellings (NTFS on Windows).
 const NTFS: NameRules = NameRules {
     folds_case: true,
     folds_form: false,
     respells: false,
+    respells_only_form: false,
 };
 /// Ignores case, lists lower case (ntfs-3g with `ignore_case`).
 const LOWER: NameRules = NameRules {
     folds_case: true,
     folds_form: false,
     respells: true,
+    respells_only_form: false,
 };
 /// Ignores case and form, keeps spellings (APFS).
 const APFS: NameRules = NameRules {
     folds_case: true,
     folds_form: true,
     respells: false,
+    respells_only_form: false,
 };
-/// Ignores case and form, lists NFD (HFS+).
+/// Ignores case and form, lists NFD in the case written (HFS+).
 const HFS: NameRules = NameRules {
     folds_case: true,
     folds_form: true,
     respells: true,
+    respells_only_form: true,
 };
 
 fn p(s: &str) -> RelPath {
@@ -260,13 +265,16 @@ fn a_case_only_rename_is_carried_as_a_rename_onto_a_folding_side() {
             ["remote rename -> notes.txt Notes.txt"],
             "{direction:?}"
         );
-        // Both sides fold and keep spellings (APFS to APFS).
-        let (plan, _, _) = run(&base, &renamed, &base, [APFS, APFS], direction);
-        assert_eq!(
-            ops(&plan),
-            ["remote rename -> notes.txt Notes.txt"],
-            "{direction:?}"
-        );
+        // Both sides fold and keep spellings (APFS to APFS); or the folding side
+        // lists NFD, but in the case written (HFS+).
+        for rules in [[APFS, APFS], [PLAIN, HFS]] {
+            let (plan, _, _) = run(&base, &renamed, &base, rules, direction);
+            assert_eq!(
+                ops(&plan),
+                ["remote rename -> notes.txt Notes.txt"],
+                "{direction:?} {rules:?}"
+            );
+        }
         // The folding side lists lower case anyway: nothing to do.
         let listed = tree(&[("notes.txt", f("x"))]);
         let (plan, _, _) = run(&base, &renamed, &listed, [PLAIN, LOWER], direction);
@@ -275,8 +283,14 @@ fn a_case_only_rename_is_carried_as_a_rename_onto_a_folding_side() {
     // Renamed on the folding side: carried to the other side as a rename there.
     let (plan, _, _) = run(&base, &base, &renamed, [PLAIN, NTFS], Direction::Bidi);
     assert_eq!(ops(&plan), ["local rename -> notes.txt Notes.txt"]);
-    let (plan, _, _) = run(&base, &base, &renamed, [APFS, APFS], Direction::Bidi);
-    assert_eq!(ops(&plan), ["local rename -> notes.txt Notes.txt"]);
+    for rules in [[APFS, APFS], [PLAIN, HFS]] {
+        let (plan, _, _) = run(&base, &base, &renamed, rules, Direction::Bidi);
+        assert_eq!(
+            ops(&plan),
+            ["local rename -> notes.txt Notes.txt"],
+            "{rules:?}"
+        );
+    }
     // Renamed and edited: renamed, then written, never deleted.
     let edited = tree(&[("notes.txt", f("edited"))]);
     let (plan, _, _) = run(&base, &edited, &base, [PLAIN, NTFS], Direction::Bidi);

@@ -67,10 +67,19 @@ fn probe_in(dir: &OwnedFd) -> (NameRules, Holds) {
             }
         }
     }
+    let respells = listed != [WRITTEN.as_bytes()];
+    // Listed once, in another form but the case written (HFS+ lists NFD).
+    let form = NameRules {
+        folds_form: true,
+        ..NameRules::default()
+    };
+    let only_form =
+        respells && matches!(&listed[..], [n] if form.key(n) == form.key(WRITTEN.as_bytes()));
     let rules = NameRules {
         folds_case: found(OTHER_CASE),
         folds_form: found(OTHER_FORM),
-        respells: listed != [WRITTEN.as_bytes()],
+        respells,
+        respells_only_form: only_form,
     };
     for name in listed {
         let _ = rustix::fs::unlinkat(dir, os(&name), AtFlags::empty());

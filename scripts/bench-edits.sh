@@ -61,6 +61,16 @@ done
 printf '%-30s %6s %9.2f %9.2f %6.2fx %12d %12d %6.2fx\n' "updates, all" "" "$total_t" "$total_r" \
     "$(echo "$total_t / $total_r" | bc -l)" "$bytes_t" "$bytes_r" "$(echo "$bytes_t / $bytes_r" | bc -l)"
 
+# The fixed cost of a run: a no-op push, step by step, beside the login alone.
+ts noop-t "$work/tree" "$far/far-t"
+cmd_run ssh-true $ssh "$user@127.0.0.1" true
+python3 - "$work/noop-t.json" "${T[noop-t]}" "${T[ssh-true]}" <<'PY'
+import json, sys
+s = [json.loads(l) for l in open(sys.argv[1])][-1]
+steps = "  ".join(f"{n} {t:.3f}" for n, t in s["phases_s"])
+print(f"no-op push: {float(sys.argv[2]):.2f} s ({steps}); ssh host true: {float(sys.argv[3]):.2f} s")
+PY
+
 # Bidi: both sides at one release, then each gets half of the next one's changes.
 rel unpack "$cache" openssl-src "$bidi_base" "$work/a-t"
 rel unpack "$cache" openssl-src "$bidi_next" "$work/next"

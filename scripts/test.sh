@@ -13,11 +13,12 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --all-targets "$@" 2>&1 | tee "$log" || status=$?
 # The core suite (push, pull, bidi, conflicts, deltas, metadata, safety) again with the
-# aarch64 agent under qemu-user over the pipe transport: nothing may be missing on ARM.
+# aarch64 agent under qemu-user over the pipe transport, roots that fold names too:
+# nothing may be missing on ARM.
 if [ $# -eq 0 ]; then
     scripts/emulation.sh
     TANDEM_TEST_AGENT="$PWD/${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-musl/agent/tandem-agent" \
-        cargo test --test it -- local:: engine:: safety:: transports:: metadata:: fidelity:: 2>&1 |
+        cargo test --test it -- local:: engine:: safety:: transports:: metadata:: fidelity:: casefold:: foldfs:: 2>&1 |
         sed 's/^test result:/test result (aarch64 agent):/' | tee -a "$log" || status=$?
 fi
 awk '/^test result/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i; if ($(i+1) ~ /^ignored;?$/) g += $i } }

@@ -14,9 +14,11 @@ use crate::endpoint::{Chunk, Endpoint, SendRequest};
 use crate::error::{Error, Result};
 
 /// Files smaller than this are sent whole: their signature and delta would not be much
-/// smaller than the file compressed in the stream's context. (Above it a delta wins on a
-/// line edited in a source file: rsync deltas every file.)
-pub const DELTA_MIN: u64 = 2 << 10;
+/// smaller than the file compressed in the stream's context. Above it a delta wins on a
+/// line edited in a source file (on OpenSSL's releases, 4 KiB sent 22% fewer bytes than
+/// 16 KiB, in the same time; 2 KiB saved 1% more and cost a quarter more time, the
+/// signature round trip being in the way).
+pub const DELTA_MIN: u64 = 4 << 10;
 
 /// What the transfers moved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

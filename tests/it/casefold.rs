@@ -81,7 +81,7 @@ fn ntfs_except(skip: &[&'static str]) -> Except {
 /// Asserts the run's only per-file lines are conflicts (it changed nothing) and that
 /// it exited with exactly the conflict bit.
 #[track_caller]
-fn only_conflicts(r: &Run) {
+pub(crate) fn only_conflicts(r: &Run) {
     assert_eq!(r.code, 2, "{r:?}");
     for l in r.lines().iter().filter(|l| l.starts_with('/')) {
         assert!(l.contains("CONFLICT"), "changed something: {l}\n{r:?}");
@@ -90,7 +90,7 @@ fn only_conflicts(r: &Run) {
 
 /// Asserts the run named the two colliding names in one conflict.
 #[track_caller]
-fn names_collision(r: &Run, a: &str, b: &str) {
+pub(crate) fn names_collision(r: &Run, a: &str, b: &str) {
     let named = r.lines().into_iter().any(|l| {
         l.contains("CONFLICT") && l.contains(&format!("'{a}'")) && l.contains(&format!("'{b}'"))
     });

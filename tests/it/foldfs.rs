@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use unicode_normalization::UnicodeNormalization;
 
+use crate::casefold::only_conflicts;
 use crate::util::*;
 
 const NFC: &str = "caf\u{e9}.txt";
@@ -154,27 +155,24 @@ fn assert_same_as_held(a: &Path, b: &Path, skip: &[&'static str]) {
     );
 }
 
-/// Asserts the run's only per-file lines are conflicts and it exited with exactly the
-/// conflict bit.
-#[track_caller]
-fn only_conflicts(r: &Run) {
-    assert_eq!(r.code, 2, "{r:?}");
-    for l in r.lines().iter().filter(|l| l.starts_with('/')) {
-        assert!(l.contains("CONFLICT"), "changed something: {l}\n{r:?}");
-    }
-}
-
-/// Asserts the run named the two colliding names in one conflict, saying the root
-/// ignores case and form (what its probe found).
+/// Asserts the run named the two colliding names in one conflict (as on any folding
+/// root), saying the root ignores case and form (what its probe found).
 #[track_caller]
 fn names_collision(r: &Run, a: &str, b: &str) {
-    let named = r.lines().into_iter().any(|l| {
-        l.contains("CONFLICT")
-            && l.contains(&format!("'{a}'"))
-            && l.contains(&format!("'{b}'"))
-            && l.contains("ignores case and Unicode normal form")
-    });
-    assert!(named, "no conflict naming '{a}' and '{b}':\n{r:?}");
+    crate::casefold::names_collision(r, a, b);
+    assert!(
+        r.lines()
+            .iter()
+            .any(|l| l.contains("CONFLICT") && l.contains("ignores case and Unicode normal form")),
+        "the conflict does not say why:\n{r:?}"
+    );
+}
+
+/// Asserts the root lists `name` as written (case kept).
+#[track_caller]
+fn assert_listed(root: &Path, name: &str, r: &Run) {
+    let names = listing(root);
+    assert!(names.iter().any(|n| n == name), "{names:?}\n{r:?}");
 }
 
 /// Asserts a run changed nothing and found nothing to report.
@@ -284,11 +282,7 @@ fn push_onto_a_folding_root_keeps_both_names_and_carries_a_case_only_rename() {
     std::fs::rename(f.a.join("notes.txt"), f.a.join("Notes.txt")).unwrap();
     let r = f.sync("push", &[]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(
-        listing(&f.b).contains(&"Notes.txt".to_string()),
-        "{:?}\n{r:?}",
-        listing(&f.b)
-    );
+    assert_listed(&f.b, "Notes.txt", &r);
     assert_same_as_held(&f.a, &f.b, &collide);
     only_conflicts(&f.sync("push", &[]));
     // Resolved on the source: the names left are written, and all is quiet.
@@ -351,11 +345,7 @@ fn bidi_with_a_folding_root_loses_nothing_and_carries_case_only_renames_both_way
     std::fs::rename(f.a.join("notes.txt"), f.a.join("Notes.txt")).unwrap();
     let r = f.sync("bidi", &[]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(
-        listing(&f.b).contains(&"Notes.txt".to_string()),
-        "{:?}\n{r:?}",
-        listing(&f.b)
-    );
+    assert_listed(&f.b, "Notes.txt", &r);
     assert_same_as_held(&f.a, &f.b, &collide);
     only_conflicts(&f.sync("bidi", &[]));
     // One on the folding side, edited there too: carried back, one name on each side.

@@ -11,8 +11,8 @@ use std::process::Command;
 
 use crate::util::*;
 
-const NFC: &str = "caf\u{e9}.txt";
-const NFD: &str = "cafe\u{301}.txt";
+pub(crate) const NFC: &str = "caf\u{e9}.txt";
+pub(crate) const NFD: &str = "cafe\u{301}.txt";
 
 /// An NTFS image mounted case-insensitively in a temp dir; unmounted when dropped.
 struct NtfsMount {
@@ -99,7 +99,7 @@ pub(crate) fn names_collision(r: &Run, a: &str, b: &str) {
 
 /// The local tree the tests start from: two names that are one there, NFC and NFD twins
 /// (two names on NTFS), lower-case names that NTFS lists as written.
-fn source_tree(root: &Path) {
+pub(crate) fn source_tree(root: &Path) {
     write(root.join("a.txt"), "lower");
     write(root.join("A.txt"), "upper");
     write(root.join(NFC), "composed");

@@ -15,11 +15,9 @@ use std::time::{Duration, Instant};
 
 use unicode_normalization::UnicodeNormalization;
 
-use crate::casefold::only_conflicts;
+use crate::casefold::{only_conflicts, NFC, NFD};
 use crate::util::*;
 
-const NFC: &str = "caf\u{e9}.txt";
-const NFD: &str = "cafe\u{301}.txt";
 /// A name with no twin, written in NFC: the filesystem hands it back in NFD.
 const RESUME_NFC: &str = "r\u{e9}sum\u{e9}.txt";
 
@@ -189,13 +187,8 @@ fn quiet(r: &Run) {
 /// The local tree the tests start from: two names that are one by case, two by form, a
 /// name the filesystem will list in NFD, and names that are unique there.
 fn source_tree(root: &Path) {
-    write(root.join("a.txt"), "lower");
-    write(root.join("A.txt"), "upper");
-    write(root.join(NFC), "composed");
-    write(root.join(NFD), "decomposed");
+    crate::casefold::source_tree(root);
     write(root.join(RESUME_NFC), "cv");
-    write(root.join("docs/q.txt"), "q");
-    write(root.join("notes.txt"), "notes");
 }
 
 #[test]

@@ -175,11 +175,20 @@ fn login_through_ssh_agent_and_refusal_without_it() {
         assert!(Instant::now() < deadline, "ssh-agent did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let add = std::process::Command::new("ssh-add")
-        .arg(s.sshd.key())
-        .env("SSH_AUTH_SOCK", &sock)
-        .output()
-        .unwrap();
+    // The socket exists once bound, a moment before ssh-agent listens on it: a refused
+    // connection then means "not yet", until the deadline.
+    let add = loop {
+        let add = std::process::Command::new("ssh-add")
+            .arg(s.sshd.key())
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .unwrap();
+        let refused = String::from_utf8_lossy(&add.stderr).contains("Connection refused");
+        if add.status.success() || !refused || Instant::now() >= deadline {
+            break add;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(add.status.success(), "{add:?}");
     let run = |sock: &Path| {
         let mut c = s.client();

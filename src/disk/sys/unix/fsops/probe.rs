@@ -2,8 +2,10 @@
 //! trying with a temp file at scan time (never guessed from the OS).
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
-use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, Timespec, Timestamps};
 
 use super::{os, ts_ns, Root, PART_PREFIX};
 use crate::core::names::{Holds, NameRules};
@@ -16,13 +18,17 @@ impl Root {
     /// probe cannot be made (read-only) gets the default: names kept apart as written.
     /// The same probe file tells what attributes the root keeps ([`Holds`]).
     pub fn probe_names(&self) -> (NameRules, Holds) {
+        static PROBES: AtomicU32 = AtomicU32::new(0);
         let dir = format!(
-            "{}names-probe-{}",
+            "{}names-probe-{}-{}",
             String::from_utf8_lossy(PART_PREFIX),
-            std::process::id()
+            std::process::id(),
+            PROBES.fetch_add(1, Ordering::Relaxed)
         );
-        // The probe comes and goes inside the root: the root's times are put back, so a
-        // source is left as it was found.
+        // The probe comes and goes inside the root and the root's times are put back, so a
+        // source is left as it was found. Probes of one root take turns: one that began
+        // while another's directory stood would put back that directory's time.
+        let _turn = ProbeTurn::take(&self.fd);
         let before = rustix::fs::fstat(&self.fd).ok();
         if rustix::fs::mkdirat(&self.fd, os(dir.as_bytes()), Mode::from_raw_mode(0o700)).is_err() {
             return Default::default();
@@ -43,6 +49,38 @@ impl Root {
             let _ = rustix::fs::futimens(&self.fd, &times);
         }
         rules.unwrap_or_default()
+    }
+}
+
+/// A probe's turn at its root: an `flock` on the root directory itself (which writes
+/// nothing, so the root's times stay as they are), released when dropped or when the
+/// process dies. A turn not had within [`ProbeTurn::PATIENCE`] (a stopped process holding
+/// it) is gone without: the probe still runs, and at worst the root's mtime moves.
+struct ProbeTurn<'a>(Option<&'a OwnedFd>);
+
+impl<'a> ProbeTurn<'a> {
+    const PATIENCE: Duration = Duration::from_secs(5);
+
+    fn take(root: &'a OwnedFd) -> ProbeTurn<'a> {
+        let deadline = Instant::now() + Self::PATIENCE;
+        loop {
+            match rustix::fs::flock(root, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return ProbeTurn(Some(root)),
+                Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                // Not lockable here (some network filesystems), or waited long enough.
+                Err(_) => return ProbeTurn(None),
+            }
+        }
+    }
+}
+
+impl Drop for ProbeTurn<'_> {
+    fn drop(&mut self) {
+        if let Some(fd) = self.0 {
+            let _ = rustix::fs::flock(fd, FlockOperation::Unlock);
+        }
     }
 }
 
@@ -127,4 +165,46 @@ fn probe_holds(file: &OwnedFd) -> Holds {
         }
     }
     holds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn times(path: &std::path::Path) -> (i64, i64) {
+        let st = rustix::fs::stat(path).unwrap();
+        (
+            ts_ns(st.st_mtime, st.st_mtime_nsec),
+            ts_ns(st.st_atime, st.st_atime_nsec),
+        )
+    }
+
+    /// Two first runs from one source probe it at once: each must leave the root's times as
+    /// they were before either began (each alone restoring what it saw would put back the
+    /// other's probe directory's time).
+    #[test]
+    fn probes_at_once_leave_the_roots_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Timespec {
+            tv_sec: 1_500_000_000,
+            tv_nsec: 5,
+        };
+        let set = Timestamps {
+            last_access: old,
+            last_modification: old,
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, dir.path(), &set, AtFlags::empty()).unwrap();
+        let before = times(dir.path());
+        for round in 0..30 {
+            std::thread::scope(|s| {
+                for _ in 0..6 {
+                    let root = Root::open(dir.path()).unwrap();
+                    s.spawn(move || root.probe_names());
+                }
+            });
+            assert_eq!(times(dir.path()), before, "round {round}");
+        }
+        // Listed last: listing moves the root's atime.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }

@@ -47,6 +47,11 @@ fn built_agent(triple: &str) -> PathBuf {
 
 /// A server whose logins see `uname -m` = `machine` and `getconf LONG_BIT` = `bits`.
 fn host(machine: &str, bits: u32) -> SshFixture {
+    host_of("Linux", machine, bits)
+}
+
+/// [`host`], with `uname -s` = `os`.
+fn host_of(os: &str, machine: &str, bits: u32) -> SshFixture {
     emulation();
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("fakebin");
@@ -59,7 +64,7 @@ fn host(machine: &str, bits: u32) -> SshFixture {
     script(
         "uname",
         format!(
-            "case \"$*\" in -m) echo {machine};; -s) echo Linux;; -sm) echo 'Linux {machine}';; *) exec /bin/uname \"$@\";; esac\n"
+            "case \"$*\" in -m) echo {machine};; -s) echo {os};; -sm) echo '{os} {machine}';; *) exec /bin/uname \"$@\";; esac\n"
         ),
     );
     script(
@@ -215,5 +220,39 @@ fn a_host_no_agent_serves_is_told_which_systems_are_served() {
         assert!(r.stderr.contains(said), "names {said}: {r:?}");
     }
     assert!(!r.stderr.contains("panicked"), "{r:?}");
+    assert!(names(&s.f.b).is_empty(), "nothing written");
+}
+
+/// A Mac gets the macOS agents (built by scripts/build-macos.sh), Apple silicon's first and
+/// Intel's for Rosetta next. Neither runs here: each fails the check the uploaded agent
+/// makes of itself, and nothing is left in the host's cache.
+#[test]
+fn a_mac_host_gets_the_macos_agents_offered() {
+    for triple in ["aarch64-apple-darwin", "x86_64-apple-darwin"] {
+        let agent = built_agent(triple);
+        let head = std::fs::read(&agent).unwrap();
+        assert_eq!(
+            head[..4],
+            0xfeed_facfu32.to_le_bytes(),
+            "{triple} is Mach-O"
+        );
+    }
+    let s = host_of("Darwin", "arm64", 64);
+    tree(&s.f.a);
+    let r = run(&s, "push", &[]);
+    assert_eq!(r.code & 64, 64, "{r:?}");
+    let arm = r.stderr.find("for macOS arm64 (Apple silicon)");
+    let intel = r.stderr.find("for macOS x86_64 (Intel)");
+    assert!(
+        arm.is_some() && arm < intel,
+        "both offered, Apple silicon's first: {r:?}"
+    );
+    assert!(!r.stderr.contains("panicked"), "{r:?}");
+    let cache = cached_agent(&s);
+    let left: Vec<_> = std::fs::read_dir(cache.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "nothing left in the cache: {left:?}");
     assert!(names(&s.f.b).is_empty(), "nothing written");
 }

@@ -4,7 +4,7 @@
 //! (bash, fish, tcsh...) only ever sees the word `sh` and its quoting never matters. The
 //! script looks for `tandem-agent` of exactly our version, built for the host's machine,
 //! on PATH, then in `~/.cache/tandem/<version>/`, and execs it; otherwise it prints the
-//! host's `uname -sm` and `getconf LONG_BIT`, and the client uploads the static agent that
+//! host's `uname -sm` and `getconf LONG_BIT`, and the client uploads the agent that
 //! runs there (temp name, BLAKE3 checked by the uploaded binary itself — which also proves
 //! the host can run it — then renamed: two first runs at once cannot corrupt it). An agent
 //! of another machine left in the cache fails the check and is replaced.
@@ -232,8 +232,12 @@ fn no_agent_message(session: &dyn Shell, host: &HostSystem) -> String {
     };
     let fix = match host.builds().first() {
         Some(b) => format!(
-            "put a static agent for it beside tandem as '{}' (scripts/build-agent.sh builds it), or install tandem-agent on the host",
-            b.file_name()
+            "put an agent for it beside tandem as '{}' ({} builds it), or install tandem-agent on the host",
+            b.file_name(),
+            match b.os {
+                "Darwin" => "scripts/build-macos.sh --agents DIR",
+                _ => "scripts/build-agent.sh",
+            }
         ),
         None => format!(
             "tandem builds agents for {} only: install tandem-agent {version} on the host and name it with --agent-path",

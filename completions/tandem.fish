@@ -45,7 +45,7 @@ complete -c tandem -n "__fish_tandem_needs_command" -l include -d 'Keep paths ma
 complete -c tandem -n "__fish_tandem_needs_command" -l exclude-dirs-older-than -d 'Leave alone directories whose mtime is older than this on either side (e.g. 7d, 1w0d0h0m0s): their contents are neither copied nor deleted' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l exclude-from -d 'Read exclude patterns from a file (one per line, \'!\' to include)' -r -F
 complete -c tandem -n "__fish_tandem_needs_command" -l max-delete -d 'Refuse a run that would delete more than N entries, or P% of a side' -r
-complete -c tandem -n "__fish_tandem_needs_command" -l compress -d 'Data compression on the wire: zstd, zstd:LEVEL or none [default: zstd over SSH, none for a local -r directory]' -r
+complete -c tandem -n "__fish_tandem_needs_command" -l compress -d 'Data compression on the wire: zstd (level 6 for metadata, deltas and small files, 1 for large files sent whole), zstd:LEVEL, zstd:LEVEL,BULK or none [default: zstd over SSH, none for a local -r directory]' -r
 complete -c tandem -n "__fish_tandem_needs_command" -s L -l local-logdir -d 'Write a log (timestamped status lines, conflicts, errors) into DIR, rotated at MB megabytes (default 10)' -r
 complete -c tandem -n "__fish_tandem_needs_command" -s R -l remote-logdir -d 'The same for the agent, on the other side' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l dedup -d 'Content already on the receiving side (same BLAKE3) is copied there (copy; a reflink where possible) or hard-linked (hardlink, when attributes match) instead of sent' -r

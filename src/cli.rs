@@ -78,7 +78,7 @@ pub fn agent_command() -> clap::Command {
         .arg(flag("no-hard-links", "Scan every name as a file of its own"))
         .arg(value("scan-threads", "N", "Threads that look entries up while scanning"))
         .arg(value("acls", "none|native|metafile", "Where ACLs and xattrs are kept"))
-        .arg(value("compress", "zstd[:LEVEL]|none", "Compression of the agent's frames"))
+        .arg(value("compress", "zstd[:LEVEL[,BULK]]|none", "Compression of the agent's frames"))
         .arg(value("keep-dir", "DIR", "Keep what is deleted or replaced in DIR"))
         .arg(value("log", "DIR[:MB]", "Write a log into DIR, rotated at MB megabytes"))
         .arg(flag("die-with-parent", "Exit when the process that started it dies"))

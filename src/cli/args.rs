@@ -140,9 +140,10 @@ pub struct Args {
     /// Refuse a run that would delete more than N entries, or P% of a side.
     #[arg(long = "max-delete", value_name = "N|P%")]
     pub max_delete: Option<String>,
-    /// Data compression on the wire: zstd, zstd:LEVEL or none [default: zstd over SSH,
-    /// none for a local -r directory].
-    #[arg(long = "compress", value_name = "zstd[:LEVEL]|none")]
+    /// Data compression on the wire: zstd (level 6 for metadata, deltas and small files,
+    /// 1 for large files sent whole), zstd:LEVEL, zstd:LEVEL,BULK or none [default: zstd
+    /// over SSH, none for a local -r directory].
+    #[arg(long = "compress", value_name = "zstd[:LEVEL[,BULK]]|none")]
     pub compress: Option<String>,
     /// Write a log (timestamped status lines, conflicts, errors) into DIR, rotated at MB
     /// megabytes (default 10).

@@ -98,22 +98,29 @@ pub fn write_sparse(file: &std::fs::File, offset: u64, data: &[u8]) -> io::Resul
 /// The signature's shape for a basis of `len` bytes: blocks of about √len / 2 bytes,
 /// rounded to a power of two (512 B to 128 KiB), so scattered page-sized edits cost a
 /// block each instead of rsync's √len, and a line edited in a small source file costs
-/// half a KiB; and a strong hash just long enough for the odds of a false match.
+/// half a KiB; and the strong hash length that costs the fewest bytes on the wire.
 ///
-/// A false match is caught by the BLAKE3 check of the result, and costs sending the file
-/// whole once more, so the odds are set by what that costs: about 2⁻ᵏ for a file of 2ᵏ
-/// bytes (an expected byte or so resent per file, as rsync's bias does for small files),
-/// 2⁻¹⁰ at least. The block pairs to tell apart number about len² / block; the rolling
-/// sum is counted as 24 of its 32 bits (it is weak on text). 2 bytes at least.
+/// A false match is caught by the BLAKE3 check of the result and costs sending the file
+/// whole once more; so each byte of strong hash is worth keeping only while it saves more
+/// in expected resends than it costs in signature. The block pairs to tell apart number
+/// about len² / block, and the rolling sum is counted as 24 of its 32 bits (it is weak on
+/// text). The odds are kept below one in a thousand whatever the bytes say. An 8 KiB source
+/// file gets one byte (a resend about once in 30,000 such files), a 4 GiB one five.
 pub fn options(len: u64) -> SignatureOptions {
     let half_root = ((len as f64).sqrt() / 2.0).max(1.0);
     let block_bits = (half_root.log2().round() as u32).clamp(9, 17);
-    let len_bits = 64 - len.max(1).leading_zeros();
-    let odds_bits = len_bits.max(10);
-    let hash_bits = (2 * len_bits + odds_bits).saturating_sub(block_bits + ROLLING_BITS);
+    let (len_f, block_f) = (len.max(1) as f64, f64::from(1u32 << block_bits));
+    let blocks = (len_f / block_f).ceil();
+    let pair_bits = (len_f * len_f / block_f).log2();
+    let odds = |hash: u32| pair_bits - f64::from(ROLLING_BITS + 8 * hash);
+    let cost = |hash: u32| blocks * f64::from(hash) + odds(hash).exp2().min(1.0) * len_f;
+    let hash = (1..=HASH_SIZE)
+        .filter(|h| odds(*h) <= -10.0 || *h == HASH_SIZE)
+        .min_by(|a, b| cost(*a).total_cmp(&cost(*b)))
+        .unwrap_or(HASH_SIZE);
     SignatureOptions {
         block_size: 1 << block_bits,
-        crypto_hash_size: hash_bits.div_ceil(8).clamp(2, HASH_SIZE),
+        crypto_hash_size: hash,
     }
 }
 
@@ -411,13 +418,15 @@ mod tests {
     #[test]
     fn signature_shape_follows_the_file_size() {
         let o = options(64 << 20);
-        assert_eq!((o.block_size, o.crypto_hash_size), (4096, 6));
+        assert_eq!((o.block_size, o.crypto_hash_size), (4096, 4));
         let o = options(4 << 30);
-        assert_eq!((o.block_size, o.crypto_hash_size), (32768, 8));
+        assert_eq!((o.block_size, o.crypto_hash_size), (32768, 5));
+        let o = options(1 << 20);
+        assert_eq!((o.block_size, o.crypto_hash_size), (512, 3));
         assert_eq!(options(0).block_size, 512);
-        // A small source file: half-KiB blocks, each signed in 6 bytes.
+        // A small source file: half-KiB blocks, each signed in 5 bytes.
         let o = options(8 << 10);
-        assert_eq!((o.block_size, o.crypto_hash_size), (512, 2));
+        assert_eq!((o.block_size, o.crypto_hash_size), (512, 1));
         assert_eq!(options(u64::MAX).block_size, 128 << 10);
         assert!(options(u64::MAX).crypto_hash_size <= HASH_SIZE);
     }

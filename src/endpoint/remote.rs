@@ -11,7 +11,7 @@
 mod lanes;
 mod throttle;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvError, TryRecvError};
@@ -20,14 +20,16 @@ use std::thread::JoinHandle;
 
 use crate::core::path::RelPath;
 use crate::core::tree::{Digest, Entry, MapBuilder, Tree};
-use crate::disk::compress::{Compression, Decompressor};
+use crate::disk::compress::{Class, Compression, Decompressor};
 use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest, Traffic};
 use crate::error::{Error, Result};
 use crate::state::known::Known;
 use crate::state::rules::FilterSpec;
 use crate::wire::protocol::frame::{read_frame, FrameError, Kind};
 use crate::wire::protocol::handshake::{read_hello, send_hello};
-use crate::wire::protocol::{decode, encode_into, inflate, Request, Response, PATH_BATCH};
+use crate::wire::protocol::{
+    class_of, decode, encode_into, inflate, Request, Response, PATH_BATCH,
+};
 
 use lanes::Lanes;
 pub use lanes::StreamPlan;
@@ -97,7 +99,7 @@ pub struct RemoteEndpoint {
     joined: (mpsc::Sender<Joined>, Receiver<Joined>),
     pending_joins: u32,
     notes: Vec<String>,
-    in_flight: HashSet<u64>,
+    in_flight: HashMap<u64, Option<Digest>>,
     outcomes: Vec<Received>,
     reader: Option<JoinHandle<()>>,
     guard: Option<Box<dyn Send>>,
@@ -233,7 +235,7 @@ impl RemoteEndpoint {
             joined: mpsc::channel(),
             pending_joins: 0,
             notes: Vec::new(),
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             outcomes: Vec::new(),
             reader: Some(reader),
             guard,
@@ -329,7 +331,7 @@ impl RemoteEndpoint {
     }
 
     fn send_msg(&mut self, req: &Request) -> Result<()> {
-        self.send_frame(req, false, 0)
+        self.send_frame(req, false, 0, Class::Fine)
     }
 
     /// Sends the requests for `batches` from `*sent` on, until [`AHEAD`] of them are
@@ -350,7 +352,7 @@ impl RemoteEndpoint {
 
     /// Queues a message; `large`: it carries data of files above the stream plan's size;
     /// `size`: about how many bytes it encodes to, if known.
-    fn send_frame(&mut self, req: &Request, large: bool, size: usize) -> Result<()> {
+    fn send_frame(&mut self, req: &Request, large: bool, size: usize, class: Class) -> Result<()> {
         if let Some(e) = self.failure() {
             return Err(e);
         }
@@ -363,7 +365,7 @@ impl RemoteEndpoint {
         let ok = self
             .to_agent
             .as_mut()
-            .is_some_and(|q| q.send(kind, payload, large).is_ok());
+            .is_some_and(|q| q.send(kind, payload, large, class).is_ok());
         if ok {
             Ok(())
         } else {
@@ -430,10 +432,17 @@ impl RemoteEndpoint {
                         .push(format!("{}: {why}; using one stream", self.place));
                 }
                 Ok(FromAgent::Msg(Response::Received(done))) => {
-                    for (id, r) in done {
-                        if self.in_flight.remove(&id) {
-                            self.outcomes.push((id, r.map_err(Error::from)));
+                    for (id, mut r) in done {
+                        let Some(sent) = self.in_flight.remove(&id) else {
+                            continue;
+                        };
+                        // The agent leaves out the digest it checked against ours.
+                        if let (Ok(e), Some(d)) = (&mut r, sent) {
+                            if e.is_file() && e.digest.is_none() {
+                                e.digest = Some(d);
+                            }
                         }
+                        self.outcomes.push((id, r.map_err(Error::from)));
                     }
                     if !block {
                         continue;
@@ -472,7 +481,8 @@ impl RemoteEndpoint {
         }
         let chunks = std::mem::take(&mut self.batch);
         let size = std::mem::take(&mut self.batch_bytes);
-        self.send_frame(&Request::Receive { chunks }, self.batch_large, size)
+        let class = class_of(&chunks);
+        self.send_frame(&Request::Receive { chunks }, self.batch_large, size, class)
     }
 
     /// Sends a scan request and gathers its `ScanPart`s (sharing what `known` has);
@@ -575,9 +585,11 @@ impl Endpoint for RemoteEndpoint {
         let mut out = Vec::with_capacity(files.len());
         // Signatures are about 0.02% of a file: a few hundred per frame is safe.
         for batch in files.chunks(256) {
-            match self.call(&Request::Signatures {
-                files: batch.to_vec(),
-            })? {
+            let files = batch
+                .iter()
+                .map(|(p, e)| (p.clone(), e.as_ref().map(Entry::without_digest)))
+                .collect();
+            match self.call(&Request::Signatures { files })? {
                 Response::Signatures(s) if s.len() == batch.len() => {
                     out.extend(s.into_iter().map(|r| r.map(|b| b.into_vec())))
                 }
@@ -619,11 +631,23 @@ impl Endpoint for RemoteEndpoint {
         Ok(())
     }
 
-    fn receive(&mut self, chunk: Chunk) -> Result<()> {
+    fn receive(&mut self, mut chunk: Chunk) -> Result<()> {
+        // The check of the target does not read its digest.
+        if let Chunk::Begin {
+            expect: Some(e), ..
+        } = &mut chunk
+        {
+            *e = e.without_digest();
+        }
         // An abort can come without a begin (a source that could not even be opened): the
         // agent reports an outcome for it all the same.
         if let Chunk::Begin { id, .. } | Chunk::Abort { id, .. } = &chunk {
-            self.in_flight.insert(*id);
+            self.in_flight.insert(*id, None);
+        }
+        if let Chunk::End { id, digest } = &chunk {
+            if let Some(sent) = self.in_flight.get_mut(id) {
+                *sent = Some(*digest);
+            }
         }
         if let Chunk::Begin { id, meta, .. } = &chunk {
             if self.plan.large_above.is_some_and(|size| meta.size > size) {

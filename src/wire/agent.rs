@@ -13,12 +13,12 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::disk::compress::{Compressor, Decompressor};
+use crate::disk::compress::{Class, Compressor, Decompressor};
 use crate::endpoint::{Chunk, Endpoint, LocalEndpoint, Received, SendRequest};
 use crate::error::{Error, WireError};
 use crate::wire::protocol::frame::{read_frame, write_frame, Kind};
 use crate::wire::protocol::handshake::{read_hello, send_hello, HandshakeError};
-use crate::wire::protocol::{decode, encode, inflate, Request, Response, SCAN_BATCH};
+use crate::wire::protocol::{class_of, decode, encode, inflate, Request, Response, SCAN_BATCH};
 
 /// The way to the client. Shared with the watcher thread, so every frame is written
 /// whole under the lock.
@@ -40,11 +40,16 @@ impl Out {
             Response::Chunks(chunks) => chunks.iter().map(Chunk::encoded_size).sum(),
             _ => 0,
         };
+        let class = match r {
+            Response::Chunks(chunks) => class_of(chunks),
+            _ => Class::Fine,
+        };
         let (kind, raw) = encode(r, size)?;
         let mut context = self.context.lock().unwrap_or_else(|e| e.into_inner());
-        let (kind, payload) = match context.compress(&raw) {
-            Some(c) => (Kind::Compressed, c),
-            None => (kind, raw),
+        let (kind, payload) = match (context.compress(&raw, class), class) {
+            (Some(c), Class::Fine) => (Kind::Compressed, c),
+            (Some(c), Class::Bulk) => (Kind::CompressedBulk, c),
+            (None, _) => (kind, raw),
         };
         write_frame(&mut *self.writer(), kind, &payload)
             .map_err(|e| Error::Protocol(format!("cannot write to the client: {e}")))?;
@@ -396,9 +401,12 @@ fn report_received(done: Vec<Received>, out: &Out, journal: &mut Journal) -> Res
     if done.is_empty() {
         return Ok(());
     }
-    out.send(&Response::Received(
-        done.into_iter().map(|(id, r)| (id, wire(r))).collect(),
-    ))
+    // Without the digests: each is the one the client sent, checked before the commit.
+    let acks = done
+        .into_iter()
+        .map(|(id, r)| (id, wire(r.map(|e| e.without_digest()))))
+        .collect();
+    out.send(&Response::Received(acks))
 }
 
 /// Answers a scan: each batch of entries goes out as it is found, so the client receives

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::path::RelPath;
 use crate::core::tree::{Digest, Entry};
-use crate::disk::compress::Decompressor;
-use crate::disk::delta::DeltaOp;
+use crate::disk::compress::{Class, Decompressor};
+use crate::disk::delta::{DeltaOp, LITERAL_CHUNK};
 use crate::disk::fsops::RootId;
 use crate::endpoint::{Change, Chunk, SendRequest};
 use crate::error::{Error, WireError};
@@ -324,11 +324,35 @@ pub fn encode_into<T: Serialize>(
     Ok((Kind::Message, buf))
 }
 
+/// The context a message carrying `chunks` is compressed in: bulk when it carries a
+/// whole piece of a large file's literal data (whole files are read in pieces of
+/// [`LITERAL_CHUNK`]), fine for everything else, deltas and small files included.
+pub fn class_of(chunks: &[Chunk]) -> Class {
+    let bulk = chunks.iter().any(|c| match c {
+        Chunk::Data { ops, .. } => ops
+            .iter()
+            .any(|o| matches!(o, DeltaOp::Literal(b) if b.len() >= LITERAL_CHUNK)),
+        _ => false,
+    });
+    if bulk {
+        Class::Bulk
+    } else {
+        Class::Fine
+    }
+}
+
 /// A frame as read from a stream, a compressed one decompressed in that stream's context
 /// (`ctx`, which sees every compressed frame of the stream, in order).
 pub fn inflate(frame: Frame, ctx: &mut Decompressor) -> Result<Frame, String> {
     match frame {
-        (Kind::Compressed, payload) => Ok((Kind::Message, ctx.decompress(&payload, MAX_FRAME)?)),
+        (Kind::Compressed, payload) => Ok((
+            Kind::Message,
+            ctx.decompress(&payload, Class::Fine, MAX_FRAME)?,
+        )),
+        (Kind::CompressedBulk, payload) => Ok((
+            Kind::Message,
+            ctx.decompress(&payload, Class::Bulk, MAX_FRAME)?,
+        )),
         frame => Ok(frame),
     }
 }
@@ -340,7 +364,9 @@ pub fn decode<T: for<'de> Deserialize<'de> + Validate>(
 ) -> Result<T, String> {
     let bytes = match kind {
         Kind::Message => payload,
-        Kind::Compressed => return Err("a compressed frame not inflated in its stream".into()),
+        Kind::Compressed | Kind::CompressedBulk => {
+            return Err("a compressed frame not inflated in its stream".into())
+        }
         Kind::Log | Kind::Fatal => return Err("not a message frame".into()),
     };
     let msg: T = rmp_serde::from_slice(bytes).map_err(|e| format!("malformed message: {e}"))?;
@@ -356,7 +382,9 @@ mod tests {
     fn round_trip(req: &Request) -> Request {
         let (_, payload) = encode(req, 0).unwrap();
         let mut c = crate::disk::compress::Compressor::new(Default::default());
-        let z = c.compress(&payload).expect("a thousand paths compress");
+        let z = c
+            .compress(&payload, Class::Fine)
+            .expect("a thousand paths compress");
         let (kind, raw) = inflate((Kind::Compressed, z), &mut Decompressor::default()).unwrap();
         assert_eq!((kind, &raw), (Kind::Message, &payload));
         decode(kind, &raw).unwrap()
@@ -379,8 +407,8 @@ mod tests {
 
         // The fuzz target: arbitrary bytes through the frame reader and both decoders.
         #[test]
-        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600), kind in 0u8..2) {
-            let kind = if kind == 0 { Kind::Message } else { Kind::Compressed };
+        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600), kind in 0u8..3) {
+            let kind = [Kind::Message, Kind::Compressed, Kind::CompressedBulk][kind as usize];
             if let Ok((kind, raw)) = inflate((kind, bytes.clone()), &mut Decompressor::default()) {
                 let _ = decode::<Request>(kind, &raw);
                 let _ = decode::<Response>(kind, &raw);

@@ -568,6 +568,32 @@ fn bytes_on_the_wire_are_counted_after_compression() {
     assert_same_tree(&s.f.a, &s.f.b);
 }
 
+/// The agent acknowledges a received file without its digest (the client sent it): the
+/// client fills it in, so the far side's copy is known by content from then on.
+#[test]
+fn files_pushed_over_ssh_are_never_hashed_again_on_either_side() {
+    let s = ssh_fixture();
+    std::fs::create_dir_all(s.f.a.join("d")).unwrap();
+    for i in 0..20 {
+        std::fs::write(s.f.a.join(format!("d/{i}")), pseudo_random(5000, i)).unwrap();
+    }
+    let summary = |r: &Run| {
+        ok(r);
+        assert_same_tree(&s.f.a, &s.f.b);
+        json_events(&r.stdout).pop().unwrap()
+    };
+    summary(&s.sync("push", &["--format", "json"]));
+    // Renamed on the far side: found by its digest, so it comes back as a rename, with
+    // only the new name read (it has no digest yet); nothing else is read or sent.
+    std::fs::rename(s.f.b.join("d/3"), s.f.b.join("d/three")).unwrap();
+    let r = summary(&s.sync("bidi", &["--format", "json"]));
+    assert_eq!(r["files_hashed"], 1, "{r}");
+    assert!(r["bytes_sent"].as_u64().unwrap() < 5000, "{r}");
+    assert!(s.f.a.join("d/three").exists() && !s.f.a.join("d/3").exists());
+    let r = summary(&s.sync("bidi", &["--format", "json"]));
+    assert_eq!(r["files_hashed"], 0, "{r}");
+}
+
 /// Waits (with a deadline) until a temp file in `dir` has at least `bytes`.
 fn wait_for_partial(dir: &Path, bytes: u64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -177,6 +177,16 @@ impl Entry {
         }
     }
 
+    /// This entry without its digest, as the wire carries it where the peer does not need
+    /// it or knows it already (32 bytes no compressor can shrink, per file).
+    pub fn without_digest(&self) -> Entry {
+        let mut e = self.clone();
+        if e.digest.is_some() {
+            e.digest = None;
+        }
+        e
+    }
+
     /// Takes `other`'s metadata, shared, when it is equal to this entry's.
     pub fn share(&mut self, other: &Entry) {
         if !self.shares_meta(other) && *self.meta == *other.meta {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::FromAgent;
-use crate::disk::compress::{Compression, Compressor};
+use crate::disk::compress::{Class, Compression, Compressor};
 use crate::wire::protocol::frame::{write_frame, write_seq_frame, Kind};
 
 /// Frames queued on the first lane (it carries every request while there is one lane).
@@ -72,6 +72,7 @@ impl Spares {
 struct Packet {
     seq: Option<u64>,
     kind: Kind,
+    class: Class,
     raw: Vec<u8>,
 }
 
@@ -125,13 +126,20 @@ fn spawn_lane(
         // This stream's context: each frame is compressed knowing the ones before it.
         let mut context = Compressor::new(compression);
         let mut next = packets.recv().ok();
-        while let Some(Packet { seq, kind, raw }) = next {
+        while let Some(Packet {
+            seq,
+            kind,
+            class,
+            raw,
+        }) = next
+        {
             let size = raw.len();
             // Only messages are compressed: what the context took in, the frame must carry.
-            let compressed = (kind == Kind::Message).then(|| context.compress(&raw));
-            let (kind, payload, spent) = match compressed.flatten() {
-                Some(c) => (Kind::Compressed, c, Some(raw)),
-                _ => (kind, raw, None),
+            let compressed = (kind == Kind::Message).then(|| context.compress(&raw, class));
+            let (kind, payload, spent) = match (compressed.flatten(), class) {
+                (Some(c), Class::Fine) => (Kind::Compressed, c, Some(raw)),
+                (Some(c), Class::Bulk) => (Kind::CompressedBulk, c, Some(raw)),
+                (None, _) => (kind, raw, None),
             };
             let n = match seq {
                 Some(seq) => write_seq_frame(&mut w, seq, kind, &payload),
@@ -235,9 +243,16 @@ impl Lanes {
             .unwrap_or(0)
     }
 
-    /// Queues a frame (`large`: it carries data of a file above the plan's size). `Err`
-    /// when the stream it was meant for has closed.
-    pub(super) fn send(&mut self, kind: Kind, raw: Vec<u8>, large: bool) -> Result<(), ()> {
+    /// Queues a frame (`large`: it carries data of a file above the plan's size), to be
+    /// compressed in the context of `class`. `Err` when the stream it was meant for has
+    /// closed.
+    pub(super) fn send(
+        &mut self,
+        kind: Kind,
+        raw: Vec<u8>,
+        large: bool,
+        class: Class,
+    ) -> Result<(), ()> {
         let chosen = self.pick(large);
         self.turn = self.turn.wrapping_add(1);
         let lane = &self.lanes[chosen];
@@ -247,7 +262,14 @@ impl Lanes {
         }
         lane.backlog.fetch_add(raw.len(), Ordering::Relaxed);
         let queue = lane.queue.as_ref().ok_or(())?;
-        queue.send(Packet { seq, kind, raw }).map_err(|_| ())
+        queue
+            .send(Packet {
+                seq,
+                kind,
+                class,
+                raw,
+            })
+            .map_err(|_| ())
     }
 }
 
@@ -291,7 +313,9 @@ mod tests {
         let mut lanes = Lanes::new(Box::new(sink.clone()), Compression::None, sent.clone());
         let frame = vec![7u8; 1 << 20];
         let address = frame.as_ptr();
-        lanes.send(Kind::Message, frame, false).unwrap();
+        lanes
+            .send(Kind::Message, frame, false, Class::Fine)
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let spare = loop {
             let spare = lanes.spares().take(1 << 20);
@@ -306,8 +330,12 @@ mod tests {
             lanes.spares().take(100).capacity() == 0,
             "small frames take none"
         );
-        lanes.send(Kind::Message, vec![0; 8 << 20], false).unwrap();
-        lanes.send(Kind::Message, vec![7; 1 << 20], false).unwrap();
+        lanes
+            .send(Kind::Message, vec![0; 8 << 20], false, Class::Bulk)
+            .unwrap();
+        lanes
+            .send(Kind::Message, vec![7; 1 << 20], false, Class::Fine)
+            .unwrap();
         // A lane counts a frame as sent once it has handed back its buffer.
         let all = (10 << 20) as u64;
         let deadline = Instant::now() + Duration::from_secs(10);

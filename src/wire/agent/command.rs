@@ -84,7 +84,7 @@ pub fn main_with_args(args: &[String]) -> u8 {
     let opts = match AgentOptions::parse(args) {
         Ok(o) => o,
         Err(why) => {
-            eprintln!("tandem-agent: {why}\nusage: tandem-agent --root DIR [--label TEXT] [--preserve-owner] [--no-hard-links] [--acls none|native|metafile] [--keep-dir DIR] [--log DIR[:MB]] [--compress zstd[:LEVEL]|none]");
+            eprintln!("tandem-agent: {why}\nusage: tandem-agent --root DIR [--label TEXT] [--preserve-owner] [--no-hard-links] [--acls none|native|metafile] [--keep-dir DIR] [--log DIR[:MB]] [--compress zstd[:LEVEL[,BULK]]|none]");
             return 32;
         }
     };

@@ -32,7 +32,7 @@ pub struct AgentOptions {
 
 impl AgentOptions {
     /// Parses the agent's command line (`--root DIR [--label TEXT] [--preserve-owner]
-    /// [--compress zstd[:N]|none]`).
+    /// [--compress zstd[:N[,BULK]]|none]`).
     pub fn parse(args: &[String]) -> Result<AgentOptions, String> {
         let mut root = None;
         let mut label = None;
@@ -116,10 +116,7 @@ impl AgentOptions {
             args.push(l.to_arg());
         }
         args.push("--compress".into());
-        args.push(match self.compression {
-            Compression::None => "none".to_string(),
-            Compression::Zstd(l) => format!("zstd:{l}"),
-        });
+        args.push(self.compression.to_arg());
         args
     }
 }

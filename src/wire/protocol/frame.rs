@@ -11,12 +11,14 @@ pub const MAX_FRAME: usize = 32 << 20;
 pub enum Kind {
     /// A MessagePack message.
     Message = 0,
-    /// A zstd-compressed MessagePack message.
+    /// A MessagePack message compressed in the stream's fine context.
     Compressed = 1,
     /// A log line from the agent (UTF-8).
     Log = 2,
     /// A fatal error from the agent (UTF-8); the agent exits after it.
     Fatal = 3,
+    /// A MessagePack message compressed in the stream's bulk context.
+    CompressedBulk = 4,
 }
 
 impl Kind {
@@ -26,6 +28,7 @@ impl Kind {
             1 => Kind::Compressed,
             2 => Kind::Log,
             3 => Kind::Fatal,
+            4 => Kind::CompressedBulk,
             _ => return None,
         })
     }

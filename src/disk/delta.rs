@@ -145,7 +145,11 @@ pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 pub fn signature(basis: &mut impl Read, len: u64) -> io::Result<Vec<u8>> {
     let opts = options(len);
     let bs = opts.block_size as usize;
-    let mut buf = vec![0u8; (WINDOW / bs).max(1) * bs];
+    // Sized for the file (a byte over, so its end is seen in one read): a window's
+    // worth of zeroed memory for each small file cost more than its signature.
+    let window = (WINDOW / bs).max(1) * bs;
+    let fits = usize::try_from(len).map_or(window, |l| (l / bs + 1) * bs);
+    let mut buf = vec![0u8; fits.min(window)];
     let mut out: Vec<u8> = Vec::new();
     loop {
         let n = read_full(basis, &mut buf)?;

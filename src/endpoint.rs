@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::path::RelPath;
 use crate::core::tree::{Digest, Entry, Tree};
+use crate::disk::delta::refine::Ranges;
 use crate::disk::delta::DeltaOp;
 use crate::disk::fsops::RootId;
 use crate::error::{Result, WireError};
@@ -68,6 +69,53 @@ pub struct SendRequest {
     pub target_expect: Option<Entry>,
     /// The receiver's signature of its old version; `None` sends the file whole.
     pub signature: Option<serde_bytes::ByteBuf>,
+    /// The second level of a two-level signature: the basis ranges the first missed.
+    pub refined: Option<Refined>,
+}
+
+/// The fine signature of the basis ranges a coarse signature missed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refined {
+    /// Basis ranges (start, end), sorted and apart.
+    pub ranges: Vec<(u64, u64)>,
+    /// Their concatenation's signature, in fine blocks.
+    pub signature: serde_bytes::ByteBuf,
+}
+
+/// An old version (or a new file's partial) the receiver is to sign.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignRequest {
+    /// Its path.
+    pub path: RelPath,
+    /// The entry it must still be; `None`: the partial transfer of a new file.
+    pub expect: Option<Entry>,
+    /// What to sign.
+    pub sign: Sign,
+}
+
+/// What of a basis to sign.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sign {
+    /// All of it, in blocks sized for it.
+    Whole,
+    /// All of it, in blocks four times that: the first level of two.
+    Coarse,
+    /// These ranges (as [`crate::disk::delta::refine::Gaps`] gives them), in fine blocks.
+    Ranges(Vec<(u64, u64)>),
+}
+
+/// A source file the sender is to diff against a coarse signature, to find what of the
+/// basis it missed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GapRequest {
+    /// The source path on the sender.
+    pub path: RelPath,
+    /// What the source must still be.
+    pub expect: Entry,
+    /// The receiver's coarse signature of its basis.
+    pub signature: serde_bytes::ByteBuf,
+    /// The basis's size.
+    pub basis_len: u64,
 }
 
 /// A piece of a file on its way from sender to receiver.
@@ -277,12 +325,12 @@ pub trait Endpoint: Send {
     }
     /// Hashes files; a file that cannot be read gets an error message instead of a digest.
     fn digests(&mut self, paths: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>>;
-    /// Signatures of old versions about to be replaced (`Some(expected entry)`), or of the
-    /// partial transfers of new files (`None`), in order.
-    fn signatures(
-        &mut self,
-        files: &[(RelPath, Option<Entry>)],
-    ) -> Result<Vec<Result<Vec<u8>, String>>>;
+    /// Signatures of old versions about to be replaced, or of the partial transfers of
+    /// new files, in order.
+    fn signatures(&mut self, files: &[SignRequest]) -> Result<Vec<Result<Vec<u8>, String>>>;
+    /// On the sender: the basis ranges that each file's coarse signature missed, to be
+    /// signed again finely; in order.
+    fn gaps(&mut self, files: &[GapRequest]) -> Result<Vec<Result<Ranges, String>>>;
     /// Streams the requested files into `sink`, chunk by chunk.
     fn send(
         &mut self,

@@ -12,6 +12,8 @@ use std::io::{self, Read};
 use fast_rsync::{IndexedSignature, Signature, SignatureOptions};
 use serde::{Deserialize, Serialize};
 
+pub mod refine;
+
 /// How much of a file is held in memory at once, on either side.
 pub const WINDOW: usize = 16 << 20;
 /// Bytes per literal op; keeps messages small and pipelined.
@@ -108,7 +110,18 @@ pub fn write_sparse(file: &std::fs::File, offset: u64, data: &[u8]) -> io::Resul
 /// file gets one byte (a resend about once in 30,000 such files), a 4 GiB one five.
 pub fn options(len: u64) -> SignatureOptions {
     let half_root = ((len as f64).sqrt() / 2.0).max(1.0);
-    let block_bits = (half_root.log2().round() as u32).clamp(9, 17);
+    shape(len, (half_root.log2().round() as u32).clamp(9, 17))
+}
+
+/// The first of a two-level signature ([`refine`]): blocks four times [`options`]'s, for a
+/// quarter of its bytes; the ranges they miss are signed again at the fine size.
+pub fn coarse_options(len: u64) -> SignatureOptions {
+    shape(len, options(len).block_size.trailing_zeros() + 2)
+}
+
+/// Blocks of `1 << block_bits` bytes over `len`, with the strong hash length that costs
+/// the fewest bytes on the wire (see [`options`]).
+fn shape(len: u64, block_bits: u32) -> SignatureOptions {
     let (len_f, block_f) = (len.max(1) as f64, f64::from(1u32 << block_bits));
     let blocks = (len_f / block_f).ceil();
     let pair_bits = (len_f * len_f / block_f).log2();
@@ -143,7 +156,15 @@ pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// The signature of a basis of `len` bytes, computed a window at a time.
 pub fn signature(basis: &mut impl Read, len: u64) -> io::Result<Vec<u8>> {
-    let opts = options(len);
+    signature_with(basis, len, options(len))
+}
+
+/// The signature of `len` bytes read from `basis`, in blocks of `opts`.
+pub fn signature_with(
+    basis: &mut impl Read,
+    len: u64,
+    opts: SignatureOptions,
+) -> io::Result<Vec<u8>> {
     let bs = opts.block_size as usize;
     // Sized for the file (a byte over, so its end is seen in one read): a window's
     // worth of zeroed memory for each small file cost more than its signature.
@@ -167,9 +188,10 @@ pub fn signature(basis: &mut impl Read, len: u64) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A parsed signature ready to diff against.
+/// A parsed signature ready to diff against: one level, or two ([`refine`]).
 pub struct Basis {
     sig: Signature,
+    fine: Option<(Signature, Vec<(u64, u64)>)>,
 }
 
 impl Basis {
@@ -188,23 +210,52 @@ impl Basis {
             _ => return Err("malformed signature (block size or hash length out of range)".into()),
         }
         let sig = Signature::deserialize(bytes).map_err(|_| "malformed signature".to_string())?;
-        Ok(Basis { sig })
+        Ok(Basis { sig, fine: None })
+    }
+
+    /// Adds the second level: the fine signature of the basis `ranges` the first missed.
+    pub fn refine(mut self, ranges: Vec<(u64, u64)>, fine: Vec<u8>) -> Result<Basis, String> {
+        let fine = Basis::parse(fine)?.sig;
+        refine::check_fine(&fine, &ranges)?;
+        self.fine = Some((fine, ranges));
+        Ok(self)
     }
 
     /// The index fast_rsync diffs against.
-    pub fn index(&self) -> IndexedSignature<'_> {
-        self.sig.index()
+    pub fn index(&self) -> Index<'_> {
+        Index {
+            coarse: self.sig.index(),
+            fine: self.fine.as_ref().map(|(s, r)| (s.index(), &r[..])),
+        }
     }
 }
 
+/// A [`Basis`] indexed for diffing.
+pub struct Index<'a> {
+    coarse: IndexedSignature<'a>,
+    fine: Option<(IndexedSignature<'a>, &'a [(u64, u64)])>,
+}
+
 /// Appends the ops that rebuild `window` from the basis behind `index`.
-pub fn diff_window(
+pub fn diff_window(index: &Index<'_>, window: &[u8], ops: &mut Vec<DeltaOp>) -> Result<(), String> {
+    match &index.fine {
+        None => diff_into(&index.coarse, window, ops),
+        Some((fine, ranges)) => {
+            let mut coarse = Vec::new();
+            diff_into(&index.coarse, window, &mut coarse)?;
+            refine::diff_literals(coarse, fine, ranges, ops)
+        }
+    }
+}
+
+/// Appends fast_rsync's delta of `data` against `index`, as ops.
+fn diff_into(
     index: &IndexedSignature<'_>,
-    window: &[u8],
+    data: &[u8],
     ops: &mut Vec<DeltaOp>,
 ) -> Result<(), String> {
-    let mut delta = Vec::with_capacity(window.len() / 8 + 64);
-    fast_rsync::diff(index, window, &mut delta).map_err(|e| format!("delta failed: {e}"))?;
+    let mut delta = Vec::with_capacity(data.len() / 8 + 64);
+    fast_rsync::diff(index, data, &mut delta).map_err(|e| format!("delta failed: {e}"))?;
     parse_delta(&delta, ops)
 }
 
@@ -347,7 +398,7 @@ mod tests {
         );
     }
 
-    fn rebuild(basis: &[u8], ops: &[DeltaOp]) -> Vec<u8> {
+    pub(super) fn rebuild(basis: &[u8], ops: &[DeltaOp]) -> Vec<u8> {
         let mut out = Vec::new();
         for op in ops {
             match op {
@@ -361,7 +412,7 @@ mod tests {
         out
     }
 
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    pub(super) fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
         (0..n)
             .map(|_| {

@@ -1,5 +1,6 @@
 //! `LocalEndpoint`: an [`Endpoint`] on this machine's disk, confined to its root.
 
+use crate::disk::delta::refine::Ranges;
 use crate::disk::fsops::DirFd;
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,7 +16,9 @@ use crate::disk::owners::Database;
 use crate::disk::scan::{hash_file, scan};
 use crate::disk::sys;
 use crate::disk::xattrs::{self, metafile, AclMode, Xattrs};
-use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest};
+use crate::endpoint::{
+    Change, Chunk, Endpoint, GapRequest, Received, Rescan, Scan, SendRequest, SignRequest,
+};
 use crate::error::{Error, Result, WireError};
 use crate::state::known::Known;
 use crate::state::rules::FilterSpec;
@@ -23,6 +26,7 @@ use crate::state::rules::FilterSpec;
 mod apply;
 mod receive;
 mod send;
+mod sign;
 mod writers;
 use receive::{commit_failed, copy_checked, finish_temp, Flusher, Incoming};
 use writers::{Gathering, Writers};
@@ -328,30 +332,13 @@ impl Endpoint for LocalEndpoint {
             .collect())
     }
 
-    fn signatures(
-        &mut self,
-        files: &[(RelPath, Option<Entry>)],
-    ) -> Result<Vec<Result<Vec<u8>, String>>> {
+    fn signatures(&mut self, files: &[SignRequest]) -> Result<Vec<Result<Vec<u8>, String>>> {
         self.settle_writers();
-        Ok(files
-            .iter()
-            .map(|(path, expect)| {
-                let (mut f, size) = match expect {
-                    Some(e) => (
-                        self.open_source(path, e).map_err(|e| e.to_string())?.0,
-                        e.size,
-                    ),
-                    None => {
-                        let (f, size, _) = self
-                            .root
-                            .peek_partial(path)
-                            .map_err(|e| format!("no partial transfer of '{path}': {e}"))?;
-                        (f, size)
-                    }
-                };
-                delta::signature(&mut f, size).map_err(|e| format!("cannot read '{path}': {e}"))
-            })
-            .collect())
+        Ok(files.iter().map(|req| self.sign_one(req)).collect())
+    }
+
+    fn gaps(&mut self, files: &[GapRequest]) -> Result<Vec<Result<Ranges, String>>> {
+        Ok(files.iter().map(|req| self.gaps_of(req)).collect())
     }
 
     fn send(

@@ -3,8 +3,11 @@
 
 use crate::core::path::RelPath;
 use crate::core::tree::{Digest, Entry};
+use crate::disk::delta::refine::Ranges;
 use crate::disk::owners::IdMap;
-use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest, Traffic};
+use crate::endpoint::{
+    Change, Chunk, Endpoint, GapRequest, Received, Rescan, Scan, SendRequest, SignRequest, Traffic,
+};
 use crate::error::Result;
 use crate::state::known::Known;
 use crate::state::rules::FilterSpec;
@@ -80,11 +83,12 @@ impl Endpoint for OwnerMapped {
         self.inner.digests(paths)
     }
 
-    fn signatures(
-        &mut self,
-        files: &[(RelPath, Option<Entry>)],
-    ) -> Result<Vec<Result<Vec<u8>, String>>> {
+    fn signatures(&mut self, files: &[SignRequest]) -> Result<Vec<Result<Vec<u8>, String>>> {
         self.inner.signatures(files)
+    }
+
+    fn gaps(&mut self, files: &[GapRequest]) -> Result<Vec<Result<Ranges, String>>> {
+        self.inner.gaps(files)
     }
 
     fn send(

@@ -21,7 +21,10 @@ use std::thread::JoinHandle;
 use crate::core::path::RelPath;
 use crate::core::tree::{Digest, Entry, MapBuilder, Tree};
 use crate::disk::compress::{Class, Compression, Decompressor};
-use crate::endpoint::{Change, Chunk, Endpoint, Received, Rescan, Scan, SendRequest, Traffic};
+use crate::disk::delta::refine::Ranges;
+use crate::endpoint::{
+    Change, Chunk, Endpoint, GapRequest, Received, Rescan, Scan, SendRequest, SignRequest, Traffic,
+};
 use crate::error::{Error, Result};
 use crate::state::known::Known;
 use crate::state::rules::FilterSpec;
@@ -578,22 +581,41 @@ impl Endpoint for RemoteEndpoint {
         Ok(out)
     }
 
-    fn signatures(
-        &mut self,
-        files: &[(RelPath, Option<Entry>)],
-    ) -> Result<Vec<Result<Vec<u8>, String>>> {
+    fn signatures(&mut self, files: &[SignRequest]) -> Result<Vec<Result<Vec<u8>, String>>> {
         let mut out = Vec::with_capacity(files.len());
         // Signatures are about 0.02% of a file: a few hundred per frame is safe.
         for batch in files.chunks(256) {
+            // The check of the basis does not read its digest.
             let files = batch
                 .iter()
-                .map(|(p, e)| (p.clone(), e.as_ref().map(Entry::without_digest)))
+                .map(|r| SignRequest {
+                    expect: r.expect.as_ref().map(Entry::without_digest),
+                    ..r.clone()
+                })
                 .collect();
             match self.call(&Request::Signatures { files })? {
                 Response::Signatures(s) if s.len() == batch.len() => {
                     out.extend(s.into_iter().map(|r| r.map(|b| b.into_vec())))
                 }
                 _ => return Err(self.unexpected("signatures")),
+            }
+        }
+        Ok(out)
+    }
+
+    fn gaps(&mut self, files: &[GapRequest]) -> Result<Vec<Result<Ranges, String>>> {
+        let mut out = Vec::with_capacity(files.len());
+        for batch in files.chunks(256) {
+            let files = batch
+                .iter()
+                .map(|r| GapRequest {
+                    expect: r.expect.without_digest(),
+                    ..r.clone()
+                })
+                .collect();
+            match self.call(&Request::Gaps { files })? {
+                Response::Gaps(g) if g.len() == batch.len() => out.extend(g),
+                _ => return Err(self.unexpected("gaps")),
             }
         }
         Ok(out)

@@ -1,5 +1,5 @@
 //! Moving file contents: batches of up to `--pending-max` files per direction, one
-//! signature round trip per batch (new and small files are sent whole without one), all
+//! signature round trip per batch (three for two-level signatures) (new and small files are sent whole without one), all
 //! chunks streamed from sender to receiver without waiting, outcomes collected at the end
 //! of the batch. A delta that fails verification is sent again whole, once.
 
@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use crate::core::path::RelPath;
 use crate::core::plan::{Action, Op, Side};
 use crate::core::tree::{Entry, Tree};
+use crate::disk::delta::refine::TWO_LEVEL_MIN;
 use crate::disk::delta::DeltaOp;
 use crate::disk::scan::Partials;
-use crate::endpoint::{Chunk, Endpoint, SendRequest};
+use crate::endpoint::{Chunk, Endpoint, GapRequest, Refined, SendRequest, Sign, SignRequest};
 use crate::error::{Error, Result};
 
 /// Files smaller than this are sent whole: their signature and delta would not be much
@@ -181,7 +182,7 @@ fn source_of<'a>(actions: &'a [Action], src_tree: &'a Tree, i: usize) -> (&'a Re
 }
 
 /// The requests for a batch, with the signatures of the old versions that deltas need:
-/// one round trip to the receiver.
+/// one round trip to the receiver, and two more where signatures come in two levels.
 fn requests(
     actions: &[Action],
     todo: &[(usize, bool)],
@@ -190,57 +191,129 @@ fn requests(
     // A delta needs a basis on the receiver: the old version of the file, or for a new
     // file the partial an interrupted run left. New files without one go whole, without
     // a signature round trip.
-    let wants_delta = |&(i, allowed): &(usize, bool)| {
-        let basis_size = match actions[i].expect.as_ref() {
-            Some(old) if old.is_file() => old.size,
-            Some(_) => 0,
-            None => route
-                .dst_partials
-                .get(&actions[i].path)
-                .copied()
-                .unwrap_or(0),
-        };
-        allowed
-            && basis_size >= DELTA_MIN
-            && source_of(actions, route.src_tree, i).1.size >= DELTA_MIN
+    let basis_size = |i: usize| match actions[i].expect.as_ref() {
+        Some(old) if old.is_file() => old.size,
+        Some(_) => 0,
+        None => route
+            .dst_partials
+            .get(&actions[i].path)
+            .copied()
+            .unwrap_or(0),
     };
-    let basis: Vec<usize> = todo
+    let basis: Vec<(usize, u64)> = todo
         .iter()
-        .filter(|t| wants_delta(t))
-        .map(|t| t.0)
+        .filter(|&&(i, allowed)| {
+            allowed
+                && basis_size(i) >= DELTA_MIN
+                && source_of(actions, route.src_tree, i).1.size >= DELTA_MIN
+        })
+        .map(|&(i, _)| (i, basis_size(i)))
         .collect();
-    let mut signatures: HashMap<usize, Vec<u8>> = HashMap::new();
-    if !basis.is_empty() {
-        let files: Vec<_> = basis
-            .iter()
-            .map(|&i| {
-                (
-                    actions[i].path.clone(),
-                    actions[i].expect.as_deref().cloned(),
-                )
-            })
-            .collect();
-        for (&i, sig) in basis.iter().zip(route.dst.signatures(&files)?) {
-            // An unreadable old version just means sending the file whole.
-            if let Ok(sig) = sig {
-                signatures.insert(i, sig);
-            }
-        }
-    }
+    let mut signed = sign(actions, &basis, route)?;
+    refine(actions, &basis, &mut signed, route)?;
     Ok(todo
         .iter()
         .map(|&(i, _)| {
             let (from, expect) = source_of(actions, route.src_tree, i);
+            let (signature, refined) = signed.remove(&i).unzip();
             SendRequest {
                 id: i as u64,
                 path: from.clone(),
                 expect: expect.clone(),
                 target: actions[i].path.clone(),
                 target_expect: actions[i].expect.as_deref().cloned(),
-                signature: signatures.remove(&i).map(serde_bytes::ByteBuf::from),
+                signature: signature.map(serde_bytes::ByteBuf::from),
+                refined: refined.flatten(),
             }
         })
         .collect())
+}
+
+/// Each basis's signature by action index (with its second level, once refined).
+type Signed = HashMap<usize, (Vec<u8>, Option<Refined>)>;
+
+/// The first level: each basis (action index, size) signed whole, or in coarse blocks
+/// where two levels pay. An unreadable old version just means sending the file whole.
+fn sign(actions: &[Action], basis: &[(usize, u64)], route: &mut Route<'_>) -> Result<Signed> {
+    if basis.is_empty() {
+        return Ok(Signed::new());
+    }
+    let files: Vec<_> = basis
+        .iter()
+        .map(|&(i, size)| SignRequest {
+            path: actions[i].path.clone(),
+            expect: actions[i].expect.as_deref().cloned(),
+            sign: if size >= TWO_LEVEL_MIN {
+                Sign::Coarse
+            } else {
+                Sign::Whole
+            },
+        })
+        .collect();
+    let sigs = route.dst.signatures(&files)?;
+    Ok(basis
+        .iter()
+        .zip(sigs)
+        .filter_map(|(&(i, _), sig)| Some((i, (sig.ok()?, None))))
+        .collect())
+}
+
+/// The second level: the sender finds the basis ranges each coarse signature missed, and
+/// the receiver signs just those in fine blocks. A step that fails for a file leaves it
+/// its coarse signature: a correct delta, with more literal data.
+fn refine(
+    actions: &[Action],
+    basis: &[(usize, u64)],
+    signed: &mut Signed,
+    route: &mut Route<'_>,
+) -> Result<()> {
+    let coarse: Vec<(usize, u64)> = basis
+        .iter()
+        .copied()
+        .filter(|&(i, size)| size >= TWO_LEVEL_MIN && signed.contains_key(&i))
+        .collect();
+    if coarse.is_empty() {
+        return Ok(());
+    }
+    let asks: Vec<GapRequest> = coarse
+        .iter()
+        .map(|&(i, basis_len)| {
+            let (from, expect) = source_of(actions, route.src_tree, i);
+            GapRequest {
+                path: from.clone(),
+                expect: expect.clone(),
+                signature: serde_bytes::ByteBuf::from(signed[&i].0.clone()),
+                basis_len,
+            }
+        })
+        .collect();
+    let gaps = route.src.gaps(&asks)?;
+    let missed: Vec<(usize, Vec<(u64, u64)>)> = coarse
+        .iter()
+        .zip(gaps)
+        .filter_map(|(&(i, _), g)| g.ok().filter(|g| !g.is_empty()).map(|g| (i, g)))
+        .collect();
+    if missed.is_empty() {
+        return Ok(());
+    }
+    let files: Vec<_> = missed
+        .iter()
+        .map(|(i, ranges)| SignRequest {
+            path: actions[*i].path.clone(),
+            expect: actions[*i].expect.as_deref().cloned(),
+            sign: Sign::Ranges(ranges.clone()),
+        })
+        .collect();
+    let fine = route.dst.signatures(&files)?;
+    for ((i, ranges), sig) in missed.into_iter().zip(fine) {
+        if let (Ok(sig), Some(entry)) = (sig, signed.get_mut(&i)) {
+            entry.1 = Some(Refined {
+                ranges,
+                signature: serde_bytes::ByteBuf::from(sig),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One pass over a batch: signatures, send, and each outcome to `settle` as it arrives.

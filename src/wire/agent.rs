@@ -335,6 +335,10 @@ fn handle(
                     .collect(),
             ))
         }
+        Request::Gaps { files } => {
+            let r = ep.gaps(&files)?;
+            out.send(&Response::Gaps(r))
+        }
         Request::Send { files } => {
             journal.sent(&files);
             send_to(ep, &files, out)

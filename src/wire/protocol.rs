@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::core::path::RelPath;
 use crate::core::tree::{Digest, Entry};
 use crate::disk::compress::{Class, Decompressor};
+use crate::disk::delta::refine::Ranges;
 use crate::disk::delta::{DeltaOp, LITERAL_CHUNK};
 use crate::disk::fsops::RootId;
-use crate::endpoint::{Change, Chunk, SendRequest};
+use crate::endpoint::{Change, Chunk, GapRequest, SendRequest, SignRequest};
 use crate::error::{Error, WireError};
 use crate::state::rules::FilterSpec;
 use frame::{Frame, Kind, MAX_FRAME};
@@ -58,8 +59,13 @@ pub enum Request {
     },
     /// Signatures of these files (the receiver's old versions).
     Signatures {
-        /// Paths with the entries they must still be (`None`: the partial of a new file).
-        files: Vec<(RelPath, Option<Entry>)>,
+        /// What to sign of which file.
+        files: Vec<SignRequest>,
+    },
+    /// On the sender: the basis ranges these files' coarse signatures missed.
+    Gaps {
+        /// The files, with their coarse signatures.
+        files: Vec<GapRequest>,
     },
     /// Send these files as chunks (answered by `Chunks` then `SendDone`).
     Send {
@@ -123,6 +129,8 @@ pub enum Response {
     Digests(Vec<(RelPath, Result<Digest, String>)>),
     /// Answer to `Signatures`, in request order.
     Signatures(Vec<Result<serde_bytes::ByteBuf, String>>),
+    /// Answer to `Gaps`, in request order.
+    Gaps(Vec<Result<Ranges, String>>),
     /// Streamed file chunks.
     Chunks(Vec<Chunk>),
     /// Everything asked by `Send` was sent.
@@ -246,7 +254,14 @@ impl Validate for Request {
             | Request::Sync => Ok(()),
             Request::Signatures { files } => files
                 .iter()
-                .try_for_each(|(_, e)| e.as_ref().map_or(Ok(()), entry_ok)),
+                .try_for_each(|f| f.expect.as_ref().map_or(Ok(()), entry_ok)),
+            Request::Gaps { files } => files.iter().try_for_each(|f| {
+                entry_ok(&f.expect)?;
+                if !f.expect.is_file() {
+                    return Err("gaps request for a non-file".into());
+                }
+                Ok(())
+            }),
             Request::Send { files } => files.iter().try_for_each(|f| {
                 entry_ok(&f.expect)?;
                 if !f.expect.is_file() {

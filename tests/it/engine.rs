@@ -161,6 +161,7 @@ fn request(ep: &mut LocalEndpoint, path: &str) -> SendRequest {
         target: p(path),
         target_expect: None,
         signature: None,
+        refined: None,
     }
 }
 
@@ -481,6 +482,7 @@ fn send_new(
             target: p(path),
             target_expect: None,
             signature: None,
+            refined: None,
         })
         .collect();
     src.send(&reqs, &mut |chunk| {

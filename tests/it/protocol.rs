@@ -424,6 +424,7 @@ fn client_rejects_a_lying_agent() {
         target: rel("a"),
         target_expect: None,
         signature: None,
+        refined: None,
     };
     let e = ep.send(&[req], &mut |_| Ok(())).unwrap_err();
     assert!(e.to_string().contains("not asked for"), "{e}");

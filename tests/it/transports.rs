@@ -7,7 +7,10 @@ use tandem::core::path::RelPath;
 use tandem::core::plan::{Action, Op, Side, Status};
 use tandem::core::reconcile::{Direction, Policy};
 use tandem::core::tree::{Digest, Entry};
-use tandem::endpoint::{Change, Chunk, Endpoint, LocalEndpoint, Received, Scan, SendRequest};
+use tandem::disk::delta::refine::Ranges;
+use tandem::endpoint::{
+    Change, Chunk, Endpoint, GapRequest, LocalEndpoint, Received, Scan, SendRequest, SignRequest,
+};
 use tandem::error::{Error, Result};
 use tandem::output::{Event, Reporter};
 use tandem::state::rules::FilterSpec;
@@ -202,11 +205,11 @@ impl Endpoint for Corrupting {
     fn digests(&mut self, p: &[RelPath]) -> Result<Vec<(RelPath, Result<Digest, String>)>> {
         self.inner.digests(p)
     }
-    fn signatures(
-        &mut self,
-        f: &[(RelPath, Option<Entry>)],
-    ) -> Result<Vec<Result<Vec<u8>, String>>> {
+    fn signatures(&mut self, f: &[SignRequest]) -> Result<Vec<Result<Vec<u8>, String>>> {
         self.inner.signatures(f)
+    }
+    fn gaps(&mut self, f: &[GapRequest]) -> Result<Vec<Result<Ranges, String>>> {
+        self.inner.gaps(f)
     }
     fn send(
         &mut self,
@@ -456,6 +459,7 @@ fn an_agent_whose_client_vanishes_keeps_a_large_partial_for_next_time() {
             target: p,
             target_expect: None,
             signature: None,
+            refined: None,
         }
     };
     // Send everything but the ends, then vanish.
@@ -534,6 +538,7 @@ fn asking_for_thousands_of_files_at_once_does_not_stall_the_connection() {
             target: path.clone(),
             target_expect: None,
             signature: None,
+            refined: None,
         })
         .collect();
     let ends = answered(remote, move |remote| {

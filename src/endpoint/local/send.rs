@@ -42,7 +42,13 @@ impl LocalEndpoint {
         let basis = match req
             .signature
             .as_ref()
-            .map(|s| Basis::parse(s.to_vec()))
+            .map(|s| {
+                let coarse = Basis::parse(s.to_vec())?;
+                match &req.refined {
+                    Some(r) => coarse.refine(r.ranges.clone(), r.signature.to_vec()),
+                    None => Ok(coarse),
+                }
+            })
             .transpose()
         {
             Ok(b) => b,
@@ -150,7 +156,7 @@ pub(super) fn still_scanned(file: &File, expect: &Entry) -> io::Result<(bool, sy
 pub(super) fn send_windows(
     file: &mut File,
     size: u64,
-    index: Option<&fast_rsync::IndexedSignature<'_>>,
+    index: Option<&delta::Index<'_>>,
     id: u64,
     hasher: &mut blake3::Hasher,
     sink: &mut dyn FnMut(Chunk) -> Result<()>,

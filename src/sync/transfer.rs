@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use crate::core::path::RelPath;
 use crate::core::plan::{Action, Op, Side};
 use crate::core::tree::{Entry, Tree};
-use crate::disk::delta::refine::TWO_LEVEL_MIN;
+use crate::disk::delta::refine::two_levels;
 use crate::disk::delta::DeltaOp;
 use crate::disk::scan::Partials;
 use crate::endpoint::{Chunk, Endpoint, GapRequest, Refined, SendRequest, Sign, SignRequest};
@@ -243,7 +243,7 @@ fn sign(actions: &[Action], basis: &[(usize, u64)], route: &mut Route<'_>) -> Re
         .map(|&(i, size)| SignRequest {
             path: actions[i].path.clone(),
             expect: actions[i].expect.as_deref().cloned(),
-            sign: if size >= TWO_LEVEL_MIN {
+            sign: if two_levels(size) {
                 Sign::Coarse
             } else {
                 Sign::Whole
@@ -270,7 +270,7 @@ fn refine(
     let coarse: Vec<(usize, u64)> = basis
         .iter()
         .copied()
-        .filter(|&(i, size)| size >= TWO_LEVEL_MIN && signed.contains_key(&i))
+        .filter(|&(i, size)| two_levels(size) && signed.contains_key(&i))
         .collect();
     if coarse.is_empty() {
         return Ok(());

@@ -19,6 +19,15 @@ pub type Ranges = Vec<(u64, u64)>;
 
 /// Old versions from this size on are signed in two levels.
 pub const TWO_LEVEL_MIN: u64 = 16 << 10;
+/// ... up to this size: a larger file is read once more by the sender to find the gaps,
+/// which costs more time than its signature's bytes save on a fast link, and its fine
+/// ranges could exceed a window.
+pub const TWO_LEVEL_MAX: u64 = WINDOW as u64;
+
+/// Whether a basis of `len` bytes is signed in two levels.
+pub fn two_levels(len: u64) -> bool {
+    (TWO_LEVEL_MIN..=TWO_LEVEL_MAX).contains(&len)
+}
 
 /// Collects, from a coarse delta's ops in file order, the basis ranges its literals
 /// replaced.

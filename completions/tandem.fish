@@ -61,7 +61,7 @@ complete -c tandem -n "__fish_tandem_needs_command" -l proxy -d 'Reach the remot
 complete -c tandem -n "__fish_tandem_needs_command" -l rsh -d 'Reach the host through this command instead of the built-in SSH client, as rsync\'s -e: e.g. ssh, or \'ssh -F ~/.ssh/work_config\' (given to -e, the first word must be a program; -e alone is --everything)' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l proxy-command -d 'Reach the host through this command\'s stdin and stdout, as ProxyCommand (%h %p %r %n %% expanded; \'none\' ignores ProxyCommand in ~/.ssh/config)' -r
 complete -c tandem -n "__fish_tandem_needs_command" -s J -d 'Jump hosts, as ssh -J (\'none\' ignores ProxyJump in ~/.ssh/config)' -r
-complete -c tandem -n "__fish_tandem_needs_command" -l transfer-threads -d 'Parallel SSH channels for file data; with :SIZE, files above SIZE (e.g. 64M) use their own channels' -r
+complete -c tandem -n "__fish_tandem_needs_command" -l transfer-threads -d 'Parallel SSH channels for file data: auto (the default) opens more on a long link, one more per 4 ms of round trip; with :SIZE, files above SIZE (e.g. 64M) use their own channels' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l scan-interval -d 'With -C: rescan the whole local tree this often (e.g. 4h, 1w0d0h0m0s)' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l remote-scan-interval -d 'With -C: rescan the whole far tree this often' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l cooloff -d 'With -C: send a file only once it has stopped changing for this long (0 to 60s)' -r

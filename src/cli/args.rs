@@ -209,9 +209,10 @@ pub struct Args {
     /// Jump hosts, as ssh -J ('none' ignores ProxyJump in ~/.ssh/config).
     #[arg(short = 'J', value_name = "[USER@]HOST[:PORT][,...]")]
     pub jump: Option<String>,
-    /// Parallel SSH channels for file data; with :SIZE, files above SIZE (e.g. 64M) use
-    /// their own channels.
-    #[arg(long = "transfer-threads", value_name = "N[:SIZE]")]
+    /// Parallel SSH channels for file data: auto (the default) opens more on a long link,
+    /// one more per 4 ms of round trip; with :SIZE, files above SIZE (e.g. 64M) use their
+    /// own channels.
+    #[arg(long = "transfer-threads", value_name = "auto|N[:SIZE]")]
     pub transfer_threads: Option<String>,
     /// Keep running: watch both trees and sync each change as it settles.
     #[arg(short = 'C', long = "continuous")]

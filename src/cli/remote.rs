@@ -128,18 +128,22 @@ pub(super) fn absolute(p: PathBuf) -> PathBuf {
 pub(super) fn parse_transfer_threads(s: &str) -> Result<TransferThreads> {
     let bad = |why: &str| {
         Error::Usage(format!(
-            "bad --transfer-threads '{s}': {why}; give N or N:SIZE, e.g. 4 or 4:64M"
+            "bad --transfer-threads '{s}': {why}; give auto, N or N:SIZE, e.g. 4 or 4:64M"
         ))
     };
     let (n, size) = match s.split_once(':') {
         Some((n, size)) => (n, Some(size)),
         None => (s, None),
     };
-    let count = n
-        .parse::<u32>()
-        .ok()
-        .filter(|n| (1..=crate::wire::protocol::MAX_STREAMS).contains(n))
-        .ok_or_else(|| bad("N must be 1 to 64"))?;
+    let count = match n {
+        "auto" => None,
+        n => Some(
+            n.parse::<u32>()
+                .ok()
+                .filter(|n| (1..=crate::wire::protocol::MAX_STREAMS).contains(n))
+                .ok_or_else(|| bad("N must be auto or 1 to 64"))?,
+        ),
+    };
     let large_above = size
         .map(|z| parse_size::parse_size(z).map_err(|e| bad(&e.to_string())))
         .transpose()?;
@@ -225,7 +229,7 @@ pub(super) fn ssh_options(
         || opts.jumps.is_some()
         || opts.accept_new_host_key
         || opts.cipher.is_some()
-        || opts.threads.count > 1;
+        || opts.threads.count.is_some_and(|n| n > 1);
     match remote {
         RemoteSpec::Local(_) if ssh_only => notes.push(
             "SSH options (-i, -J/--proxy, --proxy-command, -c, --rsh, --accept-new-host-key, --transfer-threads) do nothing for a local -r directory".into(),

@@ -458,6 +458,15 @@ impl RemoteEndpoint {
     }
 
     /// Sends a request and waits for its (non-outcome) response.
+    /// Times one round trip to the agent (a request that does nothing).
+    pub fn round_trip(&mut self) -> Result<std::time::Duration> {
+        let start = std::time::Instant::now();
+        match self.call(&Request::Digests { paths: Vec::new() })? {
+            Response::Digests(_) => Ok(start.elapsed()),
+            _ => Err(self.unexpected("digests")),
+        }
+    }
+
     fn call(&mut self, req: &Request) -> Result<Response> {
         self.flush_batch()?;
         self.send_msg(req)?;

@@ -128,21 +128,27 @@ impl Cipher {
     }
 }
 
-/// `--transfer-threads N[:SIZE]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `--transfer-threads auto|N[:SIZE]` (the default: auto).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TransferThreads {
-    /// Channels to carry file data (1: the agent's own).
-    pub count: u32,
+    /// Channels to carry file data (1: the agent's own); `None`: as many as the link's
+    /// round trip calls for ([`auto_streams`]).
+    pub count: Option<u32>,
     /// With `:SIZE`: files above SIZE bytes use the extra channels, smaller ones the first.
     pub large_above: Option<u64>,
 }
 
-impl Default for TransferThreads {
-    fn default() -> Self {
-        TransferThreads {
-            count: 1,
-            large_above: None,
-        }
+
+/// How many channels carry file data over a link whose round trip is `rtt`. sshd lets a
+/// channel have 2 MiB in flight, so one channel moves at most 2 MiB per round trip: below
+/// 4 ms that is 500 MiB/s, more than the rest of a run keeps up with, and one is best (each
+/// extra channel starts a process on the host); beyond, one more for every 4 ms, up to 16.
+pub fn auto_streams(rtt: std::time::Duration) -> u32 {
+    let ms = rtt.as_secs_f64() * 1000.0;
+    if ms < 4.0 {
+        1
+    } else {
+        ((ms / 4.0).ceil() as u32).clamp(2, 16)
     }
 }
 
@@ -182,7 +188,7 @@ mod connect {
     use super::bootstrap::{self, quote, quote_path, Shell};
     use super::session::Session;
     use super::system::SystemSsh;
-    use super::{config, Hop, SshOptions};
+    use super::{auto_streams, config, Hop, SshOptions};
     use crate::endpoint::remote::StreamPlan;
     use crate::endpoint::RemoteEndpoint;
     use crate::error::Result;
@@ -204,6 +210,22 @@ mod connect {
     fn is_socket(p: &std::path::Path) -> bool {
         use std::os::unix::fs::FileTypeExt;
         std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket())
+    }
+
+    /// Starts `n` relays for extra streams, each on its own thread.
+    fn start_relays(
+        session: &Arc<dyn Shell>,
+        opts: &SshOptions,
+        n: u32,
+    ) -> Vec<std::thread::JoinHandle<Result<super::channel::ChannelWriter>>> {
+        (0..n)
+            .map(|_| {
+                let (session, agent_path) = (session.clone(), opts.agent_path.clone());
+                std::thread::spawn(move || {
+                    bootstrap::start_relay(session.as_ref(), agent_path.as_deref())
+                })
+            })
+            .collect()
     }
 
     /// The agent's command line, quoted for sh.
@@ -260,17 +282,11 @@ mod connect {
                 }
             }
         };
-        let extra = opts.threads.count.saturating_sub(1);
-        // Relays for the extra streams start beside the agent: by the time it says where
-        // to join, they are running, and data spreads over all streams from the start.
-        let relays: Vec<_> = (0..extra)
-            .map(|_| {
-                let (session, agent_path) = (session.clone(), opts.agent_path.clone());
-                std::thread::spawn(move || {
-                    bootstrap::start_relay(session.as_ref(), agent_path.as_deref())
-                })
-            })
-            .collect();
+        // Relays for a given number of extra streams start beside the agent: by the time it
+        // says where to join, they are running, and data spreads over all streams from the
+        // start. With `auto`, they start once a round trip has been timed.
+        let given = opts.threads.count.map_or(0, |n| n.saturating_sub(1));
+        let mut relays = start_relays(&session, opts, given);
         let agent_path = opts.agent_path.as_deref();
         let io =
             bootstrap::start_agent(session.as_ref(), agent_path, &agent_args(agent), &mut notes)?;
@@ -285,6 +301,22 @@ mod connect {
             agent.link(),
             Some(Box::new(guard)),
         )?;
+        let extra = match opts.threads.count {
+            Some(_) => given,
+            None => {
+                let rtt = ep.round_trip()?.min(ep.round_trip()?);
+                let streams = auto_streams(rtt);
+                if streams > 1 {
+                    notes.push(format!(
+                        "a long link ({:.0} ms round trip): file data over {streams} channels \
+                         (--transfer-threads 1 for one)",
+                        rtt.as_secs_f64() * 1000.0
+                    ));
+                }
+                relays = start_relays(&session, opts, streams - 1);
+                streams - 1
+            }
+        };
         if extra > 0 {
             let plan = StreamPlan {
                 large_above: opts.threads.large_above,
@@ -326,6 +358,16 @@ mod connect {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_link_gets_one_channel_more_per_4_ms_of_round_trip() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(auto_streams(std::time::Duration::from_micros(100)), 1);
+        assert_eq!(auto_streams(ms(3)), 1);
+        assert_eq!(auto_streams(ms(5)), 2);
+        assert_eq!(auto_streams(ms(52)), 13);
+        assert_eq!(auto_streams(ms(400)), 16);
+    }
 
     #[test]
     fn passwords_and_other_schemes_are_refused_without_repeating_the_password() {

@@ -138,7 +138,6 @@ pub struct TransferThreads {
     pub large_above: Option<u64>,
 }
 
-
 /// How many channels carry file data over a link whose round trip is `rtt`. sshd lets a
 /// channel have 2 MiB in flight, so one channel moves at most 2 MiB per round trip: below
 /// 4 ms that is 500 MiB/s, more than the rest of a run keeps up with, and one is best (each

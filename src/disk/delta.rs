@@ -424,6 +424,26 @@ mod tests {
             .collect()
     }
 
+    /// `old` with each edit (at, length, how) applied: 0 deletes, 1 inserts random bytes,
+    /// 2 reverses a run (a move of sorts).
+    pub(super) fn edited(old: &[u8], edits: Vec<(usize, usize, u8)>, seed: u64) -> Vec<u8> {
+        let mut new = old.to_vec();
+        for (at, n, how) in edits {
+            let at = if new.is_empty() { 0 } else { at % new.len() };
+            let end = (at + n).min(new.len());
+            match how {
+                0 => {
+                    new.drain(at..end);
+                }
+                1 => {
+                    new.splice(at..at, pseudo_random(n, seed ^ at as u64));
+                }
+                _ => new[at..end].reverse(),
+            }
+        }
+        new
+    }
+
     #[test]
     fn chunked_signature_equals_whole_file_signature() {
         let data = pseudo_random(WINDOW * 2 + 12345, 7);
@@ -561,15 +581,7 @@ mod tests {
             edits in prop::collection::vec((any::<usize>(), 0usize..3000, 0u8..3), 0..12),
         ) {
             let old = pseudo_random(len, seed);
-            let mut new = old.clone();
-            for (at, n, how) in edits {
-                let at = if new.is_empty() { 0 } else { at % new.len() };
-                match how {
-                    0 => { let end = (at + n).min(new.len()); new.drain(at..end); }
-                    1 => { let bytes = pseudo_random(n, seed ^ at as u64); new.splice(at..at, bytes); }
-                    _ => { let end = (at + n).min(new.len()); new[at..end].reverse(); }
-                }
-            }
+            let new = edited(&old, edits, seed);
             // The signature as the receiver computes it, a window at a time.
             let basis = Basis::parse(signature(&mut &old[..], len as u64).unwrap()).unwrap();
             let mut ops = Vec::new();

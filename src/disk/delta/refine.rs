@@ -249,7 +249,7 @@ fn map_copy(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{pseudo_random, rebuild};
+    use super::super::tests::{edited, pseudo_random, rebuild};
     use super::super::{coarse_options, signature, signature_with, Basis};
     use super::*;
     use proptest::prelude::*;
@@ -358,15 +358,7 @@ mod tests {
             window in 1000usize..300_000,
         ) {
             let old = pseudo_random(len, seed);
-            let mut new = old.clone();
-            for (at, n, how) in edits {
-                let at = if new.is_empty() { 0 } else { at % new.len() };
-                match how {
-                    0 => { let end = (at + n).min(new.len()); new.drain(at..end); }
-                    1 => { let bytes = pseudo_random(n, seed ^ at as u64); new.splice(at..at, bytes); }
-                    _ => { let end = (at + n).min(new.len()); new[at..end].reverse(); }
-                }
-            }
+            let new = edited(&old, edits, seed);
             let (ops, _) = two_level(&old, &new, window);
             prop_assert!(rebuild(&old, &ops) == new);
         }

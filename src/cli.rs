@@ -24,6 +24,7 @@ mod job;
 mod remote;
 pub mod sessions;
 mod short_e;
+mod verify;
 
 pub use args::{Args, Command, DirectionArg, FavorArg, Format};
 use job::*;
@@ -81,6 +82,7 @@ pub fn agent_command() -> clap::Command {
         .arg(value("compress", "zstd[:LEVEL[,BULK]]|none", "Compression of the agent's frames"))
         .arg(value("keep-dir", "DIR", "Keep what is deleted or replaced in DIR"))
         .arg(value("log", "DIR[:MB]", "Write a log into DIR, rotated at MB megabytes"))
+        .arg(flag("background", "Run at low CPU and idle I/O priority (verify)"))
         .arg(flag("die-with-parent", "Exit when the process that started it dies"))
         .arg(value("join", "NAME", "Relay an extra stream into a running agent (internal)"))
         .arg(value("check-self", "BLAKE3", "Exit 0 if this executable has this hash (upload check)"))
@@ -88,7 +90,9 @@ pub fn agent_command() -> clap::Command {
 
 /// The client's `main`: parses, runs, returns the exit status.
 pub fn main() -> u8 {
-    let args = match Args::try_parse_from(short_e::rewrite(std::env::args_os().collect())) {
+    let args = match Args::try_parse_from(verify::rewrite(short_e::rewrite(
+        std::env::args_os().collect(),
+    ))) {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
@@ -126,6 +130,17 @@ pub fn main() -> u8 {
             Ok(()) => 0,
             Err(e) => fail(reporter.as_mut(), &e.to_string(), e.exit_bit()),
         };
+    }
+    if args.verify {
+        return verify::main(&args, reporter.as_mut(), bars);
+    }
+    if args.source.is_none() && args.files.first().is_some_and(|f| f == "verify") {
+        let message = "'verify' is a command: give it first, before the options ('tandem verify -N NAME ...')";
+        return fail(reporter.as_mut(), message, ExitStatus::USAGE);
+    }
+    if args.repair {
+        let message = "--repair goes with tandem verify: 'tandem verify -N NAME --repair'";
+        return fail(reporter.as_mut(), message, ExitStatus::USAGE);
     }
     if args.source.is_some() || !args.files.is_empty() {
         return filesync::add_and_sync(&args, reporter.as_mut()).0;

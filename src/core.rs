@@ -9,3 +9,4 @@ pub mod path;
 pub mod plan;
 pub mod reconcile;
 pub mod tree;
+pub mod verify;

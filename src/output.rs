@@ -59,6 +59,28 @@ pub struct Summary {
     pub exit: u8,
     /// True for a dry run (nothing was changed).
     pub dry_run: bool,
+    /// What `tandem verify` found (absent for a sync).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyCounts>,
+}
+
+/// What `tandem verify` found, file by file, added up.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct VerifyCounts {
+    /// Files whose two copies match the baseline's digest.
+    pub files_verified: u64,
+    /// Files found corrupt on one or both sides (repaired or not).
+    pub files_corrupt: u64,
+    /// Corrupt copies replaced by the good one.
+    pub files_repaired: u64,
+    /// Files that could not be read on a side.
+    pub files_unreadable: u64,
+    /// Files edited since the last sync (size or mtime): not verified.
+    pub files_edited: u64,
+    /// Files the baseline had no digest for, now recorded.
+    pub digests_recorded: u64,
+    /// Bytes read on both sides together.
+    pub bytes_read: u64,
 }
 
 /// Something that happened during a run.
@@ -126,6 +148,19 @@ pub enum Event<'a> {
         delay_s: f64,
         /// What went wrong.
         message: &'a str,
+    },
+    /// `tandem verify`'s finding about one file.
+    Verify {
+        /// The file.
+        path: &'a RelPath,
+        /// `VERIFIED`, `CORRUPT(remote)`, `REPAIRED(local)`, ...
+        status: &'a str,
+        /// The side found wrong, if one is.
+        side: Option<Side>,
+        /// What it means and what to do.
+        detail: &'a str,
+        /// The exit bit it sets (0: nothing wrong, or repaired).
+        exit_bit: u8,
     },
     /// The end of the run (of each cycle, in continuous mode).
     Summary(&'a Summary),

@@ -10,6 +10,7 @@ mod open;
 mod refresh;
 mod sides;
 pub mod transfer;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -147,6 +148,8 @@ pub struct Job {
     pub dedup: dedup::Dedup,
     /// `-R`: the agent's log on the far side.
     pub remote_log: Option<crate::output::log::LogSpec>,
+    /// Both sides run behind everything else on their host (`tandem verify`).
+    pub background: bool,
 }
 
 /// Asks the user to confirm the listed concerns; returns true to go ahead.

@@ -44,10 +44,11 @@ pub enum Format {
     name = "tandem",
     version,
     args_conflicts_with_subcommands = true,
-    override_usage = "tandem [OPTIONS] -d LOCAL_DIR -r [USER@]HOST:PATH -K push|pull|bidi\n       tandem [OPTIONS] -d LOCAL_DIR -r OTHER_LOCAL_DIR -K push|pull|bidi\n       tandem [OPTIONS] -s SRC_DIR -d DST_DIR FILE...   (adds rules, then syncs them)\n       tandem   (reconciles every rule in the rules file)\n       tandem sessions | tandem status -N NAME | tandem forget -N NAME | tandem completions SHELL",
+    override_usage = "tandem [OPTIONS] -d LOCAL_DIR -r [USER@]HOST:PATH -K push|pull|bidi\n       tandem [OPTIONS] -d LOCAL_DIR -r OTHER_LOCAL_DIR -K push|pull|bidi\n       tandem [OPTIONS] -s SRC_DIR -d DST_DIR FILE...   (adds rules, then syncs them)\n       tandem   (reconciles every rule in the rules file)\n       tandem verify -N NAME [--repair]   (re-reads both sides against the last sync)\n       tandem sessions | tandem status -N NAME | tandem forget -N NAME | tandem completions SHELL",
     disable_help_subcommand = true,
     after_help = "Exit status is an OR of: 1 resolvable conflicts (dry run), 2 unresolved conflicts, 4 named files missing, \
-8 permission problems, 16 state or rules file problems, 32 invalid arguments, 64 a root cannot be reached, 128 other errors."
+8 permission problems, 16 state or rules file problems, 32 invalid arguments, 64 a root cannot be reached, 128 other errors. \
+tandem verify: 2 corruption found and not repaired, 8 a file could not be read, 0 every file verified or repaired."
 )]
 pub struct Args {
     /// Session name; keys the baseline and the lock (default: derived from the two roots).
@@ -234,6 +235,14 @@ pub struct Args {
     /// With -C: send a file only once it has stopped changing for this long (0 to 60s).
     #[arg(long = "cooloff", value_name = "DURATION", default_value = "3s")]
     pub cooloff: String,
+    /// `tandem verify`: re-read both sides against the baseline (set by the word `verify`
+    /// before the options).
+    #[arg(long = "verify", hide = true)]
+    pub verify: bool,
+    /// With `tandem verify`: copy the good version over a corrupt copy (the corrupt one is
+    /// kept in the keep directory, or beside it as NAME.corrupt-TIME).
+    #[arg(long = "repair")]
+    pub repair: bool,
     /// Output format.
     #[arg(
         long = "format",

@@ -198,6 +198,7 @@ pub fn job(args: &Args) -> Result<(Job, Vec<String>)> {
             .map(crate::output::log::LogSpec::parse)
             .transpose()
             .map_err(Error::Usage)?,
+        background: false,
     };
     Ok((job, notes))
 }

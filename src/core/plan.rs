@@ -52,6 +52,8 @@ pub enum Status {
     Moved,
     /// Left unresolved.
     Conflict,
+    /// A corrupt copy replaced by the good one (`tandem verify --repair`).
+    Repaired,
 }
 
 impl Status {
@@ -65,6 +67,7 @@ impl Status {
             Status::Exists => "SYNCHRONIZED(exs)",
             Status::Moved => "SYNCHRONIZED(mov)",
             Status::Conflict => "CONFLICT",
+            Status::Repaired => "REPAIRED",
         }
     }
 }

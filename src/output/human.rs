@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::core::plan::Resolution;
+use crate::core::plan::{Resolution, Status};
 use crate::output::{human_bytes, Event, Reporter, Summary};
 
 /// Prints per-file lines (unless quiet), conflicts, errors and the summary.
@@ -41,7 +41,8 @@ impl Human {
                 ..
             } => {
                 let path = path.to_string();
-                if self.quiet {
+                // A repair's verify line says it, with where the corrupt copy went.
+                if self.quiet || (*status == Status::Repaired && !self.verbose) {
                     Ok(())
                 } else if *restored && !self.verbose {
                     // Someone deleted this on purpose: say why it came back.
@@ -60,6 +61,25 @@ impl Human {
                 reason,
                 resolution,
             } => self.conflict(out, &path.to_string(), reason, resolution),
+            Event::Verify {
+                path,
+                status,
+                detail,
+                exit_bit,
+                ..
+            } => {
+                let path = path.to_string();
+                if *exit_bit != 0 && self.quiet {
+                    // Quiet (cron): a finding to act on still gets a line, on stderr.
+                    writeln!(err, "tandem: /{path} {status}: {detail}")
+                } else if *exit_bit != 0 || self.verbose || status.starts_with("REPAIRED") {
+                    writeln!(out, "/{path:<38} {status:<18} {detail}")
+                } else if self.quiet {
+                    Ok(())
+                } else {
+                    writeln!(out, "/{path:<38} {status}")
+                }
+            }
             Event::Error { message, .. } => writeln!(err, "tandem: {message}"),
             // Quiet means nothing at all on a run without problems (cron mails output).
             Event::Notice { .. } | Event::Summary(_) if self.quiet => Ok(()),
@@ -113,6 +133,9 @@ impl Human {
 
 /// The summary at the end: what was done, and what went over the wire.
 fn summary(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+    if let Some(v) = &s.verify {
+        return verify_summary(out, s, v);
+    }
     let verb = if s.dry_run { "dry run" } else { "done" };
     let rate = if s.elapsed_s > 0.0 {
         s.bytes_total as f64 / s.elapsed_s
@@ -158,5 +181,35 @@ fn summary(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
         human_bytes(s.bytes_received),
         human_bytes(s.bytes_saved_by_delta),
         s.compression_ratio
+    )
+}
+
+/// `tandem verify`'s summary: what was read, what was found, what was done about it.
+fn verify_summary(
+    out: &mut impl Write,
+    s: &Summary,
+    v: &crate::output::VerifyCounts,
+) -> std::io::Result<()> {
+    let rate = if s.elapsed_s > 0.0 {
+        v.bytes_read as f64 / s.elapsed_s
+    } else {
+        0.0
+    };
+    let recorded = if v.digests_recorded > 0 {
+        format!(" ({} digests recorded)", v.digests_recorded)
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "verified: {} files match{recorded}, {} corrupt ({} repaired), {} unreadable, {} edited since the last sync (not verified); {} read in {:.2}s ({}/s)",
+        v.files_verified,
+        v.files_corrupt,
+        v.files_repaired,
+        v.files_unreadable,
+        v.files_edited,
+        human_bytes(v.bytes_read),
+        s.elapsed_s,
+        human_bytes(rate as u64),
     )
 }

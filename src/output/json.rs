@@ -52,6 +52,14 @@ fn event_value(event: &Event<'_>) -> Value {
             "event": "plan", "path": path.escaped(), "status": status.word(), "command": line,
         }),
         Event::Notice { message } => json!({"event": "notice", "message": message}),
+        Event::Verify {
+            path,
+            status,
+            side,
+            detail,
+            exit_bit,
+        } => json!({"event": "verify", "path": path.escaped(), "status": status,
+                    "side": side.map(|s| s.word()), "detail": detail, "exit_bit": exit_bit}),
         Event::Watching { message } => json!({"event": "watching", "message": message}),
         Event::Reconnecting {
             attempt,

@@ -120,6 +120,12 @@ pub fn event_line(event: &Event<'_>) -> Option<String> {
                 format!("/{path} conflict ({reason}): both kept, other as '{loser_path}'")
             }
         },
+        Event::Verify {
+            path,
+            status,
+            detail,
+            ..
+        } => format!("/{path} {status} ({detail})"),
         Event::Error { message, .. } => format!("error: {message}"),
         Event::Notice { message } | Event::Watching { message } => format!("note: {message}"),
         Event::Reconnecting {

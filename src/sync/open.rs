@@ -32,6 +32,7 @@ pub(super) fn open_endpoints(job: &Job) -> Result<Opened> {
         rate: job.rate,
         keep_dir: job.keep_dirs[1].clone(),
         log: job.remote_log.clone(),
+        background: job.background,
     };
     let mut notes = Vec::new();
     let remote: Box<dyn Endpoint> = match &job.remote {

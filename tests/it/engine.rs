@@ -45,6 +45,7 @@ fn job(f: &Fixture, direction: Direction) -> Job {
         keep_dirs: Default::default(),
         dedup: Default::default(),
         remote_log: None,
+        background: false,
     }
 }
 

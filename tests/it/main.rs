@@ -1,5 +1,6 @@
 //! One integration-test binary: the real `tandem` on temp trees, whole trees compared.
 
+mod cut_proxy;
 mod sides;
 mod sshd;
 mod util;
@@ -8,6 +9,7 @@ mod casefold;
 mod cli;
 mod continuous;
 mod engine;
+mod faults;
 mod fidelity;
 mod foldfs;
 mod hosts;
@@ -24,3 +26,4 @@ mod ssh_certs;
 mod ssh_config;
 mod transports;
 mod unattended;
+mod verify;

@@ -68,6 +68,7 @@ fn job(f: &Fixture, transport: LocalTransport, direction: Direction) -> Job {
         keep_dirs: Default::default(),
         dedup: Default::default(),
         remote_log: None,
+        background: false,
     }
 }
 
@@ -396,6 +397,7 @@ fn agent_options(root: &Path) -> tandem::wire::agent::AgentOptions {
         rate: None,
         keep_dir: None,
         log: None,
+        background: false,
     }
 }
 

@@ -22,6 +22,26 @@ pub fn die_with_parent() -> Result<(), String> {
     Ok(())
 }
 
+/// Puts this process behind everything else: nice 10 for the CPU, and the idle I/O class,
+/// which reads only when no one else wants the disk (`tandem verify` reads whole trees).
+/// Refused (a container, an old kernel): it runs as it was.
+#[allow(unsafe_code)]
+pub fn lower_priority() {
+    let _ = rustix::process::nice(10);
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    // SAFETY: ioprio_set takes three integers and touches no memory of ours.
+    unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        );
+    }
+}
+
 /// Makes a pipe hold `bytes` (stdin from sshd: a larger pipe gets more window sooner).
 /// Not a pipe, or not allowed: nothing changes.
 pub fn widen_pipe(fd: impl AsFd, bytes: usize) {

@@ -72,6 +72,12 @@ fn wait_on(
     unsafe { kevent(queue, changes, fired, None) }.map(|(got, _)| got.len())
 }
 
+/// Puts this process behind everything else (nice 10; macOS has no I/O class to set
+/// from here without its private calls).
+pub fn lower_priority() {
+    let _ = rustix::process::nice(10);
+}
+
 /// Would widen a pipe; macOS pipes have no settable size (they grow to 64 KiB by
 /// themselves), so nothing changes.
 pub fn widen_pipe(_fd: impl AsFd, _bytes: usize) {}

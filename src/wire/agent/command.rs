@@ -84,10 +84,13 @@ pub fn main_with_args(args: &[String]) -> u8 {
     let opts = match AgentOptions::parse(args) {
         Ok(o) => o,
         Err(why) => {
-            eprintln!("tandem-agent: {why}\nusage: tandem-agent --root DIR [--label TEXT] [--preserve-owner] [--no-hard-links] [--acls none|native|metafile] [--keep-dir DIR] [--log DIR[:MB]] [--compress zstd[:LEVEL[,BULK]]|none]");
+            eprintln!("tandem-agent: {why}\nusage: tandem-agent --root DIR [--label TEXT] [--preserve-owner] [--no-hard-links] [--acls none|native|metafile] [--keep-dir DIR] [--log DIR[:MB]] [--background] [--compress zstd[:LEVEL[,BULK]]|none]");
             return 32;
         }
     };
+    if opts.background {
+        crate::disk::sys::lower_priority();
+    }
     widen_input_pipe();
     ignore_interrupts();
     match serve(std::io::stdin(), std::io::stdout(), &opts) {

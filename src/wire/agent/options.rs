@@ -28,6 +28,8 @@ pub struct AgentOptions {
     pub keep_dir: Option<PathBuf>,
     /// `--log DIR[:MB]` (the client's `-R`): this side's log.
     pub log: Option<crate::output::log::LogSpec>,
+    /// `--background`: run behind everything else on the host (`tandem verify`).
+    pub background: bool,
 }
 
 impl AgentOptions {
@@ -43,6 +45,7 @@ impl AgentOptions {
         let mut compression = Compression::default();
         let mut keep_dir = None;
         let mut log = None;
+        let mut background = false;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
@@ -57,6 +60,7 @@ impl AgentOptions {
                 "--compress" => compression = Compression::parse(&value()?)?,
                 "--keep-dir" => keep_dir = Some(PathBuf::from(value()?)),
                 "--log" => log = Some(crate::output::log::LogSpec::parse(&value()?)?),
+                "--background" => background = true,
                 other => return Err(format!("unknown argument '{other}'")),
             }
         }
@@ -73,6 +77,7 @@ impl AgentOptions {
             rate: None,
             keep_dir,
             log,
+            background,
         })
     }
 
@@ -114,6 +119,9 @@ impl AgentOptions {
         if let Some(l) = &self.log {
             args.push("--log".into());
             args.push(l.to_arg());
+        }
+        if self.background {
+            args.push("--background".into());
         }
         args.push("--compress".into());
         args.push(self.compression.to_arg());

@@ -13,6 +13,7 @@
 #   scripts/bench.sh --continuous  # -C: propagation latency and idle CPU (and Unison's)
 #   scripts/bench.sh --scale    # 100k and 1M tiny files, a copy of /usr/share, peak RSS,
 #                               # and delta bytes on a scattered 1% change (SCALE_SIZES=...)
+#   scripts/bench.sh --verify   # tandem verify against rsync -c -n over SSH: 1 GiB, 100k files
 #   scripts/bench.sh --edits    # real edits: a C project's releases pushed over SSH, and a bidi
 #                               # run, beside rsync -az (time and bytes)
 #   scripts/bench.sh --hosts    # the x86_64 agent beside the aarch64 and 32-bit ARM ones
@@ -30,6 +31,9 @@ fi
 if [ "${1:-}" = --edits ]; then
     exec bash scripts/bench-edits.sh
 fi
+if [ "${1:-}" = --verify ]; then
+    exec bash scripts/bench-verify.sh
+fi
 if [ "${1:-}" = --hosts ]; then
     exec bash scripts/bench-hosts.sh
 fi
@@ -45,7 +49,7 @@ case "${1:-}" in
     --local) ssh_table=0 ;;
     --ssh) local_table=0 ;;
     "") ;;
-    *) echo "usage: bench.sh [--local|--ssh|--huge|--continuous|--scale|--hosts|--edits]" >&2; exit 1 ;;
+    *) echo "usage: bench.sh [--local|--ssh|--huge|--continuous|--scale|--hosts|--edits|--verify]" >&2; exit 1 ;;
 esac
 for tool in rsync /usr/bin/time python3 bc; do
     command -v "$tool" >/dev/null || { echo "bench.sh needs $tool (apt-get install -y rsync time bc)" >&2; exit 1; }

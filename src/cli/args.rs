@@ -232,6 +232,14 @@ pub struct Args {
         requires = "continuous"
     )]
     pub remote_scan_interval: Option<String>,
+    /// With -C: verify the session this often (e.g. 1d), in the background at a bounded
+    /// rate: what is corrupt is reported (and sets bit 2), `tandem verify --repair` fixes it.
+    #[arg(
+        long = "verify-interval",
+        value_name = "DURATION",
+        requires = "continuous"
+    )]
+    pub verify_interval: Option<String>,
     /// With -C: send a file only once it has stopped changing for this long (0 to 60s).
     #[arg(long = "cooloff", value_name = "DURATION", default_value = "3s")]
     pub cooloff: String,

@@ -88,6 +88,7 @@ pub fn continuous_options(args: &Args) -> Result<Option<crate::sync::continuous:
         cooloff,
         scan_interval: interval(&args.scan_interval, "--scan-interval")?,
         remote_scan_interval: interval(&args.remote_scan_interval, "--remote-scan-interval")?,
+        verify_interval: interval(&args.verify_interval, "--verify-interval")?,
     }))
 }
 

@@ -25,6 +25,7 @@ pub(super) fn main(args: &Args, reporter: &mut dyn Reporter, bars: Option<Bars>)
     };
     let opts = VerifyOptions {
         repair: args.repair,
+        problems_only: false,
     };
     match bars {
         Some(mut bars) => verify(&job, opts, reporter, &mut bars).0,

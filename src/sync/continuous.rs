@@ -34,6 +34,8 @@ pub struct Options {
     pub scan_interval: Option<Duration>,
     /// `--remote-scan-interval`: rescan the whole far tree this often.
     pub remote_scan_interval: Option<Duration>,
+    /// `--verify-interval`: verify the session this often, in the background.
+    pub verify_interval: Option<Duration>,
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
             cooloff: Duration::from_secs(3),
             scan_interval: None,
             remote_scan_interval: None,
+            verify_interval: None,
         }
     }
 }
@@ -50,6 +53,12 @@ impl Default for Options {
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 /// How often a side whose watcher gave up (watch limit) is rescanned whole.
 const FALLBACK_SCAN: Duration = Duration::from_secs(30);
+
+/// A background verify reads this much of each side at a time, syncing in between...
+const VERIFY_SLICE: u64 = 64 << 20;
+/// ...at most this fast (both sides' bytes together, a second), and at most a quarter of
+/// the time.
+const VERIFY_RATE: f64 = 64.0 * 1048576.0;
 
 /// What wakes the loop.
 enum Wake {
@@ -62,6 +71,8 @@ enum Wake {
 /// Why the loop stopped waiting.
 enum Next {
     Work,
+    /// The next slice of a background verify is due.
+    Verify,
     Stop,
     Lost(String),
 }
@@ -109,6 +120,9 @@ pub fn run(
         fallback: [false, false],
         notes: Vec::new(),
         said: HashSet::new(),
+        pass: None,
+        verify_due: opts.verify_interval.map(|d| Instant::now() + d),
+        found: ExitStatus::OK,
     };
     state.serve(reporter, confirm, watch)
 }
@@ -131,6 +145,12 @@ struct Continuous<'j> {
     notes: Vec<String>,
     /// Notes already given (each is said once).
     said: HashSet<String>,
+    /// The background verify under way, if one is.
+    pass: Option<super::verify::Pass>,
+    /// When its next slice (or the next pass) is due.
+    verify_due: Option<Instant>,
+    /// What the finished verify passes found (exit bits, given at the end).
+    found: ExitStatus,
 }
 
 impl Continuous<'_> {
@@ -152,6 +172,7 @@ impl Continuous<'_> {
                         Next::Stop => break,
                         Next::Lost(why) => Some(why),
                         Next::Work => self.step(s, reporter, watch).err().map(|e| e.to_string()),
+                        Next::Verify => self.verify_step(s, reporter).err().map(|e| e.to_string()),
                     };
                     if let Some(why) = lost {
                         sides = None;
@@ -176,7 +197,43 @@ impl Continuous<'_> {
         reporter.event(&Event::Notice {
             message: "stopped; the baseline is committed",
         });
-        ExitStatus::OK
+        // What a background verify found is the run's to report (bit 2 corrupt, 8
+        // unreadable); syncing itself reports as it goes.
+        self.found | self.pass.as_ref().map_or(ExitStatus::OK, |p| p.exit)
+    }
+
+    /// Verifies the next slice of the session (`--verify-interval`), and says when the
+    /// next one is due: soon while a pass is under way, an interval after it ends.
+    fn verify_step(&mut self, sides: &mut Sides, reporter: &mut dyn Reporter) -> Result<()> {
+        let Some(interval) = self.opts.verify_interval else {
+            self.verify_due = None;
+            return Ok(());
+        };
+        let pass = self.pass.get_or_insert_with(super::verify::Pass::new);
+        let started = Instant::now();
+        let (bytes, through) =
+            pass.slice(self.job, sides, &self.old.tree, VERIFY_SLICE, reporter)?;
+        if !through {
+            let pace = Duration::from_secs_f64(bytes as f64 / VERIFY_RATE);
+            self.verify_due = Some(Instant::now() + pace.max(started.elapsed() * 3));
+            return Ok(());
+        }
+        let pass = self.pass.take().expect("a pass under way");
+        self.found |= pass.exit;
+        let c = &pass.counts;
+        let message = format!(
+            "verify pass done in {:.1}s: {} files match the last sync, {} corrupt, {} unreadable, {} edited since (not verified); {} read; next in {}",
+            pass.started.elapsed().as_secs_f64(),
+            c.files_verified,
+            c.files_corrupt,
+            c.files_unreadable,
+            c.files_edited,
+            crate::output::human_bytes(c.bytes_read),
+            humantime::format_duration(interval),
+        );
+        reporter.event(&Event::Notice { message: &message });
+        self.verify_due = Some(Instant::now() + interval);
+        Ok(())
     }
 
     /// Tells the monitor a retry is coming.
@@ -326,6 +383,13 @@ impl Continuous<'_> {
             }
             if due.is_some_and(|t| now >= t) {
                 return Next::Work;
+            }
+            // Syncing first: a verify slice waits while anything is ready to sync.
+            if let Some(t) = self.verify_due {
+                if now >= t {
+                    return Next::Verify;
+                }
+                due = Some(due.map_or(t, |d: Instant| d.min(t)));
             }
             let wake = match due {
                 Some(t) => self.rx.recv_timeout(t - now),

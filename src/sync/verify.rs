@@ -22,6 +22,8 @@ use crate::output::VerifyCounts;
 pub struct VerifyOptions {
     /// `--repair`: copy the good version over a corrupt one.
     pub repair: bool,
+    /// Report only what is wrong (continuous mode's background passes).
+    pub problems_only: bool,
 }
 
 /// Most bytes, and files, one request for digests reads (progress moves per request).
@@ -82,10 +84,13 @@ fn verify_inner(
         job.policy.direction,
     );
     run.phase("scan");
-    let wanted = choose(&old.tree, &sides.trees);
+    let wanted = choose(old.tree.entries.iter(), &sides.trees);
     let found = read_both(&mut sides, &wanted, run, watch)?;
     run.phase("hash");
-    let findings = judge_all(&wanted, &sides.trees, found);
+    let mut judged = judge_all(&wanted, &sides.trees, found);
+    confirm(job, &mut sides, &old.tree, &mut judged)?;
+    let findings: Vec<(RelPath, Finding)> =
+        judged.into_iter().map(|j| (j.path, j.finding)).collect();
     let repaired = if opts.repair {
         repair(job, &mut sides, &findings, run)?
     } else {
@@ -100,10 +105,11 @@ fn verify_inner(
 
 /// Every file of the baseline, with the sides on which it still has the baseline's size
 /// and mtime (and could be read when scanned): those are read.
-fn choose(base: &Tree, trees: &[Tree; 2]) -> Vec<Wanted> {
-    base.entries
-        .iter()
-        .filter(|(_, e)| e.is_file())
+fn choose<'a>(
+    base: impl Iterator<Item = (&'a RelPath, &'a Entry)>,
+    trees: &[Tree; 2],
+) -> Vec<Wanted> {
+    base.filter(|(_, e)| e.is_file())
         .map(|(p, e)| Wanted {
             path: p.clone(),
             digest: e.digest,
@@ -186,8 +192,16 @@ fn read_side(
     Ok(out)
 }
 
+/// One file judged: what each side's copy was found to be, and the verdict.
+struct Judged {
+    path: RelPath,
+    digest: Option<Digest>,
+    seen: [Seen; 2],
+    finding: Finding,
+}
+
 /// Each file's finding, in tree order.
-fn judge_all(wanted: &[Wanted], trees: &[Tree; 2], mut found: Found) -> Vec<(RelPath, Finding)> {
+fn judge_all(wanted: &[Wanted], trees: &[Tree; 2], mut found: Found) -> Vec<Judged> {
     wanted
         .iter()
         .map(|w| {
@@ -206,9 +220,45 @@ fn judge_all(wanted: &[Wanted], trees: &[Tree; 2], mut found: Found) -> Vec<(Rel
                     None => Seen::Changed,
                 }
             });
-            (w.path.clone(), judge(w.digest, &seen[0], &seen[1]))
+            Judged {
+                path: w.path.clone(),
+                digest: w.digest,
+                finding: judge(w.digest, &seen[0], &seen[1]),
+                seen,
+            }
         })
         .collect()
+}
+
+/// Looks again at every copy found wrong: one edited since the scan (its size or mtime
+/// moved meanwhile) was read as it is now, not as the scan saw it, and is an edit, not
+/// corruption. Rescans just those paths, once per side.
+fn confirm(job: &Job, sides: &mut Sides, base: &Tree, judged: &mut [Judged]) -> Result<()> {
+    let suspect = |f: &Finding| f.is_problem() && !matches!(f, Finding::Unreadable { .. });
+    let paths: Vec<(RelPath, bool)> = judged
+        .iter()
+        .filter(|j| suspect(&j.finding))
+        .map(|j| (j.path.clone(), false))
+        .collect();
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let mut now = Vec::new();
+    for side in [Side::Local, Side::Remote] {
+        now.push(sides.endpoint(side).rescan(&job.filter, &paths)?.tree);
+    }
+    for j in judged.iter_mut().filter(|j| suspect(&j.finding)) {
+        let Some(base) = base.get(&j.path) else {
+            continue;
+        };
+        for (i, tree) in now.iter().enumerate() {
+            if !looks_unchanged(base, tree.get(&j.path)) {
+                j.seen[i] = Seen::Changed;
+            }
+        }
+        j.finding = judge(j.digest, &j.seen[0], &j.seen[1]);
+    }
+    Ok(())
 }
 
 /// A repair that was carried out: the file, the side fixed, and where the corrupt copy
@@ -439,6 +489,9 @@ fn report(
             detail.push_str("; the repair failed (see above)");
         }
         run.exit |= bit;
+        if opts.problems_only && bit == ExitStatus::OK {
+            continue;
+        }
         run.reporter.event(&Event::Verify {
             path,
             status: &status,
@@ -447,7 +500,7 @@ fn report(
             exit_bit: bit.0,
         });
     }
-    if counts.digests_recorded > 0 {
+    if counts.digests_recorded > 0 && !opts.problems_only {
         let message = format!(
             "the baseline had no digest for {} files: recorded now, checked from the next verify on",
             counts.digests_recorded
@@ -497,4 +550,87 @@ fn record(
         return Ok(());
     }
     commit(job, sides, old, false, &pending)
+}
+
+/// A verify pass spread over a continuous run (`--verify-interval`): the baseline's files
+/// in tree order, a slice at a time, with syncing going on in between. Only what is wrong
+/// is reported; nothing is repaired or recorded (`tandem verify --repair` does that).
+pub(super) struct Pass {
+    /// The last path the previous slice checked.
+    after: Option<RelPath>,
+    /// What the pass has found so far.
+    pub(super) counts: VerifyCounts,
+    /// Exit bits of what it found.
+    pub(super) exit: ExitStatus,
+    /// When it began.
+    pub(super) started: std::time::Instant,
+}
+
+impl Pass {
+    /// A pass from the first file.
+    pub(super) fn new() -> Pass {
+        Pass {
+            after: None,
+            counts: VerifyCounts::default(),
+            exit: ExitStatus::OK,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Verifies the next files, about `budget` bytes of them, against `base` (the
+    /// trees in `sides` as the last cycle left them); returns the bytes read on both
+    /// sides and whether the pass is through.
+    pub(super) fn slice(
+        &mut self,
+        job: &Job,
+        sides: &mut Sides,
+        base: &Tree,
+        budget: u64,
+        reporter: &mut dyn Reporter,
+    ) -> Result<(u64, bool)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let rest = match &self.after {
+            Some(p) => base.entries.range((Excluded(p.clone()), Unbounded)),
+            None => base.entries.range::<RelPath, _>(..),
+        };
+        let mut taken = 0u64;
+        let mut through = true;
+        let slice = rest.take_while(|(_, e)| {
+            if taken >= budget {
+                through = false;
+                return false;
+            }
+            taken += if e.is_file() { e.size.max(1) } else { 0 };
+            true
+        });
+        let mut last = None;
+        let wanted = choose(
+            slice.inspect(|(p, _)| last = Some((*p).clone())),
+            &sides.trees,
+        );
+        if let Some(p) = last {
+            self.after = Some(p);
+        }
+        let mut run = Run::new(reporter, job);
+        run.summary.verify = Some(VerifyCounts::default());
+        let found = read_both(sides, &wanted, &mut run, &mut transfer::NoWatch)?;
+        let mut judged = judge_all(&wanted, &sides.trees, found);
+        confirm(job, sides, base, &mut judged)?;
+        let findings: Vec<(RelPath, Finding)> =
+            judged.into_iter().map(|j| (j.path, j.finding)).collect();
+        let opts = VerifyOptions {
+            repair: false,
+            problems_only: true,
+        };
+        report(&findings, &[], opts, &mut run);
+        let got = run.summary.verify.take().unwrap_or_default();
+        let c = &mut self.counts;
+        c.files_verified += got.files_verified;
+        c.files_corrupt += got.files_corrupt;
+        c.files_unreadable += got.files_unreadable;
+        c.files_edited += got.files_edited;
+        c.bytes_read += got.bytes_read;
+        self.exit |= run.exit;
+        Ok((got.bytes_read, through))
+    }
 }

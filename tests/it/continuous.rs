@@ -695,3 +695,52 @@ fn continuous_a_directory_made_after_a_queue_overflow_is_watched() {
     both(|s| overflow_then_new_directory(s, "push", &s.a, &s.b));
     both(|s| overflow_then_new_directory(s, "pull", &s.b, &s.a));
 }
+
+/// `--verify-interval`: a background pass finds a replica's data corrupted beneath its
+/// filesystem (ext4 on a loop device, the byte flipped on the device while mounted: no
+/// watcher sees it, no stamp moves), names it, and the run's exit status says so.
+#[test]
+fn continuous_verify_interval_finds_rot_in_the_background() {
+    let f = fixture();
+    write(f.a.join("notes.txt"), "notes\n");
+    std::fs::write(f.a.join("photo.raw"), pseudo_random(200_000, 5)).unwrap();
+    let disk = crate::verify::Ext4::on(f.tmp.path(), &f.b);
+    let mut c = f.sync_command();
+    c.arg("-d").arg(&f.a).arg("-r").arg(&f.b).args([
+        "-K",
+        "push",
+        "-N",
+        "cv",
+        "--verify-interval",
+        "1s",
+    ]);
+    let live = Live::start(c);
+    let target = f.b.join("photo.raw");
+    let before = crate::verify::stamps(&target);
+    disk.rot(&target, 4321, false);
+    assert_eq!(crate::verify::stamps(&target), before);
+    let corrupt = |e: &serde_json::Value| {
+        e["event"] == "verify" && e["path"] == "photo.raw" && e["status"] == "CORRUPT(remote)"
+    };
+    live.wait_event("the background verify's finding", corrupt);
+    live.wait_event("a pass reported done", |e| {
+        e["event"] == "notice"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("verify pass done") && m.contains("1 corrupt"))
+    });
+    assert_eq!(
+        live.count(|e| e["event"] == "verify" && e["status"] == "VERIFIED"),
+        0,
+        "a background pass names only what is wrong"
+    );
+    assert_eq!(live.terminate(), 2, "corruption found is bit 2");
+    // Repaired from the source, the replica is whole again.
+    let mut c = f.command();
+    c.args(["verify", "-N", "cv", "--repair", "--agent-path"])
+        .arg(agent_path());
+    let r = output(c.output().unwrap());
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(std::fs::read(&target).unwrap() == std::fs::read(f.a.join("photo.raw")).unwrap());
+    drop(disk);
+}

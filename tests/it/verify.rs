@@ -321,75 +321,13 @@ fn verify_without_a_session_or_repair_without_verify_is_a_clear_error() {
 /// so size, mtime, ctime and inode are all as they were.
 #[test]
 fn rot_beneath_an_ext4_filesystem_is_found_and_repaired() {
-    assert!(
-        is_root(),
-        "this test mounts an ext4 image: run the suite as root (CI does)"
-    );
     let f = fixture();
     tree(&f.a);
-    let image = f.tmp.path().join("disk.img");
-    std::fs::write(&image, []).unwrap();
-    let ok = |c: &mut Command| {
-        let o = c.output().unwrap();
-        assert!(
-            o.status.success(),
-            "{c:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    ok(Command::new("truncate").arg("-s").arg("32M").arg(&image));
-    ok(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-b", "4096"])
-        .arg(&image));
-    let device = ok(Command::new("losetup").args(["-f", "--show"]).arg(&image));
-    let mount = Mount::new(Path::new(device.trim()), &f.b);
+    let disk = Ext4::on(f.tmp.path(), &f.b);
     assert_eq!(f.sync("push", &["-N", "x"]).code, 0);
     let target = f.b.join("photo.raw");
-    let stamps = |p: &Path| {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(p).unwrap();
-        (
-            m.ino(),
-            m.len(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec(),
-        )
-    };
-    // Allocated and on disk (ext4 allocates late), so the extent map is final.
-    ok(&mut Command::new("sync"));
     let before = stamps(&target);
-    // Where the file's first extent lies on the device, in 4 KiB filesystem blocks.
-    let frag = ok(Command::new("filefrag").arg("-v").arg(&target));
-    let physical: u64 = frag
-        .lines()
-        .find_map(|l| {
-            let cols: Vec<&str> = l.split(':').map(str::trim).collect();
-            (cols.len() > 3 && cols[0] == "0")
-                .then(|| cols[2].split("..").next().unwrap().trim().parse().ok())
-                .flatten()
-        })
-        .unwrap_or_else(|| panic!("no first extent in:\n{frag}"));
-    mount.unmount();
-    {
-        // Through the loop device: the next mount reads its cache, not the image's.
-        use std::io::{Read, Seek, SeekFrom, Write};
-        let mut img = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(device.trim())
-            .unwrap();
-        let at = physical * 4096 + 777;
-        let mut b = [0u8];
-        img.seek(SeekFrom::Start(at)).unwrap();
-        img.read_exact(&mut b).unwrap();
-        img.seek(SeekFrom::Start(at)).unwrap();
-        img.write_all(&[!b[0]]).unwrap();
-        img.sync_all().unwrap();
-    }
-    mount.mount();
+    disk.rot(&target, 777, true);
     assert_eq!(
         stamps(&target),
         before,
@@ -418,51 +356,118 @@ fn rot_beneath_an_ext4_filesystem_is_found_and_repaired() {
     let kept_name: &'static str = Box::leak(kept[0].clone().into_boxed_str());
     assert_same_tree_except(&f.a, &f.b, &Except::at(&[kept_name]));
     assert_eq!(verify(&f, "x", &[]).code, 0);
-    drop(mount);
+    drop(disk);
 }
 
-/// A loop device mounted on a directory; unmounted and detached when dropped.
-struct Mount {
+/// Everything that tells a file changed without reading it: inode, size, mtime, ctime.
+pub fn stamps(p: &Path) -> (u64, u64, i64, i64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap();
+    (
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    )
+}
+
+/// A small ext4 filesystem on a loop device, mounted on a directory; unmounted and
+/// detached when dropped.
+pub struct Ext4 {
     device: std::path::PathBuf,
     dir: std::path::PathBuf,
 }
 
-impl Mount {
-    fn new(device: &Path, dir: &Path) -> Mount {
-        let m = Mount {
-            device: device.to_path_buf(),
+fn ok(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+impl Ext4 {
+    /// Makes a 32 MiB image in `tmp` and mounts it on `dir` (emptied of lost+found).
+    pub fn on(tmp: &Path, dir: &Path) -> Ext4 {
+        assert!(
+            is_root(),
+            "this test mounts an ext4 image: run the suite as root (CI does)"
+        );
+        let image = tmp.join("disk.img");
+        ok(Command::new("truncate").arg("-s").arg("32M").arg(&image));
+        ok(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096"])
+            .arg(&image));
+        let device = ok(Command::new("losetup").args(["-f", "--show"]).arg(&image));
+        let disk = Ext4 {
+            device: std::path::PathBuf::from(device.trim()),
             dir: dir.to_path_buf(),
         };
-        m.mount();
+        disk.mount();
         // A fresh ext4 has lost+found; the tree compared is what tandem wrote.
-        let _ = std::fs::remove_dir(dir.join("lost+found"));
-        m
+        std::fs::remove_dir(dir.join("lost+found")).unwrap();
+        disk
+    }
+
+    /// Flips the byte at `at` of `file` (below the mount) on the device itself, beneath
+    /// the filesystem: unmounted and mounted again around it, or (`remount` false) while
+    /// mounted, the file's cached pages dropped after, so the next read comes from the device.
+    pub fn rot(&self, file: &Path, at: u64, remount: bool) {
+        // Allocated and on disk (ext4 allocates late), so the extent map is final.
+        ok(&mut Command::new("sync"));
+        let frag = ok(Command::new("filefrag").arg("-v").arg(file));
+        // The first extent's first block on the device, in 4 KiB filesystem blocks.
+        let physical: u64 = frag
+            .lines()
+            .find_map(|l| {
+                let cols: Vec<&str> = l.split(':').map(str::trim).collect();
+                (cols.len() > 3 && cols[0] == "0")
+                    .then(|| cols[2].split("..").next().unwrap().trim().parse().ok())
+                    .flatten()
+            })
+            .unwrap_or_else(|| panic!("no first extent in:\n{frag}"));
+        assert!(at < 4096 * 8, "within the first extent");
+        if remount {
+            self.unmount();
+        }
+        {
+            use std::io::{Read, Seek, SeekFrom, Write};
+            let mut dev = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.device)
+                .unwrap();
+            let at = physical * 4096 + at;
+            let mut b = [0u8];
+            dev.seek(SeekFrom::Start(at)).unwrap();
+            dev.read_exact(&mut b).unwrap();
+            dev.seek(SeekFrom::Start(at)).unwrap();
+            dev.write_all(&[!b[0]]).unwrap();
+            dev.sync_all().unwrap();
+        }
+        if remount {
+            self.mount();
+        } else {
+            // Only the file's clean cached pages go; reading it opens no write.
+            let f = std::fs::File::open(file).unwrap();
+            rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        }
     }
 
     fn mount(&self) {
-        let o = Command::new("mount")
-            .arg(&self.device)
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "mount: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        ok(Command::new("mount").arg(&self.device).arg(&self.dir));
     }
 
     fn unmount(&self) {
-        let o = Command::new("umount").arg(&self.dir).output().unwrap();
-        assert!(
-            o.status.success(),
-            "umount: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        ok(Command::new("umount").arg(&self.dir));
     }
 }
 
-impl Drop for Mount {
+impl Drop for Ext4 {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.dir).output();
         let _ = Command::new("losetup").arg("-d").arg(&self.device).output();

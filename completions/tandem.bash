@@ -38,7 +38,7 @@ _tandem() {
 
     case "${cmd}" in
         tandem)
-            opts="-N -d -r -P -K -f -n -q -v -y -e -m -L -R -l -i -c -J -C -s -h -V --name --dir --remote-dir --user --host --port --direction --favor --keep-both --dry-run --quiet --verbose --yes --everything --preserve-mtime --halt-on-error --scan-threads --no-hard-links --numeric-ids --preserve-acls --remote-preserve-acls --exclude --include --exclude-dirs-older-than --exclude-from --max-delete --compress --local-logdir --remote-logdir --dedup --keep-dir-local --keep-dir-remote --target-rate --pending-max --agent-path --private-key-path --accept-new-host-key --connect-timeout --cipher --proxy --rsh --proxy-command --transfer-threads --continuous --scan-interval --remote-scan-interval --cooloff --format --source-dir --help --version sessions status forget completions agent"
+            opts="-N -d -r -P -K -f -n -q -v -y -e -m -L -R -l -i -c -J -C -s -h -V --name --dir --remote-dir --user --host --port --direction --favor --keep-both --dry-run --quiet --verbose --yes --everything --preserve-mtime --halt-on-error --scan-threads --no-hard-links --numeric-ids --preserve-acls --remote-preserve-acls --exclude --include --exclude-dirs-older-than --exclude-from --max-delete --compress --local-logdir --remote-logdir --dedup --keep-dir-local --keep-dir-remote --target-rate --pending-max --agent-path --private-key-path --accept-new-host-key --connect-timeout --cipher --proxy --rsh --proxy-command --transfer-threads --continuous --scan-interval --remote-scan-interval --verify-interval --cooloff --verify --repair --format --source-dir --help --version sessions status forget completions agent"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -225,6 +225,10 @@ _tandem() {
                     return 0
                     ;;
                 --remote-scan-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --verify-interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_tandem_global_optspecs
-    string join \n N/name= d/dir= r/remote-dir= user= host= P/port= K/direction= f/favor= keep-both n/dry-run q/quiet v/verbose y/yes e/everything m/preserve-mtime halt-on-error scan-threads= no-hard-links numeric-ids preserve-acls= remote-preserve-acls= exclude= include= exclude-dirs-older-than= exclude-from= max-delete= compress= L/local-logdir= R/remote-logdir= dedup= keep-dir-local= keep-dir-remote= l/target-rate= pending-max= agent-path= i/private-key-path= accept-new-host-key connect-timeout= c/cipher= proxy= rsh= proxy-command= J= transfer-threads= C/continuous scan-interval= remote-scan-interval= cooloff= format= s/source-dir= h/help V/version
+    string join \n N/name= d/dir= r/remote-dir= user= host= P/port= K/direction= f/favor= keep-both n/dry-run q/quiet v/verbose y/yes e/everything m/preserve-mtime halt-on-error scan-threads= no-hard-links numeric-ids preserve-acls= remote-preserve-acls= exclude= include= exclude-dirs-older-than= exclude-from= max-delete= compress= L/local-logdir= R/remote-logdir= dedup= keep-dir-local= keep-dir-remote= l/target-rate= pending-max= agent-path= i/private-key-path= accept-new-host-key connect-timeout= c/cipher= proxy= rsh= proxy-command= J= transfer-threads= C/continuous scan-interval= remote-scan-interval= verify-interval= cooloff= verify repair format= s/source-dir= h/help V/version
 end
 
 function __fish_tandem_needs_command
@@ -64,6 +64,7 @@ complete -c tandem -n "__fish_tandem_needs_command" -s J -d 'Jump hosts, as ssh 
 complete -c tandem -n "__fish_tandem_needs_command" -l transfer-threads -d 'Parallel SSH channels for file data: auto (the default) opens more on a long link, one more per 4 ms of round trip; with :SIZE, files above SIZE (e.g. 64M) use their own channels' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l scan-interval -d 'With -C: rescan the whole local tree this often (e.g. 4h, 1w0d0h0m0s)' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l remote-scan-interval -d 'With -C: rescan the whole far tree this often' -r
+complete -c tandem -n "__fish_tandem_needs_command" -l verify-interval -d 'With -C: verify the session this often (e.g. 1d), in the background at a bounded rate: what is corrupt is reported (and sets bit 2), `tandem verify --repair` fixes it' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l cooloff -d 'With -C: send a file only once it has stopped changing for this long (0 to 60s)' -r
 complete -c tandem -n "__fish_tandem_needs_command" -l format -d 'Output format' -r -f -a "human\t'Status lines for people'
 json\t'One JSON object per line on stdout'"
@@ -80,6 +81,8 @@ complete -c tandem -n "__fish_tandem_needs_command" -l no-hard-links -d 'Copy ha
 complete -c tandem -n "__fish_tandem_needs_command" -l numeric-ids -d 'Keep owner and group numbers as they are (by default they travel by name)'
 complete -c tandem -n "__fish_tandem_needs_command" -l accept-new-host-key -d 'Record the host key of a host seen for the first time in ~/.ssh/known_hosts (a changed key is always refused)'
 complete -c tandem -n "__fish_tandem_needs_command" -s C -l continuous -d 'Keep running: watch both trees and sync each change as it settles'
+complete -c tandem -n "__fish_tandem_needs_command" -l verify -d '`tandem verify`: re-read both sides against the baseline (set by the word `verify` before the options)'
+complete -c tandem -n "__fish_tandem_needs_command" -l repair -d 'With `tandem verify`: copy the good version over a corrupt copy (the corrupt one is kept in the keep directory, or beside it as NAME.corrupt-TIME)'
 complete -c tandem -n "__fish_tandem_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tandem -n "__fish_tandem_needs_command" -s V -l version -d 'Print version'
 complete -c tandem -n "__fish_tandem_needs_command" -a "sessions" -d 'List the sessions that have a baseline'

@@ -341,6 +341,33 @@ fn note_partial(
     }
 }
 
+/// Hashes a file's contents with BLAKE3 as one unchanging file: its size, mtime, ctime
+/// and inode, read from the open descriptor, must be the same after the read as before
+/// (`Ok(None)` if not). Four calls on the descriptor, one path lookup.
+pub fn hash_unchanged(root: &Root, path: &RelPath) -> std::io::Result<Option<Digest>> {
+    let mut f = root.open_read(path)?;
+    let before = sys::fsops::entry_of_file(&f)?;
+    if !before.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut hasher = blake3::Hasher::new();
+    let size = before.size;
+    let mut buf = vec![0u8; usize::try_from(size).map_or(256 << 10, |s| s.clamp(4096, 256 << 10))];
+    let mut read = 0u64;
+    // Up to the size it had: a file that grew meanwhile shows in the second stat.
+    while read < size {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        read += n as u64;
+    }
+    let after = sys::fsops::entry_of_file(&f)?;
+    let same = read == size && sys::fsops::still_expected(Some(&after), Some(&before));
+    Ok(same.then(|| Digest(*hasher.finalize().as_bytes())))
+}
+
 /// Hashes a file's contents with BLAKE3, streaming.
 pub fn hash_file(root: &Root, path: &RelPath) -> std::io::Result<Digest> {
     let mut f = root.open_read(path)?;

@@ -13,7 +13,7 @@ use crate::core::tree::{Digest, Entry};
 use crate::disk::delta::{self, Basis, DeltaOp, LITERAL_CHUNK, WINDOW};
 use crate::disk::fsops::{entry_at, entry_from_stat, still_expected, CommitError, Root};
 use crate::disk::owners::Database;
-use crate::disk::scan::{hash_file, scan};
+use crate::disk::scan::{hash_unchanged, scan};
 use crate::disk::sys;
 use crate::disk::xattrs::{self, metafile, AclMode, Xattrs};
 use crate::endpoint::{
@@ -199,6 +199,7 @@ impl LocalEndpoint {
     }
 
     fn io(&self, op: &'static str, path: &RelPath, e: io::Error) -> Error {
+        let e = crate::disk::sys::fsops::explain_full(e, self.root.fd());
         Error::io(op, path, &self.place, e)
     }
 
@@ -319,13 +320,14 @@ impl Endpoint for LocalEndpoint {
         Ok(paths
             .iter()
             .map(|p| {
-                let before = self.root.entry(p).ok().flatten();
-                let d = hash_file(&self.root, p).map_err(|e| format!("cannot read: {e}"));
-                let after = self.root.entry(p).ok().flatten();
-                let d = if before.is_some() && still_expected(after.as_ref(), before.as_ref()) {
-                    d
-                } else {
-                    Err("changed while it was being hashed".to_string())
+                let d = match hash_unchanged(&self.root, p) {
+                    Ok(Some(d)) => Ok(d),
+                    Ok(None) => Err("changed while it was being hashed".to_string()),
+                    // Gone since it was scanned: changed, not unreadable.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        Err("changed while it was being hashed: gone".to_string())
+                    }
+                    Err(e) => Err(format!("cannot read: {e}")),
                 };
                 (p.clone(), d)
             })

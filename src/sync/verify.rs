@@ -28,7 +28,7 @@ pub struct VerifyOptions {
 
 /// Most bytes, and files, one request for digests reads (progress moves per request).
 const BATCH_BYTES: u64 = 32 << 20;
-const BATCH_FILES: usize = 512;
+const BATCH_FILES: usize = 4096;
 
 /// A file of the baseline to check, and on which sides it still looks unchanged.
 struct Wanted {

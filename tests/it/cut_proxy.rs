@@ -92,12 +92,13 @@ impl CutProxy {
 impl Drop for CutProxy {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        shut_all(&self.shared.state.lock().unwrap().sockets);
-        // Wakes the acceptor, blocked in accept(), to see the stop flag.
+        // Wakes the acceptor, blocked in accept(), to see the stop flag; once it is gone
+        // no connection is added, and shutting down the ones there ends every pump.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
         }
+        shut_all(&self.shared.state.lock().unwrap().sockets);
         let pumps = std::mem::take(&mut self.shared.state.lock().unwrap().pumps);
         for p in pumps {
             let _ = p.join();

@@ -415,3 +415,103 @@ fn hostile_trees_never_reach_outside_the_roots() {
     assert_eq!(read(outside.join("secret")), "keep out");
     assert_same_tree(&f.a, &f.b);
 }
+
+/// A tmpfs mounted on a directory, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn on(dir: &std::path::Path, size: &str) -> Tmpfs {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test mounts a tmpfs: run the suite as root (CI does)"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem of `dir` with one file, to the last byte it takes.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0x5au8; 4096];
+    loop {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+    }
+    // Whatever a partial block left: byte by byte.
+    while f.write(&[0]).is_ok_and(|n| n == 1) {}
+    path
+}
+
+#[test]
+fn a_full_disk_under_the_baseline_keeps_the_old_one_and_the_next_run_converges() {
+    let f = fixture();
+    let _state = Tmpfs::on(&f.state, "512k");
+    for i in 0..20 {
+        write(f.a.join(format!("d/f{i}")), &format!("first {i}\n"));
+    }
+    assert_eq!(f.sync("push", &["-N", "full"]).code, 0);
+    let baseline = f.state.join("full.baseline");
+    let before = std::fs::read(&baseline).unwrap();
+    let filler = fill(&f.state);
+    // Enough new files that the baseline must grow.
+    for i in 0..400 {
+        write(
+            f.a.join(format!("new/file-with-a-long-name-{i:04}")),
+            "new\n",
+        );
+    }
+    let r = f.sync("push", &["-N", "full"]);
+    assert_eq!(
+        r.code & 16,
+        16,
+        "a baseline that cannot be written is bit 16: {r:?}"
+    );
+    assert!(
+        r.stderr.contains("baseline") && r.stderr.contains("No space left"),
+        "says what and why: {r:?}"
+    );
+    assert!(!r.stderr.contains("panicked"), "{r:?}");
+    assert!(
+        std::fs::read(&baseline).unwrap() == before,
+        "the old baseline is whole"
+    );
+    let mut left: Vec<String> = names(&f.state);
+    left.retain(|n| !n.starts_with("full.") && n != "filler");
+    assert!(
+        left.is_empty(),
+        "nothing half-written left beside it: {left:?}"
+    );
+    // With room again, the next run records what the last one moved, and converges.
+    std::fs::remove_file(filler).unwrap();
+    let r = f.sync("push", &["-N", "full", "--format", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&f.a, &f.b);
+    let third = f.sync("push", &["-N", "full", "--format", "json"]);
+    assert_eq!(third.code, 0, "{third:?}");
+    assert!(
+        !json_events(&third.stdout)
+            .iter()
+            .any(|e| e["event"] == "file"),
+        "nothing left to do: {third:?}"
+    );
+}

@@ -477,3 +477,40 @@ impl Drop for Ext4 {
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+#[test]
+fn a_digest_the_baseline_lacks_is_computed_recorded_and_said() {
+    use tandem::core::path::RelPath;
+    use tandem::state::baseline::Baseline;
+    let f = fixture();
+    tree(&f.a);
+    assert_eq!(f.sync("push", &["-N", "d"]).code, 0);
+    // A baseline from before digests were kept for every file (made here by hand).
+    let path = f.state.join("d.baseline");
+    let mut base = Baseline::load(&path).unwrap().unwrap();
+    let key = RelPath::new("photo.raw").unwrap();
+    let entry = base.tree.entries.get_mut(&key).unwrap();
+    let digest = entry.digest.expect("a synced file has a digest");
+    entry.digest = None;
+    base.commit(&path).unwrap();
+
+    let r = verify(&f, "d", &["--format", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(status_of(&findings(&r), "photo.raw"), "VERIFIED(new)");
+    assert_eq!(summary(&r)["digests_recorded"], 1);
+    assert!(
+        json_events(&r.stdout).iter().any(|e| e["event"] == "notice"
+            && e["message"]
+                .as_str()
+                .unwrap()
+                .contains("no digest for 1 files")),
+        "said once: {r:?}"
+    );
+    let base = Baseline::load(&path).unwrap().unwrap();
+    assert_eq!(base.tree.entries[&key].digest, Some(digest), "recorded");
+    let again = verify(&f, "d", &["--format", "json"]);
+    assert_eq!(status_of(&findings(&again), "photo.raw"), "VERIFIED");
+    // And with it, rot is found again.
+    rot(&f.b.join("photo.raw"), 5);
+    assert_eq!(verify(&f, "d", &[]).code, 2);
+}

@@ -148,7 +148,19 @@ impl<'a> Reconciler<'a> {
                 || (self.at(keeper, q).is_some() && !self.deleted.contains(&(keeper, (*q).clone())))
         });
         let kept = self.at(keeper, p).expect("keeper has the directory");
-        if survives || self.changed(keeper, p) {
+        // Its mtime moves with whatever left it: only what else changed on the directory
+        // itself (mode, owner, attributes) keeps it against the deletion.
+        let edited = match self.at_base(p) {
+            Some(b) if b.is_dir() => {
+                let mut k = kept.clone();
+                if k.mtime_ns != b.mtime_ns {
+                    k.mtime_ns = b.mtime_ns;
+                }
+                !same_state(Some(b), Some(&k), self.policy.everything)
+            }
+            _ => true,
+        };
+        if survives || edited {
             let reason = format!(
                 "deleted on {}, but contents changed on {}: restored",
                 gone.word(),

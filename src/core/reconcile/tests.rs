@@ -675,6 +675,15 @@ fn cases() -> Vec<Case> {
             ..Default::default()
         },
         Case {
+            // Emptying a directory moves its mtime: the echo of the deletions, not an edit
+            // that could beat the other side's deletion of it.
+            name: "directory deleted on one side and emptied on the other stays deleted",
+            base: t(&[("d", d()), ("d/x", f("x")), ("d/y", f("y"))]),
+            remote: t(&[("d", dt(2000)), ("e", d()), ("e/x", f("x"))]),
+            actions: &["L mkdir e", "L cp e/x", "R rm d"],
+            ..Default::default()
+        },
+        Case {
             name: "directory deleted but its mode changed keeps it",
             base: t(&[("d", d())]),
             remote: t(&[("d", dmode(0o700))]),

@@ -196,7 +196,10 @@ impl LocalEndpoint {
         let grew = inc.written.saturating_sub(before);
         if let Err(e) = applied {
             inc.failed = Some(match e {
-                ApplyError::Io(op, e) => Error::io(op, &inc.path, &place, e),
+                ApplyError::Io(op, e) => {
+                    let e = crate::disk::sys::fsops::explain_full(e, &inc.file);
+                    Error::io(op, &inc.path, &place, e)
+                }
                 ApplyError::Peer(why) => {
                     Error::Protocol(format!("'{}' on {place}: {why}; not committed", inc.path))
                 }

@@ -231,7 +231,14 @@ fn write(file: &Gathering, digest: Digest, place: &str, owner: bool) -> Result<E
         data,
         ..
     } = file;
-    let io = |op: &'static str, e: io::Error| Error::io(op, path, place, e);
+    let io = |op: &'static str, e: io::Error| {
+        Error::io(
+            op,
+            path,
+            place,
+            crate::disk::sys::fsops::explain_full(e, dir),
+        )
+    };
     if data.len() as u64 != meta.size || Digest(*blake3::hash(data).as_bytes()) != digest {
         return Err(Error::Verify {
             path: path.to_string(),

@@ -218,6 +218,13 @@ pub async fn authenticate(h: &mut Handle<Client>, t: &Target) -> Result<()> {
             "no password or keyboard-interactive login (no terminal to ask)"
         });
     }
+    // A connection lost while logging in is no key's fault: say what happened.
+    if h.is_closed() {
+        return Err(Error::Unreachable(format!(
+            "the connection to {} was lost while logging in; check the network and try again",
+            t.label()
+        )));
+    }
     Err(refused(t, &a.tried))
 }
 

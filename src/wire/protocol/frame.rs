@@ -88,7 +88,7 @@ pub fn read_frame(r: &mut impl Read) -> Result<Option<Frame>, FrameError> {
         return Err(FrameError::TooLarge(len));
     }
     let mut kind = [0u8; 1];
-    r.read_exact(&mut kind).map_err(|_| FrameError::Truncated)?;
+    r.read_exact(&mut kind).map_err(mid_frame)?;
     let kind = Kind::from_byte(kind[0]).ok_or(FrameError::UnknownKind(kind[0]))?;
     // Read into spare capacity: a zeroed buffer would be written twice (a memset of every
     // byte of file data the agent receives).
@@ -96,7 +96,18 @@ pub fn read_frame(r: &mut impl Read) -> Result<Option<Frame>, FrameError> {
     let mut payload = Vec::with_capacity(want as usize);
     match r.take(want).read_to_end(&mut payload) {
         Ok(n) if n as u64 == want => Ok(Some((kind, payload))),
-        _ => Err(FrameError::Truncated),
+        Ok(_) => Err(FrameError::Truncated),
+        Err(e) => Err(mid_frame(e)),
+    }
+}
+
+/// A read that failed inside a frame: the stream's end is a truncated frame; any other
+/// error is the transport's, kept (a lost SSH connection says so, and is exit 64).
+fn mid_frame(e: io::Error) -> FrameError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        FrameError::Truncated
+    } else {
+        FrameError::Io(e)
     }
 }
 

@@ -538,6 +538,26 @@ pub fn entry_at(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<Entry>> {
     Ok(scan_entry_at(dir, name)?.map(|(e, _)| e))
 }
 
+/// `e` as it is, or, for a full disk, with what to do and the room left on the
+/// filesystem that holds `on` (where the write went).
+pub fn explain_full(e: io::Error, on: &impl AsFd) -> io::Error {
+    if e.kind() != io::ErrorKind::StorageFull {
+        return e;
+    }
+    let free = rustix::fs::fstatvfs(on)
+        .map(|v| format!("{} bytes", v.f_bavail.saturating_mul(v.f_frsize)))
+        .unwrap_or_else(|_| "no room".into());
+    io::Error::new(
+        io::ErrorKind::StorageFull,
+        format!("{e}: {free} free there; the old version is kept — make room (or exclude what does not fit) and run again"),
+    )
+}
+
+/// The entry of an open file, read from its descriptor (no path lookup).
+pub fn entry_of_file(file: &impl AsFd) -> io::Result<Entry> {
+    Ok(entry_from_stat(&rustix::fs::fstat(file)?, None))
+}
+
 /// Device and inode of a file with several names (hard links).
 pub type LinkKey = (u64, u64);
 

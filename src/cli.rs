@@ -110,7 +110,7 @@ pub fn main() -> u8 {
         && std::io::stderr().is_terminal())
     .then(Bars::new);
     let reporter: Box<dyn Reporter> = match args.format {
-        Format::Json => Box::new(Json),
+        Format::Json => Box::new(Json::default()),
         Format::Human => Box::new(Human {
             quiet: args.quiet,
             verbose: args.verbose,

@@ -8,7 +8,16 @@ use crate::core::plan::Resolution;
 use crate::output::{Event, Reporter};
 
 /// Writes events as JSON lines.
-pub struct Json;
+#[derive(Default)]
+pub struct Json {
+    /// Lines not yet written: verify's per-file events, which come by the hundred
+    /// thousand and back to back, go out in blocks; every other event flushes them first,
+    /// so a monitor never waits on a line it was sent.
+    held: Vec<u8>,
+}
+
+/// Most bytes of held lines before they are written.
+const HOLD: usize = 64 << 10;
 
 fn event_value(event: &Event<'_>) -> Value {
     match event {
@@ -77,7 +86,17 @@ fn event_value(event: &Event<'_>) -> Value {
 
 impl Reporter for Json {
     fn event(&mut self, event: &Event<'_>) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", event_value(event));
+        let _ = writeln!(self.held, "{}", event_value(event));
+        if !matches!(event, Event::Verify { .. }) || self.held.len() >= HOLD {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&self.held).and_then(|()| out.flush());
+            self.held.clear();
+        }
+    }
+}
+
+impl Drop for Json {
+    fn drop(&mut self) {
+        let _ = std::io::stdout().lock().write_all(&self.held);
     }
 }

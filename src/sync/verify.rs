@@ -98,6 +98,11 @@ fn verify_inner(
     };
     run.phase("transfer");
     report(&findings, &repaired, opts, run);
+    count_traffic(
+        &mut run.summary,
+        sides.local.as_ref(),
+        sides.remote.as_ref(),
+    );
     record(job, &mut sides, &mut old, &findings, &repaired)?;
     run.phase("commit");
     Ok(())

@@ -416,33 +416,6 @@ fn hostile_trees_never_reach_outside_the_roots() {
     assert_same_tree(&f.a, &f.b);
 }
 
-/// A tmpfs mounted on a directory, unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn on(dir: &std::path::Path, size: &str) -> Tmpfs {
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "this test mounts a tmpfs: run the suite as root (CI does)"
-        );
-        std::fs::create_dir_all(dir).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount a tmpfs on {}", dir.display());
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// Fills the filesystem of `dir` with one file, to the last byte it takes.
 fn fill(dir: &std::path::Path) -> std::path::PathBuf {
     use std::io::Write;
@@ -465,7 +438,7 @@ fn fill(dir: &std::path::Path) -> std::path::PathBuf {
 #[test]
 fn a_full_disk_under_the_baseline_keeps_the_old_one_and_the_next_run_converges() {
     let f = fixture();
-    let _state = Tmpfs::on(&f.state, "512k");
+    let _state = crate::faults::disk::Tmpfs::mount(&f.state, "512k");
     for i in 0..20 {
         write(f.a.join(format!("d/f{i}")), &format!("first {i}\n"));
     }

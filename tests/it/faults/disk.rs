@@ -9,11 +9,12 @@ use super::{is_temp, via};
 use crate::sshd::ssh_fixture;
 use crate::util::*;
 
-/// A tmpfs mounted for one test; unmounted when dropped, also when the test panics.
-struct Tmpfs(PathBuf);
+/// A tmpfs mounted for one test; unmounted when dropped, also when the test panics (the
+/// full-disk tests here, and the one under the baseline in `safety.rs`).
+pub(crate) struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
+    pub(crate) fn mount(dir: &Path, size: &str) -> Tmpfs {
         assert!(
             rustix::process::geteuid().is_root(),
             "the full-disk tests mount a tmpfs: run them as root (CI does)"

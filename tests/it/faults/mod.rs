@@ -14,7 +14,7 @@
 //! in [`cuts`], [`disk`] and [`kills`].
 
 mod cuts;
-mod disk;
+pub(crate) mod disk;
 mod kills;
 mod running;
 mod workload;

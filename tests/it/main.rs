@@ -1,6 +1,7 @@
 //! One integration-test binary: the real `tandem` on temp trees, whole trees compared.
 
 mod cut_proxy;
+mod delay_proxy;
 mod sides;
 mod sshd;
 mod util;

@@ -850,3 +850,46 @@ fn tens_of_thousands_of_files_go_both_ways_over_ssh_without_stalling() {
     assert_eq!(again["moved"], 0, "{again}");
     assert_same_tree(&s.f.a, &s.f.b);
 }
+
+/// `--transfer-threads auto`, the default over SSH: through a link with 10 ms each way
+/// (a 20 ms round trip) the client opens more channels on its own, one more per 4 ms, and
+/// the file data spreads over them.
+#[test]
+fn auto_transfer_threads_open_more_channels_on_a_long_link() {
+    let s = ssh_fixture();
+    std::fs::write(s.f.a.join("big.bin"), pseudo_random(16 << 20, 21)).unwrap();
+    for i in 0..50 {
+        write(
+            s.f.a.join(format!("small/{i}.txt")),
+            &format!("small {i}\n"),
+        );
+    }
+    let proxy = crate::delay_proxy::DelayProxy::start(s.sshd.port, Duration::from_millis(10));
+    crate::sshd::trust_port(&s, proxy.port());
+    let mut c = s.client();
+    c.arg("-d")
+        .arg(&s.f.a)
+        .arg("-r")
+        .arg(s.remote())
+        .arg("-P")
+        .arg(proxy.port().to_string())
+        .arg("-i")
+        .arg(s.sshd.key())
+        .arg("--agent-path")
+        .arg(native_agent_path())
+        .args(["-K", "push", "--format", "json"]);
+    let r = output(c.output().unwrap());
+    ok(&r);
+    assert_same_tree(&s.f.a, &s.f.b);
+    let summary = json_events(&r.stdout).pop().unwrap();
+    let streams = summary["bytes_sent_per_stream"].as_array().unwrap();
+    assert!(
+        streams.len() >= 4,
+        "a 20 ms round trip opens 5 channels: {summary}"
+    );
+    let busy = streams
+        .iter()
+        .filter(|b| b.as_u64().unwrap() > 1 << 20)
+        .count();
+    assert!(busy >= 2, "the data spread over several: {summary}");
+}

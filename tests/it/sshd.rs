@@ -228,3 +228,14 @@ pub fn user() -> String {
     let out = Command::new("id").arg("-un").output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// Lets the client trust the server's host key when it connects through `port`:
+/// known_hosts entries are keyed by host and port.
+pub fn trust_port(s: &SshFixture, port: u16) {
+    let line = s.sshd.known_hosts_line();
+    let key = line.split_once(' ').unwrap().1;
+    let path = s.home.join(".ssh/known_hosts");
+    let mut all = std::fs::read_to_string(&path).unwrap();
+    all.push_str(&format!("[127.0.0.1]:{port} {key}"));
+    std::fs::write(&path, all).unwrap();
+}

@@ -4,9 +4,10 @@
 use std::time::Instant;
 
 use super::running::run_bounded;
-use super::{blames_the_key, names_the_connection, trust_port, via, Figures, Scenario, TRUNCATED};
+use super::{blames_the_key, names_the_connection, via, Figures, Scenario, TRUNCATED};
 use crate::cut_proxy::{CutProxy, NEVER};
 use crate::sshd::ssh_fixture;
+use crate::sshd::trust_port;
 use crate::util::*;
 
 /// Cut points over a clean run of `total` bytes: many in the SSH handshake and the

@@ -201,7 +201,7 @@ impl Scenario {
     /// A proxy to the server with `budget`, whose port the client trusts.
     fn proxy(&self, budget: u64) -> CutProxy {
         let proxy = CutProxy::start(self.s.sshd.port, budget);
-        trust_port(&self.s, proxy.port());
+        crate::sshd::trust_port(&self.s, proxy.port());
         proxy
     }
 
@@ -551,18 +551,6 @@ fn via(s: &SshFixture, port: u16, remote_root: &Path, direction: &str) -> Comman
         .arg(native_agent_path());
     c
 }
-
-/// Lets the client trust the server's host key when it connects through `port`:
-/// known_hosts entries are keyed by host and port.
-fn trust_port(s: &SshFixture, port: u16) {
-    let line = s.sshd.known_hosts_line();
-    let key = line.split_once(' ').unwrap().1;
-    let path = s.home.join(".ssh/known_hosts");
-    let mut all = std::fs::read_to_string(&path).unwrap();
-    all.push_str(&format!("[127.0.0.1]:{port} {key}"));
-    std::fs::write(&path, all).unwrap();
-}
-
 /// The checks have teeth: a torn file, a change lost on the side that made it and a
 /// stray file are each found, and a tree off the intended state is not taken for it.
 #[test]

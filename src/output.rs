@@ -179,6 +179,15 @@ impl Reporter for Silent {
     fn event(&mut self, _: &Event<'_>) {}
 }
 
+/// Now in UTC as `YYYYMMDD-HHMMSS`, for names that say when they were made
+/// (`NAME.conflict-HOST-…`, `NAME.corrupt-…`).
+pub fn name_stamp() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let digits: String = now.chars().filter(char::is_ascii_digit).collect();
+    let (day, time) = digits.split_at(8.min(digits.len()));
+    format!("{day}-{time}")
+}
+
 /// Human-readable size: `1.5 MiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

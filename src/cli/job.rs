@@ -121,10 +121,7 @@ pub(super) fn conflict_suffix() -> String {
             }
         })
         .collect();
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let digits: String = now.chars().filter(char::is_ascii_digit).collect();
-    let (day, time) = digits.split_at(8.min(digits.len()));
-    format!(".conflict-{host}-{day}-{time}")
+    format!(".conflict-{host}-{}", crate::output::name_stamp())
 }
 
 /// Validates parsed arguments into a job; returns notices to show (ignored options).

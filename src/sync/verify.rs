@@ -438,10 +438,7 @@ fn keep_aside(
 
 /// `.corrupt-YYYYMMDD-HHMMSS`, the name a corrupt copy is kept under beside the file.
 fn corrupt_suffix() -> String {
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let digits: String = now.chars().filter(char::is_ascii_digit).collect();
-    let (day, time) = digits.split_at(8.min(digits.len()));
-    format!(".corrupt-{day}-{time}")
+    format!(".corrupt-{}", crate::output::name_stamp())
 }
 
 /// One event per file, the counts, and the exit bits: 2 for corruption left in place, 8

@@ -742,5 +742,12 @@ fn continuous_verify_interval_finds_rot_in_the_background() {
     let r = output(c.output().unwrap());
     assert_eq!(r.code, 0, "{r:?}");
     assert!(std::fs::read(&target).unwrap() == std::fs::read(f.a.join("photo.raw")).unwrap());
+    let kept: Vec<String> = names(&f.b)
+        .into_iter()
+        .filter(|n| n.starts_with("photo.raw.corrupt-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{:?}", names(&f.b));
+    let kept: &'static str = Box::leak(kept[0].clone().into_boxed_str());
+    assert_same_tree_except(&f.a, &f.b, &Except::at(&[kept]));
     drop(disk);
 }
